@@ -1,0 +1,1 @@
+//! Kodama camera firmware.

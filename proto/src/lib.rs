@@ -1,0 +1,80 @@
+//! Kodama's wire protocol, sans-IO.
+//!
+//! Nothing here touches a socket, a clock or an async runtime: callers feed
+//! bytes in and take frames, messages or typed errors out. The transport
+//! adapters in `kodama-firmware` and `kodama-server` drive these types over
+//! iroh QUIC connections.
+//!
+//! # Connection shape
+//! * The ALPN names the role: [`ALPN_CAMERA`] or [`ALPN_VIEWER`].
+//! * The dialer opens one bidirectional **control stream** and sends a hello
+//!   ([`Message::CameraHello`] or [`Message::ViewerHello`]); the server answers
+//!   [`Message::Welcome`] or [`Message::Reject`]. After that both sides exchange
+//!   control messages on it ([`message`]).
+//! * Media travels on **unidirectional streams**, each opened with a
+//!   [`StreamHeader`]: one stream per video group of pictures (GOP), and one
+//!   long-lived stream each for audio, telemetry and events. Every stream then
+//!   carries [`Frame`]s until it is finished or reset ([`stream`]).
+//!
+//! # Layout
+//! * [`frame`]: the media frame (channel, flags, timestamp, sequence, payload)
+//!   and its incremental decoder.
+//! * [`message`]: control-stream messages and their incremental decoder.
+//! * [`stream`]: unidirectional stream headers and the per-stream receive
+//!   state machine that validates what arrives on a stream.
+//! * [`handshake`]: the hello/welcome exchange for both sides.
+//! * [`wire`]: the byte-level reader used by every decoder.
+
+pub mod frame;
+pub mod handshake;
+pub mod message;
+pub mod stream;
+pub mod wire;
+
+pub use frame::{Channel, Frame, FrameDecoder, FrameError, FrameFlags, FRAME_HEADER_LEN, MAX_PAYLOAD};
+pub use handshake::{ClientHandshake, HandshakeError, Hello, ServerHandshake};
+pub use message::{
+    CameraInfo, CameraSelector, Codec, Command, CommandResult, Message, MessageDecoder,
+    MessageError, RejectCode, Role, MAX_MESSAGE_LEN,
+};
+pub use stream::{GroupReceiver, StreamError, StreamEvent, StreamHeader, StreamKind, STREAM_HEADER_LEN};
+
+/// Protocol version carried in every hello and welcome. Bumped on any
+/// incompatible change to this crate's wire format.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// ALPN a camera uses to connect to a server.
+pub const ALPN_CAMERA: &[u8] = b"kodama/camera/1";
+
+/// ALPN a viewer uses to connect to a server.
+pub const ALPN_VIEWER: &[u8] = b"kodama/view/1";
+
+/// The role a given ALPN stands for, or `None` for an ALPN Kodama does not speak.
+pub fn role_for_alpn(alpn: &[u8]) -> Option<Role> {
+    match alpn {
+        ALPN_CAMERA => Some(Role::Camera),
+        ALPN_VIEWER => Some(Role::Viewer),
+        _ => None,
+    }
+}
+
+/// The ALPN for a role.
+pub fn alpn_for_role(role: Role) -> &'static [u8] {
+    match role {
+        Role::Camera => ALPN_CAMERA,
+        Role::Viewer => ALPN_VIEWER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_round_trips_roles() {
+        for role in [Role::Camera, Role::Viewer] {
+            assert_eq!(role_for_alpn(alpn_for_role(role)), Some(role));
+        }
+        assert_eq!(role_for_alpn(b"kodama/camera/2"), None);
+    }
+}

@@ -1,0 +1,909 @@
+//! Control-stream messages.
+//!
+//! # Wire format
+//! ```text
+//! offset size field
+//!      0    4 body length n, u32 BE, at most MAX_MESSAGE_LEN (64 KiB)
+//!      4    1 message type
+//!      5  n-1 body (per type, below)
+//! ```
+//! Bodies (all integers big-endian; `str`/`bytes` are u16-length-prefixed):
+//! ```text
+//! 0x01 CameraHello  version u16, CameraInfo
+//! 0x02 ViewerHello  version u16, selector u8 (0 id: [u8;32], 1 name: str, 2 first online)
+//! 0x03 Welcome      version u16, server name str
+//! 0x04 Reject       code u16, reason str
+//! 0x05 StreamInfo   camera id [u8;32], CameraInfo
+//! 0x06 CameraState  camera id [u8;32], online u8 (0|1)
+//! 0x07 Command      id u32, kind u8 (0 keyframe, 1 bitrate: kbps u32)
+//! 0x08 CommandAck   id u32, result u8 (0 ok, 1 unsupported, 2 failed), detail str
+//!
+//! CameraInfo: name str, codec u8 (1 = H.264), width u16, height u16,
+//!             fps_milli u32, bitrate_kbps u32, sps bytes, pps bytes, firmware str
+//! ```
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::wire::{put_bytes16, put_string16, FieldError, Reader};
+
+/// Largest control message body (64 KiB). SPS/PPS and names fit many times over.
+pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
+
+/// Longest camera name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A camera streaming to the server.
+    Camera,
+    /// A viewer watching one camera.
+    Viewer,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Camera => "camera",
+            Role::Viewer => "viewer",
+        })
+    }
+}
+
+/// Video codec of a camera's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// H.264 / AVC, Annex-B access units.
+    H264 = 1,
+}
+
+/// What a camera tells the server about its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CameraInfo {
+    /// Human-readable name, unique per server by convention.
+    pub name: String,
+    /// Video codec.
+    pub codec: Codec,
+    /// Picture width in pixels.
+    pub width: u16,
+    /// Picture height in pixels.
+    pub height: u16,
+    /// Frame rate in thousandths of a frame per second (30 fps = 30000).
+    pub fps_milli: u32,
+    /// Current target bitrate.
+    pub bitrate_kbps: u32,
+    /// H.264 sequence parameter set NAL unit (without start code).
+    pub sps: Bytes,
+    /// H.264 picture parameter set NAL unit (without start code).
+    pub pps: Bytes,
+    /// Firmware version string.
+    pub firmware: String,
+}
+
+/// Which camera a viewer asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CameraSelector {
+    /// By the camera's endpoint id (32-byte public key).
+    Id([u8; 32]),
+    /// By the camera's name.
+    Name(String),
+    /// Whichever camera is online first (handy for a one-camera setup).
+    FirstOnline,
+}
+
+/// Why a server refused a hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCode {
+    /// The peer speaks another protocol version.
+    VersionMismatch = 1,
+    /// The hello's role does not match the connection's ALPN.
+    RoleMismatch = 2,
+    /// The peer is not on the allowlist.
+    NotAllowed = 3,
+    /// The requested camera is unknown or offline.
+    UnknownCamera = 4,
+    /// The hello was malformed or invalid.
+    BadHello = 5,
+    /// The server is shutting down.
+    ShuttingDown = 6,
+}
+
+impl RejectCode {
+    fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::VersionMismatch,
+            2 => Self::RoleMismatch,
+            3 => Self::NotAllowed,
+            4 => Self::UnknownCamera,
+            5 => Self::BadHello,
+            6 => Self::ShuttingDown,
+            _ => return None,
+        })
+    }
+}
+
+/// A command from the server to a camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Start a new GOP as soon as possible.
+    RequestKeyframe,
+    /// Change the encoder's target bitrate.
+    SetBitrate {
+        /// New target in kbit/s.
+        kbps: u32,
+    },
+}
+
+/// How a camera answered a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandResult {
+    /// Done.
+    Ok = 0,
+    /// The camera cannot do this.
+    Unsupported = 1,
+    /// The camera tried and failed.
+    Failed = 2,
+}
+
+/// A control-stream message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Camera → server: first message on a camera connection.
+    CameraHello {
+        /// The camera's protocol version.
+        version: u16,
+        /// Its stream.
+        info: CameraInfo,
+    },
+    /// Viewer → server: first message on a viewer connection.
+    ViewerHello {
+        /// The viewer's protocol version.
+        version: u16,
+        /// The camera it wants.
+        camera: CameraSelector,
+    },
+    /// Server → peer: the hello was accepted.
+    Welcome {
+        /// The server's protocol version.
+        version: u16,
+        /// The server's name, for display.
+        server: String,
+    },
+    /// Server → peer: the hello was refused; the server closes the connection.
+    Reject {
+        /// Why.
+        code: RejectCode,
+        /// Human-readable detail.
+        reason: String,
+    },
+    /// Server → viewer: the stream the viewer is about to receive (sent after
+    /// Welcome and again whenever the camera reconnects with new parameters).
+    StreamInfo {
+        /// The camera's endpoint id.
+        camera: [u8; 32],
+        /// Its stream parameters.
+        info: CameraInfo,
+    },
+    /// Server → viewer: the camera went offline or came back.
+    CameraState {
+        /// The camera's endpoint id.
+        camera: [u8; 32],
+        /// Whether it is connected now.
+        online: bool,
+    },
+    /// Server → camera.
+    Command {
+        /// Correlates the acknowledgement.
+        id: u32,
+        /// What to do.
+        command: Command,
+    },
+    /// Camera → server: answer to a command.
+    CommandAck {
+        /// The command's id.
+        id: u32,
+        /// Outcome.
+        result: CommandResult,
+        /// Human-readable detail.
+        detail: String,
+    },
+}
+
+/// Why a control message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The declared length exceeds [`MAX_MESSAGE_LEN`]; refused before allocating.
+    #[error("control message at stream offset {offset}: length {len} exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Stream offset of the message.
+        offset: u64,
+        /// Declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A zero-length body has no type byte.
+    #[error("control message at stream offset {offset} is empty")]
+    Empty {
+        /// Stream offset of the message.
+        offset: u64,
+    },
+    /// Unknown message type.
+    #[error("control message at stream offset {offset}: unknown type {kind:#04x}")]
+    UnknownType {
+        /// Stream offset of the message.
+        offset: u64,
+        /// The type byte.
+        kind: u8,
+    },
+    /// A field of a known message is malformed.
+    #[error("control message type {kind:#04x} at stream offset {offset}: {source}")]
+    Field {
+        /// Stream offset of the message.
+        offset: u64,
+        /// The type byte.
+        kind: u8,
+        /// What was wrong.
+        source: FieldError,
+    },
+    /// A camera name is empty or too long.
+    #[error("camera name must be 1..={max} bytes, got {len}")]
+    BadName {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The stream ended in the middle of a message.
+    #[error("control stream ended inside a message at offset {offset} ({buffered} bytes received)")]
+    Truncated {
+        /// Stream offset of the incomplete message.
+        offset: u64,
+        /// Bytes of it that arrived.
+        buffered: usize,
+    },
+}
+
+const T_CAMERA_HELLO: u8 = 0x01;
+const T_VIEWER_HELLO: u8 = 0x02;
+const T_WELCOME: u8 = 0x03;
+const T_REJECT: u8 = 0x04;
+const T_STREAM_INFO: u8 = 0x05;
+const T_CAMERA_STATE: u8 = 0x06;
+const T_COMMAND: u8 = 0x07;
+const T_COMMAND_ACK: u8 = 0x08;
+
+impl CameraInfo {
+    fn encode(&self, out: &mut BytesMut) {
+        put_string16(out, &self.name);
+        out.put_u8(self.codec as u8);
+        out.put_u16(self.width);
+        out.put_u16(self.height);
+        out.put_u32(self.fps_milli);
+        out.put_u32(self.bitrate_kbps);
+        put_bytes16(out, &self.sps);
+        put_bytes16(out, &self.pps);
+        put_string16(out, &self.firmware);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, FieldError> {
+        let name = r.string16("camera.name")?;
+        let codec_at = r.offset();
+        let codec = match r.u8("camera.codec")? {
+            1 => Codec::H264,
+            v => {
+                return Err(FieldError::UnknownValue {
+                    field: "camera.codec",
+                    offset: codec_at,
+                    value: v.into(),
+                })
+            }
+        };
+        Ok(CameraInfo {
+            name,
+            codec,
+            width: r.u16("camera.width")?,
+            height: r.u16("camera.height")?,
+            fps_milli: r.u32("camera.fps_milli")?,
+            bitrate_kbps: r.u32("camera.bitrate_kbps")?,
+            sps: r.bytes16("camera.sps")?,
+            pps: r.bytes16("camera.pps")?,
+            firmware: r.string16("camera.firmware")?,
+        })
+    }
+
+    /// Checks the fields a server relies on.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        if self.name.is_empty() || self.name.len() > MAX_NAME_LEN {
+            return Err(MessageError::BadName {
+                len: self.name.len(),
+                max: MAX_NAME_LEN,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Message {
+    fn kind(&self) -> u8 {
+        match self {
+            Message::CameraHello { .. } => T_CAMERA_HELLO,
+            Message::ViewerHello { .. } => T_VIEWER_HELLO,
+            Message::Welcome { .. } => T_WELCOME,
+            Message::Reject { .. } => T_REJECT,
+            Message::StreamInfo { .. } => T_STREAM_INFO,
+            Message::CameraState { .. } => T_CAMERA_STATE,
+            Message::Command { .. } => T_COMMAND,
+            Message::CommandAck { .. } => T_COMMAND_ACK,
+        }
+    }
+
+    /// Appends the length-prefixed message to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_u32(0);
+        out.put_u8(self.kind());
+        match self {
+            Message::CameraHello { version, info } => {
+                out.put_u16(*version);
+                info.encode(out);
+            }
+            Message::ViewerHello { version, camera } => {
+                out.put_u16(*version);
+                match camera {
+                    CameraSelector::Id(id) => {
+                        out.put_u8(0);
+                        out.put_slice(id);
+                    }
+                    CameraSelector::Name(name) => {
+                        out.put_u8(1);
+                        put_string16(out, name);
+                    }
+                    CameraSelector::FirstOnline => out.put_u8(2),
+                }
+            }
+            Message::Welcome { version, server } => {
+                out.put_u16(*version);
+                put_string16(out, server);
+            }
+            Message::Reject { code, reason } => {
+                out.put_u16(*code as u16);
+                put_string16(out, reason);
+            }
+            Message::StreamInfo { camera, info } => {
+                out.put_slice(camera);
+                info.encode(out);
+            }
+            Message::CameraState { camera, online } => {
+                out.put_slice(camera);
+                out.put_u8(u8::from(*online));
+            }
+            Message::Command { id, command } => {
+                out.put_u32(*id);
+                match command {
+                    Command::RequestKeyframe => out.put_u8(0),
+                    Command::SetBitrate { kbps } => {
+                        out.put_u8(1);
+                        out.put_u32(*kbps);
+                    }
+                }
+            }
+            Message::CommandAck { id, result, detail } => {
+                out.put_u32(*id);
+                out.put_u8(*result as u8);
+                put_string16(out, detail);
+            }
+        }
+        let body_len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
+    }
+
+    /// The length-prefixed message as `Bytes`.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out.freeze()
+    }
+
+    /// Decodes one complete body (type byte and fields, no length prefix).
+    fn decode_body(kind: u8, body: &[u8]) -> Result<Self, FieldError> {
+        let mut r = Reader::new(body);
+        let msg = match kind {
+            T_CAMERA_HELLO => Message::CameraHello {
+                version: r.u16("version")?,
+                info: CameraInfo::decode(&mut r)?,
+            },
+            T_VIEWER_HELLO => {
+                let version = r.u16("version")?;
+                let at = r.offset();
+                let camera = match r.u8("selector")? {
+                    0 => CameraSelector::Id(r.array("selector.id")?),
+                    1 => CameraSelector::Name(r.string16("selector.name")?),
+                    2 => CameraSelector::FirstOnline,
+                    v => {
+                        return Err(FieldError::UnknownValue {
+                            field: "selector",
+                            offset: at,
+                            value: v.into(),
+                        })
+                    }
+                };
+                Message::ViewerHello { version, camera }
+            }
+            T_WELCOME => Message::Welcome {
+                version: r.u16("version")?,
+                server: r.string16("server")?,
+            },
+            T_REJECT => {
+                let at = r.offset();
+                let raw = r.u16("code")?;
+                let code = RejectCode::from_u16(raw).ok_or(FieldError::UnknownValue {
+                    field: "code",
+                    offset: at,
+                    value: raw.into(),
+                })?;
+                Message::Reject {
+                    code,
+                    reason: r.string16("reason")?,
+                }
+            }
+            T_STREAM_INFO => Message::StreamInfo {
+                camera: r.array("camera")?,
+                info: CameraInfo::decode(&mut r)?,
+            },
+            T_CAMERA_STATE => {
+                let camera = r.array("camera")?;
+                let at = r.offset();
+                let online = match r.u8("online")? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(FieldError::UnknownValue {
+                            field: "online",
+                            offset: at,
+                            value: v.into(),
+                        })
+                    }
+                };
+                Message::CameraState { camera, online }
+            }
+            T_COMMAND => {
+                let id = r.u32("id")?;
+                let at = r.offset();
+                let command = match r.u8("command")? {
+                    0 => Command::RequestKeyframe,
+                    1 => Command::SetBitrate {
+                        kbps: r.u32("command.kbps")?,
+                    },
+                    v => {
+                        return Err(FieldError::UnknownValue {
+                            field: "command",
+                            offset: at,
+                            value: v.into(),
+                        })
+                    }
+                };
+                Message::Command { id, command }
+            }
+            T_COMMAND_ACK => {
+                let id = r.u32("id")?;
+                let at = r.offset();
+                let result = match r.u8("result")? {
+                    0 => CommandResult::Ok,
+                    1 => CommandResult::Unsupported,
+                    2 => CommandResult::Failed,
+                    v => {
+                        return Err(FieldError::UnknownValue {
+                            field: "result",
+                            offset: at,
+                            value: v.into(),
+                        })
+                    }
+                };
+                Message::CommandAck {
+                    id,
+                    result,
+                    detail: r.string16("detail")?,
+                }
+            }
+            _ => unreachable_kind(kind)?,
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+/// Unknown kinds are filtered out by the decoder before bodies are parsed;
+/// this keeps `decode_body` total without a panic path.
+fn unreachable_kind(kind: u8) -> Result<Message, FieldError> {
+    Err(FieldError::UnknownValue {
+        field: "type",
+        offset: 0,
+        value: kind.into(),
+    })
+}
+
+fn known_kind(kind: u8) -> bool {
+    (T_CAMERA_HELLO..=T_COMMAND_ACK).contains(&kind)
+}
+
+/// Incremental control-message decoder; same contract as
+/// [`crate::FrameDecoder`]: push bytes, pull messages until `Ok(None)`.
+#[derive(Debug, Default)]
+pub struct MessageDecoder {
+    buf: BytesMut,
+    offset: u64,
+    failed: Option<MessageError>,
+}
+
+impl MessageDecoder {
+    /// A decoder at stream offset 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete message, `Ok(None)` if more bytes are needed.
+    pub fn next_message(&mut self) -> Result<Option<Message>, MessageError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let result = self.parse();
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+            self.buf = BytesMut::new();
+        }
+        result
+    }
+
+    fn parse(&mut self) -> Result<Option<Message>, MessageError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let offset = self.offset;
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > MAX_MESSAGE_LEN {
+            return Err(MessageError::TooLarge {
+                offset,
+                len,
+                max: MAX_MESSAGE_LEN,
+            });
+        }
+        if len == 0 {
+            return Err(MessageError::Empty { offset });
+        }
+        let kind = self.buf[4.min(self.buf.len() - 1)];
+        if self.buf.len() >= 5 && !known_kind(kind) {
+            return Err(MessageError::UnknownType { offset, kind });
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        self.buf.advance(5);
+        let body = self.buf.split_to(len - 1);
+        self.offset += 4 + len as u64;
+        let msg = Message::decode_body(kind, &body).map_err(|source| MessageError::Field {
+            offset,
+            kind,
+            source,
+        })?;
+        match &msg {
+            Message::CameraHello { info, .. } | Message::StreamInfo { info, .. } => {
+                info.validate()?
+            }
+            _ => {}
+        }
+        Ok(Some(msg))
+    }
+
+    /// Declares end of stream: fails if a partial message is buffered.
+    pub fn finish(&self) -> Result<(), MessageError> {
+        if let Some(e) = &self.failed {
+            Err(e.clone())
+        } else if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(MessageError::Truncated {
+                offset: self.offset,
+                buffered: self.buf.len(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn info() -> CameraInfo {
+        CameraInfo {
+            name: "porch".into(),
+            codec: Codec::H264,
+            width: 640,
+            height: 480,
+            fps_milli: 30_000,
+            bitrate_kbps: 1500,
+            sps: Bytes::from_static(&[0x67, 0x42]),
+            pps: Bytes::from_static(&[0x68]),
+            firmware: "0.1".into(),
+        }
+    }
+
+    fn decode_one(bytes: &[u8]) -> Result<Option<Message>, MessageError> {
+        let mut d = MessageDecoder::new();
+        d.push(bytes);
+        d.next_message()
+    }
+
+    fn golden(msg: Message, expected_hex: &str) {
+        let bytes = msg.to_bytes();
+        assert_eq!(hex::encode(&bytes), expected_hex, "{msg:?}");
+        assert_eq!(decode_one(&bytes), Ok(Some(msg)));
+    }
+
+    #[test]
+    fn golden_camera_hello() {
+        golden(
+            Message::CameraHello {
+                version: 1,
+                info: info(),
+            },
+            concat!(
+                "00000023",       // body length 35
+                "01",             // CameraHello
+                "0001",           // version
+                "0005706f726368", // name "porch"
+                "01",             // codec H.264
+                "028001e0",       // 640 x 480
+                "00007530",       // 30000 millifps
+                "000005dc",       // 1500 kbit/s
+                "00026742",       // sps
+                "000168",         // pps
+                "0003302e31"      // firmware "0.1"
+            ),
+        );
+    }
+
+    #[test]
+    fn golden_viewer_hellos() {
+        golden(
+            Message::ViewerHello {
+                version: 1,
+                camera: CameraSelector::Name("porch".into()),
+            },
+            "0000000b020001010005706f726368",
+        );
+        golden(
+            Message::ViewerHello {
+                version: 1,
+                camera: CameraSelector::FirstOnline,
+            },
+            "0000000402000102",
+        );
+        golden(
+            Message::ViewerHello {
+                version: 1,
+                camera: CameraSelector::Id([0xab; 32]),
+            },
+            &format!("0000002402000100{}", "ab".repeat(32)),
+        );
+    }
+
+    #[test]
+    fn golden_welcome_reject() {
+        golden(
+            Message::Welcome {
+                version: 1,
+                server: "box".into(),
+            },
+            "000000080300010003626f78",
+        );
+        golden(
+            Message::Reject {
+                code: RejectCode::NotAllowed,
+                reason: "no".into(),
+            },
+            "0000000704000300026e6f",
+        );
+    }
+
+    #[test]
+    fn golden_stream_info_and_state() {
+        golden(
+            Message::StreamInfo {
+                camera: [0x11; 32],
+                info: info(),
+            },
+            &format!(
+                "0000004105{}0005706f72636801028001e000007530000005dc000267420001680003302e31",
+                "11".repeat(32)
+            ),
+        );
+        golden(
+            Message::CameraState {
+                camera: [0x22; 32],
+                online: true,
+            },
+            &format!("0000002206{}01", "22".repeat(32)),
+        );
+    }
+
+    #[test]
+    fn golden_commands() {
+        golden(
+            Message::Command {
+                id: 7,
+                command: Command::SetBitrate { kbps: 800 },
+            },
+            "0000000a07000000070100000320",
+        );
+        golden(
+            Message::Command {
+                id: 8,
+                command: Command::RequestKeyframe,
+            },
+            "00000006070000000800",
+        );
+        golden(
+            Message::CommandAck {
+                id: 7,
+                result: CommandResult::Unsupported,
+                detail: "x".into(),
+            },
+            "00000009080000000701000178",
+        );
+    }
+
+    #[test]
+    fn oversized_message_refused_before_body() {
+        let err = decode_one(&((MAX_MESSAGE_LEN as u32) + 1).to_be_bytes());
+        assert!(matches!(err, Err(MessageError::TooLarge { offset: 0, .. })));
+    }
+
+    #[test]
+    fn unknown_type_refused_at_once() {
+        assert_eq!(
+            decode_one(&[0, 0, 0, 9, 0x7f]),
+            Err(MessageError::UnknownType {
+                offset: 0,
+                kind: 0x7f
+            })
+        );
+    }
+
+    #[test]
+    fn truncated_field_names_the_field() {
+        // A Welcome whose server string claims 10 bytes but carries 3.
+        let err = decode_one(&hex::decode("00000008030001000a626f78").expect("hex"));
+        match err {
+            Err(MessageError::Field {
+                kind: 0x03,
+                source: FieldError::Truncated { field: "server", .. },
+                ..
+            }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_and_bad_names_are_errors() {
+        let mut bytes = Message::Welcome {
+            version: 1,
+            server: "a".into(),
+        }
+        .to_bytes()
+        .to_vec();
+        bytes[3] += 1;
+        bytes.push(0);
+        assert!(matches!(
+            decode_one(&bytes),
+            Err(MessageError::Field {
+                source: FieldError::Trailing { extra: 1, .. },
+                ..
+            })
+        ));
+        let mut bad = info();
+        bad.name = String::new();
+        let bytes = Message::CameraHello {
+            version: 1,
+            info: bad,
+        }
+        .to_bytes();
+        assert!(matches!(
+            decode_one(&bytes),
+            Err(MessageError::BadName { len: 0, .. })
+        ));
+    }
+
+    fn arb_info() -> impl Strategy<Value = CameraInfo> {
+        (
+            "[a-z0-9-]{1,64}",
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            proptest::collection::vec(any::<u8>(), 0..16),
+            "\\PC{0,16}",
+        )
+            .prop_map(|(name, width, height, fps_milli, bitrate_kbps, sps, pps, firmware)| CameraInfo {
+                name,
+                codec: Codec::H264,
+                width,
+                height,
+                fps_milli,
+                bitrate_kbps,
+                sps: sps.into(),
+                pps: pps.into(),
+                firmware,
+            })
+    }
+
+    pub(crate) fn arb_message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            (any::<u16>(), arb_info()).prop_map(|(version, info)| Message::CameraHello { version, info }),
+            (any::<u16>(), any::<[u8; 32]>()).prop_map(|(version, id)| Message::ViewerHello {
+                version,
+                camera: CameraSelector::Id(id)
+            }),
+            (any::<u16>(), "\\PC{0,32}").prop_map(|(version, name)| Message::ViewerHello {
+                version,
+                camera: CameraSelector::Name(name)
+            }),
+            (any::<u16>(), "\\PC{0,32}").prop_map(|(version, server)| Message::Welcome { version, server }),
+            (1u16..=6, "\\PC{0,64}").prop_map(|(c, reason)| Message::Reject {
+                code: RejectCode::from_u16(c).expect("in range"),
+                reason
+            }),
+            (any::<[u8; 32]>(), arb_info()).prop_map(|(camera, info)| Message::StreamInfo { camera, info }),
+            (any::<[u8; 32]>(), any::<bool>()).prop_map(|(camera, online)| Message::CameraState { camera, online }),
+            (any::<u32>(), any::<u32>()).prop_map(|(id, kbps)| Message::Command {
+                id,
+                command: Command::SetBitrate { kbps }
+            }),
+            (any::<u32>(), "\\PC{0,32}").prop_map(|(id, detail)| Message::CommandAck {
+                id,
+                result: CommandResult::Failed,
+                detail
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_any_split(msgs in proptest::collection::vec(arb_message(), 1..6), split in 1usize..50) {
+            let mut wire = BytesMut::new();
+            for m in &msgs {
+                m.encode(&mut wire);
+            }
+            let mut d = MessageDecoder::new();
+            let mut out = Vec::new();
+            for chunk in wire.chunks(split) {
+                d.push(chunk);
+                while let Some(m) = d.next_message().expect("valid") {
+                    out.push(m);
+                }
+            }
+            prop_assert!(d.finish().is_ok());
+            prop_assert_eq!(out, msgs);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            let mut d = MessageDecoder::new();
+            d.push(&data);
+            for _ in 0..data.len() + 1 {
+                match d.next_message() {
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! What the live hub hands to consumers that must see every group, such as
+//! the recorder: whole GOPs, telemetry and events, camera arrivals and departures.
+//!
+//! Channels: the hub `try_send`s into a bounded `mpsc` per consumer. When a
+//! consumer's queue is full the hub drops the event (a whole GOP at a time,
+//! never part of one), counts it in [`FeedStats`], and logs it: a slow disk
+//! never blocks live routing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use iroh::EndpointId;
+use kodama_proto::{CameraInfo, Frame};
+
+/// One complete group of pictures: a keyframe and the frames that follow it
+/// up to (not including) the next keyframe.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// Group number from the camera (increasing per camera connection).
+    pub id: u64,
+    /// The frames, keyframe first, in sequence order.
+    pub frames: Vec<Arc<Frame>>,
+    /// Whether the group ended early (the camera disconnected or abandoned
+    /// it); its frames are still valid and in order.
+    pub truncated: bool,
+}
+
+impl Group {
+    /// Total payload bytes.
+    pub fn payload_bytes(&self) -> usize {
+        self.frames.iter().map(|f| f.payload.len()).sum()
+    }
+}
+
+/// An event on a consumer's feed.
+#[derive(Debug, Clone)]
+pub enum FeedEvent {
+    /// A camera completed its handshake (also sent again on reconnect, with
+    /// possibly new parameters).
+    CameraOnline {
+        /// The camera's endpoint id.
+        camera: EndpointId,
+        /// Its stream parameters.
+        info: CameraInfo,
+    },
+    /// A complete GOP.
+    Group {
+        /// The camera.
+        camera: EndpointId,
+        /// The group.
+        group: Arc<Group>,
+    },
+    /// A telemetry or event frame (JSON payload).
+    Aux {
+        /// The camera.
+        camera: EndpointId,
+        /// The frame.
+        frame: Arc<Frame>,
+    },
+    /// The camera's connection ended.
+    CameraOffline {
+        /// The camera.
+        camera: EndpointId,
+    },
+}
+
+/// Drop counters for one feed consumer.
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    /// GOPs dropped because the consumer's queue was full.
+    pub groups_dropped: AtomicU64,
+    /// Other events dropped because the consumer's queue was full.
+    pub events_dropped: AtomicU64,
+}
+
+impl FeedStats {
+    /// Counts a dropped event.
+    pub fn count_drop(&self, event: &FeedEvent) {
+        let counter = match event {
+            FeedEvent::Group { .. } => &self.groups_dropped,
+            _ => &self.events_dropped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The sending half the hub keeps for one consumer.
+#[derive(Debug, Clone)]
+pub struct FeedSender {
+    /// The consumer's bounded queue.
+    pub tx: tokio::sync::mpsc::Sender<FeedEvent>,
+    /// Its drop counters, shared with the consumer for reporting.
+    pub stats: Arc<FeedStats>,
+    /// Name for logs ("recorder").
+    pub name: &'static str,
+}
+
+impl FeedSender {
+    /// Offers an event without waiting; a full queue drops it, counted and logged.
+    pub fn offer(&self, event: FeedEvent) {
+        use tokio::sync::mpsc::error::TrySendError;
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(event)) => {
+                self.stats.count_drop(&event);
+                let what = match &event {
+                    FeedEvent::Group { camera, group } => {
+                        format!("GOP {} of camera {camera}", group.id)
+                    }
+                    other => format!("{other:?}").chars().take(80).collect(),
+                };
+                tracing::warn!(consumer = self.name, "consumer is behind; dropped {what}");
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// Creates a feed with room for `capacity` events.
+pub fn channel(
+    name: &'static str,
+    capacity: usize,
+) -> (FeedSender, tokio::sync::mpsc::Receiver<FeedEvent>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+    (
+        FeedSender {
+            tx,
+            stats: Arc::new(FeedStats::default()),
+            name,
+        },
+        rx,
+    )
+}

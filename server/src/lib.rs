@@ -1,0 +1,3 @@
+//! Kodama server.
+
+pub mod feed;
