@@ -1,1 +1,65 @@
-fn main() {}
+//! `kodama-camera`: the camera firmware's entry point.
+
+use clap::Parser;
+use kodama_firmware::app::{self, AppHandles};
+use kodama_firmware::cli::{CameraCommand, Cli};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,iroh=warn,noq=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match cli.command.unwrap_or(CameraCommand::Run) {
+            CameraCommand::Id => {
+                let path = cli
+                    .run
+                    .key_path
+                    .clone()
+                    .or_else(|| {
+                        cli.run
+                            .config
+                            .as_ref()
+                            .and_then(|p| kodama_firmware::config::Config::load(p).ok())
+                            .map(|c| c.camera.key_path)
+                    })
+                    .unwrap_or_else(|| "camera.key".into());
+                let key = kodama_net::endpoint::load_or_create_key(&path)?;
+                println!("{}", key.public());
+                Ok(())
+            }
+            CameraCommand::Run => {
+                let config = cli.run.resolve()?;
+                let cancel = CancellationToken::new();
+                let signals = cancel.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    tracing::info!("shutting down");
+                    signals.cancel();
+                });
+                app::run(config, AppHandles::default(), cancel).await
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -10,8 +10,10 @@
 //!     10    … frames (crate::frame), until FIN or reset
 //! ```
 //! A video stream carries exactly one group of pictures: its first frame is a
-//! keyframe and no other frame in it is. Sequence numbers increase by one
-//! within a stream. A sender abandons an old group with a stream reset; the
+//! keyframe and no other frame in it is, and its sequence numbers increase by
+//! exactly one (a gap inside a GOP would break decoding). On the long-lived
+//! audio, telemetry and event streams sequence numbers strictly increase; gaps
+//! there are frames a sender dropped for a slow receiver. A sender abandons an old group with a stream reset; the
 //! receiver treats a reset as "skip the rest of that group", not as an error.
 
 use bytes::{BufMut, BytesMut};
@@ -109,8 +111,8 @@ pub enum StreamError {
         /// What is wrong.
         problem: &'static str,
     },
-    /// Sequence numbers do not increase by one.
-    #[error("{channel} sequence jumped from {previous} to {found} within one stream")]
+    /// Sequence numbers go backwards, or skip inside a video group.
+    #[error("{channel} sequence went from {previous} to {found} within one stream")]
     SequenceGap {
         /// The channel.
         channel: &'static str,
@@ -231,7 +233,12 @@ impl GroupReceiver {
             }
         }
         if let Some(previous) = self.last_sequence {
-            if previous.checked_add(1) != Some(frame.sequence) {
+            let in_order = if header.channel == Channel::Video {
+                previous.checked_add(1) == Some(frame.sequence)
+            } else {
+                frame.sequence > previous
+            };
+            if !in_order {
                 return Err(StreamError::SequenceGap {
                     channel: header.channel.name(),
                     previous,
@@ -355,6 +362,20 @@ mod tests {
             channel: Channel::Telemetry,
             group: 0,
         };
+        let telemetry = |seq: u64| Frame {
+            channel: Channel::Telemetry,
+            flags: FrameFlags::empty(),
+            capture_us: seq,
+            sequence: seq,
+            payload: Bytes::from_static(b"{}"),
+        };
+        let mut rx = GroupReceiver::new();
+        rx.push(&stream(t, &[telemetry(1), telemetry(5)]));
+        assert_eq!(drain(&mut rx).expect("gaps allowed off video").len(), 3);
+        let mut rx = GroupReceiver::new();
+        rx.push(&stream(t, &[telemetry(5), telemetry(5)]));
+        assert!(matches!(drain(&mut rx), Err(StreamError::SequenceGap { .. })));
+
         let mut rx = GroupReceiver::new();
         rx.push(&stream(t, &[video(1, true)]));
         assert!(matches!(

@@ -1,0 +1,83 @@
+//! Wires the camera together: identity, endpoint, video source, capture
+//! thread and uplink, all under one cancellation token.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kodama_net::endpoint::{self, EndpointOptions};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, VideoSourceKind};
+use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
+use crate::video::synthetic::{MotionSwitch, SyntheticSource};
+use crate::video::{self, VideoSource};
+
+/// Handles the app exposes to tests and the demo.
+#[derive(Debug, Clone, Default)]
+pub struct AppHandles {
+    /// Injects motion into a synthetic source.
+    pub motion: MotionSwitch,
+}
+
+/// Builds the configured video source.
+pub fn make_source(config: &Config, motion: MotionSwitch) -> anyhow::Result<Box<dyn VideoSource>> {
+    match config.video.source {
+        VideoSourceKind::Synthetic => Ok(Box::new(
+            SyntheticSource::new(config.video.settings(), true, motion)
+                .context("starting the synthetic video source")?,
+        )),
+        VideoSourceKind::Pi => anyhow::bail!(
+            "video.source = \"pi\" needs a firmware built with the `pi` feature"
+        ),
+    }
+}
+
+/// Runs the camera until `cancel` fires.
+pub async fn run(config: Config, handles: AppHandles, cancel: CancellationToken) -> anyhow::Result<()> {
+    let secret = endpoint::load_or_create_key(&config.camera.key_path)?;
+    let server = endpoint::dial_addr(
+        config.server.ticket.as_deref(),
+        config.server.node_id.as_deref(),
+        &config.server.addrs,
+    )?;
+    let ep = endpoint::bind(
+        secret,
+        &EndpointOptions {
+            offline: config.network.offline,
+            bind: config.network.bind,
+            alpns: Vec::new(),
+        },
+    )
+    .await?;
+    tracing::info!(id = %ep.id(), name = %config.camera.name, server = %server.id, "camera starting");
+
+    let source = make_source(&config, handles.motion.clone())?;
+    let format = source.format();
+    let capture = video::spawn_capture(source, cancel.clone())?;
+    let (_aux_tx, aux_rx) = mpsc::channel(64);
+    let (state_tx, _state_rx) = watch::channel(LinkState::Connecting { attempt: 0 });
+    let (initial, max) = config.reconnect_bounds();
+    let opts = UplinkOptions {
+        server,
+        name: config.camera.name.clone(),
+        format,
+        bitrate_kbps: config.video.bitrate_kbps,
+        backoff_initial: Duration::from_millis(initial),
+        backoff_max: Duration::from_millis(max),
+    };
+    let io = UplinkIo {
+        frames: capture.frames,
+        aux: aux_rx,
+        control: capture.control,
+        state: state_tx,
+    };
+    uplink::run(ep.clone(), opts, io, cancel.clone()).await;
+    cancel.cancel();
+    ep.close().await;
+    match tokio::task::spawn_blocking(move || capture.thread.join()).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e).context("video source failed"),
+        Ok(Err(_)) | Err(_) => anyhow::bail!("capture thread panicked"),
+    }
+}

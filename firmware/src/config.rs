@@ -1,0 +1,310 @@
+//! The camera's configuration: `kodama.toml`, then environment variables,
+//! then command-line flags (each overriding the one before).
+//!
+//! On the Pi the file lives on the FAT boot partition so a user can write it
+//! from any computer. Unknown keys and bad values are errors that name the
+//! field (`video.fps: must be 1..=60, got 0`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::video::VideoSettings;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys / wrong types.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said (it names the key and line).
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `server.node_id`.
+        field: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Where the video comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoSourceKind {
+    /// The OpenH264 test pattern (test equipment, the demo).
+    #[default]
+    Synthetic,
+    /// IMX219 + hardware encoder (needs the `pi` build feature).
+    Pi,
+}
+
+/// `[camera]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraSection {
+    /// Name shown on the server; 1..=64 bytes.
+    pub name: String,
+    /// Secret key file (created on first start, mode 0600).
+    pub key_path: PathBuf,
+}
+
+impl Default for CameraSection {
+    fn default() -> Self {
+        Self {
+            name: "camera".into(),
+            key_path: PathBuf::from("camera.key"),
+        }
+    }
+}
+
+/// `[server]`: whom to stream to. A ticket, or a node id plus addresses.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Connection ticket printed by `kodama-server`.
+    pub ticket: Option<String>,
+    /// The server's node id.
+    pub node_id: Option<String>,
+    /// Direct socket addresses of the server (needed in offline mode).
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// `[network]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    /// No relays, address lookup or port mapping: dial direct addresses only.
+    pub offline: bool,
+    /// Local socket address to bind (default: any).
+    pub bind: Option<SocketAddr>,
+    /// First reconnect delay in milliseconds.
+    pub reconnect_initial_ms: Option<u64>,
+    /// Longest reconnect delay in milliseconds.
+    pub reconnect_max_ms: Option<u64>,
+}
+
+/// `[video]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoSection {
+    /// `synthetic` or `pi`.
+    pub source: VideoSourceKind,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Target bitrate in kbit/s.
+    pub bitrate_kbps: u32,
+    /// Frames per GOP.
+    pub keyframe_interval: u32,
+}
+
+impl Default for VideoSection {
+    fn default() -> Self {
+        Self {
+            source: VideoSourceKind::Synthetic,
+            width: 640,
+            height: 480,
+            fps: 30,
+            bitrate_kbps: 1500,
+            keyframe_interval: 30,
+        }
+    }
+}
+
+impl VideoSection {
+    /// The encoder settings.
+    pub fn settings(&self) -> VideoSettings {
+        VideoSettings {
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            bitrate_kbps: self.bitrate_kbps,
+            keyframe_interval: self.keyframe_interval,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[camera]`
+    pub camera: CameraSection,
+    /// `[server]`
+    pub server: ServerSection,
+    /// `[network]`
+    pub network: NetworkSection,
+    /// `[video]`
+    pub video: VideoSection,
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Checks every value, naming the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            field: field.into(),
+            message,
+        };
+        let name = &self.camera.name;
+        if name.is_empty() || name.len() > kodama_proto::message::MAX_NAME_LEN {
+            return Err(invalid(
+                "camera.name",
+                format!("must be 1..=64 bytes, got {} bytes", name.len()),
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(invalid("camera.name", "must not contain control characters".into()));
+        }
+        match (&self.server.ticket, &self.server.node_id) {
+            (None, None) => {
+                return Err(invalid(
+                    "server",
+                    "set server.ticket, or server.node_id (with server.addrs when offline)".into(),
+                ))
+            }
+            (Some(t), _) => {
+                kodama_net::endpoint::parse_ticket(t)
+                    .map_err(|e| invalid("server.ticket", e.to_string()))?;
+            }
+            (None, Some(id)) => {
+                kodama_net::endpoint::parse_endpoint_id(id)
+                    .map_err(|e| invalid("server.node_id", e.to_string()))?;
+                if self.network.offline && self.server.addrs.is_empty() {
+                    return Err(invalid(
+                        "server.addrs",
+                        "offline mode dials direct addresses only; give at least one".into(),
+                    ));
+                }
+            }
+        }
+        let (initial, max) = self.reconnect_bounds();
+        if initial == 0 || initial > max {
+            return Err(invalid(
+                "network.reconnect_initial_ms",
+                format!("must be 1..=reconnect_max_ms ({max}), got {initial}"),
+            ));
+        }
+        if max > 300_000 {
+            return Err(invalid(
+                "network.reconnect_max_ms",
+                format!("must be at most 300000 (5 minutes), got {max}"),
+            ));
+        }
+        self.video
+            .settings()
+            .validate()
+            .map_err(|e| match e {
+                crate::video::VideoError::InvalidSettings { field, message } => {
+                    invalid(&format!("video.{field}"), message)
+                }
+                other => invalid("video", other.to_string()),
+            })?;
+        if self.video.source == VideoSourceKind::Pi && !cfg!(feature = "pi") {
+            return Err(invalid(
+                "video.source",
+                "\"pi\" needs a firmware built with the `pi` feature; this build has only \"synthetic\"".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reconnect backoff bounds in milliseconds.
+    pub fn reconnect_bounds(&self) -> (u64, u64) {
+        (
+            self.network.reconnect_initial_ms.unwrap_or(250),
+            self.network.reconnect_max_ms.unwrap_or(10_000),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> String {
+        iroh::SecretKey::generate().public().to_string()
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let c = Config::from_toml(text, Path::new("kodama.toml"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn minimal_file_with_defaults() {
+        let c = parse(&format!(
+            "[server]\nnode_id = \"{}\"\naddrs = [\"127.0.0.1:7070\"]\n[network]\noffline = true\n",
+            id()
+        ))
+        .expect("valid");
+        assert_eq!(c.video.fps, 30);
+        assert_eq!(c.camera.name, "camera");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("[video]\nfsp = 30\n").expect_err("typo");
+        assert!(err.to_string().contains("fsp"), "{err}");
+        let err = parse("[vidoe]\n").expect_err("typo");
+        assert!(err.to_string().contains("vidoe"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let base = format!("[server]\nnode_id = \"{}\"\naddrs = [\"127.0.0.1:1\"]\n", id());
+        let err = parse(&format!("{base}[video]\nfps = 0\n")).expect_err("fps");
+        assert!(err.to_string().starts_with("video.fps:"), "{err}");
+        let err = parse(&format!("{base}[camera]\nname = \"\"\n")).expect_err("name");
+        assert!(err.to_string().starts_with("camera.name:"), "{err}");
+        let err = parse("[server]\nnode_id = \"nope\"\n").expect_err("id");
+        assert!(err.to_string().starts_with("server.node_id:"), "{err}");
+        let err = parse("").expect_err("no server");
+        assert!(err.to_string().starts_with("server:"), "{err}");
+        let err = parse(&format!(
+            "[server]\nnode_id = \"{}\"\n[network]\noffline = true\n",
+            id()
+        ))
+        .expect_err("offline needs addrs");
+        assert!(err.to_string().starts_with("server.addrs:"), "{err}");
+        let err = parse(&format!("{base}[network]\nreconnect_initial_ms = 0\n")).expect_err("backoff");
+        assert!(err.to_string().starts_with("network.reconnect_initial_ms"), "{err}");
+        let err = parse(&format!("{base}[video]\nfps = \"fast\"\n")).expect_err("type");
+        assert!(err.to_string().contains("fps"), "{err}");
+    }
+}

@@ -1,0 +1,355 @@
+//! The camera's connection to its server: connect, handshake, stream, and
+//! reconnect with capped exponential backoff when the server goes away.
+//!
+//! Channels (all bounded):
+//! * `frames` (in): video frames from the capture thread ([`crate::video::spawn_capture`]).
+//! * `aux` (in): telemetry and event JSON from the sampler and motion detector.
+//! * `control` (out): keyframe / bitrate requests to the capture thread.
+//! * `state` (out, `watch`): the link state, for telemetry and the status LED.
+//!
+//! While disconnected the uplink keeps draining `frames` (remembering the
+//! latest SPS/PPS), so the capture thread never stalls, and after a reconnect
+//! it asks for a keyframe: the server sees a clean GOP at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kodama_media::h264;
+use kodama_net::control::ControlStream;
+use kodama_net::media_send::{MediaSender, SendOutcome};
+use kodama_net::{codes, Endpoint, EndpointAddr};
+use kodama_proto::{
+    CameraInfo, Channel, ClientHandshake, Codec, Command, CommandResult, Frame, FrameFlags,
+    Message, RejectCode, ALPN_CAMERA,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::video::{VideoControl, VideoFormat};
+
+/// A telemetry or event document for the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuxMessage {
+    /// [`Channel::Telemetry`] or [`Channel::Event`].
+    pub channel: Channel,
+    /// When it was measured, µs since the Unix epoch.
+    pub capture_us: u64,
+    /// JSON document.
+    pub payload: Bytes,
+}
+
+/// Where the uplink is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkState {
+    /// Trying to reach the server.
+    Connecting {
+        /// Attempts since the last good session.
+        attempt: u32,
+    },
+    /// Streaming.
+    Streaming,
+    /// The server refused us; retrying after backoff.
+    Refused {
+        /// What the server said.
+        reason: String,
+    },
+    /// Stopped.
+    Stopped,
+}
+
+/// What the uplink needs to know.
+#[derive(Debug, Clone)]
+pub struct UplinkOptions {
+    /// The server to dial.
+    pub server: EndpointAddr,
+    /// The camera's name.
+    pub name: String,
+    /// The source's format.
+    pub format: VideoFormat,
+    /// The starting bitrate.
+    pub bitrate_kbps: u32,
+    /// Reconnect backoff bounds.
+    pub backoff_initial: Duration,
+    /// Reconnect backoff cap.
+    pub backoff_max: Duration,
+}
+
+/// Inputs and outputs of the uplink task.
+#[derive(Debug)]
+pub struct UplinkIo {
+    /// Video frames from the capture thread.
+    pub frames: mpsc::Receiver<Arc<Frame>>,
+    /// Telemetry and events.
+    pub aux: mpsc::Receiver<AuxMessage>,
+    /// Requests to the capture thread.
+    pub control: mpsc::Sender<VideoControl>,
+    /// Link state for others to watch.
+    pub state: watch::Sender<LinkState>,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Parameter sets seen most recently, for the hello.
+#[derive(Debug, Default, Clone)]
+struct ParamSets {
+    sps: Bytes,
+    pps: Bytes,
+}
+
+impl ParamSets {
+    fn observe(&mut self, frame: &Frame) {
+        if !frame.is_keyframe() {
+            return;
+        }
+        let (sps, pps) = h264::parameter_sets(&frame.payload);
+        if let (Some(s), Some(p)) = (sps, pps) {
+            self.sps = Bytes::copy_from_slice(s);
+            self.pps = Bytes::copy_from_slice(p);
+        }
+    }
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    /// Cancelled: stop for good.
+    Cancelled,
+    /// The capture side is gone: stop for good.
+    SourceGone,
+    /// Refused by the server.
+    Refused(String),
+    /// Lost or failed; the bool tells whether it had been streaming.
+    Lost(String, bool),
+}
+
+/// Runs until `cancel` fires or the capture thread ends.
+pub async fn run(endpoint: Endpoint, opts: UplinkOptions, mut io: UplinkIo, cancel: CancellationToken) {
+    let mut backoff = Backoff::new(opts.backoff_initial, opts.backoff_max);
+    let mut params = ParamSets::default();
+    let mut aux_seq = [0u64; 4];
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let _ = io.state.send(LinkState::Connecting { attempt });
+        let end = session(&endpoint, &opts, &mut io, &mut params, &mut aux_seq, &cancel).await;
+        let delay = match end {
+            SessionEnd::Cancelled | SessionEnd::SourceGone => break,
+            SessionEnd::Refused(reason) => {
+                tracing::error!("server refused this camera: {reason}");
+                let _ = io.state.send(LinkState::Refused { reason });
+                backoff.next_delay(rand::random::<f64>())
+            }
+            SessionEnd::Lost(reason, was_streaming) => {
+                if was_streaming {
+                    backoff.reset();
+                    attempt = 0;
+                }
+                let d = backoff.next_delay(rand::random::<f64>());
+                tracing::warn!("server link lost ({reason}); reconnecting in {d:?}");
+                d
+            }
+        };
+        // Keep draining frames while we wait, so capture never stalls.
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    let _ = io.state.send(LinkState::Stopped);
+                    return;
+                }
+                _ = &mut sleep => break,
+                f = io.frames.recv() => match f {
+                    Some(f) => params.observe(&f),
+                    None => {
+                        let _ = io.state.send(LinkState::Stopped);
+                        return;
+                    }
+                },
+                _ = io.aux.recv() => {}
+            }
+        }
+    }
+    let _ = io.state.send(LinkState::Stopped);
+}
+
+async fn session(
+    endpoint: &Endpoint,
+    opts: &UplinkOptions,
+    io: &mut UplinkIo,
+    params: &mut ParamSets,
+    aux_seq: &mut [u64; 4],
+    cancel: &CancellationToken,
+) -> SessionEnd {
+    // The hello carries SPS/PPS: wait for a keyframe if we have none yet.
+    if params.sps.is_empty() {
+        let _ = io.control.try_send(VideoControl::Keyframe);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return SessionEnd::Cancelled,
+                f = io.frames.recv() => match f {
+                    Some(f) => {
+                        params.observe(&f);
+                        if !params.sps.is_empty() { break; }
+                    }
+                    None => return SessionEnd::SourceGone,
+                },
+            }
+        }
+    }
+    let conn = tokio::select! {
+        _ = cancel.cancelled() => return SessionEnd::Cancelled,
+        c = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(opts.server.clone(), ALPN_CAMERA)) => match c {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return SessionEnd::Lost(format!("connect: {e}"), false),
+            Err(_) => return SessionEnd::Lost(format!("connect: no answer within {CONNECT_TIMEOUT:?}"), false),
+        },
+    };
+    let info = CameraInfo {
+        name: opts.name.clone(),
+        codec: Codec::H264,
+        width: opts.format.width as u16,
+        height: opts.format.height as u16,
+        fps_milli: opts.format.fps * 1000,
+        bitrate_kbps: opts.bitrate_kbps,
+        sps: params.sps.clone(),
+        pps: params.pps.clone(),
+        firmware: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut handshake = ClientHandshake::camera(info);
+    let mut control = match ControlStream::open(&conn).await {
+        Ok(c) => c,
+        Err(e) => return SessionEnd::Lost(format!("control stream: {e}"), false),
+    };
+    if let Err(e) = control.send(handshake.hello()).await {
+        return SessionEnd::Lost(format!("hello: {e}"), false);
+    }
+    let reply = match control.recv_timeout(HANDSHAKE_TIMEOUT).await {
+        Ok(m) => m,
+        Err(e) => {
+            // A refused peer sees its connection closed with a reason.
+            let reason = conn
+                .close_reason()
+                .map_or_else(|| e.to_string(), |r| r.to_string());
+            return SessionEnd::Lost(format!("handshake: {reason}"), false);
+        }
+    };
+    match handshake.handle(reply) {
+        Ok(server) => tracing::info!(%server, "connected; streaming"),
+        Err(kodama_proto::HandshakeError::Rejected { code, reason }) => {
+            conn.close(codes::NORMAL, b"refused");
+            let hint = if code == RejectCode::NotAllowed {
+                format!(
+                    " — on the server run: kodama-server allow add {} --camera",
+                    endpoint.id()
+                )
+            } else {
+                String::new()
+            };
+            return SessionEnd::Refused(format!("{reason}{hint}"));
+        }
+        Err(e) => {
+            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
+            return SessionEnd::Refused(e.to_string());
+        }
+    }
+    let _ = io.state.send(LinkState::Streaming);
+    let _ = io.control.try_send(VideoControl::Keyframe);
+
+    let session_cancel = cancel.child_token();
+    let mut media = MediaSender::new(conn.clone(), session_cancel.clone());
+    let (mut ctl_rx, mut ctl_tx) = control.split();
+    let end = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                break SessionEnd::Cancelled;
+            }
+            reason = conn.closed() => break SessionEnd::Lost(reason.to_string(), true),
+            f = io.frames.recv() => {
+                let Some(f) = f else { break SessionEnd::SourceGone };
+                params.observe(&f);
+                if media.send(f) == SendOutcome::GroupAbandoned {
+                    let _ = io.control.try_send(VideoControl::Keyframe);
+                }
+            }
+            a = io.aux.recv() => {
+                let Some(a) = a else { continue };
+                let slot = &mut aux_seq[a.channel as usize];
+                *slot += 1;
+                media.send(Arc::new(Frame {
+                    channel: a.channel,
+                    flags: FrameFlags::empty(),
+                    capture_us: a.capture_us,
+                    sequence: *slot,
+                    payload: a.payload,
+                }));
+            }
+            msg = ctl_rx.recv() => match msg {
+                Ok(Message::Command { id, command }) => {
+                    let (result, detail) = apply_command(command, &io.control);
+                    let ack = Message::CommandAck { id, result, detail };
+                    if let Err(e) = ctl_tx.send(&ack).await {
+                        break SessionEnd::Lost(format!("control: {e}"), true);
+                    }
+                }
+                Ok(other) => tracing::debug!("ignoring control message {other:?}"),
+                Err(e) => break SessionEnd::Lost(format!("control: {e}"), true),
+            },
+        }
+    };
+    if matches!(end, SessionEnd::Cancelled | SessionEnd::SourceGone) {
+        ctl_tx.finish();
+        // Hand what is queued to QUIC, then close politely.
+        let _ = tokio::time::timeout(Duration::from_secs(2), media.finish()).await;
+        conn.close(codes::NORMAL, b"camera stopping");
+    } else {
+        session_cancel.cancel();
+    }
+    end
+}
+
+fn apply_command(command: Command, control: &mpsc::Sender<VideoControl>) -> (CommandResult, String) {
+    let request = match command {
+        Command::RequestKeyframe => VideoControl::Keyframe,
+        Command::SetBitrate { kbps } => VideoControl::Bitrate(kbps),
+    };
+    match control.try_send(request) {
+        Ok(()) => (CommandResult::Ok, String::new()),
+        Err(e) => (CommandResult::Failed, format!("capture busy: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_sets_come_from_keyframes_only() {
+        let mut p = ParamSets::default();
+        let key = Frame {
+            channel: Channel::Video,
+            flags: FrameFlags::KEYFRAME,
+            capture_us: 0,
+            sequence: 0,
+            payload: Bytes::from_static(&[0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 3]),
+        };
+        let mut delta = key.clone();
+        delta.flags = FrameFlags::empty();
+        delta.payload = Bytes::from_static(&[0, 0, 0, 1, 0x67, 9, 0, 0, 0, 1, 0x68, 9]);
+        p.observe(&key);
+        p.observe(&delta);
+        assert_eq!(&p.sps[..], &[0x67, 1]);
+        assert_eq!(&p.pps[..], &[0x68, 2]);
+    }
+
+    #[test]
+    fn commands_reach_the_capture_thread() {
+        let (tx, mut rx) = mpsc::channel(1);
+        assert_eq!(apply_command(Command::SetBitrate { kbps: 900 }, &tx).0, CommandResult::Ok);
+        assert_eq!(rx.try_recv().ok(), Some(VideoControl::Bitrate(900)));
+        assert_eq!(apply_command(Command::RequestKeyframe, &tx).0, CommandResult::Ok);
+        assert_eq!(apply_command(Command::RequestKeyframe, &tx).0, CommandResult::Failed);
+    }
+}

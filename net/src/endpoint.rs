@@ -1,0 +1,229 @@
+//! Node identity and endpoint construction.
+//!
+//! Offline mode turns off everything in iroh that talks to the wider network:
+//! relays, address lookup (DNS/pkarr publishing and resolving), the port
+//! mapper (UPnP/PCP/NAT-PMP probes of the LAN gateway) and net-report's HTTPS
+//! probes. Peers then dial each other's direct socket addresses. Tests, the
+//! benchmark and the demo always run offline. Default mode uses iroh's N0
+//! preset, so a camera behind NAT or on cellular still reaches its server.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use iroh::endpoint::{presets, EndpointHooks, PortmapperConfig, QuicTransportConfig, VarInt};
+use iroh::{Endpoint, EndpointAddr, EndpointId, NetReportConfig, RelayMode, SecretKey};
+use iroh_tickets::endpoint::EndpointTicket;
+
+use crate::error::EndpointError;
+
+/// How an endpoint is built.
+#[derive(Debug, Clone)]
+pub struct EndpointOptions {
+    /// No relays, address lookup or port mapping; direct addresses only.
+    pub offline: bool,
+    /// Socket address to bind; `None` lets iroh pick (all interfaces, random port).
+    pub bind: Option<SocketAddr>,
+    /// ALPNs this endpoint accepts (servers); empty for dial-only endpoints.
+    pub alpns: Vec<Vec<u8>>,
+}
+
+/// How long a silent connection lives. Short, so a camera notices a dead
+/// server (or a lost link) within seconds and fails over / reconnects.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keep-alive interval; well under [`IDLE_TIMEOUT`].
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// Most media streams a peer may have open at once: one per in-flight GOP
+/// plus audio, telemetry and events. Bounds what a flood can make us hold.
+pub const MAX_UNI_STREAMS: u32 = 32;
+
+/// Loads the node's secret key from `path`, creating it (mode 0600) on first use.
+pub fn load_or_create_key(path: &Path) -> Result<SecretKey, EndpointError> {
+    let key_err = |source| EndpointError::KeyFile {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| EndpointError::BadKey {
+                path: path.to_owned(),
+                len: bytes.len(),
+            })?;
+            Ok(SecretKey::from_bytes(&arr))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(key_err)?;
+            }
+            let key = SecretKey::generate();
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                opts.mode(0o600);
+            }
+            let mut file = opts.open(path).map_err(key_err)?;
+            file.write_all(&key.to_bytes()).map_err(key_err)?;
+            file.sync_all().map_err(key_err)?;
+            tracing::info!(path = %path.display(), id = %key.public(), "created a new node identity");
+            Ok(key)
+        }
+        Err(e) => Err(key_err(e)),
+    }
+}
+
+fn transport_config() -> QuicTransportConfig {
+    QuicTransportConfig::builder()
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .keep_alive_interval(KEEP_ALIVE)
+        .max_idle_timeout(Some(
+            IDLE_TIMEOUT
+                .try_into()
+                .unwrap_or_else(|_| VarInt::from_u32(10_000).into()),
+        ))
+        .build()
+}
+
+/// Binds an endpoint without connection hooks.
+pub async fn bind(secret: SecretKey, opts: &EndpointOptions) -> Result<Endpoint, EndpointError> {
+    bind_with_hooks(secret, opts, None::<NoHooks>).await
+}
+
+/// Hooks that accept everything (for endpoints without an allowlist).
+#[derive(Debug)]
+struct NoHooks;
+impl EndpointHooks for NoHooks {}
+
+/// Binds an endpoint, installing `hooks` (e.g. the server's allowlist).
+pub async fn bind_with_hooks<H: EndpointHooks + 'static>(
+    secret: SecretKey,
+    opts: &EndpointOptions,
+    hooks: Option<H>,
+) -> Result<Endpoint, EndpointError> {
+    let mut builder = if opts.offline {
+        Endpoint::builder(presets::Minimal)
+            .relay_mode(RelayMode::Disabled)
+            .clear_address_lookup()
+            .portmapper_config(PortmapperConfig::Disabled)
+            .net_report_config(NetReportConfig::minimal())
+    } else {
+        Endpoint::builder(presets::N0)
+    };
+    builder = builder
+        .secret_key(secret)
+        .alpns(opts.alpns.clone())
+        .transport_config(transport_config());
+    if let Some(hooks) = hooks {
+        builder = builder.hooks(hooks);
+    }
+    let addr_text = opts
+        .bind
+        .map_or_else(|| "default addresses".to_owned(), |a| a.to_string());
+    if let Some(addr) = opts.bind {
+        builder = builder.clear_ip_transports().bind_addr(addr).map_err(|e| EndpointError::Bind {
+            addr: addr_text.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    builder.bind().await.map_err(|e| EndpointError::Bind {
+        addr: addr_text,
+        message: e.to_string(),
+    })
+}
+
+/// Parses a node id (the public key string iroh prints).
+pub fn parse_endpoint_id(value: &str) -> Result<EndpointId, EndpointError> {
+    EndpointId::from_str(value.trim()).map_err(|e| EndpointError::Parse {
+        what: "node id",
+        value: value.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Parses a connection ticket.
+pub fn parse_ticket(value: &str) -> Result<EndpointTicket, EndpointError> {
+    EndpointTicket::from_str(value.trim()).map_err(|e| EndpointError::Parse {
+        what: "ticket",
+        value: value.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Builds the address to dial from a ticket, or a node id plus direct addresses.
+pub fn dial_addr(
+    ticket: Option<&str>,
+    node_id: Option<&str>,
+    direct: &[SocketAddr],
+) -> Result<EndpointAddr, EndpointError> {
+    let mut addr = match (ticket, node_id) {
+        (Some(t), _) => EndpointAddr::from(parse_ticket(t)?),
+        (None, Some(id)) => EndpointAddr::new(parse_endpoint_id(id)?),
+        (None, None) => {
+            return Err(EndpointError::Parse {
+                what: "server address",
+                value: String::new(),
+                message: "give a ticket or a node id".into(),
+            })
+        }
+    };
+    for a in direct {
+        addr = addr.with_ip_addr(*a);
+    }
+    Ok(addr)
+}
+
+/// The ticket others use to reach `endpoint` (its id and current addresses).
+pub fn ticket(endpoint: &Endpoint) -> EndpointTicket {
+    EndpointTicket::new(endpoint.addr())
+}
+
+/// Where a node keeps its identity by default, under `dir`.
+pub fn default_key_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.key"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_is_created_once_with_private_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/node.key");
+        let a = load_or_create_key(&path).expect("created");
+        let b = load_or_create_key(&path).expect("loaded");
+        assert_eq!(a.public(), b.public());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn corrupt_key_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.key");
+        std::fs::write(&path, b"short").expect("write");
+        let err = load_or_create_key(&path).expect_err("bad key");
+        assert!(err.to_string().contains("not a 32-byte key"), "{err}");
+    }
+
+    #[test]
+    fn dial_addr_needs_an_identity() {
+        assert!(dial_addr(None, None, &[]).is_err());
+        let id = SecretKey::generate().public().to_string();
+        let a: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let addr = dial_addr(None, Some(&id), &[a]).expect("valid");
+        assert_eq!(addr.ip_addrs().copied().collect::<Vec<_>>(), vec![a]);
+        assert!(dial_addr(None, Some("zzz"), &[]).is_err());
+        let t = EndpointTicket::new(addr.clone()).to_string();
+        assert_eq!(dial_addr(Some(&t), None, &[]).expect("ticket").id, addr.id);
+    }
+}

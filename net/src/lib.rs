@@ -1,0 +1,48 @@
+//! The one place Kodama touches iroh.
+//!
+//! Both binaries reach QUIC only through this crate, so an iroh upgrade
+//! changes one crate. Everything protocol-shaped (framing, validation,
+//! handshake) lives in the sans-IO `kodama-proto`; this crate moves its bytes.
+//!
+//! # Layout
+//! * [`endpoint`]: node identity (secret key file, mode 0600), endpoint
+//!   construction with an offline mode (no relays, no address lookup, no port
+//!   mapper), tickets and address parsing.
+//! * [`control`]: the bidirectional control stream: length-prefixed
+//!   [`kodama_proto::Message`]s in and out.
+//! * [`media_send`]: sends media the Media-over-QUIC way: one unidirectional
+//!   stream per GOP with rising priority, superseded groups reset instead of
+//!   queued, long-lived higher-priority streams for audio, telemetry, events.
+//! * [`media_recv`]: accepts a peer's media streams, validates them with
+//!   [`kodama_proto::GroupReceiver`] and hands frames to the caller.
+//! * [`error`]: the error enums.
+
+pub mod control;
+pub mod endpoint;
+pub mod error;
+pub mod media_recv;
+pub mod media_send;
+
+pub use iroh::endpoint::{Connection, VarInt};
+pub use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
+pub use iroh_tickets::endpoint::EndpointTicket;
+
+/// Application close codes Kodama uses on connections and streams.
+pub mod codes {
+    use iroh::endpoint::VarInt;
+
+    /// Normal close (shutdown, end of session).
+    pub const NORMAL: VarInt = VarInt::from_u32(0);
+    /// The peer is not on the allowlist.
+    pub const NOT_ALLOWED: VarInt = VarInt::from_u32(1);
+    /// The handshake failed (version, role, malformed hello).
+    pub const HANDSHAKE: VarInt = VarInt::from_u32(2);
+    /// The peer sent malformed or oversized data.
+    pub const PROTOCOL_VIOLATION: VarInt = VarInt::from_u32(3);
+    /// A newer group superseded this one before it was sent (stream reset code).
+    pub const GROUP_SUPERSEDED: VarInt = VarInt::from_u32(4);
+    /// The server is shutting down.
+    pub const SHUTDOWN: VarInt = VarInt::from_u32(5);
+    /// The peer exceeded a resource limit (flood).
+    pub const OVER_LIMIT: VarInt = VarInt::from_u32(6);
+}
