@@ -3,5 +3,8 @@
 //! # Layout
 //! * [`h264`]: Annex-B splitting, NAL unit types, IDR detection, and the
 //!   sequence parameter set fields (profile, level, resolution) both sides need.
+//! * [`fmp4`]: fragmented MP4 (ISO/IEC 14496-12) writing and reading for one
+//!   H.264 track: the server's recordings, and later the camera's offline ones.
 
+pub mod fmp4;
 pub mod h264;
