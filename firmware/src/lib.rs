@@ -22,3 +22,6 @@ pub mod cli;
 pub mod config;
 pub mod uplink;
 pub mod video;
+pub mod hw;
+pub mod motion;
+pub mod sim;

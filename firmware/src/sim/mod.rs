@@ -1,0 +1,7 @@
+//! Simulators: test equipment that behaves like the hardware, used by tests
+//! and the demo through the same traits as the real drivers.
+//!
+//! # Layout
+//! * [`gnss`]: an NMEA receiver (log replay or a synthetic track), in-process or over a pty.
+
+pub mod gnss;
