@@ -1,0 +1,243 @@
+#!/bin/bash
+# boot-test.sh — boots the Kodama camera image in an emulated aarch64 machine
+# and checks that it streams video to a kodama-server on this host.
+#
+# What it builds (in target/boot-test/, from Debian's arm64 packages and the
+# cross-built firmware — the real card is built by Buildroot, see
+# scripts/build-image.sh):
+#   * rootfs.squashfs: BusyBox, the same rootfs overlay as the Buildroot image
+#     (buildroot-overlay/board/kodama/rootfs-overlay: inittab, init scripts,
+#     supervision, watchdog feeder), aarch64 e2fsprogs/util-linux for the
+#     first-boot data partition, and the cross-built kodama-camera;
+#   * sdcard.img: the card layout (FAT boot, rootfs A, rootfs B, data made on
+#     first boot) written by scripts/assemble-image.sh, with kodama.toml on
+#     the FAT partition;
+#   * initramfs.cpio.gz: BusyBox plus the virtio/squashfs modules (Debian's
+#     kernel has them as modules; the Pi kernel has them built in, so the
+#     real card needs no initramfs). It loads them and switch_roots.
+# Then it boots qemu-system-aarch64 (virt, cortex-a53, 512 MiB, user-mode
+# networking: the guest reaches this host as 10.0.2.2, which slirp maps to
+# 127.0.0.1 — nothing leaves the machine).
+#
+# Usage: scripts/boot-test.sh [--seconds N] [--boot-only] [--keep]
+#   --seconds N   seconds of video the server must receive (default 10)
+#   --boot-only   boot, run `kodama-camera --version` in the guest, stop
+#   --keep        keep qemu's console log and the received video
+# Environment: KODAMA_CAMERA_BIN (skip the cross build), KODAMA_SERVER_BIN
+# (skip the native server build), BOOT_TEST_TIMEOUT (seconds, default 300).
+set -euo pipefail
+
+seconds=10
+boot_only=0
+keep=0
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--seconds) seconds=$2; shift 2 ;;
+	--boot-only) boot_only=1; shift ;;
+	--keep) keep=1; shift ;;
+	*) echo "usage: $0 [--seconds N] [--boot-only] [--keep]" >&2; exit 2 ;;
+	esac
+done
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=$repo/target/boot-test
+overlay=$repo/buildroot-overlay/board/kodama/rootfs-overlay
+timeout_s=${BOOT_TEST_TIMEOUT:-300}
+mkdir -p "$work"
+cd "$work"
+
+log() { echo "boot-test: $*"; }
+die() { echo "boot-test: FAIL: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- inputs
+"$repo/scripts/install-cross-deps.sh" kmod
+
+if [ -z "${KODAMA_CAMERA_BIN:-}" ]; then
+	"$repo/scripts/cross-build.sh"
+	KODAMA_CAMERA_BIN=$repo/target/aarch64-cross/aarch64-unknown-linux-gnu/release/kodama-camera
+fi
+[ -x "$KODAMA_CAMERA_BIN" ] || die "no camera binary at $KODAMA_CAMERA_BIN"
+
+# Debian arm64 packages: the kernel, a static BusyBox, and the tools the
+# first-boot storage script uses (sfdisk, partx, blkid, mkfs/fsck.ext4).
+debs="busybox-static e2fsprogs libext2fs2 libcom-err2 libss2 libblkid1 libuuid1
+	util-linux fdisk libfdisk1 libsmartcols1 libmount1 libselinux1 libpcre2-8-0
+	libudev1 libcap-ng0 libtinfo6 libreadline8 libc6 libgcc-s1 libsystemd0 liblzma5 libzstd1 liblz4-1
+	libgcrypt20 libgpg-error0 libaudit1 libcap2 libcrypt1"
+mkdir -p debs stage
+if [ ! -f debs/.done ]; then
+	kernel_pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-arm64-unsigned$' |
+		awk '{print $1}' | sort -V | tail -n 1)
+	[ -n "$kernel_pkg" ] || die "no linux-image-6.1.0-*-arm64-unsigned in apt (apt-get update?)"
+	pkgs="$kernel_pkg:arm64"
+	for d in $debs; do pkgs="$pkgs $d:arm64"; done
+	# shellcheck disable=SC2086 # a word list
+	(cd debs && apt-get download $pkgs >/dev/null 2>&1) || die "apt-get download failed"
+	for f in debs/*.deb; do dpkg-deb -x "$f" stage; done
+	touch debs/.done
+fi
+kver=$(ls stage/lib/modules)
+kernel=stage/boot/vmlinuz-$kver
+[ -f "$kernel" ] || die "no kernel in stage/"
+[ -f "stage/lib/modules/$kver/modules.dep" ] || depmod -b "$PWD/stage" "$kver"
+
+# --------------------------------------------------------- helpers
+# Copies an aarch64 ELF and, recursively, the shared libraries it needs
+# (DT_NEEDED) from the staged Debian packages into $root.
+find_lib() {
+	for d in stage/lib/aarch64-linux-gnu stage/usr/lib/aarch64-linux-gnu; do
+		[ -e "$d/$1" ] && { echo "$d/$1"; return 0; }
+	done
+	return 1
+}
+install_elf() { # root src dest
+	local root=$1 src=$2 dest=$3 lib path
+	mkdir -p "$root$(dirname "$dest")"
+	cp -L "$src" "$root$dest"
+	for lib in $(aarch64-linux-gnu-readelf -d "$src" 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
+		[ -e "$root/lib/$lib" ] && continue
+		path=$(find_lib "$lib") || die "library $lib (for $src) not staged: add its package to \$debs"
+		install_elf "$root" "$path" "/lib/$lib"
+	done
+}
+busybox_links() { # root
+	local a
+	for a in $(qemu-aarch64-static stage/bin/busybox --list); do
+		case "$a" in busybox | linuxrc) continue ;; esac
+		# Real tools from util-linux/e2fsprogs win over BusyBox applets.
+		[ -e "$1/bin/$a" ] || [ -e "$1/sbin/$a" ] || ln -s busybox "$1/bin/$a"
+	done
+}
+
+# ----------------------------------------------------------- rootfs
+log "building rootfs"
+rm -rf rootfs
+mkdir -p rootfs/{bin,sbin,lib,usr/bin,usr/sbin,proc,sys,dev,run,tmp,var,boot,data,etc}
+ln -s lib rootfs/lib64
+ln -s ../bin rootfs/usr/bin/bin 2>/dev/null || true
+rm -f rootfs/usr/bin/bin
+# Debian's multiarch dynamic loader path.
+install_elf rootfs "stage/lib/ld-linux-aarch64.so.1" /lib/ld-linux-aarch64.so.1
+for t in sbin/sfdisk usr/bin/partx sbin/blkid sbin/mkfs.ext4 sbin/fsck.ext4 sbin/resize2fs; do
+	src=stage/$t
+	[ -e "$src" ] || src=stage/usr/$t
+	[ -e "$src" ] || src=$(find stage -name "${t##*/}" -type f | head -n 1)
+	[ -n "$src" ] || die "no ${t##*/} staged"
+	install_elf rootfs "$(readlink -f "$src")" "/sbin/${t##*/}"
+done
+cp stage/bin/busybox rootfs/bin/busybox
+busybox_links rootfs
+ln -s ../bin/busybox rootfs/sbin/init
+cp -a "$overlay/." rootfs/
+install_elf rootfs "$KODAMA_CAMERA_BIN" /usr/bin/kodama-camera
+# What Buildroot's skeleton provides on the real image.
+printf 'root:x:0:0:root:/root:/bin/sh\n' > rootfs/etc/passwd
+printf 'root:x:0:\n' > rootfs/etc/group
+mkdir -p rootfs/root
+rm -f rootfs.squashfs
+mksquashfs rootfs rootfs.squashfs -comp xz -all-root -noappend -quiet >/dev/null
+
+# -------------------------------------------------------- initramfs
+log "building initramfs"
+rm -rf initramfs
+mkdir -p initramfs/{bin,dev,proc,sys,newroot,lib/modules}
+cp stage/bin/busybox initramfs/bin/busybox
+for a in sh mount umount insmod switch_root mkdir sleep cat echo; do ln -s busybox "initramfs/bin/$a"; done
+# Modules in dependency order (modules.dep lists a module's dependencies).
+want="virtio_pci virtio_blk virtio_net virtio-rng squashfs fat vfat nls_cp437 nls_iso8859-1 nls_ascii
+	nls_utf8 crc32c_generic ext4 i6300esb"
+: > initramfs/modules.order
+add_mod() {
+	local rel dep
+	rel=$(grep -E "^[^:]*/$1\.ko:" "stage/lib/modules/$kver/modules.dep" | cut -d: -f1) ||
+		die "module $1 not in kernel $kver"
+	grep -qx "$(basename "$rel")" initramfs/modules.order && return 0
+	for dep in $(grep -E "^$rel:" "stage/lib/modules/$kver/modules.dep" | cut -d: -f2); do
+		add_mod "$(basename "$dep" .ko)"
+	done
+	cp "stage/lib/modules/$kver/$rel" initramfs/lib/modules/
+	basename "$rel" >> initramfs/modules.order
+}
+for m in $want; do add_mod "$m"; done
+cat > initramfs/init <<'INIT'
+#!/bin/sh
+# Emulator-only: load the modules Debian's kernel has as modules, then hand
+# over to the real root (the Pi kernel mounts root= itself).
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /modules.order); do insmod "/lib/modules/$m" 2>/dev/null; done
+root=/dev/vda2
+for w in $(cat /proc/cmdline); do case "$w" in root=*) root=${w#root=} ;; esac; done
+i=0
+while [ ! -b "$root" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+mount -t squashfs -o ro "$root" /newroot || { echo "initramfs: cannot mount $root"; exec sh; }
+mount --move /dev /newroot/dev
+umount /proc /sys
+exec switch_root /newroot /sbin/init
+INIT
+chmod +x initramfs/init
+(cd initramfs && find . | cpio -o -H newc --quiet | gzip -1) > initramfs.cpio.gz
+
+# ------------------------------------------------------------ card
+make_card() { # kodama.toml
+	rm -rf bootpart
+	mkdir -p bootpart
+	cp "$1" bootpart/kodama.toml
+	# The real card's config.txt/cmdline.txt, for the layout; qemu ignores them.
+	cp "$repo/buildroot-overlay/board/kodama/config.txt" "$repo/buildroot-overlay/board/kodama/cmdline.txt" bootpart/
+	"$repo/scripts/assemble-image.sh" bootpart rootfs.squashfs sdcard.img 64 >/dev/null
+	# Room for the data partition that the first boot creates.
+	truncate -s +256M sdcard.img
+}
+
+qemu_pid=
+server_pid=
+cleanup() {
+	[ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+	[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+	wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+boot() { # extra kernel args
+	rm -f console.log
+	boot_start=$(date +%s.%N)
+	qemu-system-aarch64 -M virt -cpu cortex-a53 -m 512 -smp 2 -nographic -no-reboot \
+		-kernel "$kernel" -initrd initramfs.cpio.gz \
+		-append "console=ttyAMA0 root=/dev/vda2 ro panic=5 kodama.boot=/dev/vda1 kodama.data=/dev/vda4 $1" \
+		-drive file=sdcard.img,format=raw,if=none,id=sd -device virtio-blk-pci,drive=sd,romfile= \
+		-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= \
+		-device virtio-rng-pci,romfile= -device i6300esb \
+		</dev/null >console.log 2>&1 &
+	qemu_pid=$!
+}
+
+wait_console() { # pattern timeout
+	local end=$(($(date +%s) + $2))
+	while [ "$(date +%s)" -lt "$end" ]; do
+		grep -q -- "$1" console.log 2>/dev/null && return 0
+		kill -0 "$qemu_pid" 2>/dev/null || return 1
+		sleep 1
+	done
+	return 1
+}
+
+# -------------------------------------------------------- boot-only
+if [ "$boot_only" = 1 ]; then
+	printf '# boot-test --boot-only\n' > kodama.toml
+	make_card kodama.toml
+	log "booting (boot-only)"
+	boot "kodama.selftest=1"
+	wait_console "kodama-selftest: done" "$timeout_s" || { tail -n 40 console.log; die "guest did not finish its self test"; }
+	grep "kodama-selftest:" console.log
+	grep -q "kodama-selftest: version ok" console.log || die "kodama-camera --version failed in the guest"
+	grep -q "kodama-selftest: data ok" console.log || die "data partition not created/mounted"
+	log "PASS (boot-only, $(awk -v a="$boot_start" -v b="$(date +%s.%N)" "BEGIN{printf \"%.1f\", b-a}") s)"
+	exit 0
+fi
+
+# -------------------------------------------------------- streaming
+# shellcheck source=scripts/boot-test-stream.sh
+. "$repo/scripts/boot-test-stream.sh"
+stream_test
