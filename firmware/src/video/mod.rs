@@ -10,6 +10,7 @@
 //! Sources are blocking (capture and hardware encoders are), so the camera
 //! runs one on a dedicated thread; see [`spawn_capture`].
 
+pub mod pi;
 pub mod synthetic;
 
 use std::sync::Arc;
