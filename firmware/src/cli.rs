@@ -119,7 +119,7 @@ mod tests {
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kodama.toml");
-        let id = iroh::SecretKey::generate().public().to_string();
+        let id = kodama_net::SecretKey::generate().public().to_string();
         std::fs::write(
             &path,
             format!("[camera]\nname = \"file\"\n[server]\nnode_id = \"{id}\"\n[video]\nfps = 15\n"),

@@ -257,7 +257,7 @@ mod tests {
     use super::*;
 
     fn id() -> String {
-        iroh::SecretKey::generate().public().to_string()
+        kodama_net::SecretKey::generate().public().to_string()
     }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -77,9 +77,19 @@ pub fn load_or_create_key(path: &Path) -> Result<SecretKey, EndpointError> {
     }
 }
 
+/// Unread bytes a peer may have in flight on one stream. Enough for 40 Mbit/s
+/// at 100 ms RTT; small enough that a stalled reader pushes back within a
+/// fraction of a second, so senders drop stale GOPs instead of queueing them.
+pub const STREAM_WINDOW: u32 = 512 * 1024;
+
+/// Unread bytes a peer may have in flight on the whole connection.
+pub const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+
 fn transport_config() -> QuicTransportConfig {
     QuicTransportConfig::builder()
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
         .keep_alive_interval(KEEP_ALIVE)
         .max_idle_timeout(Some(
             IDLE_TIMEOUT

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use iroh::EndpointId;
+use kodama_net::EndpointId;
 use kodama_proto::{CameraInfo, Frame};
 
 /// One complete group of pictures: a keyframe and the frames that follow it

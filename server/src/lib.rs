@@ -1,3 +1,31 @@
-//! Kodama server.
+//! Kodama server: accepts paired cameras and authorised viewers over iroh,
+//! routes live video from cameras to viewers, records, and plays back.
+//!
+//! # Layout
+//! * [`config`], [`cli`]: configuration file, environment and flags.
+//! * [`app`]: starts the pieces; the `allow`, `view` and `id` subcommands.
+//! * [`transport`]: the iroh node — allowlist hook and one protocol handler
+//!   per ALPN (`kodama/camera/1`, `kodama/view/1`).
+//! * [`allowlist`]: which node ids may connect as camera or viewer.
+//! * [`camera_session`]: one camera connection: handshake, media into the hub.
+//! * [`viewer_session`]: one viewer connection: newest-GOP-first fan-out.
+//! * [`hub`]: per-camera newest group, viewers' subscriptions, the feeds.
+//! * [`feed`]: bounded whole-GOP feeds for consumers such as the recorder.
+//! * [`viewer`], [`stats`]: the terminal viewer client and its statistics.
+//! * [`recorder`], [`db`]: fMP4 segments on disk, their SQLite index,
+//!   recovery and retention (docs/design/recording.md).
+//! * [`api`]: the HTTP API for recordings, playback and export.
 
+pub mod allowlist;
+pub mod api;
+pub mod app;
+pub mod camera_session;
+pub mod cli;
+pub mod config;
+pub mod db;
 pub mod feed;
+pub mod hub;
+pub mod stats;
+pub mod transport;
+pub mod viewer;
+pub mod viewer_session;

@@ -1,0 +1,148 @@
+//! One camera connection: handshake, then its media into the hub.
+//!
+//! Channels: a bounded `mpsc` (capacity [`MEDIA_QUEUE`]) from the media
+//! receiver task to this session. Any protocol violation (malformed or
+//! oversized frame, a GOP without a keyframe, a GOP over the hub's limits)
+//! disconnects this camera with a logged reason; other cameras and viewers
+//! are unaffected.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kodama_net::control::ControlStream;
+use kodama_net::media_recv::{receive_media, Received};
+use kodama_net::{codes, Connection};
+use kodama_proto::handshake::Hello;
+use kodama_proto::{Channel, Message, Role, ServerHandshake};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+
+/// Items buffered between the media reader and the hub.
+pub const MEDIA_QUEUE: usize = 128;
+
+/// How long a peer has to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a camera's telemetry is summarised in the log.
+const TELEMETRY_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Runs a camera connection to its end.
+pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: CancellationToken) {
+    let camera = conn.remote_id();
+    let mut control = match tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(&conn)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::warn!(%camera, "camera opened no control stream: {e}");
+            conn.close(codes::HANDSHAKE, b"no control stream");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(%camera, "camera sent no hello within {HELLO_TIMEOUT:?}");
+            conn.close(codes::HANDSHAKE, b"hello timeout");
+            return;
+        }
+    };
+    let hello = match control.recv_timeout(HELLO_TIMEOUT).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(%camera, "bad hello from camera: {e}");
+            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
+            return;
+        }
+    };
+    let handshake = ServerHandshake::new(Role::Camera, server_name);
+    let info = match handshake.handle(hello) {
+        Ok((Hello::Camera(info), welcome)) => {
+            if let Err(e) = control.send(&welcome).await {
+                tracing::warn!(%camera, "cannot welcome camera: {e}");
+                return;
+            }
+            info
+        }
+        Ok((Hello::Viewer(_), _)) => return,
+        Err(e) => {
+            tracing::warn!(%camera, "refusing camera: {e}");
+            let _ = control.send(&ServerHandshake::reject(&e)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
+            return;
+        }
+    };
+    tracing::info!(
+        %camera,
+        name = %info.name,
+        resolution = %format!("{}x{}", info.width, info.height),
+        fps = info.fps_milli / 1000,
+        kbps = info.bitrate_kbps,
+        "camera online"
+    );
+    let name = info.name.clone();
+    let mut publisher = hub.publish(camera, info);
+    let session = cancel.child_token();
+    let (tx, mut rx) = mpsc::channel(MEDIA_QUEUE);
+    let receiver = tokio::spawn(receive_media(conn.clone(), tx, session.clone()));
+    let (mut ctl_rx, _ctl_tx) = control.split();
+    let mut last_telemetry_log = Instant::now() - TELEMETRY_LOG_EVERY;
+    let mut frames = 0u64;
+    let reason: Option<String> = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                conn.close(codes::SHUTDOWN, b"server shutting down");
+                break None;
+            }
+            item = rx.recv() => match item {
+                Some(Received::StreamStarted(h)) if h.channel == Channel::Video => {
+                    publisher.start_group(h.group);
+                }
+                Some(Received::StreamStarted(_)) => {}
+                Some(Received::Frame(h, f)) if h.channel == Channel::Video => {
+                    frames += 1;
+                    if let Err(limit) = publisher.video(h.group, f) {
+                        conn.close(codes::OVER_LIMIT, limit.to_string().as_bytes());
+                        break Some(format!("over limit: {limit}"));
+                    }
+                }
+                Some(Received::Frame(_, f)) => {
+                    if f.channel == Channel::Telemetry && last_telemetry_log.elapsed() >= TELEMETRY_LOG_EVERY {
+                        last_telemetry_log = Instant::now();
+                        tracing::info!(%camera, %name, telemetry = %String::from_utf8_lossy(&f.payload), "telemetry");
+                    } else {
+                        tracing::debug!(%camera, channel = f.channel.name(), payload = %String::from_utf8_lossy(&f.payload));
+                    }
+                    publisher.aux(f);
+                }
+                Some(Received::StreamEnded { header, complete }) => {
+                    if header.channel == Channel::Video {
+                        publisher.end_group(header.group, complete);
+                    }
+                }
+                None => break None,
+            },
+            msg = ctl_rx.recv() => match msg {
+                Ok(Message::CommandAck { id, result, detail }) => {
+                    tracing::info!(%camera, id, ?result, %detail, "camera answered a command");
+                }
+                Ok(other) => tracing::debug!(%camera, "ignoring control message {other:?}"),
+                Err(_) => {
+                    // The control stream ending means the camera is leaving;
+                    // media already received is still delivered below.
+                    break None;
+                }
+            },
+        }
+    };
+    session.cancel();
+    let violation = match receiver.await {
+        Ok(Err(e)) => Some(format!("invalid media: {e}")),
+        _ => None,
+    };
+    if let Some(why) = violation.or(reason) {
+        tracing::error!(%camera, %name, "disconnecting camera: {why}");
+        conn.close(codes::PROTOCOL_VIOLATION, why.as_bytes());
+    } else {
+        tracing::info!(%camera, %name, frames, "camera offline");
+    }
+    drop(publisher);
+}

@@ -1,0 +1,130 @@
+//! The server's configuration: `kodama-server.toml`, environment, flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, unknown key or wrong type (the message names the key).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// Dotted path of the field.
+        field: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Name shown to cameras and viewers.
+    pub name: String,
+    /// Where keys, the allowlist and recordings live.
+    pub data_dir: PathBuf,
+    /// UDP socket address for QUIC (default 0.0.0.0:7070).
+    pub listen: SocketAddr,
+    /// No relays, address lookup or port mapping.
+    pub offline: bool,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            name: "kodama".into(),
+            data_dir: PathBuf::from("kodama-data"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 7070)),
+            offline: false,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerSection,
+}
+
+impl Config {
+    /// Reads and parses a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every value, naming the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name = &self.server.name;
+        if name.is_empty() || name.len() > 64 {
+            return Err(ConfigError::Invalid {
+                field: "server.name".into(),
+                message: format!("must be 1..=64 bytes, got {}", name.len()),
+            });
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "server.data_dir".into(),
+                message: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The node's secret key file.
+    pub fn key_path(&self) -> PathBuf {
+        self.server.data_dir.join("server.key")
+    }
+
+    /// The allowlist file.
+    pub fn allowlist_path(&self) -> PathBuf {
+        self.server.data_dir.join("allowlist.toml")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "[server]\nlisten = \"nope\"\n").expect("write");
+        let err = Config::load(&path).expect_err("bad addr");
+        assert!(err.to_string().contains("listen"), "{err}");
+        std::fs::write(&path, "[server]\nnmae = \"x\"\n").expect("write");
+        assert!(Config::load(&path).expect_err("typo").to_string().contains("nmae"));
+        std::fs::write(&path, "[server]\nname = \"\"\n").expect("write");
+        let c = Config::load(&path).expect("parses");
+        assert!(c.validate().expect_err("empty").to_string().starts_with("server.name"));
+    }
+}

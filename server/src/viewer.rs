@@ -1,0 +1,268 @@
+//! The terminal viewer (`kodama-server view`): watches one camera, prints
+//! per-channel statistics, and can write the H.264 elementary stream to a
+//! file or stdout (`kodama-server view --output - | ffplay -`).
+//!
+//! [`ViewerClient`] is also the library face of a viewer for tests and the
+//! benchmark.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use kodama_net::control::{ControlReader, ControlStream};
+use kodama_net::media_recv::{receive_media, Received};
+use kodama_net::{codes, Connection, Endpoint, EndpointAddr};
+use kodama_proto::{CameraInfo, CameraSelector, Channel, ClientHandshake, Frame, Message, ALPN_VIEWER};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::ChannelStats;
+
+/// Media items buffered in the client. Kept small so a client that stops
+/// reading pushes back on the server quickly (see the skip-ahead test).
+pub const CLIENT_QUEUE: usize = 16;
+
+/// Why a viewer could not watch.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewerError {
+    /// Could not connect.
+    #[error("cannot connect to the server: {0}")]
+    Connect(String),
+    /// The control stream failed.
+    #[error(transparent)]
+    Control(#[from] kodama_net::error::ControlError),
+    /// The server refused (not allowed, unknown camera, version).
+    #[error(transparent)]
+    Handshake(#[from] kodama_proto::HandshakeError),
+    /// The server did not send the stream description.
+    #[error("expected StreamInfo after Welcome, got {0:?}")]
+    NoStreamInfo(Box<Message>),
+}
+
+/// What a viewer receives.
+#[derive(Debug)]
+pub enum ViewerEvent {
+    /// Media from the server.
+    Media(Received),
+    /// A control message (StreamInfo on camera reconnect, CameraState).
+    Control(Message),
+    /// The connection ended.
+    Closed(String),
+}
+
+/// A connected viewer.
+#[derive(Debug)]
+pub struct ViewerClient {
+    conn: Connection,
+    /// The camera's stream when we connected.
+    pub info: CameraInfo,
+    /// The camera's endpoint id.
+    pub camera: [u8; 32],
+    media: mpsc::Receiver<Received>,
+    control: ControlReader,
+    cancel: CancellationToken,
+}
+
+impl ViewerClient {
+    /// Connects to `server` and asks for `selector`.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        server: EndpointAddr,
+        selector: CameraSelector,
+    ) -> Result<Self, ViewerError> {
+        let conn = endpoint
+            .connect(server, ALPN_VIEWER)
+            .await
+            .map_err(|e| ViewerError::Connect(e.to_string()))?;
+        let mut handshake = ClientHandshake::viewer(selector);
+        let mut control = ControlStream::open(&conn).await?;
+        control.send(handshake.hello()).await?;
+        let reply = match control.recv_timeout(Duration::from_secs(10)).await {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(match conn.close_reason() {
+                    Some(r) => ViewerError::Connect(r.to_string()),
+                    None => e.into(),
+                })
+            }
+        };
+        handshake.handle(reply)?;
+        let (camera, info) = match control.recv_timeout(Duration::from_secs(10)).await? {
+            Message::StreamInfo { camera, info } => (camera, info),
+            other => return Err(ViewerError::NoStreamInfo(Box::new(other))),
+        };
+        let cancel = CancellationToken::new();
+        let (tx, media) = mpsc::channel(CLIENT_QUEUE);
+        tokio::spawn({
+            let conn = conn.clone();
+            let cancel = cancel.clone();
+            async move {
+                if let Err(e) = receive_media(conn.clone(), tx, cancel).await {
+                    tracing::error!("server sent invalid media: {e}");
+                    conn.close(codes::PROTOCOL_VIOLATION, e.to_string().as_bytes());
+                }
+            }
+        });
+        let (control, _writer) = control.split();
+        Ok(Self {
+            conn,
+            info,
+            camera,
+            media,
+            control,
+            cancel,
+        })
+    }
+
+    /// The next event.
+    pub async fn next(&mut self) -> ViewerEvent {
+        tokio::select! {
+            m = self.media.recv() => match m {
+                Some(m) => ViewerEvent::Media(m),
+                None => ViewerEvent::Closed(self.close_reason()),
+            },
+            c = self.control.recv() => match c {
+                Ok(m) => ViewerEvent::Control(m),
+                Err(_) => match self.media.recv().await {
+                    // Drain media that arrived before the close.
+                    Some(m) => ViewerEvent::Media(m),
+                    None => ViewerEvent::Closed(self.close_reason()),
+                },
+            },
+        }
+    }
+
+    fn close_reason(&self) -> String {
+        self.conn
+            .close_reason()
+            .map_or_else(|| "connection ended".into(), |r| r.to_string())
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.cancel.cancel();
+        self.conn.close(codes::NORMAL, b"viewer done");
+    }
+}
+
+/// Options of `kodama-server view`.
+#[derive(Debug, Clone)]
+pub struct ViewOptions {
+    /// Write the H.264 elementary stream here (`-` for stdout).
+    pub output: Option<std::path::PathBuf>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Stop after this many video frames.
+    pub frames: Option<u64>,
+    /// Print statistics this often.
+    pub stats_every: Duration,
+}
+
+/// Runs the terminal viewer until done or cancelled; returns video frames written.
+pub async fn watch(
+    mut client: ViewerClient,
+    opts: ViewOptions,
+    cancel: CancellationToken,
+) -> anyhow::Result<u64> {
+    let mut out: Option<Box<dyn Write + Send>> = match &opts.output {
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        Some(p) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(p)?))),
+        None => None,
+    };
+    eprintln!(
+        "watching {} ({}x{} @ {} fps, {} kbit/s)",
+        client.info.name,
+        client.info.width,
+        client.info.height,
+        client.info.fps_milli / 1000,
+        client.info.bitrate_kbps
+    );
+    let started = Instant::now();
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut stats: [ChannelStats; 4] = Default::default();
+    let mut last_print = Instant::now();
+    let mut written = 0u64;
+    let mut telemetry: Option<String> = None;
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
+            e = client.next() => e,
+        };
+        match event {
+            ViewerEvent::Media(Received::Frame(_, frame)) => {
+                stats[frame.channel as usize].record(&frame, crate::stats::now_us());
+                if frame.channel == Channel::Video {
+                    if let Some(w) = out.as_mut() {
+                        w.write_all(&frame.payload)?;
+                    }
+                    written += 1;
+                    if opts.frames.is_some_and(|n| written >= n) {
+                        break;
+                    }
+                } else if frame.channel == Channel::Telemetry {
+                    telemetry = Some(summarise_telemetry(&frame));
+                } else if frame.channel == Channel::Event {
+                    eprintln!("event: {}", String::from_utf8_lossy(&frame.payload));
+                }
+            }
+            ViewerEvent::Media(_) => {}
+            ViewerEvent::Control(Message::CameraState { online, .. }) => {
+                eprintln!("camera is {}", if online { "online" } else { "offline" });
+            }
+            ViewerEvent::Control(Message::StreamInfo { info, .. }) => {
+                eprintln!("camera stream: {}x{} @ {} kbit/s", info.width, info.height, info.bitrate_kbps);
+            }
+            ViewerEvent::Control(_) => {}
+            ViewerEvent::Closed(reason) => {
+                eprintln!("disconnected: {reason}");
+                break;
+            }
+        }
+        if last_print.elapsed() >= opts.stats_every {
+            print_stats(&mut stats, telemetry.as_deref(), last_print.elapsed());
+            last_print = Instant::now();
+        }
+    }
+    if let Some(mut w) = out {
+        w.flush()?;
+    }
+    print_stats(&mut stats, telemetry.as_deref(), last_print.elapsed());
+    eprintln!("{written} video frames in {:.1} s", started.elapsed().as_secs_f64());
+    client.close();
+    Ok(written)
+}
+
+fn print_stats(stats: &mut [ChannelStats; 4], telemetry: Option<&str>, window: Duration) {
+    for c in Channel::ALL {
+        if let Some(line) = stats[c as usize].report(window) {
+            eprintln!("{:>9}: {line}", c.name());
+        }
+    }
+    if let Some(t) = telemetry {
+        eprintln!("telemetry: {t}");
+    }
+}
+
+/// The fields a person wants at a glance, from whatever telemetry JSON arrived.
+fn summarise_telemetry(frame: &Frame) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&frame.payload) else {
+        return String::from_utf8_lossy(&frame.payload).chars().take(200).collect();
+    };
+    let mut parts = Vec::new();
+    let mut walk = vec![(String::new(), &v)];
+    while let Some((prefix, node)) = walk.pop() {
+        if let Some(map) = node.as_object() {
+            for (k, child) in map {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                if child.is_object() {
+                    walk.push((key, child));
+                } else if !child.is_null() && !child.is_array() {
+                    parts.push(format!("{key}={child}"));
+                }
+            }
+        }
+    }
+    parts.sort();
+    parts.join(" ")
+}

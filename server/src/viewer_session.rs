@@ -1,0 +1,172 @@
+//! One viewer connection: handshake, then the chosen camera's live video.
+//!
+//! The viewer always works on the newest group: it starts at the current
+//! GOP's keyframe and, when it has fallen behind, jumps to the newest GOP as
+//! soon as one begins (the old one's unsent frames are dropped and counted).
+//! Sending never waits on the viewer: frames go into
+//! [`kodama_net::media_send::MediaSender`]'s bounded per-group queues, so a
+//! stalled viewer costs only its own queue and never slows the camera or
+//! other viewers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kodama_net::control::ControlStream;
+use kodama_net::media_send::{MediaSender, SendStats};
+use kodama_net::{codes, Connection};
+use kodama_proto::handshake::Hello;
+use kodama_proto::{Frame, Message, RejectCode, Role, ServerHandshake};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::camera_session::HELLO_TIMEOUT;
+use crate::hub::{CameraStatus, Hub, LiveGroup};
+
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+fn stream_info(status: &CameraStatus) -> Message {
+    Message::StreamInfo {
+        camera: *status.id.as_bytes(),
+        info: status.info.clone(),
+    }
+}
+
+/// Runs a viewer connection to its end.
+pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: CancellationToken) {
+    let viewer = conn.remote_id();
+    let mut control = match tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(&conn)).await {
+        Ok(Ok(c)) => c,
+        _ => {
+            tracing::warn!(%viewer, "viewer sent no hello");
+            conn.close(codes::HANDSHAKE, b"no hello");
+            return;
+        }
+    };
+    let hello = match control.recv_timeout(HELLO_TIMEOUT).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(%viewer, "bad hello from viewer: {e}");
+            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
+            return;
+        }
+    };
+    let handshake = ServerHandshake::new(Role::Viewer, server_name);
+    let (selector, welcome) = match handshake.handle(hello) {
+        Ok((Hello::Viewer(selector), welcome)) => (selector, welcome),
+        Ok((Hello::Camera(_), _)) => return,
+        Err(e) => {
+            tracing::warn!(%viewer, "refusing viewer: {e}");
+            let _ = control.send(&ServerHandshake::reject(&e)).await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
+            return;
+        }
+    };
+    let Some(track) = hub.find(&selector) else {
+        let reason = format!(
+            "no camera matches {selector:?}; known cameras: [{}]",
+            hub.camera_names().join(", ")
+        );
+        tracing::warn!(%viewer, "refusing viewer: {reason}");
+        let _ = control
+            .send(&Message::Reject {
+                code: RejectCode::UnknownCamera,
+                reason,
+            })
+            .await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
+        conn.close(codes::HANDSHAKE, b"unknown camera");
+        return;
+    };
+    let mut status = track.status();
+    let first = status.borrow_and_update().clone();
+    if control.send(&welcome).await.is_err() || control.send(&stream_info(&first)).await.is_err() {
+        return;
+    }
+    tracing::info!(%viewer, camera = %first.info.name, "viewer watching");
+
+    let session = cancel.child_token();
+    let mut media = MediaSender::new(conn.clone(), session.clone());
+    let stats = media.stats();
+    let mut groups = track.groups();
+    let mut aux = track.aux();
+    let (mut ctl_rx, mut ctl_tx) = control.split();
+    let mut current: Option<(Arc<LiveGroup>, usize)> = None;
+    let mut frames_rx: Option<tokio::sync::watch::Receiver<usize>> = None;
+    let mut skipped = 0u64;
+    let mut aux_sequence = 0u64;
+    let mut aux_missed = 0u64;
+    let mut logged_drops = 0u64;
+    let mut last_drop_log = Instant::now();
+    loop {
+        // Move to the newest group when one has begun.
+        let newest = groups.borrow_and_update().clone();
+        if let Some(newest) = newest {
+            if current.as_ref().is_none_or(|(g, _)| newest.id > g.id) {
+                if let Some((old, next)) = current.take() {
+                    skipped += old.len().saturating_sub(next) as u64;
+                }
+                frames_rx = Some(newest.subscribe().0);
+                current = Some((newest, 0));
+            }
+        }
+        if let Some((group, next)) = &mut current {
+            if let Some(rx) = &mut frames_rx {
+                rx.borrow_and_update();
+            }
+            while let Some(frame) = group.get(*next) {
+                media.send(frame);
+                *next += 1;
+            }
+        }
+        let dropped = SendStats::get(&stats.frames_dropped) + skipped;
+        if dropped > logged_drops && last_drop_log.elapsed() >= DROP_LOG_EVERY {
+            tracing::warn!(%viewer, dropped, "viewer is behind; skipped to the newest GOP");
+            logged_drops = dropped;
+            last_drop_log = Instant::now();
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                conn.close(codes::SHUTDOWN, b"server shutting down");
+                break;
+            }
+            _ = conn.closed() => break,
+            r = groups.changed() => if r.is_err() { break },
+            _ = async {
+                match &mut frames_rx {
+                    Some(rx) => { let _ = rx.changed().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {}
+            r = status.changed() => {
+                if r.is_err() { break }
+                let s = status.borrow_and_update().clone();
+                let msg = if s.online { stream_info(&s) } else {
+                    Message::CameraState { camera: *s.id.as_bytes(), online: false }
+                };
+                if ctl_tx.send(&msg).await.is_err() { break }
+            }
+            a = aux.recv() => match a {
+                Ok(frame) => {
+                    // Re-sequence: the camera's numbering restarts when it
+                    // does, but this stream's must keep increasing.
+                    aux_sequence += 1;
+                    media.send(Arc::new(Frame { sequence: aux_sequence, ..(*frame).clone() }));
+                }
+                Err(RecvError::Lagged(n)) => aux_missed += n,
+                Err(RecvError::Closed) => break,
+            },
+            m = ctl_rx.recv() => if m.is_err() { break },
+        }
+    }
+    session.cancel();
+    let dropped = SendStats::get(&stats.frames_dropped) + skipped;
+    tracing::info!(
+        %viewer,
+        sent = SendStats::get(&stats.frames_sent),
+        dropped,
+        groups_superseded = SendStats::get(&stats.groups_superseded),
+        aux_missed,
+        "viewer left"
+    );
+}
