@@ -433,3 +433,22 @@ pub async fn signal_failure(err: &FirstBootError, cancel: &CancellationToken) {
 
 /// BCM GPIO of the status LED (see `hw/README.md`, pin 11).
 pub const STATUS_LED_PIN: u8 = 17;
+
+/// [`prepare`], then on error [`signal_failure`] (which, on the Pi, blinks
+/// until `cancel`): the one call `kodama-camera run` makes on the image.
+pub async fn prepare_or_signal<F>(
+    dirs: &BootDirs,
+    resolve: F,
+    cancel: &CancellationToken,
+) -> Result<Config, FirstBootError>
+where
+    F: FnOnce(&Path) -> Result<Config, ConfigError>,
+{
+    match prepare(dirs, resolve) {
+        Ok(p) => Ok(p.config),
+        Err(e) => {
+            signal_failure(&e, cancel).await;
+            Err(e)
+        }
+    }
+}

@@ -8,6 +8,7 @@
 //! # Layout
 //! * [`config`]: `kodama.toml`, validated, errors naming the field.
 //! * [`cli`]: flags and environment variables layered over the file.
+//! * [`firstboot`]: the SD-card image's boot steps: key, node id and status files.
 //! * [`app`]: wires identity, endpoint, source, capture and uplink together.
 //! * [`video`]: the [`video::VideoSource`] trait, the capture thread, the
 //!   synthetic source (and the Pi driver under the `pi` feature).
@@ -20,6 +21,7 @@ pub mod app;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod firstboot;
 pub mod uplink;
 pub mod video;
 pub mod hw;

@@ -35,7 +35,6 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             CameraCommand::Run => {
-                let config = cli.run.resolve()?;
                 let cancel = CancellationToken::new();
                 let signals = cancel.clone();
                 tokio::spawn(async move {
@@ -43,6 +42,19 @@ fn main() -> anyhow::Result<()> {
                     tracing::info!("shutting down");
                     signals.cancel();
                 });
+                // On the SD-card image (KODAMA_BOOT_DIR/KODAMA_DATA_DIR set): key on
+                // the data partition, node id and status files on the boot partition.
+                let config = match kodama_firmware::firstboot::BootDirs::from_env() {
+                    Some(dirs) => {
+                        kodama_firmware::firstboot::prepare_or_signal(
+                            &dirs,
+                            |_| cli.run.resolve(),
+                            &cancel,
+                        )
+                        .await?
+                    }
+                    None => cli.run.resolve()?,
+                };
                 app::run(config, AppHandles::default(), cancel).await
             }
         }
