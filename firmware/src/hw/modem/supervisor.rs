@@ -444,6 +444,17 @@ impl<C: Connector, P: OutputPin + Send> Supervisor<C, P> {
             self.status.signal_dbm = q.dbm();
         }
         self.hung()?;
+        // Registration before +CPSI?/+COPS?, so the three describe the same moment
+        // as closely as a polled interface allows.
+        let creg = self.exec(&RegQuery { eps: false }).await.ok();
+        self.hung()?;
+        let cereg = self.exec(&RegQuery { eps: true }).await.ok();
+        self.hung()?;
+        if creg.is_some() || cereg.is_some() {
+            self.status.registration = creg
+                .unwrap_or_default()
+                .best(cereg.unwrap_or_default());
+        }
         if let Ok(info) = self.exec(&Cpsi).await {
             let in_service = info.in_service();
             self.status.technology = Some(info.technology);
@@ -454,15 +465,6 @@ impl<C: Connector, P: OutputPin + Send> Supervisor<C, P> {
             }
         }
         self.hung()?;
-        let creg = self.exec(&RegQuery { eps: false }).await.ok();
-        self.hung()?;
-        let cereg = self.exec(&RegQuery { eps: true }).await.ok();
-        self.hung()?;
-        if creg.is_some() || cereg.is_some() {
-            self.status.registration = creg
-                .unwrap_or_default()
-                .best(cereg.unwrap_or_default());
-        }
         if let Ok(op) = self.exec(&CopsQuery).await {
             self.status.operator = op.name;
         }
