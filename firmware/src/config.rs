@@ -154,6 +154,8 @@ pub struct Config {
     pub network: NetworkSection,
     /// `[video]`
     pub video: VideoSection,
+    /// `[modem]`
+    pub modem: crate::hw::modem::ModemConfig,
 }
 
 impl Config {
