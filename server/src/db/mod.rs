@@ -1,0 +1,688 @@
+//! The recording index in SQLite: cameras, segments, their fragments (the
+//! seek index), telemetry and events. Plain SQL, no caching, no I/O besides
+//! the database; the recorder and the API each own a [`Db`] connection (WAL
+//! lets the API read while the recorder writes).
+//!
+//! `schema.sql` is the current schema. `migrations/NNNN_*.sql` take a
+//! database from version N-1 to N (`PRAGMA user_version`); a test checks that
+//! a migrated database matches a fresh one. Times are µs since the Unix
+//! epoch; segment paths are relative to `<data>/recordings`.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// The current schema, applied to a new database.
+const SCHEMA: &str = include_str!("schema.sql");
+
+/// Upgrades: `MIGRATIONS[i]` takes version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_fragment_index.sql"),
+];
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Why an index operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// SQLite reported an error (including a full disk: `SQLITE_FULL`).
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer Kodama.
+    #[error("database schema version {found} is newer than this server's {supported}; upgrade kodama-server")]
+    TooNew {
+        /// Version in the file.
+        found: i64,
+        /// Version this code knows.
+        supported: i64,
+    },
+    /// A migration step failed.
+    #[error("migrating the database to version {version}: {source}")]
+    Migration {
+        /// Target version of the failing step.
+        version: i64,
+        /// The error.
+        source: rusqlite::Error,
+    },
+}
+
+impl DbError {
+    /// Whether the error is SQLite's "database or disk is full".
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull
+        )
+    }
+}
+
+/// A camera row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CameraRow {
+    /// Row id.
+    pub id: i64,
+    /// iroh endpoint id.
+    pub endpoint: String,
+    /// Name.
+    pub name: String,
+    /// Last time the recorder heard from it.
+    pub last_seen_us: i64,
+}
+
+/// A segment row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SegmentRow {
+    /// Row id.
+    pub id: i64,
+    /// Camera row id.
+    pub camera_id: i64,
+    /// Path relative to the recordings root.
+    pub path: String,
+    /// Wall-clock start.
+    pub start_us: i64,
+    /// Wall-clock end (start of the last fragment plus its duration).
+    pub end_us: i64,
+    /// Indexed length of the file.
+    pub bytes: i64,
+    /// Length of the init segment.
+    pub init_bytes: i64,
+    /// Frames indexed.
+    pub frames: i64,
+    /// Fragments indexed.
+    pub fragments: i64,
+    /// RFC 6381 codec string.
+    pub codec: String,
+    /// Width in pixels.
+    pub width: i64,
+    /// Height in pixels.
+    pub height: i64,
+    /// Still being appended to.
+    pub open: bool,
+}
+
+/// A new segment, as the recorder creates it.
+#[derive(Debug, Clone)]
+pub struct NewSegment<'a> {
+    /// Camera row id.
+    pub camera_id: i64,
+    /// Path relative to the recordings root.
+    pub path: &'a str,
+    /// Wall-clock start.
+    pub start_us: i64,
+    /// Length of the init segment (the file's length so far).
+    pub init_bytes: i64,
+    /// Codec string.
+    pub codec: &'a str,
+    /// Width.
+    pub width: i64,
+    /// Height.
+    pub height: i64,
+    /// Whether the recorder keeps appending (false when re-indexing).
+    pub open: bool,
+}
+
+/// A fragment row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct FragmentRow {
+    /// `mfhd` sequence number.
+    pub seq: i64,
+    /// Wall-clock time of its keyframe.
+    pub start_us: i64,
+    /// Duration.
+    pub duration_us: i64,
+    /// Byte offset in the file.
+    pub offset: i64,
+    /// Byte length (prft + moof + mdat).
+    pub len: i64,
+    /// Frames.
+    pub frames: i64,
+}
+
+/// Which side table an auxiliary row goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuxKind {
+    /// Telemetry samples (including GPS fixes).
+    Telemetry,
+    /// Events.
+    Event,
+}
+
+impl AuxKind {
+    fn table(self) -> &'static str {
+        match self {
+            AuxKind::Telemetry => "telemetry",
+            AuxKind::Event => "event",
+        }
+    }
+}
+
+/// A telemetry or event row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuxRow {
+    /// Wall-clock time.
+    pub time_us: i64,
+    /// The JSON document as received.
+    pub json: String,
+}
+
+/// One connection to the index.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
+}
+
+fn segment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SegmentRow> {
+    Ok(SegmentRow {
+        id: r.get(0)?,
+        camera_id: r.get(1)?,
+        path: r.get(2)?,
+        start_us: r.get(3)?,
+        end_us: r.get(4)?,
+        bytes: r.get(5)?,
+        init_bytes: r.get(6)?,
+        frames: r.get(7)?,
+        fragments: r.get(8)?,
+        codec: r.get(9)?,
+        width: r.get(10)?,
+        height: r.get(11)?,
+        open: r.get(12)?,
+    })
+}
+
+const SEGMENT_COLUMNS: &str =
+    "id, camera_id, path, start_us, end_us, bytes, init_bytes, frames, fragments, codec, width, height, open";
+
+impl Db {
+    /// Opens (creating if needed) and migrates the index at `path`.
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let conn = Connection::open(path)?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory index (tests, benchmarks).
+    pub fn open_in_memory() -> Result<Db, DbError> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Db, DbError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL: readers (the API) never block the writer (the recorder).
+        // synchronous=NORMAL: commits are not fsynced; the segment files are,
+        // and recovery re-extends the index from them (see recording.md).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(DbError::TooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == 0 {
+            let tx = conn.transaction()?;
+            let empty: i64 =
+                tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            if empty == 0 {
+                tx.execute_batch(SCHEMA)
+                    .map_err(|source| DbError::Migration {
+                        version: SCHEMA_VERSION,
+                        source,
+                    })?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                tx.commit()?;
+                return Ok(Db { conn });
+            }
+        }
+        Self::migrate(&mut conn, version, SCHEMA_VERSION)?;
+        Ok(Db { conn })
+    }
+
+    /// Applies migrations from `from` up to `to`, one transaction each.
+    fn migrate(conn: &mut Connection, from: i64, to: i64) -> Result<(), DbError> {
+        for version in from + 1..=to {
+            let tx = conn.transaction()?;
+            let sql = MIGRATIONS[(version - 1) as usize];
+            tx.execute_batch(sql)
+                .map_err(|source| DbError::Migration { version, source })?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// The underlying connection (for tests that inspect the schema).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Creates or renames a camera and marks it seen; returns its row id.
+    pub fn upsert_camera(&self, endpoint: &str, name: &str, seen_us: i64) -> Result<i64, DbError> {
+        Ok(self.conn.query_row(
+            "INSERT INTO camera (endpoint, name, last_seen_us) VALUES (?1, ?2, ?3)
+             ON CONFLICT (endpoint) DO UPDATE SET name = excluded.name,
+               last_seen_us = max(last_seen_us, excluded.last_seen_us)
+             RETURNING id",
+            params![endpoint, name, seen_us],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The row id of a camera, creating it (named after its endpoint) if it
+    /// is unknown; an existing name is kept. Used when re-indexing files.
+    pub fn ensure_camera(&self, endpoint: &str, seen_us: i64) -> Result<i64, DbError> {
+        Ok(self.conn.query_row(
+            "INSERT INTO camera (endpoint, name, last_seen_us) VALUES (?1, ?1, ?2)
+             ON CONFLICT (endpoint) DO UPDATE SET last_seen_us = max(last_seen_us, excluded.last_seen_us)
+             RETURNING id",
+            params![endpoint, seen_us],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records that a camera was heard from.
+    pub fn camera_seen(&self, id: i64, seen_us: i64) -> Result<(), DbError> {
+        self.conn.execute(
+            "UPDATE camera SET last_seen_us = max(last_seen_us, ?2) WHERE id = ?1",
+            params![id, seen_us],
+        )?;
+        Ok(())
+    }
+
+    /// All cameras, by name.
+    pub fn cameras(&self) -> Result<Vec<CameraRow>, DbError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, endpoint, name, last_seen_us FROM camera ORDER BY name, id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(CameraRow {
+                id: r.get(0)?,
+                endpoint: r.get(1)?,
+                name: r.get(2)?,
+                last_seen_us: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Inserts a segment; returns its id.
+    pub fn insert_segment(&self, s: &NewSegment<'_>) -> Result<i64, DbError> {
+        self.conn.execute(
+            "INSERT INTO segment (camera_id, path, start_us, end_us, bytes, init_bytes, frames,
+               codec, width, height, open, fragments)
+             VALUES (?1, ?2, ?3, ?3, ?4, ?4, 0, ?5, ?6, ?7, ?8, 0)",
+            params![
+                s.camera_id,
+                s.path,
+                s.start_us,
+                s.init_bytes,
+                s.codec,
+                s.width,
+                s.height,
+                s.open
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Indexes fragments appended to a segment, in one transaction. The
+    /// caller has made the fragments' bytes durable first (invariant 1).
+    pub fn add_fragments(
+        &mut self,
+        segment_id: i64,
+        fragments: &[FragmentRow],
+    ) -> Result<(), DbError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR REPLACE INTO fragment (segment_id, seq, start_us, duration_us, offset, len, frames)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut upd = tx.prepare_cached(
+                "UPDATE segment SET end_us = max(end_us, ?2), bytes = max(bytes, ?3),
+                   frames = frames + ?4, fragments = fragments + 1 WHERE id = ?1",
+            )?;
+            for f in fragments {
+                ins.execute(params![
+                    segment_id,
+                    f.seq,
+                    f.start_us,
+                    f.duration_us,
+                    f.offset,
+                    f.len,
+                    f.frames
+                ])?;
+                upd.execute(params![
+                    segment_id,
+                    f.start_us + f.duration_us,
+                    f.offset + f.len,
+                    f.frames
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a segment closed.
+    pub fn close_segment(&self, id: i64) -> Result<(), DbError> {
+        self.conn
+            .execute("UPDATE segment SET open = 0 WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Forgets a segment and its fragments (the file is unlinked first).
+    pub fn delete_segment(&mut self, id: i64) -> Result<(), DbError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM fragment WHERE segment_id = ?1", params![id])?;
+        tx.execute("DELETE FROM segment WHERE id = ?1", params![id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Resets a segment's index (before re-indexing it from its file).
+    pub fn reset_segment(&mut self, id: i64, init_bytes: i64) -> Result<(), DbError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM fragment WHERE segment_id = ?1", params![id])?;
+        tx.execute(
+            "UPDATE segment SET end_us = start_us, bytes = ?2, init_bytes = ?2, frames = 0, fragments = 0
+             WHERE id = ?1",
+            params![id, init_bytes],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every segment, oldest first.
+    pub fn all_segments(&self) -> Result<Vec<SegmentRow>, DbError> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segment ORDER BY start_us, id"
+        ))?;
+        let rows = st.query_map([], segment_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One segment.
+    pub fn segment(&self, id: i64) -> Result<Option<SegmentRow>, DbError> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segment WHERE id = ?1"
+        ))?;
+        Ok(st.query_row(params![id], segment_from_row).optional()?)
+    }
+
+    /// A camera's segments overlapping `[start, end)`, oldest first.
+    pub fn segments_between(
+        &self,
+        camera_id: i64,
+        start_us: i64,
+        end_us: i64,
+    ) -> Result<Vec<SegmentRow>, DbError> {
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segment
+             WHERE camera_id = ?1 AND start_us < ?3 AND end_us >= ?2
+             ORDER BY start_us, id"
+        ))?;
+        let rows = st.query_map(params![camera_id, start_us, end_us], segment_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The fragments of a segment, in file order.
+    pub fn fragments(&self, segment_id: i64) -> Result<Vec<FragmentRow>, DbError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, start_us, duration_us, offset, len, frames FROM fragment
+             WHERE segment_id = ?1 ORDER BY offset",
+        )?;
+        let rows = st.query_map(params![segment_id], |r| {
+            Ok(FragmentRow {
+                seq: r.get(0)?,
+                start_us: r.get(1)?,
+                duration_us: r.get(2)?,
+                offset: r.get(3)?,
+                len: r.get(4)?,
+                frames: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Bytes indexed in total and for one camera.
+    pub fn total_bytes(&self, camera_id: Option<i64>) -> Result<i64, DbError> {
+        Ok(match camera_id {
+            Some(c) => self.conn.query_row(
+                "SELECT coalesce(sum(bytes), 0) FROM segment WHERE camera_id = ?1",
+                params![c],
+                |r| r.get(0),
+            )?,
+            None => {
+                self.conn
+                    .query_row("SELECT coalesce(sum(bytes), 0) FROM segment", [], |r| {
+                        r.get(0)
+                    })?
+            }
+        })
+    }
+
+    /// Stores a telemetry or event row.
+    pub fn insert_aux(
+        &self,
+        kind: AuxKind,
+        camera_id: i64,
+        time_us: i64,
+        json: &str,
+    ) -> Result<(), DbError> {
+        let sql = format!(
+            "INSERT INTO {} (camera_id, time_us, json) VALUES (?1, ?2, ?3)",
+            kind.table()
+        );
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(params![camera_id, time_us, json])?;
+        Ok(())
+    }
+
+    /// Telemetry or event rows of a camera in `[start, end)`, oldest first,
+    /// at most `limit`.
+    pub fn aux_between(
+        &self,
+        kind: AuxKind,
+        camera_id: i64,
+        start_us: i64,
+        end_us: i64,
+        limit: i64,
+    ) -> Result<Vec<AuxRow>, DbError> {
+        let sql = format!(
+            "SELECT time_us, json FROM {} WHERE camera_id = ?1 AND time_us >= ?2 AND time_us < ?3
+             ORDER BY time_us, id LIMIT ?4",
+            kind.table()
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(params![camera_id, start_us, end_us, limit], |r| {
+            Ok(AuxRow {
+                time_us: r.get(0)?,
+                json: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes telemetry and event rows older than `before_us` (retention).
+    pub fn delete_aux_before(&self, before_us: i64) -> Result<usize, DbError> {
+        let a = self.conn.execute(
+            "DELETE FROM telemetry WHERE time_us < ?1",
+            params![before_us],
+        )?;
+        let b = self
+            .conn
+            .execute("DELETE FROM event WHERE time_us < ?1", params![before_us])?;
+        Ok(a + b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema as data: every table's columns, indexes and foreign keys.
+    fn describe(conn: &Connection) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut st = conn
+            .prepare("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+            .expect("prepare");
+        let objects: Vec<(String, String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        for (kind, name, table) in objects {
+            out.push(format!("{kind} {name} on {table}"));
+            if kind == "table" {
+                for pragma in ["table_xinfo", "foreign_key_list", "index_list"] {
+                    let mut st = conn
+                        .prepare(&format!("PRAGMA {pragma}('{name}')"))
+                        .expect("pragma");
+                    let n = st.column_count();
+                    let rows: Vec<String> = st
+                        .query_map([], |r| {
+                            let cols: Vec<String> = (0..n)
+                                .map(|i| format!("{:?}", r.get_ref(i).map(|v| v.data_type())))
+                                .zip((0..n).map(|i| {
+                                    r.get::<_, rusqlite::types::Value>(i)
+                                        .map(|v| format!("{v:?}"))
+                                        .unwrap_or_default()
+                                }))
+                                .map(|(t, v)| format!("{t}={v}"))
+                                .collect();
+                            Ok(cols.join(","))
+                        })
+                        .expect("query")
+                        .collect::<Result<_, _>>()
+                        .expect("rows");
+                    // Column order of the table itself matters; the order of
+                    // index lists does not.
+                    let mut rows = rows;
+                    if pragma != "table_xinfo" {
+                        rows.sort();
+                    }
+                    out.push(format!("  {pragma}: {rows:?}"));
+                }
+            } else if kind == "index" {
+                let mut st = conn
+                    .prepare(&format!("PRAGMA index_xinfo('{name}')"))
+                    .expect("pragma");
+                let rows: Vec<String> = st
+                    .query_map([], |r| Ok(format!("{:?}", r.get::<_, Option<String>>(2)?)))
+                    .expect("query")
+                    .collect::<Result<_, _>>()
+                    .expect("rows");
+                out.push(format!("  columns: {rows:?}"));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn migrated_database_equals_fresh_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fresh = Db::open(&dir.path().join("fresh.db")).expect("fresh");
+
+        // Build a version-1 database by hand, with data, then open it.
+        let old_path = dir.path().join("old.db");
+        {
+            let mut conn = Connection::open(&old_path).expect("open");
+            Db::migrate(&mut conn, 0, 1).expect("to v1");
+            conn.execute_batch(
+                "INSERT INTO camera (endpoint, name, last_seen_us) VALUES ('abc', 'door', 5);
+                 INSERT INTO segment (camera_id, path, start_us, end_us, bytes, init_bytes, frames, codec, width, height)
+                 VALUES (1, 'abc/x.mp4', 1, 2, 3, 1, 4, 'avc1.42c01e', 640, 480);",
+            )
+            .expect("data");
+        }
+        let migrated = Db::open(&old_path).expect("migrates");
+        let version: i64 = migrated
+            .connection()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(
+            describe(fresh.connection()),
+            describe(migrated.connection())
+        );
+        assert_eq!(migrated.all_segments().expect("rows")[0].fragments, 0);
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("new.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+                .expect("set");
+        }
+        assert!(matches!(Db::open(&path), Err(DbError::TooNew { .. })));
+    }
+
+    #[test]
+    fn segments_fragments_and_aux_round_trip() {
+        let mut db = Db::open_in_memory().expect("db");
+        let cam = db.upsert_camera("ep1", "door", 10).expect("camera");
+        assert_eq!(
+            db.upsert_camera("ep1", "front door", 5).expect("again"),
+            cam
+        );
+        let id = db
+            .insert_segment(&NewSegment {
+                camera_id: cam,
+                path: "ep1/2024-01-01/00-00-00.mp4",
+                start_us: 1_000,
+                init_bytes: 700,
+                codec: "avc1.42c01e",
+                width: 640,
+                height: 480,
+                open: true,
+            })
+            .expect("segment");
+        let frag = FragmentRow {
+            seq: 1,
+            start_us: 1_000,
+            duration_us: 2_000_000,
+            offset: 700,
+            len: 5_000,
+            frames: 60,
+        };
+        db.add_fragments(id, &[frag]).expect("fragment");
+        let seg = db.segment(id).expect("query").expect("present");
+        assert_eq!(
+            (seg.bytes, seg.end_us, seg.frames, seg.fragments),
+            (5_700, 2_001_000, 60, 1)
+        );
+        assert_eq!(db.fragments(id).expect("frags"), vec![frag]);
+        assert_eq!(db.segments_between(cam, 0, 1_001).expect("q").len(), 1);
+        assert!(db
+            .segments_between(cam, 3_000_000, 4_000_000)
+            .expect("q")
+            .is_empty());
+        assert_eq!(db.cameras().expect("cams")[0].name, "front door");
+        assert_eq!(db.total_bytes(Some(cam)).expect("bytes"), 5_700);
+
+        db.insert_aux(AuxKind::Event, cam, 50, r#"{"motion":true}"#)
+            .expect("event");
+        assert_eq!(
+            db.aux_between(AuxKind::Event, cam, 0, 100, 10)
+                .expect("q")
+                .len(),
+            1
+        );
+        assert!(db
+            .aux_between(AuxKind::Telemetry, cam, 0, 100, 10)
+            .expect("q")
+            .is_empty());
+        db.delete_segment(id).expect("delete");
+        assert!(db.fragments(id).expect("frags").is_empty());
+        assert_eq!(db.total_bytes(None).expect("bytes"), 0);
+    }
+}

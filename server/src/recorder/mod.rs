@@ -1,0 +1,818 @@
+//! The recorder: one more consumer of the hub's feed, writing each camera's
+//! GOPs as fragmented MP4 segments and indexing them, telemetry and events in
+//! SQLite. Design, invariants and fsync order: docs/design/recording.md.
+//!
+//! Channels: [`Recorder::run`] reads the bounded feed the hub fills with
+//! `try_send` (see [`crate::feed`]); the hub drops whole GOPs when this queue
+//! is full, so a slow disk never blocks live routing. Disk work runs on the
+//! blocking pool, one event at a time, so events of a camera stay in order.
+//!
+//! # Layout
+//! * [`clock`]: injected wall-clock and monotonic time (real, simulated).
+//! * [`timing`]: camera capture clock → wall clock, drift followed at ≤500 ppm.
+//! * [`segment`]: building fragments (sans-IO) and the segment file adapter.
+//! * [`reconcile`]: start-up recovery of index and files.
+//! * [`retention`]: deleting oldest segments by age and size.
+
+pub mod clock;
+pub mod reconcile;
+pub mod retention;
+pub mod segment;
+pub mod timing;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kodama_media::fmp4::VideoTrack;
+use kodama_media::h264;
+use kodama_net::EndpointId;
+use kodama_proto::{CameraInfo, Channel, Frame};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{AuxKind, Db, DbError, FragmentRow, NewSegment};
+use crate::feed::{FeedEvent, Group};
+
+pub use clock::{Clock, SimulatedClock, SystemClock};
+pub use reconcile::{reconcile, ReconcileReport};
+use segment::{build_fragment, is_disk_full, ticks_to_us, SegmentFile};
+use timing::{Observation, WallMapper};
+
+/// Largest telemetry or event document stored (bytes of JSON).
+pub const MAX_AUX_BYTES: usize = 64 * 1024;
+
+/// How often retention runs besides after each new segment.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Extra space a full disk makes retention free beyond the failed write.
+const FULL_DISK_MARGIN: u64 = 1 << 20;
+
+/// A capture-clock jump forward within a connection beyond which a new
+/// segment starts, so the gap shows in the index.
+const GAP_US: u64 = 1_000_000;
+
+/// `[recording]` in the server configuration.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecorderConfig {
+    /// Data directory (index, recordings, API token). Not read from the
+    /// `[recording]` table: the server sets it from `[server] data_dir`.
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+    /// Roll segments after this many minutes (at the next keyframe).
+    pub segment_minutes: u32,
+    /// Delete recordings older than this many days.
+    pub max_age_days: u32,
+    /// Keep all recordings together under this many GB (10^9 bytes).
+    pub max_total_gb: f64,
+    /// Keep each camera's recordings under this many GB, if set.
+    pub max_camera_gb: Option<f64>,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        RecorderConfig {
+            data_dir: PathBuf::from("kodama-data"),
+            segment_minutes: 1,
+            max_age_days: 7,
+            max_total_gb: 10.0,
+            max_camera_gb: None,
+        }
+    }
+}
+
+impl RecorderConfig {
+    /// The recordings directory.
+    pub fn recordings_dir(&self) -> PathBuf {
+        recordings_dir(&self.data_dir)
+    }
+
+    /// The index database.
+    pub fn db_path(&self) -> PathBuf {
+        db_path(&self.data_dir)
+    }
+}
+
+/// `<data>/recordings`.
+pub fn recordings_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("recordings")
+}
+
+/// `<data>/kodama.db`.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("kodama.db")
+}
+
+fn gb_to_bytes(gb: f64) -> u64 {
+    if gb.is_finite() && gb > 0.0 {
+        (gb * 1e9) as u64
+    } else {
+        0
+    }
+}
+
+/// Why the recorder could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecorderError {
+    /// The data directory could not be created.
+    #[error("creating {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The index could not be opened or migrated.
+    #[error("recording index: {0}")]
+    Db(#[from] DbError),
+    /// Start-up reconciliation failed.
+    #[error("reconciling recordings: {0}")]
+    Reconcile(#[from] reconcile::ReconcileError),
+    /// A configuration value is unusable.
+    #[error("recording.{field}: {message}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Counters, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    /// Fragments (GOPs) written and indexed.
+    pub fragments_written: AtomicU64,
+    /// Fragments dropped by the recorder (disk errors, bad input).
+    pub fragments_dropped: AtomicU64,
+    /// Video payload bytes received in written fragments.
+    pub payload_bytes: AtomicU64,
+    /// Bytes written to segment files.
+    pub file_bytes: AtomicU64,
+    /// Segments opened.
+    pub segments_opened: AtomicU64,
+    /// Segments deleted by retention.
+    pub segments_deleted: AtomicU64,
+    /// Full-disk conditions met.
+    pub disk_full: AtomicU64,
+    /// Index updates that failed (the file still has the data; the next
+    /// start re-indexes it).
+    pub index_errors: AtomicU64,
+    /// Telemetry and event rows stored.
+    pub aux_stored: AtomicU64,
+    /// Telemetry and event frames rejected (not JSON, too large) or lost.
+    pub aux_dropped: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    c.fetch_add(by, Ordering::Relaxed);
+}
+
+/// What the API shows about one camera's recording.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CameraRecording {
+    /// A segment is open and receiving fragments.
+    pub recording: bool,
+    /// The open segment.
+    pub segment_id: Option<i64>,
+    /// Wall time of the last fragment written.
+    pub last_fragment_us: Option<i64>,
+    /// Fragments of this camera dropped by the recorder.
+    pub fragments_dropped: u64,
+}
+
+/// Live recording state per camera endpoint, shared with the API.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingStatus(Arc<Mutex<HashMap<String, CameraRecording>>>);
+
+impl RecordingStatus {
+    /// The state of a camera, if the recorder has seen it since start.
+    pub fn get(&self, endpoint: &str) -> Option<CameraRecording> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(endpoint)
+            .cloned()
+    }
+
+    fn update(&self, endpoint: &str, f: impl FnOnce(&mut CameraRecording)) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(endpoint.to_owned()).or_default());
+    }
+}
+
+/// The segment a camera is writing.
+#[derive(Debug)]
+struct OpenSegment {
+    id: i64,
+    file: SegmentFile,
+    track: VideoTrack,
+    /// Capture time of the segment's first frame (media time zero).
+    start_capture_us: u64,
+    /// Decode time where the next fragment may start, ticks.
+    end_ticks: u64,
+    /// Capture time the next GOP is expected at.
+    next_capture_us: u64,
+    next_sequence: u32,
+}
+
+/// Per-camera state.
+#[derive(Debug)]
+struct CameraState {
+    endpoint: String,
+    db_id: i64,
+    info: Option<CameraInfo>,
+    mapper: WallMapper,
+    segment: Option<OpenSegment>,
+    last_group: Option<u64>,
+}
+
+/// The recorder. Create with [`Recorder::open`], then drive with
+/// [`Recorder::run`].
+#[derive(Debug)]
+pub struct Recorder {
+    cfg: RecorderConfig,
+    root: PathBuf,
+    clock: Arc<dyn Clock>,
+    db: Db,
+    cameras: HashMap<EndpointId, CameraState>,
+    stats: Arc<RecorderStats>,
+    status: RecordingStatus,
+    reconciled: ReconcileReport,
+    last_retention: Duration,
+}
+
+/// One unit of work for the blocking pool.
+#[derive(Debug)]
+enum Work {
+    Event(FeedEvent),
+    Retention,
+    Shutdown,
+}
+
+impl Recorder {
+    /// Opens the data directory and index, reconciles index and files, and
+    /// applies retention.
+    pub fn open(cfg: RecorderConfig, clock: Arc<dyn Clock>) -> Result<Recorder, RecorderError> {
+        if cfg.segment_minutes == 0 || cfg.segment_minutes > 24 * 60 {
+            return Err(RecorderError::Config {
+                field: "segment_minutes",
+                message: format!("must be 1..=1440, got {}", cfg.segment_minutes),
+            });
+        }
+        if !(cfg.max_total_gb.is_finite() && cfg.max_total_gb > 0.0) {
+            return Err(RecorderError::Config {
+                field: "max_total_gb",
+                message: format!("must be positive, got {}", cfg.max_total_gb),
+            });
+        }
+        let root = cfg.recordings_dir();
+        std::fs::create_dir_all(&root).map_err(|source| RecorderError::Io {
+            path: root.clone(),
+            source,
+        })?;
+        let mut db = Db::open(&cfg.db_path())?;
+        let reconciled = reconcile(&mut db, &root)?;
+        tracing::info!(?reconciled, root = %root.display(), "recordings reconciled");
+        let mut rec = Recorder {
+            cfg,
+            root,
+            last_retention: clock.monotonic(),
+            clock,
+            db,
+            cameras: HashMap::new(),
+            stats: Arc::default(),
+            status: RecordingStatus::default(),
+            reconciled,
+        };
+        rec.retention(0);
+        Ok(rec)
+    }
+
+    /// What start-up reconciliation did.
+    pub fn reconcile_report(&self) -> &ReconcileReport {
+        &self.reconciled
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<RecorderStats> {
+        self.stats.clone()
+    }
+
+    /// The live per-camera recording state (for the API).
+    pub fn status(&self) -> RecordingStatus {
+        self.status.clone()
+    }
+
+    /// Consumes the feed until `cancel` fires or the feed closes; then
+    /// writes what is already queued and closes all segments.
+    pub async fn run(self, mut rx: mpsc::Receiver<FeedEvent>, cancel: CancellationToken) {
+        let mut me = Some(self);
+        let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let work = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                ev = rx.recv() => match ev {
+                    Some(ev) => Work::Event(ev),
+                    None => break,
+                },
+                _ = tick.tick() => Work::Retention,
+            };
+            me = Self::do_work(me, work).await;
+            if me.is_none() {
+                return;
+            }
+        }
+        // Write what the hub already handed over (bounded by the queue size).
+        let queued = rx.len();
+        for _ in 0..queued {
+            match rx.try_recv() {
+                Ok(ev) => me = Self::do_work(me, Work::Event(ev)).await,
+                Err(_) => break,
+            }
+        }
+        Self::do_work(me, Work::Shutdown).await;
+    }
+
+    async fn do_work(me: Option<Recorder>, work: Work) -> Option<Recorder> {
+        let mut rec = me?;
+        match tokio::task::spawn_blocking(move || {
+            rec.handle(work);
+            rec
+        })
+        .await
+        {
+            Ok(rec) => Some(rec),
+            Err(e) => {
+                tracing::error!("recorder task failed: {e}; recording stopped");
+                None
+            }
+        }
+    }
+
+    fn handle(&mut self, work: Work) {
+        match work {
+            Work::Event(FeedEvent::CameraOnline { camera, info }) => self.on_online(camera, info),
+            Work::Event(FeedEvent::Group { camera, group }) => self.on_group(camera, &group),
+            Work::Event(FeedEvent::Aux { camera, frame }) => self.on_aux(camera, &frame),
+            Work::Event(FeedEvent::CameraOffline { camera }) => self.on_offline(camera),
+            Work::Retention => self.retention(0),
+            Work::Shutdown => {
+                let cams: Vec<EndpointId> = self.cameras.keys().copied().collect();
+                for c in cams {
+                    self.close_segment(c);
+                }
+            }
+        }
+        if self.clock.monotonic().saturating_sub(self.last_retention) >= RETENTION_INTERVAL {
+            self.retention(0);
+        }
+    }
+
+    /// Handles one feed event synchronously (tests and benchmarks drive the
+    /// recorder directly with this).
+    pub fn handle_event(&mut self, event: FeedEvent) {
+        self.handle(Work::Event(event));
+    }
+
+    /// Closes all open segments (what `run` does when it ends).
+    pub fn close_all(&mut self) {
+        self.handle(Work::Shutdown);
+    }
+
+    fn camera(&mut self, camera: EndpointId, name: Option<&str>) -> Option<&mut CameraState> {
+        let now = self.clock.wall_us();
+        if !self.cameras.contains_key(&camera) {
+            let endpoint = camera.to_string();
+            let id = match name {
+                Some(n) => self.db.upsert_camera(&endpoint, n, now),
+                None => self.db.ensure_camera(&endpoint, now),
+            };
+            match id {
+                Ok(db_id) => {
+                    self.cameras.insert(
+                        camera,
+                        CameraState {
+                            endpoint,
+                            db_id,
+                            info: None,
+                            mapper: WallMapper::default(),
+                            segment: None,
+                            last_group: None,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(%camera, "cannot index camera: {e}");
+                    return None;
+                }
+            }
+        } else if let Some(n) = name {
+            let endpoint = camera.to_string();
+            if let Err(e) = self.db.upsert_camera(&endpoint, n, now) {
+                tracing::warn!(%camera, "cannot update camera: {e}");
+            }
+        }
+        self.cameras.get_mut(&camera)
+    }
+
+    fn on_online(&mut self, camera: EndpointId, info: CameraInfo) {
+        // A new connection: the capture clock may have restarted, and the
+        // gap while offline must show, so the segment ends here.
+        self.close_segment(camera);
+        let name = info.name.clone();
+        if let Some(cam) = self.camera(camera, Some(&name)) {
+            cam.info = Some(info);
+            cam.mapper = WallMapper::default();
+            cam.last_group = None;
+        }
+    }
+
+    fn on_offline(&mut self, camera: EndpointId) {
+        self.close_segment(camera);
+        if let Some(cam) = self.cameras.get_mut(&camera) {
+            cam.last_group = None;
+        }
+    }
+
+    fn close_segment(&mut self, camera: EndpointId) {
+        let Some(cam) = self.cameras.get_mut(&camera) else {
+            return;
+        };
+        let Some(seg) = cam.segment.take() else {
+            return;
+        };
+        let endpoint = cam.endpoint.clone();
+        if seg.file.is_empty() {
+            // Nothing playable: forget it (unlink first, invariant 4).
+            let _ = std::fs::remove_file(seg.file.path());
+            if let Err(e) = self.db.delete_segment(seg.id) {
+                tracing::warn!("dropping empty segment row: {e}");
+            }
+        } else if let Err(e) = self.db.close_segment(seg.id) {
+            bump(&self.stats.index_errors, 1);
+            tracing::warn!(segment = seg.id, "cannot mark segment closed: {e}");
+        }
+        self.status.update(&endpoint, |s| {
+            s.recording = false;
+            s.segment_id = None;
+        });
+    }
+
+    fn drop_fragment(&self, endpoint: &str, why: &str) {
+        bump(&self.stats.fragments_dropped, 1);
+        self.status.update(endpoint, |s| s.fragments_dropped += 1);
+        tracing::warn!(camera = endpoint, "recorder dropped a GOP: {why}");
+    }
+
+    fn on_group(&mut self, camera: EndpointId, group: &Group) {
+        let now = self.clock.wall_us();
+        let segment_us = u64::from(self.cfg.segment_minutes) * 60_000_000;
+        let frames: Vec<&Frame> = group
+            .frames
+            .iter()
+            .filter(|f| f.channel == Channel::Video)
+            .map(|f| f.as_ref())
+            .collect();
+        let (Some(first), Some(last)) = (frames.first().copied(), frames.last().copied()) else {
+            return;
+        };
+        let Some(cam) = self.camera(camera, None) else {
+            bump(&self.stats.fragments_dropped, 1);
+            return;
+        };
+        let endpoint = cam.endpoint.clone();
+        if !(first.is_keyframe() || h264::is_idr(&first.payload)) {
+            self.drop_fragment(&endpoint, "group does not start with a keyframe");
+            return;
+        }
+        // In-band parameter sets win over the handshake's (H.264 §7.4.1.2.1:
+        // the active SPS is the one the IDR refers to).
+        let track = match h264::parameter_sets(&first.payload) {
+            (Some(sps), Some(pps)) => VideoTrack::new(sps, pps),
+            _ => match &cam.info {
+                Some(info) => VideoTrack::new(&info.sps, &info.pps),
+                None => {
+                    self.drop_fragment(&endpoint, "no SPS/PPS known for the camera");
+                    return;
+                }
+            },
+        };
+        let track = match track {
+            Ok(t) => t,
+            Err(e) => {
+                self.drop_fragment(&endpoint, &format!("unusable parameter sets: {e}"));
+                return;
+            }
+        };
+        let observation = cam.mapper.observe(last.capture_us, now);
+        let wall_us = cam.mapper.wall_us(first.capture_us).unwrap_or(now);
+        let nominal_us = nominal_frame_us(cam.info.as_ref(), &frames);
+        let roll = match &cam.segment {
+            None => Some("start"),
+            Some(seg) if seg.track != track => Some("codec or resolution change"),
+            Some(_) if observation == Observation::Reset => Some("capture clock jump"),
+            Some(_)
+                if cam
+                    .last_group
+                    .is_some_and(|g| g.wrapping_add(1) != group.id) =>
+            {
+                Some("missing GOP")
+            }
+            Some(seg) if first.capture_us < seg.start_capture_us => Some("capture clock went back"),
+            Some(seg) if first.capture_us > seg.next_capture_us + GAP_US => Some("capture gap"),
+            Some(seg) if first.capture_us - seg.start_capture_us >= segment_us => Some("duration"),
+            Some(_) => None,
+        };
+        cam.last_group = Some(group.id);
+        if let Some(reason) = roll {
+            if cam.segment.is_some() {
+                tracing::debug!(camera = %endpoint, reason, "rolling segment");
+            }
+            self.close_segment(camera);
+            if !self.open_segment(camera, track, first.capture_us, wall_us) {
+                self.drop_fragment(&endpoint, "cannot open a segment");
+                return;
+            }
+        }
+        self.append(camera, &frames, nominal_us, wall_us);
+    }
+
+    fn open_segment(
+        &mut self,
+        camera: EndpointId,
+        track: VideoTrack,
+        capture_us: u64,
+        wall_us: i64,
+    ) -> bool {
+        let Some(cam) = self.cameras.get(&camera) else {
+            return false;
+        };
+        let (endpoint, camera_id) = (cam.endpoint.clone(), cam.db_id);
+        let rel = match self.segment_path(&endpoint, wall_us) {
+            Some(rel) => rel,
+            None => return false,
+        };
+        let path = self.root.join(&rel);
+        let file = match SegmentFile::create(&path, &track) {
+            Ok(f) => f,
+            Err(e) if is_disk_full(&e) => {
+                bump(&self.stats.disk_full, 1);
+                tracing::warn!(path = %path.display(), "disk full creating segment; applying retention");
+                self.retention(FULL_DISK_MARGIN);
+                match SegmentFile::create(&path, &track) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), "cannot create segment: {e}");
+                        return false;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot create segment: {e}");
+                return false;
+            }
+        };
+        let new = NewSegment {
+            camera_id,
+            path: &rel,
+            start_us: wall_us,
+            init_bytes: file.len() as i64,
+            codec: &track.codec_string(),
+            width: i64::from(track.width),
+            height: i64::from(track.height),
+            open: true,
+        };
+        let id = match self.db.insert_segment(&new).or_else(|e| {
+            if e.is_disk_full() {
+                self.retention(FULL_DISK_MARGIN);
+                self.db.insert_segment(&new)
+            } else {
+                Err(e)
+            }
+        }) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(path = %rel, "cannot index new segment: {e}");
+                let _ = std::fs::remove_file(&path);
+                return false;
+            }
+        };
+        bump(&self.stats.segments_opened, 1);
+        bump(&self.stats.file_bytes, file.len());
+        if let Some(cam) = self.cameras.get_mut(&camera) {
+            cam.segment = Some(OpenSegment {
+                id,
+                file,
+                track,
+                start_capture_us: capture_us,
+                end_ticks: 0,
+                next_capture_us: capture_us,
+                next_sequence: 1,
+            });
+        }
+        self.status.update(&endpoint, |s| {
+            s.recording = true;
+            s.segment_id = Some(id);
+        });
+        self.retention(0);
+        true
+    }
+
+    /// `<camera>/<yyyy-mm-dd>/<hh-mm-ss>.mp4` (UTC), with `_N` added when a
+    /// segment already started in the same second.
+    fn segment_path(&self, endpoint: &str, wall_us: i64) -> Option<String> {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(wall_us) * 1000).ok()?;
+        let day = format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+        let stem = format!("{:02}-{:02}-{:02}", t.hour(), t.minute(), t.second());
+        for n in 0..1000u32 {
+            let name = if n == 0 {
+                format!("{stem}.mp4")
+            } else {
+                format!("{stem}_{n}.mp4")
+            };
+            let rel = format!("{endpoint}/{day}/{name}");
+            if !self.root.join(&rel).exists() {
+                return Some(rel);
+            }
+        }
+        None
+    }
+
+    fn append(&mut self, camera: EndpointId, frames: &[&Frame], nominal_us: u64, wall_us: i64) {
+        let Some(cam) = self.cameras.get_mut(&camera) else {
+            return;
+        };
+        let endpoint = cam.endpoint.clone();
+        let camera_db = cam.db_id;
+        let Some(seg) = cam.segment.as_mut() else {
+            return;
+        };
+        let built = match build_fragment(
+            frames,
+            seg.next_sequence,
+            seg.start_capture_us,
+            seg.end_ticks,
+            nominal_us,
+            wall_us,
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                self.drop_fragment(&endpoint, &format!("cannot build fragment: {e}"));
+                return;
+            }
+        };
+        let mut result = seg.file.append(&built);
+        if let Err(e) = &result {
+            if is_disk_full(e) {
+                bump(&self.stats.disk_full, 1);
+                tracing::warn!(camera = %endpoint, "disk full; deleting oldest recordings");
+                self.retention(built.len() + FULL_DISK_MARGIN);
+                result = match self
+                    .cameras
+                    .get_mut(&camera)
+                    .and_then(|c| c.segment.as_mut())
+                {
+                    Some(seg) => seg.file.append(&built),
+                    None => return,
+                };
+            }
+        }
+        let offset = match result {
+            Ok(offset) => offset,
+            Err(e) => {
+                self.drop_fragment(&endpoint, &format!("write failed: {e}"));
+                // A segment that cannot be appended to is ended; the next GOP
+                // starts a new one (after retention made room, or not).
+                self.close_segment(camera);
+                return;
+            }
+        };
+        let Some(seg) = self
+            .cameras
+            .get_mut(&camera)
+            .and_then(|c| c.segment.as_mut())
+        else {
+            return;
+        };
+        let duration = built.duration_ticks();
+        let row = FragmentRow {
+            seq: i64::from(built.header.sequence),
+            start_us: wall_us,
+            duration_us: ticks_to_us(duration),
+            offset: offset as i64,
+            len: built.len() as i64,
+            frames: frames.len() as i64,
+        };
+        seg.end_ticks = built.header.base_decode_time + duration;
+        seg.next_sequence = seg.next_sequence.wrapping_add(1);
+        seg.next_capture_us = frames
+            .last()
+            .map_or(seg.next_capture_us, |f| f.capture_us + nominal_us);
+        let seg_id = seg.id;
+        let payload: u64 = frames.iter().map(|f| f.payload.len() as u64).sum();
+        bump(&self.stats.fragments_written, 1);
+        bump(&self.stats.payload_bytes, payload);
+        bump(&self.stats.file_bytes, built.len());
+        let mut indexed = self.db.add_fragments(seg_id, &[row]);
+        if let Err(e) = &indexed {
+            if e.is_disk_full() {
+                self.retention(FULL_DISK_MARGIN);
+                indexed = self.db.add_fragments(seg_id, &[row]);
+            }
+        }
+        if let Err(e) = indexed {
+            bump(&self.stats.index_errors, 1);
+            tracing::warn!(camera = %endpoint, "fragment written but not indexed (re-indexed at next start): {e}");
+        }
+        let _ = self.db.camera_seen(camera_db, self.clock.wall_us());
+        self.status
+            .update(&endpoint, |s| s.last_fragment_us = Some(wall_us));
+    }
+
+    fn on_aux(&mut self, camera: EndpointId, frame: &Frame) {
+        let kind = match frame.channel {
+            Channel::Telemetry => AuxKind::Telemetry,
+            Channel::Event => AuxKind::Event,
+            _ => return,
+        };
+        let now = self.clock.wall_us();
+        let Some(cam) = self.camera(camera, None) else {
+            bump(&self.stats.aux_dropped, 1);
+            return;
+        };
+        let time_us = cam.mapper.wall_us(frame.capture_us).unwrap_or(now);
+        let db_id = cam.db_id;
+        let json = match std::str::from_utf8(&frame.payload) {
+            Ok(text)
+                if text.len() <= MAX_AUX_BYTES
+                    && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() =>
+            {
+                text
+            }
+            _ => {
+                bump(&self.stats.aux_dropped, 1);
+                tracing::debug!(%camera, len = frame.payload.len(), "ignored a telemetry/event frame that is not JSON of at most 64 KiB");
+                return;
+            }
+        };
+        match self.db.insert_aux(kind, db_id, time_us, json) {
+            Ok(()) => bump(&self.stats.aux_stored, 1),
+            Err(e) => {
+                bump(&self.stats.aux_dropped, 1);
+                tracing::warn!(%camera, "cannot store {kind:?}: {e}");
+            }
+        }
+    }
+
+    fn retention(&mut self, need_free: u64) {
+        self.last_retention = self.clock.monotonic();
+        let limits = retention::Limits {
+            older_than_us: self
+                .clock
+                .wall_us()
+                .saturating_sub(i64::from(self.cfg.max_age_days) * 86_400_000_000),
+            max_total_bytes: gb_to_bytes(self.cfg.max_total_gb),
+            max_camera_bytes: self.cfg.max_camera_gb.map(gb_to_bytes),
+        };
+        let protected: HashSet<i64> = self
+            .cameras
+            .values()
+            .filter_map(|c| c.segment.as_ref().map(|s| s.id))
+            .collect();
+        match retention::enforce(&mut self.db, &self.root, &limits, need_free, &protected) {
+            Ok(r) => {
+                bump(&self.stats.segments_deleted, r.segments_deleted);
+                if r.segments_deleted > 0 {
+                    tracing::info!(
+                        segments = r.segments_deleted,
+                        bytes = r.bytes_freed,
+                        "retention deleted recordings"
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("retention failed: {e}"),
+        }
+    }
+}
+
+/// One frame interval: from the camera's declared rate, else the GOP's mean
+/// spacing, else 30 fps.
+fn nominal_frame_us(info: Option<&CameraInfo>, frames: &[&Frame]) -> u64 {
+    if let Some(fps) = info.map(|i| i.fps_milli).filter(|&f| f > 0) {
+        return 1_000_000_000 / u64::from(fps);
+    }
+    if let (Some(a), Some(b)) = (frames.first(), frames.last()) {
+        if frames.len() > 1 && b.capture_us > a.capture_us {
+            return (b.capture_us - a.capture_us) / (frames.len() as u64 - 1);
+        }
+    }
+    33_333
+}
