@@ -1,0 +1,56 @@
+################################################################################
+#
+# kodama-firmware
+#
+################################################################################
+
+# The firmware is built from the Kodama checkout this external tree lives in
+# (buildroot-overlay/ is at its top), with the committed Cargo.lock.
+KODAMA_FIRMWARE_VERSION = 0.1.0
+KODAMA_FIRMWARE_SITE = $(BR2_EXTERNAL_KODAMA_PATH)/..
+KODAMA_FIRMWARE_SITE_METHOD = local
+KODAMA_FIRMWARE_LICENSE = MIT or Apache-2.0
+KODAMA_FIRMWARE_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
+	--exclude target --exclude demo-data --exclude fuzz
+
+# Only the camera binary, from the workspace's firmware member (cargo
+# install needs a package manifest, not the workspace's virtual one).
+KODAMA_FIRMWARE_CARGO_BUILD_OPTS = --bin kodama-camera
+KODAMA_FIRMWARE_CARGO_INSTALL_OPTS = --bin kodama-camera
+KODAMA_FIRMWARE_SUBDIR = firmware
+
+ifeq ($(BR2_PACKAGE_KODAMA_FIRMWARE_PI),y)
+KODAMA_FIRMWARE_DEPENDENCIES += libcamera host-clang
+KODAMA_FIRMWARE_CARGO_BUILD_OPTS += --features pi
+KODAMA_FIRMWARE_CARGO_INSTALL_OPTS += --features pi
+endif
+
+# Size matters on an SD-card camera: keep the workspace's release profile
+# (fat LTO, one codegen unit) instead of the infrastructure's defaults.
+KODAMA_FIRMWARE_CARGO_ENV = \
+	CARGO_PROFILE_RELEASE_LTO=fat \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+	CARGO_PROFILE_RELEASE_PANIC=abort \
+	CARGO_PROFILE_RELEASE_STRIP=true
+
+# A local source is rsynced, not downloaded, so the cargo download
+# post-process never vendors its crates. Vendor them the same way it does
+# (into VENDOR/, with .cargo/config.toml pointing there), from Cargo.lock.
+define KODAMA_FIRMWARE_VENDOR_CRATES
+	cd $(@D) && \
+		mkdir -p .cargo $(BR_CARGO_HOME) && \
+		$(HOST_MAKE_ENV) CARGO_HOME=$(BR_CARGO_HOME) \
+		cargo vendor --locked --manifest-path Cargo.toml VENDOR \
+		> .cargo/config.toml
+endef
+KODAMA_FIRMWARE_POST_RSYNC_HOOKS += KODAMA_FIRMWARE_VENDOR_CRATES
+
+# The supervised service (inittab respawn), init scripts and udev rules
+# live in the board's rootfs overlay; the modem's udev rules come from hw/.
+define KODAMA_FIRMWARE_INSTALL_UDEV_RULES
+	$(INSTALL) -D -m 0644 $(BR2_EXTERNAL_KODAMA_PATH)/../hw/udev/99-kodama-sim7600.rules \
+		$(TARGET_DIR)/etc/udev/rules.d/99-kodama-sim7600.rules
+endef
+KODAMA_FIRMWARE_POST_INSTALL_TARGET_HOOKS += KODAMA_FIRMWARE_INSTALL_UDEV_RULES
+
+$(eval $(cargo-package))
