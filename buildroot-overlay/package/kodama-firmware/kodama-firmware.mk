@@ -19,12 +19,6 @@ KODAMA_FIRMWARE_CARGO_BUILD_OPTS = --bin kodama-camera
 KODAMA_FIRMWARE_CARGO_INSTALL_OPTS = --bin kodama-camera
 KODAMA_FIRMWARE_SUBDIR = firmware
 
-ifeq ($(BR2_PACKAGE_KODAMA_FIRMWARE_PI),y)
-KODAMA_FIRMWARE_DEPENDENCIES += libcamera host-clang
-KODAMA_FIRMWARE_CARGO_BUILD_OPTS += --features pi
-KODAMA_FIRMWARE_CARGO_INSTALL_OPTS += --features pi
-endif
-
 # Size matters on an SD-card camera: keep the workspace's release profile
 # (fat LTO, one codegen unit) instead of the infrastructure's defaults.
 KODAMA_FIRMWARE_CARGO_ENV = \
@@ -32,6 +26,18 @@ KODAMA_FIRMWARE_CARGO_ENV = \
 	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
 	CARGO_PROFILE_RELEASE_PANIC=abort \
 	CARGO_PROFILE_RELEASE_STRIP=true
+
+# The `pi` feature links libcamera (found with pkg-config in staging) and
+# generates libcamera's and V4L2's bindings with bindgen (needs libclang).
+ifeq ($(BR2_PACKAGE_KODAMA_FIRMWARE_PI),y)
+KODAMA_FIRMWARE_DEPENDENCIES += libcamera host-clang host-pkgconf
+KODAMA_FIRMWARE_CARGO_BUILD_OPTS += --features pi
+KODAMA_FIRMWARE_CARGO_INSTALL_OPTS += --features pi
+KODAMA_FIRMWARE_CARGO_ENV += \
+	PKG_CONFIG_ALLOW_CROSS=1 \
+	LIBCLANG_PATH=$(HOST_DIR)/lib \
+	BINDGEN_EXTRA_CLANG_ARGS="--sysroot=$(STAGING_DIR)"
+endif
 
 # A local source is rsynced, not downloaded, so the cargo download
 # post-process never vendors its crates. Vendor them the same way it does
