@@ -91,7 +91,12 @@ impl BoundingBox {
         let y = self.y.min(o.y);
         let r = (self.x + self.w).max(o.x + o.w);
         let b = (self.y + self.h).max(o.y + o.h);
-        BoundingBox { x, y, w: r - x, h: b - y }
+        BoundingBox {
+            x,
+            y,
+            w: r - x,
+            h: b - y,
+        }
     }
 }
 
@@ -278,7 +283,12 @@ impl MotionDetector {
     }
 
     /// Advances the event state machine with this frame's changed-block count.
-    fn tick(&mut self, changed: u32, bbox: Option<BoundingBox>, now_us: u64) -> Option<MotionEvent> {
+    fn tick(
+        &mut self,
+        changed: u32,
+        bbox: Option<BoundingBox>,
+        now_us: u64,
+    ) -> Option<MotionEvent> {
         let min = self.cfg.min_blocks.max(1);
         match &mut self.active {
             None => {
@@ -430,16 +440,26 @@ mod tests {
         let events = run_frames(&mut det, &frames, 1_000_000);
         assert_eq!(events.len(), 2, "{events:?}");
         match &events[0] {
-            MotionEvent::MotionStart { at_us, area_blocks, bbox, .. } => {
+            MotionEvent::MotionStart {
+                at_us,
+                area_blocks,
+                bbox,
+                ..
+            } => {
                 // Second frame with motion (start_frames = 2) is frame 6.
                 assert_eq!(*at_us, 1_600_000);
                 assert!(*area_blocks >= 9, "{area_blocks}");
-                assert!(bbox.x <= 8 && bbox.y <= 16 && bbox.y + bbox.h >= 40, "{bbox:?}");
+                assert!(
+                    bbox.x <= 8 && bbox.y <= 16 && bbox.y + bbox.h >= 40,
+                    "{bbox:?}"
+                );
             }
             e => panic!("expected start, got {e:?}"),
         }
         match &events[1] {
-            MotionEvent::MotionEnd { duration_us, bbox, .. } => {
+            MotionEvent::MotionEnd {
+                duration_us, bbox, ..
+            } => {
                 assert!(*duration_us >= 800_000, "{duration_us}");
                 assert!(bbox.x + bbox.w >= 64, "union covers the walk: {bbox:?}");
             }
@@ -496,7 +516,12 @@ mod tests {
         let task = tokio::spawn(run(MotionConfig::default(), frx, etx, atx, cancel.clone()));
         for i in 0..8u32 {
             let sq = (i >= 3).then_some((i * 6, 10, 24));
-            let f = LumaFrame { width: W, height: H, data: plane(sq), capture_us: u64::from(i) * 100_000 };
+            let f = LumaFrame {
+                width: W,
+                height: H,
+                data: plane(sq),
+                capture_us: u64::from(i) * 100_000,
+            };
             ftx.send(f).await.expect("send");
         }
         let msg = erx.recv().await.expect("event");

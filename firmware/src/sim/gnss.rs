@@ -118,7 +118,10 @@ fn ddmm(deg: f64, width: usize, pos: char, neg: char) -> (String, char) {
 enum Script {
     Track(Track),
     /// Epoch bursts of a recorded log, replayed in order.
-    Replay { bursts: Vec<String>, looping: bool },
+    Replay {
+        bursts: Vec<String>,
+        looping: bool,
+    },
 }
 
 /// The simulated receiver.
@@ -129,6 +132,9 @@ pub struct SimGnss {
     epoch: u64,
     pending: Vec<u8>,
     sent: usize,
+    /// When the next burst is due; kept across calls so that a read
+    /// cancelled by a timeout does not restart the wait.
+    next_at: Option<tokio::time::Instant>,
 }
 
 impl SimGnss {
@@ -154,6 +160,7 @@ impl SimGnss {
             epoch: 0,
             pending: Vec::new(),
             sent: 0,
+            next_at: None,
         }
     }
 
@@ -187,11 +194,13 @@ impl SimGnss {
 }
 
 impl Gnss for SimGnss {
+    /// Cancel-safe: dropping the future loses no bytes and does not delay the next epoch.
     async fn read_nmea(&mut self, buf: &mut [u8]) -> Result<usize, GnssError> {
         if self.sent == self.pending.len() {
-            if self.epoch > 0 {
-                tokio::time::sleep(self.period).await;
-            }
+            // Cancel-safe: the deadline is stored before waiting on it.
+            let due = *self.next_at.get_or_insert_with(tokio::time::Instant::now);
+            tokio::time::sleep_until(due).await;
+            self.next_at = Some(due + self.period);
             let Some(burst) = self.next_burst() else {
                 return Ok(0);
             };
@@ -223,7 +232,11 @@ fn split_epochs(log: &str) -> Vec<String> {
     let mut bursts = Vec::new();
     let mut current = String::new();
     let mut time: Option<&str> = None;
-    for line in log.lines().map(str::trim_end).filter(|l| l.starts_with('$')) {
+    for line in log
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.starts_with('$'))
+    {
         if let Some(t) = sentence_time(line) {
             if time.is_some_and(|cur| cur != t) && !current.is_empty() {
                 bursts.push(std::mem::take(&mut current));
@@ -309,7 +322,10 @@ mod tests {
         assert!(fixes[..3].iter().all(|f| f.mode == FixMode::NoFix));
         let f = &fixes[3];
         assert_eq!(f.mode, FixMode::Fix3d);
-        assert_eq!(f.time.map(|t| t.to_string()).as_deref(), Some("2024-01-01T00:00:03.000Z"));
+        assert_eq!(
+            f.time.map(|t| t.to_string()).as_deref(),
+            Some("2024-01-01T00:00:03.000Z")
+        );
         assert!((f.speed.unwrap_or_default() - 5.0).abs() < 1e-3);
         // Consecutive positions are ~5 m apart (1 s at 5 m/s along a 100 m circle).
         let (a, b) = (&fixes[4], &fixes[5]);
@@ -324,7 +340,10 @@ mod tests {
     #[test]
     fn ddmm_formats_like_receivers() {
         assert_eq!(ddmm(51.068098333, 2, 'N', 'S'), ("5104.085900".into(), 'N'));
-        assert_eq!(ddmm(-3.652716667, 3, 'E', 'W'), ("00339.163000".into(), 'W'));
+        assert_eq!(
+            ddmm(-3.652716667, 3, 'E', 'W'),
+            ("00339.163000".into(), 'W')
+        );
     }
 
     #[test]

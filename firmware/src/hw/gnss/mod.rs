@@ -195,8 +195,10 @@ pub enum GnssError {
 pub trait Gnss: Send {
     /// Reads the next bytes into `buf`. `Ok(0)` means the source has ended
     /// (a log file); a live receiver blocks until it has data.
-    fn read_nmea(&mut self, buf: &mut [u8])
-        -> impl Future<Output = Result<usize, GnssError>> + Send;
+    fn read_nmea(
+        &mut self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = Result<usize, GnssError>> + Send;
 }
 
 /// The outputs of [`run`].
@@ -210,7 +212,11 @@ pub struct GnssOutputs {
 
 impl GnssOutputs {
     /// A fresh pair of channels, returning the receivers too.
-    pub fn new() -> (Self, watch::Receiver<Option<Fix>>, watch::Receiver<NmeaCounts>) {
+    pub fn new() -> (
+        Self,
+        watch::Receiver<Option<Fix>>,
+        watch::Receiver<NmeaCounts>,
+    ) {
         let (fix, fix_rx) = watch::channel(None);
         let (counts, counts_rx) = watch::channel(NmeaCounts::default());
         (GnssOutputs { fix, counts }, fix_rx, counts_rx)
@@ -298,7 +304,10 @@ mod tests {
             ..Fix::default()
         };
         let json = serde_json::to_string(&fix).expect("json");
-        assert!(json.contains(r#""utc":"2022-03-09T15:01:19.250Z""#), "{json}");
+        assert!(
+            json.contains(r#""utc":"2022-03-09T15:01:19.250Z""#),
+            "{json}"
+        );
         assert!(json.contains(r#""mode":"3d""#), "{json}");
         let back: Fix = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, fix);

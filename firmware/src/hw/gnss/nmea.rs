@@ -283,8 +283,7 @@ impl NmeaReader {
             ParseResult::ZDA(zda) => {
                 closed = self.enter_epoch(zda.utc_time);
                 if let (Some(d), Some(m), Some(y)) = (zda.day, zda.month, zda.year) {
-                    let date =
-                        NaiveDate::from_ymd_opt(i32::from(y), u32::from(m), u32::from(d));
+                    let date = NaiveDate::from_ymd_opt(i32::from(y), u32::from(m), u32::from(d));
                     self.epoch.date = date.or(self.epoch.date);
                 }
             }
@@ -365,8 +364,7 @@ mod tests {
 
     const GGA: &str =
         "$GPGGA,150119.000,5104.0859,N,11405.7387,W,2,8,0.94,1102.4,M,-17.5,M,,*53\r\n";
-    const RMC: &str =
-        "$GPRMC,150119.000,A,5104.0859,N,11405.7387,W,0.09,194.17,090322,,,D*73\r\n";
+    const RMC: &str = "$GPRMC,150119.000,A,5104.0859,N,11405.7387,W,0.09,194.17,090322,,,D*73\r\n";
     const RMC_NEXT: &str =
         "$GPRMC,150120.000,A,5104.0859,N,11405.7388,W,0.13,194.17,090322,,,D*7D\r\n";
 
@@ -421,7 +419,10 @@ mod tests {
         let long = format!("$GPTXT,{}*00\r\n", "A".repeat(200));
         let input = format!("$GPGGA,1501{long}{RMC}$GPGG");
         let (fixes, counts) = read_all(&[input.as_bytes()]);
-        assert_eq!(counts.truncated, 2, "one cut by '$', one by the end of input");
+        assert_eq!(
+            counts.truncated, 2,
+            "one cut by '$', one by the end of input"
+        );
         assert_eq!(counts.oversized, 1);
         assert_eq!(counts.sentences, 1);
         assert_eq!(fixes.len(), 1);
