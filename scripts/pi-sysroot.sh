@@ -94,8 +94,6 @@ env_lines() {
     local inc="-I$SYSROOT/usr/include -I$SYSROOT/usr/include/$TRIPLET"
     local libdir="$SYSROOT/usr/lib/$TRIPLET"
     local tgt="${RUST_TARGET//-/_}"
-    local tgt_upper
-    tgt_upper="$(echo "$tgt" | tr '[:lower:]' '[:upper:]')"
     echo "export KODAMA_PI_SYSROOT='$SYSROOT'"
     # libcamera-sys and libcamera find libcamera through pkg-config; the .pc
     # files carry the sysroot's absolute prefix, so no PKG_CONFIG_SYSROOT_DIR
@@ -109,10 +107,15 @@ env_lines() {
     # Where -lcamera -lcamera-base resolve, and where the linker finds the
     # libraries libcamera itself needs (DT_NEEDED) when checking a link.
     echo "export LIBRARY_PATH='$libdir'\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
-    # libcamera from trixie references glibc 2.38 / GLIBCXX_3.4.32 symbols that
-    # an older host's libc/libstdc++ lack; the firmware's own references are
-    # still checked, the library's are left to the target's dynamic loader.
-    echo "export CARGO_TARGET_${tgt_upper}_RUSTFLAGS='-C link-arg=-Wl,-rpath-link,$libdir -C link-arg=-Wl,--allow-shlib-undefined'"
+    # For linking (cargo build/rustc): libcamera from trixie references glibc
+    # 2.38 / GLIBCXX_3.4.32 symbols that an older host's libc/libstdc++ lack.
+    # The firmware's own references to libcamera are still checked; the
+    # library's own are left to the target's dynamic loader. Pass these to the
+    # final crate only (`cargo rustc ... -- $KODAMA_PI_LINK_ARGS`), or put them
+    # in CARGO_TARGET_<TRIPLE>_RUSTFLAGS in a target dir of their own:
+    # changing RUSTFLAGS rebuilds every dependency.
+    echo "export KODAMA_PI_LINK_ARGS='-C link-arg=-Wl,-rpath-link,$libdir -C link-arg=-Wl,--allow-shlib-undefined'"
+    echo "export KODAMA_PI_RUST_TARGET='$RUST_TARGET'"
     if [ "$ARCH" = arm64 ]; then
         echo "export PKG_CONFIG_ALLOW_CROSS=1"
     fi

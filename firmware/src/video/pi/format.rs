@@ -106,8 +106,8 @@ impl From<FormatError> for VideoError {
 pub fn check_request(width: u32, height: u32, fps: u32) -> Result<(), FormatError> {
     if width == 0
         || height == 0
-        || width % 2 != 0
-        || height % 2 != 0
+        || !width.is_multiple_of(2)
+        || !height.is_multiple_of(2)
         || width > MAX_ENCODE_WIDTH
         || height > MAX_ENCODE_HEIGHT
     {
@@ -190,7 +190,7 @@ pub fn accept_camera_stream(
             got_h: got.height,
         });
     }
-    if got.stride < got.width || got.stride % STRIDE_ALIGN != 0 {
+    if got.stride < got.width || !got.stride.is_multiple_of(STRIDE_ALIGN) {
         return Err(FormatError::Stride {
             stride: got.stride,
             width: got.width,
