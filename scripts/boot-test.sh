@@ -152,6 +152,8 @@ add_mod() {
 	rel=$(grep -E "^[^:]*/$1\.ko:" "stage/lib/modules/$kver/modules.dep" | cut -d: -f1) ||
 		die "module $1 not in kernel $kver"
 	grep -qx "$(basename "$rel")" initramfs/modules.order && return 0
+	# One line per module; its dependencies are the words after the colon.
+	# shellcheck disable=SC2013
 	for dep in $(grep -E "^$rel:" "stage/lib/modules/$kver/modules.dep" | cut -d: -f2); do
 		add_mod "$(basename "$dep" .ko)"
 	done
@@ -194,8 +196,8 @@ make_card() { # kodama.toml
 qemu_pid=
 server_pid=
 cleanup() {
-	[ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
-	[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+	if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
+	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -238,6 +240,119 @@ if [ "$boot_only" = 1 ]; then
 fi
 
 # -------------------------------------------------------- streaming
-# shellcheck source=scripts/boot-test-stream.sh
-. "$repo/scripts/boot-test-stream.sh"
+# 1. Starts kodama-server on this host in offline mode, listening on
+#    127.0.0.1 (the guest reaches it as 10.0.2.2 through qemu's slirp).
+# 2. Writes a kodama.toml naming that server onto the card's boot partition
+#    and boots the card.
+# 3. Reads the camera's node id from kodama-node-id.txt on the card's boot
+#    partition — the file the firmware writes on first boot for the owner —
+#    and allows it on the server (`kodama-server allow add`).
+# 4. Records `seconds` of video with `kodama-server view` and checks with
+#    ffprobe/ffmpeg that it decodes and is long enough.
+# Prints boot-to-camera-online and boot-to-first-frame times.
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+stream_test() {
+	local fps=10 width=320 height=240
+	local server_bin=${KODAMA_SERVER_BIN:-}
+	if [ -z "$server_bin" ]; then
+		log "building kodama-server (native)"
+		(cd "$repo" && cargo build --locked -q -p kodama-server --bin kodama-server)
+		server_bin=$repo/target/debug/kodama-server
+	fi
+	[ -x "$server_bin" ] || die "no server binary at $server_bin"
+
+	local sdata=$work/server-data port
+	rm -rf "$sdata"
+	mkdir -p "$sdata"
+	# A port unlikely to collide with other tests on this machine.
+	port=$((40000 + $$ % 20000))
+	local srv=("$server_bin" --data-dir "$sdata" --listen "127.0.0.1:$port" --offline)
+	local server_id
+	server_id=$("${srv[@]}" id 2>/dev/null | tail -n 1)
+	[ ${#server_id} -ge 52 ] || die "kodama-server id printed '$server_id'"
+	RUST_LOG=info NO_COLOR=1 "${srv[@]}" run > server.log 2>&1 &
+	server_pid=$!
+	log "server $server_id on 127.0.0.1:$port"
+
+	cat > kodama.toml <<-EOF
+		# Written by scripts/boot-test.sh.
+		[camera]
+		name = "boot-test"
+
+		[server]
+		node_id = "$server_id"
+		addrs = ["10.0.2.2:$port"]
+
+		[network]
+		offline = true
+		reconnect_initial_ms = 200
+		reconnect_max_ms = 1000
+
+		[video]
+		width = $width
+		height = $height
+		fps = $fps
+	EOF
+	make_card kodama.toml
+	log "booting"
+	boot "kodama.console=1"
+
+	# The node id file appears on the FAT partition (offset 4 MiB) once the
+	# firmware has created its key.
+	local camera_id="" end=$(($(date +%s) + timeout_s))
+	while [ -z "$camera_id" ] && [ "$(date +%s)" -lt "$end" ]; do
+		kill -0 "$qemu_pid" 2>/dev/null || { tail -n 40 console.log; die "qemu exited"; }
+		camera_id=$(mtype -i sdcard.img@@4M ::kodama-node-id.txt 2>/dev/null | tr -d '\r\n ' || true)
+		[ ${#camera_id} -ge 52 ] || { camera_id=""; sleep 1; }
+	done
+	[ -n "$camera_id" ] || { tail -n 40 console.log; die "no kodama-node-id.txt on the boot partition"; }
+	log "camera node id $camera_id (from kodama-node-id.txt, $(since "$boot_start") s after boot)"
+	"${srv[@]}" allow add "$camera_id" --label boot-test > /dev/null
+
+	while ! grep -q "camera online" server.log; do
+		[ "$(date +%s)" -lt "$end" ] || { tail -n 40 console.log; tail -n 20 server.log; die "camera never came online"; }
+		kill -0 "$qemu_pid" 2>/dev/null || { tail -n 40 console.log; die "qemu exited"; }
+		sleep 0.2
+	done
+	local online
+	online=$(since "$boot_start")
+	log "camera online at the server $online s after boot"
+
+	# Record exactly `seconds` of video (frames at the configured rate).
+	local frames=$((seconds * fps)) first=""
+	rm -f received.h264
+	NO_COLOR=1 timeout "$timeout_s" "${srv[@]}" view --camera boot-test --output received.h264 \
+		--frames "$frames" --stats-every 5 > view.log 2>&1 &
+	local view_pid=$!
+	while kill -0 "$view_pid" 2>/dev/null; do
+		if [ -z "$first" ] && [ -s received.h264 ]; then
+			first=$(since "$boot_start")
+			log "first frame at the viewer $first s after boot"
+		fi
+		sleep 0.1
+	done
+	wait "$view_pid" || { tail -n 20 view.log; die "kodama-server view failed"; }
+	[ -n "$first" ] || first=$(since "$boot_start")
+
+	# Decodable: ffmpeg decodes every frame without an error, and there are
+	# as many as asked for.
+	local decode_errors n_frames size
+	decode_errors=$(ffmpeg -v error -f h264 -i received.h264 -f null - 2>&1 | head -n 5)
+	[ -z "$decode_errors" ] || die "received video does not decode: $decode_errors"
+	n_frames=$(ffprobe -v error -f h264 -count_frames -select_streams v:0 \
+		-show_entries stream=nb_read_frames -of csv=p=0 received.h264 | tr -d ',\r\n ')
+	size=$(ffprobe -v error -f h264 -select_streams v:0 -show_entries stream=width,height \
+		-of csv=s=x:p=0 received.h264 | tr -d ',\r\n ')
+	[ "${n_frames:-0}" -ge "$frames" ] || die "received $n_frames frames, wanted $frames"
+	[ "$size" = "${width}x${height}" ] || die "received ${size} video, configured ${width}x${height}"
+
+	log "received $n_frames frames ${size} = $((n_frames / fps)) s of decodable video"
+	log "boot-to-camera-online ${online} s, boot-to-first-frame ${first} s"
+	echo "boot-to-first-frame: ${first} s"
+	[ "$keep" = 1 ] || rm -f received.h264
+	log "PASS"
+}
+
 stream_test

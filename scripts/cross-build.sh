@@ -14,6 +14,7 @@
 # unit, panic=abort and strip; iroh is built with only tls-ring+portmapper.
 set -eu
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/cross-env.sh
 . scripts/cross-env.sh
 
 target=aarch64-unknown-linux-gnu
