@@ -27,3 +27,4 @@ pub mod video;
 pub mod hw;
 pub mod motion;
 pub mod sim;
+pub mod telemetry;
