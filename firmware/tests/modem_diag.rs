@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 async fn reports_a_healthy_modem() {
     let cancel = CancellationToken::new();
     let (path, sim) = spawn_with(SimOptions::fast(Scenario::Healthy), cancel.clone()).unwrap();
-    let v = diag_modem(&path, 115_200, Duration::from_secs(5)).await.unwrap();
+    let v = diag_modem(&path, 115_200, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(v["sim"], "ready");
     assert_eq!(v["registration"], "home");
     assert_eq!(v["technology"], "LTE");
@@ -34,11 +36,16 @@ async fn reports_a_healthy_modem() {
 async fn reports_a_missing_sim() {
     let cancel = CancellationToken::new();
     let (path, sim) = spawn_with(SimOptions::fast(Scenario::NoSim), cancel.clone()).unwrap();
-    let v = diag_modem(&path, 115_200, Duration::from_secs(5)).await.unwrap();
+    let v = diag_modem(&path, 115_200, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(v["sim"], "absent");
     assert_eq!(v["registration"], "not_registered");
     assert_eq!(v["technology"], "NO SERVICE");
-    assert!(v["last_error"].as_str().unwrap().contains("SIM not inserted"));
+    assert!(v["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("SIM not inserted"));
     cancel.cancel();
     sim.join().await;
 }
@@ -54,7 +61,10 @@ async fn dead_modem_is_a_clear_error() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(t0.elapsed() < Duration::from_secs(3), "bounded by the timeout");
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "bounded by the timeout"
+    );
     assert!(e.contains("no answer to AT"), "{e}");
     assert!(e.contains(&path.display().to_string()), "{e}");
     cancel.cancel();
@@ -63,9 +73,16 @@ async fn dead_modem_is_a_clear_error() {
 
 #[tokio::test]
 async fn missing_port_is_a_clear_error() {
-    let e = diag_modem(Path::new("/nonexistent/ttyUSB9"), 115_200, Duration::from_secs(1))
-        .await
-        .unwrap_err();
+    let e = diag_modem(
+        Path::new("/nonexistent/ttyUSB9"),
+        115_200,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap_err();
     let msg = format!("{e:#}");
-    assert!(msg.contains("cannot open serial port /nonexistent/ttyUSB9"), "{msg}");
+    assert!(
+        msg.contains("cannot open serial port /nonexistent/ttyUSB9"),
+        "{msg}"
+    );
 }

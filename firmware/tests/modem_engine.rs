@@ -25,13 +25,26 @@ async fn echo_on_then_off_and_typed_errors() {
     at.send(&Echo(false)).await.unwrap();
     // CMEE=0: plain ERROR.
     let e = at.send(&CpinQuery).await.unwrap_err();
-    assert!(matches!(e, CommandError::Rejected { error: ResultCodeError::Error, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            CommandError::Rejected {
+                error: ResultCodeError::Error,
+                ..
+            }
+        ),
+        "{e}"
+    );
     at.send(&Cmee(1)).await.unwrap();
     let e = at.send(&CpinQuery).await.unwrap_err();
     assert_eq!(e.cme(), Some(&CmeError::SimNotInserted));
     at.send(&Cmee(2)).await.unwrap();
     let e = at.send(&CpinQuery).await.unwrap_err();
-    assert_eq!(e.cme(), Some(&CmeError::SimNotInserted), "verbose form maps too");
+    assert_eq!(
+        e.cme(),
+        Some(&CmeError::SimNotInserted),
+        "verbose form maps too"
+    );
     let info = at.send(&Cpsi).await.unwrap();
     assert!(!info.in_service());
     cancel.cancel();

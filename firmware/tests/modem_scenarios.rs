@@ -45,14 +45,16 @@ fn options() -> SupervisorOptions {
 
 fn rig(opts: SimOptions) -> Rig {
     let cancel = CancellationToken::new();
-    let (path, sim): (PathBuf, SimHandle) = spawn_with(opts, cancel.child_token()).unwrap();
+    let (path, sim): (PathBuf, SimHandle) =
+        spawn_with(opts, cancel.child_token()).expect("pty simulator starts");
     let probe = sim.pwrkey_probe();
     let timing = PwrkeyTiming {
         off_hold: Duration::from_millis(60),
         off_settle: Duration::from_millis(30),
         on_hold: Duration::from_millis(40),
     };
-    let key: Pwrkey<RecordingPin> = Pwrkey::new(sim.pwrkey_pin(), true, timing).unwrap();
+    let key: Pwrkey<RecordingPin> =
+        Pwrkey::new(sim.pwrkey_pin(), true, timing).expect("pin double never fails");
     let (status, sup) = Supervisor::new(
         SerialConnector::new(path, 115_200),
         Some(key),
@@ -90,7 +92,7 @@ impl Rig {
         tokio::time::timeout(Duration::from_secs(5), self.sup)
             .await
             .expect("supervisor stops when cancelled")
-            .unwrap();
+            .expect("supervisor task did not panic");
         self.sim.join().await;
     }
 }
@@ -110,10 +112,16 @@ fn assert_healthy_fields(s: &ModemStatus) {
     assert_eq!(s.band.as_deref(), Some("EUTRAN-BAND3"));
     assert_eq!(s.mcc_mnc.as_deref(), Some("001-01"));
     assert_eq!(s.operator.as_deref(), Some("Kodama Test Network"));
-    let dbm = s.signal_dbm.unwrap();
+    let dbm = s.signal_dbm.expect("signal reported");
     assert!((-73..=-63).contains(&dbm), "{dbm} dBm from CSQ 20..=25");
     assert_eq!(s.model.as_deref(), Some("SIMCOM_SIM7600E-H"));
-    assert!(s.network_time.as_deref().is_some_and(|t| t.starts_with("20")), "{:?}", s.network_time);
+    assert!(
+        s.network_time
+            .as_deref()
+            .is_some_and(|t| t.starts_with("20")),
+        "{:?}",
+        s.network_time
+    );
 }
 
 #[tokio::test]
@@ -152,7 +160,9 @@ async fn no_sim() {
     assert!(!s.data_session_up);
     assert!(s.gnss_on, "GNSS works without a SIM");
     assert!(
-        s.last_error.as_deref().is_some_and(|e| e.contains("SIM not inserted")),
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("SIM not inserted")),
         "{:?}",
         s.last_error
     );
@@ -180,7 +190,9 @@ async fn signal_loss_then_recovery() {
 async fn random_cme_errors() {
     let mut r = rig(SimOptions::fast(Scenario::RandomCmeErrors));
     let s = r
-        .until("up despite errors, errors seen", |s| fully_up(s) && s.cme_errors > 0)
+        .until("up despite errors, errors seen", |s| {
+            fully_up(s) && s.cme_errors > 0
+        })
         .await;
     assert_eq!(s.at_resets, 0, "errors are answers, not hangs");
     assert!(r.sim.stats().cme_injected > 0);
@@ -191,7 +203,9 @@ async fn random_cme_errors() {
 async fn urcs_in_the_middle_of_responses() {
     let mut r = rig(SimOptions::fast(Scenario::UrcMidResponse));
     let s = r
-        .until("up with URCs delivered", |s| fully_up(s) && s.urcs_seen >= 10)
+        .until("up with URCs delivered", |s| {
+            fully_up(s) && s.urcs_seen >= 10
+        })
         .await;
     assert_healthy_fields(&s);
     assert!(r.sim.stats().urcs_injected >= 10);
@@ -202,7 +216,9 @@ async fn urcs_in_the_middle_of_responses() {
 async fn garbage_bytes() {
     let mut r = rig(SimOptions::fast(Scenario::Garbage));
     let s = r
-        .until("up, garbage dropped", |s| fully_up(s) && s.garbage_bytes > 0)
+        .until("up, garbage dropped", |s| {
+            fully_up(s) && s.garbage_bytes > 0
+        })
         .await;
     assert_healthy_fields(&s);
     assert!(r.sim.stats().garbage_bursts > 0);
@@ -238,6 +254,9 @@ async fn hang_recovered_by_pwrkey() {
     assert!(pulses[0].1 >= Duration::from_millis(60));
     assert!(pulses[1].1 >= Duration::from_millis(40));
     let st = r.sim.stats();
-    assert_eq!((st.hangs, st.cfun_resets, st.power_offs, st.power_ons), (1, 0, 1, 1));
+    assert_eq!(
+        (st.hangs, st.cfun_resets, st.power_offs, st.power_ons),
+        (1, 0, 1, 1)
+    );
     r.stop().await;
 }

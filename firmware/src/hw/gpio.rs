@@ -89,7 +89,11 @@ pub struct Pwrkey<P> {
 impl<P: OutputPin> Pwrkey<P> {
     /// Take the pin and drive it to the inactive level.
     pub fn new(mut pin: P, active_high: bool, timing: PwrkeyTiming) -> Result<Self, GpioError> {
-        let inactive = if active_high { PinState::Low } else { PinState::High };
+        let inactive = if active_high {
+            PinState::Low
+        } else {
+            PinState::High
+        };
         pin.set_state(inactive).map_err(pin_err)?;
         Ok(Self {
             pin,
@@ -125,13 +129,19 @@ impl<P: OutputPin> Pwrkey<P> {
     /// Power-cycle a hung module: an off pulse, a settle pause, an on pulse.
     pub async fn power_cycle(&mut self, cancel: &CancellationToken) -> Result<(), GpioError> {
         let t = self.timing;
-        tracing::warn!(hold_ms = t.off_hold.as_millis() as u64, "PWRKEY: power-off pulse");
+        tracing::warn!(
+            hold_ms = t.off_hold.as_millis() as u64,
+            "PWRKEY: power-off pulse"
+        );
         self.pulse(t.off_hold, cancel).await?;
         tokio::select! {
             _ = cancel.cancelled() => return Err(GpioError::Cancelled),
             _ = tokio::time::sleep(t.off_settle) => {}
         }
-        tracing::warn!(hold_ms = t.on_hold.as_millis() as u64, "PWRKEY: power-on pulse");
+        tracing::warn!(
+            hold_ms = t.on_hold.as_millis() as u64,
+            "PWRKEY: power-on pulse"
+        );
         self.pulse(t.on_hold, cancel).await
     }
 
@@ -515,7 +525,9 @@ mod tests {
         let cancel = CancellationToken::new();
         let mut key = Pwrkey::new(pin, true, PwrkeyTiming::default()).unwrap();
         assert!(!probe.level(), "inactive after new()");
-        key.pulse(Duration::from_millis(600), &cancel).await.unwrap();
+        key.pulse(Duration::from_millis(600), &cancel)
+            .await
+            .unwrap();
         let pulses = probe.high_pulses();
         assert_eq!(pulses.len(), 1);
         assert_eq!(pulses[0].1, Duration::from_millis(600));
@@ -528,7 +540,9 @@ mod tests {
         let cancel = CancellationToken::new();
         let mut key = Pwrkey::new(pin, false, PwrkeyTiming::default()).unwrap();
         assert!(probe.level(), "inactive = high when active-low");
-        key.pulse(Duration::from_millis(100), &cancel).await.unwrap();
+        key.pulse(Duration::from_millis(100), &cancel)
+            .await
+            .unwrap();
         let levels: Vec<bool> = probe.transitions().iter().map(|t| t.high).collect();
         assert_eq!(levels, vec![true, false, true]);
     }

@@ -442,7 +442,12 @@ impl SimModem {
         let mut out = Vec::new();
         let mut frames: Vec<String> = info.iter().map(|s| s.to_string()).collect();
         if self.opts.scenario == Scenario::UrcMidResponse {
-            const URCS: [&str; 4] = ["+CMTI: \"SM\",1", "RING", "+CTZV: +32,0", "+CGEV: ME PDN ACT 1"];
+            const URCS: [&str; 4] = [
+                "+CMTI: \"SM\",1",
+                "RING",
+                "+CTZV: +32,0",
+                "+CGEV: ME PDN ACT 1",
+            ];
             let urc = URCS[self.urc_turn % URCS.len()];
             self.urc_turn += 1;
             let at = if frames.is_empty() { 0 } else { 1 };
@@ -457,7 +462,11 @@ impl SimModem {
                 // burst never completes a line on its own).
                 out.extend((0..n).map(|_| {
                     let b: u8 = self.rng.random();
-                    if b == b'\r' || b == b'\n' { 0xff } else { b }
+                    if b == b'\r' || b == b'\n' {
+                        0xff
+                    } else {
+                        b
+                    }
                 }));
                 self.stats.garbage_bursts += 1;
             }
@@ -514,7 +523,11 @@ impl SimModem {
                 } else {
                     0
                 };
-                let name = if upper == "AT+CREG?" { "+CREG" } else { "+CEREG" };
+                let name = if upper == "AT+CREG?" {
+                    "+CREG"
+                } else {
+                    "+CEREG"
+                };
                 ok(vec![format!("{name}: 0,{stat}")])
             }
             "AT+COPS?" => ok(vec![if self.registered() {
@@ -554,7 +567,10 @@ impl SimModem {
                 self.reboot(now);
                 ok(vec![])
             }
-            "AT+CGDCONT?" => ok(vec![format!("+CGDCONT: 1,\"IP\",\"{}\",\"0.0.0.0\",0,0", self.apn)]),
+            "AT+CGDCONT?" => ok(vec![format!(
+                "+CGDCONT: 1,\"IP\",\"{}\",\"0.0.0.0\",0,0",
+                self.apn
+            )]),
             _ if upper.starts_with("AT+CMEE=") => match upper["AT+CMEE=".len()..].parse::<u8>() {
                 Ok(n) if n <= 2 => {
                     self.cmee = n;
@@ -662,7 +678,10 @@ impl SimHandle {
 }
 
 /// Start a simulator with [`SimOptions::new`] timings. Inside a tokio runtime.
-pub fn spawn(scenario: Scenario, cancel: CancellationToken) -> Result<(PathBuf, SimHandle), SimError> {
+pub fn spawn(
+    scenario: Scenario,
+    cancel: CancellationToken,
+) -> Result<(PathBuf, SimHandle), SimError> {
     spawn_with(SimOptions::new(scenario), cancel)
 }
 
@@ -765,7 +784,8 @@ mod tests {
     use super::*;
 
     fn talk(m: &mut SimModem, cmd: &str) -> String {
-        String::from_utf8_lossy(&m.input(format!("{cmd}\r").as_bytes(), Instant::now())).into_owned()
+        String::from_utf8_lossy(&m.input(format!("{cmd}\r").as_bytes(), Instant::now()))
+            .into_owned()
     }
 
     #[test]
@@ -793,7 +813,10 @@ mod tests {
         talk(&mut m, "AT+CMEE=1");
         assert_eq!(talk(&mut m, "AT+CPIN?"), "\r\n+CME ERROR: 10\r\n");
         talk(&mut m, "AT+CMEE=2");
-        assert_eq!(talk(&mut m, "AT+CPIN?"), "\r\n+CME ERROR: SIM not inserted\r\n");
+        assert_eq!(
+            talk(&mut m, "AT+CPIN?"),
+            "\r\n+CME ERROR: SIM not inserted\r\n"
+        );
     }
 
     #[test]
@@ -824,7 +847,11 @@ mod tests {
         let t = m.next_deadline().unwrap();
         let urcs = String::from_utf8(m.tick(t)).unwrap();
         assert!(urcs.starts_with("\r\nRDY\r\n"), "{urcs}");
-        assert_eq!(talk(&mut m, "AT"), "AT\r\r\nOK\r\n", "echo back on after reboot");
+        assert_eq!(
+            talk(&mut m, "AT"),
+            "AT\r\r\nOK\r\n",
+            "echo back on after reboot"
+        );
         assert_eq!(talk(&mut m, "AT"), "AT\r\r\nOK\r\n", "hangs only once");
     }
 

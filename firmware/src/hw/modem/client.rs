@@ -421,7 +421,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             c2.cancel();
         });
-        let e = client.send_cancellable(&Csq, &call_cancel).await.unwrap_err();
+        let e = client
+            .send_cancellable(&Csq, &call_cancel)
+            .await
+            .unwrap_err();
         assert!(matches!(e, CommandError::Cancelled { .. }));
         cancel.cancel();
         task.await.unwrap().unwrap();

@@ -20,7 +20,11 @@ use super::supervisor::{NoPin, SerialConnector, Supervisor, SupervisorOptions};
 /// `sim`, `registration`, `technology`, `band`, `operator`, `mcc_mnc`,
 /// `signal_dbm`, `csq`, `gnss_on`, `data_session_up`, `network_time`,
 /// `last_error`. `timeout` bounds the whole run.
-pub async fn diag_modem(port: &Path, baud: u32, timeout: Duration) -> anyhow::Result<serde_json::Value> {
+pub async fn diag_modem(
+    port: &Path,
+    baud: u32,
+    timeout: Duration,
+) -> anyhow::Result<serde_json::Value> {
     // Open once up front so a wrong path fails with the OS's reason.
     drop(client::open_serial(port, baud).context("diag modem")?);
     let cancel = CancellationToken::new();

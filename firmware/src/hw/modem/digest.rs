@@ -70,7 +70,11 @@ pub enum CmeError {
 const CME_TABLE: &[(u16, &str, CmeError)] = &[
     (0, "phone failure", CmeError::PhoneFailure),
     (3, "operation not allowed", CmeError::OperationNotAllowed),
-    (4, "operation not supported", CmeError::OperationNotSupported),
+    (
+        4,
+        "operation not supported",
+        CmeError::OperationNotSupported,
+    ),
     (10, "SIM not inserted", CmeError::SimNotInserted),
     (11, "SIM PIN required", CmeError::SimPinRequired),
     (12, "SIM PUK required", CmeError::SimPukRequired),
@@ -340,6 +344,24 @@ impl Digester {
         self.stats
     }
 
+    /// Assert the memory bounds (for fuzz targets and property tests).
+    ///
+    /// # Panics
+    /// If the line buffer, the event queue or a pending response exceeds its bound.
+    pub fn check_invariants(&self) {
+        assert!(self.line.len() <= MAX_LINE, "line buffer over MAX_LINE");
+        assert!(
+            self.events.len() <= MAX_EVENTS,
+            "event queue over MAX_EVENTS"
+        );
+        if let Some(p) = &self.pending {
+            assert!(
+                p.lines.len() <= MAX_RESPONSE_LINES,
+                "response over MAX_RESPONSE_LINES"
+            );
+        }
+    }
+
     /// Feed bytes read from the modem.
     pub fn push(&mut self, data: &[u8]) {
         for &b in data {
@@ -473,7 +495,9 @@ mod tests {
     #[test]
     fn table() {
         use ResultCodeError as R;
-        let cases: Vec<(&str, Option<&str>, &[u8], Vec<Digested>)> = vec![
+        type Case<'a> = (&'a str, Option<&'a str>, &'a [u8], Vec<Digested>);
+        let cases: Vec<Case> =
+            vec![
             ("plain OK", Some("AT"), b"\r\nOK\r\n", vec![ok(&[])]),
             ("echo on", Some("AT"), b"AT\r\r\nOK\r\n", vec![ok(&[])]),
             (
@@ -579,7 +603,11 @@ mod tests {
         assert_eq!(d.poll(), Some(ok(&["+CMGS: 7"])));
 
         let got = run(Some("AT"), b"\r\n> \r\nOK\r\n");
-        assert_eq!(got, vec![ok(&[">"])], "a '> ' line is plain text when no prompt is expected");
+        assert_eq!(
+            got,
+            vec![ok(&[">"])],
+            "a '> ' line is plain text when no prompt is expected"
+        );
     }
 
     #[test]
@@ -601,7 +629,10 @@ mod tests {
             d.push(format!("\r\nline {i}\r\n").as_bytes());
         }
         d.push(b"\r\nOK\r\n");
-        assert_eq!(d.poll(), Some(Digested::Response(Err(ResultCodeError::TooLong))));
+        assert_eq!(
+            d.poll(),
+            Some(Digested::Response(Err(ResultCodeError::TooLong)))
+        );
     }
 
     #[test]
@@ -639,7 +670,10 @@ mod tests {
     fn prefixes() {
         assert_eq!(response_prefix("AT+CSQ").as_deref(), Some("+CSQ:"));
         assert_eq!(response_prefix("AT+cpsi?").as_deref(), Some("+CPSI:"));
-        assert_eq!(response_prefix("AT$QCRMCALL=1,1").as_deref(), Some("$QCRMCALL:"));
+        assert_eq!(
+            response_prefix("AT$QCRMCALL=1,1").as_deref(),
+            Some("$QCRMCALL:")
+        );
         assert_eq!(response_prefix("ATE0"), None);
         assert_eq!(response_prefix("AT"), None);
         assert_eq!(response_prefix("A"), None);

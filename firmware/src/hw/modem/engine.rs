@@ -237,9 +237,14 @@ mod tests {
     fn one_in_flight_then_response() {
         let t0 = Instant::now();
         let mut core = AtCore::new();
-        let bytes = core.start("AT+CSQ", false, Duration::from_secs(1), t0).unwrap();
+        let bytes = core
+            .start("AT+CSQ", false, Duration::from_secs(1), t0)
+            .unwrap();
         assert_eq!(bytes, b"AT+CSQ\r");
-        assert_eq!(core.start("AT", false, Duration::from_secs(1), t0), Err(Busy));
+        assert_eq!(
+            core.start("AT", false, Duration::from_secs(1), t0),
+            Err(Busy)
+        );
         assert_eq!(core.poll_timeout(), Some(t0 + Duration::from_secs(1)));
         core.handle_input(b"\r\n+CSQ: 9,99\r\n\r\nRI");
         assert_eq!(core.poll_event(), None);
@@ -258,7 +263,8 @@ mod tests {
     fn deadline_abandons_command() {
         let t0 = Instant::now();
         let mut core = AtCore::new();
-        core.start("AT", false, Duration::from_millis(300), t0).unwrap();
+        core.start("AT", false, Duration::from_millis(300), t0)
+            .unwrap();
         core.handle_timeout(t0 + Duration::from_millis(299));
         assert!(core.is_busy());
         core.handle_timeout(t0 + Duration::from_millis(300));
@@ -267,7 +273,8 @@ mod tests {
         // The late OK is stray, and the next command gets its own answer.
         core.handle_input(b"\r\nOK\r\n");
         assert_eq!(core.poll_event(), None);
-        core.start("ATE0", false, Duration::from_secs(1), t0).unwrap();
+        core.start("ATE0", false, Duration::from_secs(1), t0)
+            .unwrap();
         core.handle_input(b"ATE0\r\r\nOK\r\n");
         assert_eq!(core.poll_event(), Some(CoreEvent::Response(Ok(vec![]))));
         assert_eq!(core.stats().stray_finals, 1);

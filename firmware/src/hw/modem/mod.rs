@@ -207,7 +207,9 @@ pub enum StartError {
     #[error("modem PWRKEY: {0}")]
     Gpio(#[from] crate::hw::gpio::GpioError),
     /// PWRKEY configured but this build has no GPIO driver (build with `--features pi`).
-    #[error("modem.pwrkey_gpio is set but this build has no GPIO support (build with --features pi)")]
+    #[error(
+        "modem.pwrkey_gpio is set but this build has no GPIO support (build with --features pi)"
+    )]
     NoGpioSupport,
 }
 
@@ -269,7 +271,10 @@ impl ModemHandle {
 /// the AT driver on the port, the supervisor. Must be called inside a tokio
 /// runtime. With `enabled = false` nothing runs and the status says
 /// [`ModemState::Disabled`].
-pub async fn start(cfg: &ModemConfig, cancel: CancellationToken) -> Result<ModemHandle, StartError> {
+pub async fn start(
+    cfg: &ModemConfig,
+    cancel: CancellationToken,
+) -> Result<ModemHandle, StartError> {
     cfg.validate()?;
     if !cfg.enabled {
         let (_tx, status) = watch::channel(ModemStatus {
@@ -345,7 +350,9 @@ mod tests {
         let t: Top = toml::from_str("[modem]\nsimulated = false\n").unwrap();
         assert_eq!(t.modem.simulated, Simulation::Off);
 
-        let e = toml::from_str::<Top>("[modem]\nbogus = 1\n").unwrap_err().to_string();
+        let e = toml::from_str::<Top>("[modem]\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus"), "{e}");
         let e = toml::from_str::<Top>("[modem]\nsimulated = \"nope\"\n")
             .unwrap_err()

@@ -65,15 +65,25 @@ enum Step {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Healthy { timeouts: u32 },
+    Healthy {
+        timeouts: u32,
+    },
     /// An action is due now.
     Due(Action),
     /// Waiting for the module to boot after `step`; probe at `at`.
-    Rebooting { step: Step, at: Instant },
+    Rebooting {
+        step: Step,
+        at: Instant,
+    },
     /// Probe sent, awaiting `on_probe`.
-    Probing { step: Step },
+    Probing {
+        step: Step,
+    },
     /// Waiting before repeating `step`.
-    Backoff { step: Step, until: Instant },
+    Backoff {
+        step: Step,
+        until: Instant,
+    },
 }
 
 /// The policy state machine.

@@ -556,7 +556,12 @@ pub fn parse_cclk(v: &str) -> Result<Option<String>, ParseError> {
     const WHAT: &str = "+CCLK: \"yy/MM/dd,hh:mm:ss±zz\"";
     let s = v.trim().trim_matches('"');
     let b = s.as_bytes();
-    if b.len() != 20 || b[2] != b'/' || b[5] != b'/' || b[8] != b',' || b[11] != b':' || b[14] != b':'
+    if b.len() != 20
+        || b[2] != b'/'
+        || b[5] != b'/'
+        || b[8] != b','
+        || b[11] != b':'
+        || b[14] != b':'
     {
         return Err(ParseError::new(WHAT, v));
     }
@@ -577,7 +582,12 @@ pub fn parse_cclk(v: &str) -> Result<Option<String>, ParseError> {
         b'-' => '-',
         _ => return Err(ParseError::new(WHAT, v)),
     };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&dd) || hh > 23 || mi > 59 || ss > 60 || qh > 56
+    if !(1..=12).contains(&mo)
+        || !(1..=31).contains(&dd)
+        || hh > 23
+        || mi > 59
+        || ss > 60
+        || qh > 56
     {
         return Err(ParseError::new(WHAT, v));
     }
@@ -646,7 +656,10 @@ impl Urc {
                 Some(stat) => Urc::Registration(Registration::from_stat(stat)),
                 None => Urc::Other(line.to_string()),
             }
-        } else if upper.starts_with("+CTZV:") || upper.starts_with("*PSUTTZ:") || upper.starts_with("DST:") {
+        } else if upper.starts_with("+CTZV:")
+            || upper.starts_with("*PSUTTZ:")
+            || upper.starts_with("DST:")
+        {
             Urc::TimeZone(line.to_string())
         } else {
             Urc::Other(line.to_string())
@@ -709,13 +722,22 @@ mod tests {
     fn registration_and_operator() {
         let r = RegQuery { eps: false };
         assert_eq!(r.parse(&l(&["+CREG: 0,1"])), Ok(Registration::Home));
-        assert_eq!(r.parse(&l(&["+CREG: 2,5,\"1816\",\"0A2B\""])), Ok(Registration::Roaming));
+        assert_eq!(
+            r.parse(&l(&["+CREG: 2,5,\"1816\",\"0A2B\""])),
+            Ok(Registration::Roaming)
+        );
         let e = RegQuery { eps: true };
         assert_eq!(e.text(), "AT+CEREG?");
         assert_eq!(e.parse(&l(&["+CEREG: 0,2"])), Ok(Registration::Searching));
         assert!(e.parse(&l(&["+CREG: 0,1"])).is_err());
-        assert_eq!(Registration::Searching.best(Registration::Home), Registration::Home);
-        assert_eq!(Registration::Unknown.best(Registration::Denied), Registration::Denied);
+        assert_eq!(
+            Registration::Searching.best(Registration::Home),
+            Registration::Home
+        );
+        assert_eq!(
+            Registration::Unknown.best(Registration::Denied),
+            Registration::Denied
+        );
         assert_eq!(
             CopsQuery.parse(&l(&["+COPS: 0,0,\"CHINA MOBILE CMCC\",7"])),
             Ok(Operator {
@@ -745,7 +767,10 @@ mod tests {
     #[test]
     fn misc_commands() {
         assert_eq!(CpinQuery.parse(&l(&["+CPIN: READY"])), Ok(SimState::Ready));
-        assert_eq!(CpinQuery.parse(&l(&["+CPIN: SIM PIN"])), Ok(SimState::PinRequired));
+        assert_eq!(
+            CpinQuery.parse(&l(&["+CPIN: SIM PIN"])),
+            Ok(SimState::PinRequired)
+        );
         assert_eq!(RmnetQuery.parse(&l(&["$QCRMCALL: 1, V4"])), Ok(true));
         assert_eq!(RmnetQuery.parse(&l(&[])), Ok(false));
         assert_eq!(CgpsQuery.parse(&l(&["+CGPS: 1,1"])), Ok(true));
@@ -765,7 +790,10 @@ mod tests {
         assert_eq!(Urc::parse("RDY"), Urc::Ready);
         assert_eq!(Urc::parse("+CPIN: READY"), Urc::Sim(SimState::Ready));
         assert_eq!(Urc::parse("PB DONE"), Urc::SimInitDone);
-        assert_eq!(Urc::parse("+CEREG: 5"), Urc::Registration(Registration::Roaming));
+        assert_eq!(
+            Urc::parse("+CEREG: 5"),
+            Urc::Registration(Registration::Roaming)
+        );
         assert!(matches!(Urc::parse("+CTZV: +32,0"), Urc::TimeZone(_)));
         assert!(matches!(Urc::parse("RING"), Urc::Other(_)));
     }

@@ -451,9 +451,7 @@ impl<C: Connector, P: OutputPin + Send> Supervisor<C, P> {
         let cereg = self.exec(&RegQuery { eps: true }).await.ok();
         self.hung()?;
         if creg.is_some() || cereg.is_some() {
-            self.status.registration = creg
-                .unwrap_or_default()
-                .best(cereg.unwrap_or_default());
+            self.status.registration = creg.unwrap_or_default().best(cereg.unwrap_or_default());
         }
         if let Ok(info) = self.exec(&Cpsi).await {
             let in_service = info.in_service();
@@ -516,11 +514,9 @@ impl<C: Connector, P: OutputPin + Send> Supervisor<C, P> {
     fn on_urc(&mut self, line: &str) {
         self.status.urcs_seen += 1;
         match Urc::parse(line) {
-            Urc::Ready => {
-                if self.policy.is_healthy() && !self.need_bringup {
-                    tracing::warn!("modem rebooted on its own (RDY); bringing it up again");
-                    self.need_bringup = true;
-                }
+            Urc::Ready if self.policy.is_healthy() && !self.need_bringup => {
+                tracing::warn!("modem rebooted on its own (RDY); bringing it up again");
+                self.need_bringup = true;
             }
             Urc::Sim(s) => self.status.sim = s,
             Urc::Registration(r) => self.status.registration = r,
@@ -585,7 +581,10 @@ impl<C: Connector, P: OutputPin + Send> Supervisor<C, P> {
                 self.publish();
                 match self.pwrkey.as_mut() {
                     Some(key) => {
-                        tracing::warn!(attempt, "modem still not answering: power-cycling via PWRKEY");
+                        tracing::warn!(
+                            attempt,
+                            "modem still not answering: power-cycling via PWRKEY"
+                        );
                         if let Err(e) = key.power_cycle(&self.cancel).await {
                             tracing::error!(error = %e, "PWRKEY power cycle failed");
                         }
