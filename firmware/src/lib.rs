@@ -20,6 +20,7 @@
 pub mod app;
 pub mod backoff;
 pub mod cli;
+pub mod diag;
 pub mod config;
 pub mod firstboot;
 pub mod uplink;
