@@ -156,6 +156,12 @@ pub struct Config {
     pub video: VideoSection,
     /// `[modem]`
     pub modem: crate::hw::modem::ModemConfig,
+    /// `[gnss]`
+    pub gnss: crate::hw::gnss::GnssConfig,
+    /// `[telemetry]`
+    pub telemetry: crate::telemetry::TelemetryConfig,
+    /// `[motion]`
+    pub motion: crate::motion::MotionConfig,
 }
 
 impl Config {

@@ -276,14 +276,14 @@ impl StreamScanner {
             s.forbidden_bit += 1;
         }
         match header & 0x1f {
-            t @ (nal_type::NON_IDR_SLICE | nal_type::IDR_SLICE) => {
-                // first_mb_in_slice is ue(v) (7.3.3); it is 0 exactly when
-                // the first bit after the header is 1.
-                if self.nal.get(1).is_some_and(|b| b & 0x80 != 0) {
-                    s.frames += 1;
-                    if t == nal_type::IDR_SLICE && s.idr_frames.len() < self.max_idr {
-                        s.idr_frames.push(s.frames - 1);
-                    }
+            // first_mb_in_slice is ue(v) (7.3.3); it is 0 exactly when the
+            // first bit after the header is 1.
+            t @ (nal_type::NON_IDR_SLICE | nal_type::IDR_SLICE)
+                if self.nal.get(1).is_some_and(|b| b & 0x80 != 0) =>
+            {
+                s.frames += 1;
+                if t == nal_type::IDR_SLICE && s.idr_frames.len() < self.max_idr {
+                    s.idr_frames.push(s.frames - 1);
                 }
             }
             nal_type::SPS => {

@@ -209,9 +209,7 @@ impl NmeaReader {
     /// Starts a new epoch if `time` differs from the current one, returning
     /// the fix of the epoch that ended.
     fn enter_epoch(&mut self, time: Option<NaiveTime>) -> Option<Fix> {
-        let Some(time) = time else {
-            return None;
-        };
+        let time = time?;
         match self.epoch.time {
             Some(current) if current != time => {
                 let closed = self.close_epoch();
