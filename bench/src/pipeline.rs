@@ -1,0 +1,611 @@
+//! Camera → server → viewer on loopback, with the real pieces: the camera's
+//! capture thread and uplink (`kodama_firmware`), the server (a child
+//! process or in process, see [`crate::server`]) and the viewer client
+//! (`kodama_server::viewer`). Every node is its own offline iroh endpoint on
+//! 127.0.0.1 and is on the server's allowlist.
+//!
+//! Cameras replay pre-encoded H.264 in real time, so the bench spends its
+//! CPU on networking, not on encoding. Latency is the viewer's receive time
+//! minus the frame's capture timestamp (both this machine's wall clock).
+//! Only frames received inside the measurement window count; the warm-up
+//! before it lets every viewer get past the cached GOP it starts with.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use bytes::{Bytes, BytesMut};
+use kodama_firmware::uplink::{self, AuxMessage, LinkState, UplinkIo, UplinkOptions};
+use kodama_firmware::video::synthetic::ReplaySource;
+use kodama_firmware::video::{
+    spawn_capture, EncodedFrame, VideoError, VideoFormat, VideoSettings, VideoSource,
+};
+use kodama_net::endpoint::{self, EndpointOptions};
+use kodama_net::media_recv::Received;
+use kodama_net::{Endpoint, EndpointAddr, SecretKey};
+use kodama_proto::{CameraSelector, Channel};
+use kodama_server::allowlist::{Allowlist, PeerRole};
+use kodama_server::stats::now_us;
+use kodama_server::viewer::{ViewerClient, ViewerEvent};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::procfs::{self, Memory};
+use crate::server::{Mode, Running};
+
+/// How long a camera may take to connect and hand over its hello.
+const CAMERA_CONNECT_LIMIT: Duration = Duration::from_secs(15);
+
+/// How long a viewer may keep retrying (the server learns a camera's name
+/// from its hello, a moment after the camera reports it is streaming).
+const VIEWER_CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Latency samples kept per viewer (30 fps for over half an hour).
+const MAX_SAMPLES: usize = 65_536;
+
+/// Bound on each teardown step, so a stuck peer cannot hang the bench.
+const TEARDOWN_LIMIT: Duration = Duration::from_secs(5);
+
+/// One camera × viewer layout to measure.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Label for the report.
+    pub name: String,
+    /// Cameras streaming at once.
+    pub cameras: usize,
+    /// Viewers watching each camera.
+    pub viewers_per_camera: usize,
+    /// Time after the last viewer connected before measuring.
+    pub warmup: Duration,
+    /// The measurement window.
+    pub measure: Duration,
+}
+
+/// A camera's stream, encoded once and shared by every simulated camera.
+#[derive(Debug, Clone)]
+pub struct Stream {
+    replay: ReplaySource,
+    /// What the replay loop averages, payload bits per second.
+    pub bitrate_bps: f64,
+    /// Its format.
+    pub format: VideoFormat,
+    /// The encoder target it was made with.
+    pub target_kbps: u32,
+    /// Frames per GOP (the keyframe interval).
+    pub gop_frames: u32,
+    /// What the encoder itself produced, payload bits per second.
+    pub encoded_bps: f64,
+    /// Access units are padded by this factor to reach the target (1.0: not padded).
+    pub pad_factor: f64,
+}
+
+impl Stream {
+    /// Encodes `seconds` of the synthetic pattern with `settings`. With
+    /// `pad`, a stream below the target bitrate (the pattern compresses
+    /// well) is padded up to it with filler data.
+    pub fn prerender(settings: VideoSettings, seconds: u32, pad: bool) -> Result<Self, VideoError> {
+        // Unpaced: [`Paced`] paces each copy from its own first frame.
+        let replay = ReplaySource::prerender(settings, seconds, false)?;
+        let encoded_bps = replay.bitrate_kbps() as f64 * 1000.0;
+        let target_bps = f64::from(settings.bitrate_kbps) * 1000.0;
+        let pad_factor = if pad && encoded_bps > 0.0 && encoded_bps < target_bps {
+            target_bps / encoded_bps
+        } else {
+            1.0
+        };
+        Ok(Self {
+            bitrate_bps: encoded_bps * pad_factor,
+            encoded_bps,
+            pad_factor,
+            format: replay.format(),
+            target_kbps: settings.bitrate_kbps,
+            gop_frames: settings.keyframe_interval.max(1),
+            replay,
+        })
+    }
+}
+
+/// Paces a source at its frame rate, counting from the first frame asked
+/// for. (`ReplaySource`'s own pacing counts from when it was prerendered, so
+/// a copy started later would burst its backlog first.) The capture
+/// timestamp is taken after the wait, by the inner source.
+struct Paced {
+    inner: ReplaySource,
+    start: Option<Instant>,
+    index: u64,
+    /// Each access unit grows by this factor (see [`pad_with_filler`]).
+    pad_factor: f64,
+}
+
+/// Bytes a filler-data NAL unit needs besides its 0xFF payload: a 4-byte
+/// start code, the NAL header and the RBSP stop bit byte.
+const FILLER_OVERHEAD: usize = 6;
+
+/// Grows an Annex-B access unit to about `factor` times its size by
+/// appending one filler-data NAL unit (nal_unit_type 12, H.264 clause
+/// 7.3.2.7: 0xFF bytes then `rbsp_trailing_bits`). Clause 7.4.1.2.3 allows
+/// filler after the primary coded picture's slices, and decoders discard it,
+/// so the stream stays decodable; this is how CBR encoders reach their rate.
+pub fn pad_with_filler(access_unit: &Bytes, factor: f64) -> Bytes {
+    let target = (access_unit.len() as f64 * factor).round() as usize;
+    if target < access_unit.len() + FILLER_OVERHEAD + 1 {
+        return access_unit.clone();
+    }
+    let mut out = BytesMut::with_capacity(target);
+    out.extend_from_slice(access_unit);
+    // forbidden_zero_bit 0, nal_ref_idc 0, nal_unit_type 12.
+    out.extend_from_slice(&[0, 0, 0, 1, 0x0C]);
+    out.resize(target - 1, 0xFF);
+    out.extend_from_slice(&[0x80]);
+    out.freeze()
+}
+
+impl VideoSource for Paced {
+    fn format(&self) -> VideoFormat {
+        self.inner.format()
+    }
+
+    fn next_frame(&mut self) -> Result<EncodedFrame, VideoError> {
+        let start = *self.start.get_or_insert_with(Instant::now);
+        let fps = u64::from(self.inner.format().fps.max(1));
+        let due = start + Duration::from_micros(self.index * 1_000_000 / fps);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        self.index += 1;
+        let mut frame = self.inner.next_frame()?;
+        if self.pad_factor > 1.0 {
+            frame.data = pad_with_filler(&frame.data, self.pad_factor);
+        }
+        Ok(frame)
+    }
+
+    fn set_bitrate(&mut self, kbps: u32) -> Result<(), VideoError> {
+        self.inner.set_bitrate(kbps)
+    }
+
+    fn request_keyframe(&mut self) {
+        self.inner.request_keyframe();
+    }
+}
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Worst.
+    pub max_ms: f64,
+    /// Samples.
+    pub samples: usize,
+}
+
+/// Nearest-rank percentiles of `samples` (µs).
+pub fn latency(mut samples: Vec<u64>) -> Option<Latency> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    let rank = |p: f64| {
+        let i = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i] as f64 / 1000.0
+    };
+    Some(Latency {
+        p50_ms: rank(0.50),
+        p99_ms: rank(0.99),
+        max_ms: samples[samples.len() - 1] as f64 / 1000.0,
+        samples: samples.len(),
+    })
+}
+
+/// What a scenario achieved.
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    /// The layout.
+    pub scenario: Scenario,
+    /// Viewers that connected.
+    pub viewers: usize,
+    /// Length of the measurement window.
+    pub window: Duration,
+    /// Payload bits per second the cameras offered, summed.
+    pub ingest_offered_bps: f64,
+    /// Payload bits per second the viewers should have received, summed.
+    pub offered_bps: f64,
+    /// Video payload bytes the viewers received in the window.
+    pub delivered_bytes: u64,
+    /// Video frames the viewers received in the window.
+    pub frames_received: u64,
+    /// Frames a viewer would receive at the camera's frame rate, summed.
+    pub frames_expected: u64,
+    /// Gaps in the video sequence numbers the viewers saw (frames dropped on
+    /// the way: by a camera's or the server's sender, or skipped forward).
+    pub frames_dropped: u64,
+    /// Viewers whose connection ended early, with the reason.
+    pub closed_early: Vec<String>,
+    /// Capture → viewer latency.
+    pub latency: Option<Latency>,
+    /// Server CPU (user + system) in the window; `None` in process.
+    pub server_cpu: Option<Duration>,
+    /// Server memory at the end of the window; `None` in process.
+    pub server_memory: Option<Memory>,
+    /// This process's CPU in the window (cameras, viewers, and the server
+    /// too when it runs in process).
+    pub bench_cpu: Duration,
+}
+
+impl ScenarioResult {
+    /// Bits per second delivered to viewers.
+    pub fn delivered_bps(&self) -> f64 {
+        self.delivered_bytes as f64 * 8.0 / self.window.as_secs_f64().max(1e-9)
+    }
+
+    /// Server CPU seconds per 10^9 payload bytes delivered.
+    pub fn cpu_secs_per_gb(&self) -> Option<f64> {
+        let cpu = self.server_cpu?.as_secs_f64();
+        (self.delivered_bytes > 0).then(|| cpu / (self.delivered_bytes as f64 / 1e9))
+    }
+}
+
+/// Per-viewer tally.
+#[derive(Debug, Default)]
+struct Tally {
+    bytes: u64,
+    frames: u64,
+    gaps: u64,
+    latencies_us: Vec<u64>,
+    closed: Option<String>,
+}
+
+async fn bind_local(secret: SecretKey) -> anyhow::Result<Endpoint> {
+    Ok(endpoint::bind(
+        secret,
+        &EndpointOptions {
+            offline: true,
+            bind: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            alpns: Vec::new(),
+        },
+    )
+    .await?)
+}
+
+/// One simulated camera.
+struct Camera {
+    endpoint: Endpoint,
+    uplink: tokio::task::JoinHandle<()>,
+    capture: std::thread::JoinHandle<Result<(), VideoError>>,
+    /// Kept open: the uplink treats a closed aux channel as "no telemetry".
+    _aux: mpsc::Sender<AuxMessage>,
+    state: watch::Receiver<LinkState>,
+}
+
+async fn start_camera(
+    secret: SecretKey,
+    name: String,
+    stream: &Stream,
+    server: EndpointAddr,
+    cancel: CancellationToken,
+) -> anyhow::Result<Camera> {
+    let endpoint = bind_local(secret).await?;
+    let source = Paced {
+        inner: stream.replay.clone(),
+        start: None,
+        index: 0,
+        pad_factor: stream.pad_factor,
+    };
+    let capture = spawn_capture(Box::new(source), cancel.clone())?;
+    let (aux_tx, aux_rx) = mpsc::channel(4);
+    let (state_tx, state) = watch::channel(LinkState::Connecting { attempt: 0 });
+    let uplink = tokio::spawn(uplink::run(
+        endpoint.clone(),
+        UplinkOptions {
+            server,
+            name,
+            format: stream.format,
+            bitrate_kbps: stream.target_kbps,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+        },
+        UplinkIo {
+            frames: capture.frames,
+            aux: aux_rx,
+            control: capture.control,
+            state: state_tx,
+        },
+        cancel,
+    ));
+    Ok(Camera {
+        endpoint,
+        uplink,
+        capture: capture.thread,
+        _aux: aux_tx,
+        state,
+    })
+}
+
+/// Connects a viewer, retrying while the server does not know the camera yet.
+async fn connect_viewer(
+    endpoint: &Endpoint,
+    server: &EndpointAddr,
+    camera: &str,
+) -> anyhow::Result<ViewerClient> {
+    let deadline = tokio::time::Instant::now() + VIEWER_CONNECT_LIMIT;
+    loop {
+        match ViewerClient::connect(
+            endpoint,
+            server.clone(),
+            CameraSelector::Name(camera.to_owned()),
+        )
+        .await
+        {
+            Ok(c) => return Ok(c),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("viewer of {camera}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(anyhow!("viewer of {camera} could not connect: {e}")),
+        }
+    }
+}
+
+/// Reads video until `end`, counting what arrives from `start` on.
+async fn watch_viewer(
+    mut client: ViewerClient,
+    start: tokio::time::Instant,
+    end: tokio::time::Instant,
+    cancel: CancellationToken,
+) -> Tally {
+    let mut t = Tally::default();
+    let mut last_sequence: Option<u64> = None;
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep_until(end) => break,
+            e = client.next() => e,
+        };
+        match event {
+            ViewerEvent::Media(Received::Frame(_, frame)) if frame.channel == Channel::Video => {
+                let latency = now_us().saturating_sub(frame.capture_us);
+                let counting = tokio::time::Instant::now() >= start;
+                if let Some(prev) = last_sequence {
+                    if counting && frame.sequence > prev + 1 {
+                        t.gaps += frame.sequence - prev - 1;
+                    }
+                }
+                last_sequence = Some(frame.sequence);
+                if counting {
+                    t.bytes += frame.payload.len() as u64;
+                    t.frames += 1;
+                    if t.latencies_us.len() < MAX_SAMPLES {
+                        t.latencies_us.push(latency);
+                    }
+                }
+            }
+            ViewerEvent::Media(_) | ViewerEvent::Control(_) => {}
+            ViewerEvent::Closed(reason) => {
+                t.closed = Some(reason);
+                break;
+            }
+        }
+    }
+    client.close();
+    t
+}
+
+/// Runs one scenario end to end and tears everything down.
+pub async fn run(
+    scenario: &Scenario,
+    stream: &Stream,
+    mode: &Mode,
+    cancel: CancellationToken,
+) -> anyhow::Result<ScenarioResult> {
+    let dir = tempfile::tempdir().context("temporary data dir")?;
+    let data_dir = dir.path().join("server");
+    std::fs::create_dir_all(&data_dir)?;
+    let allowlist = Allowlist::new(data_dir.join("allowlist.toml"));
+
+    // Identities first, all allowed before the server starts.
+    let camera_keys: Vec<SecretKey> = (0..scenario.cameras)
+        .map(|_| SecretKey::generate())
+        .collect();
+    let viewer_keys: Vec<SecretKey> = (0..scenario.cameras * scenario.viewers_per_camera)
+        .map(|_| SecretKey::generate())
+        .collect();
+    for (i, k) in camera_keys.iter().enumerate() {
+        allowlist.add(
+            &k.public().to_string(),
+            PeerRole::Camera,
+            &format!("bench camera {i}"),
+        )?;
+    }
+    for (i, k) in viewer_keys.iter().enumerate() {
+        allowlist.add(
+            &k.public().to_string(),
+            PeerRole::Viewer,
+            &format!("bench viewer {i}"),
+        )?;
+    }
+
+    let scope = cancel.child_token();
+    let (server, server_addr) = Running::start(mode, &data_dir, scope.child_token()).await?;
+    let outcome = drive(
+        scenario,
+        stream,
+        &server,
+        &server_addr,
+        camera_keys,
+        viewer_keys,
+        scope.clone(),
+    )
+    .await;
+    scope.cancel();
+    let log = server.log().map(ToOwned::to_owned);
+    server.stop().await;
+    outcome.map_err(
+        |e| match log.and_then(|l| std::fs::read_to_string(l).ok()) {
+            Some(text) if !text.trim().is_empty() => e.context(format!("server log:\n{text}")),
+            _ => e,
+        },
+    )
+}
+
+async fn drive(
+    scenario: &Scenario,
+    stream: &Stream,
+    server: &Running,
+    server_addr: &EndpointAddr,
+    camera_keys: Vec<SecretKey>,
+    viewer_keys: Vec<SecretKey>,
+    cancel: CancellationToken,
+) -> anyhow::Result<ScenarioResult> {
+    let fps = stream.format.fps.max(1);
+    // Stagger camera starts across one GOP so keyframes do not all coincide,
+    // as they would not in a real deployment.
+    let gop = Duration::from_secs_f64(f64::from(stream.gop_frames) / f64::from(fps));
+    let stagger = gop / scenario.cameras.max(1) as u32;
+    let mut cameras = Vec::new();
+    let mut viewer_endpoints = Vec::new();
+    let result = async {
+        for (i, key) in camera_keys.into_iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(stagger).await;
+            }
+            let mut cam = start_camera(key, format!("bench-cam-{i}"), stream, server_addr.clone(), cancel.clone()).await?;
+            let streaming = tokio::time::timeout(CAMERA_CONNECT_LIMIT, cam.state.wait_for(|s| *s == LinkState::Streaming))
+                .await
+                .map(|r| r.map(|_| ()));
+            let state = cam.state.borrow().clone();
+            cameras.push(cam);
+            if !matches!(streaming, Ok(Ok(_))) {
+                return Err(anyhow!("camera {i} did not start streaming within {CAMERA_CONNECT_LIMIT:?} (state {state:?})"));
+            }
+        }
+        let mut clients = Vec::new();
+        for (i, key) in viewer_keys.into_iter().enumerate() {
+            let camera = format!("bench-cam-{}", i / scenario.viewers_per_camera.max(1));
+            let ep = bind_local(key).await?;
+            viewer_endpoints.push(ep.clone());
+            clients.push(connect_viewer(&ep, server_addr, &camera).await?);
+        }
+        let start = tokio::time::Instant::now() + scenario.warmup;
+        let end = start + scenario.measure;
+        let mut viewers = JoinSet::new();
+        for c in clients {
+            viewers.spawn(watch_viewer(c, start, end, cancel.clone()));
+        }
+        let viewers_connected = viewers.len();
+
+        tokio::time::sleep_until(start).await;
+        let pid = server.pid();
+        let server_before = pid.map(|p| procfs::sample(Some(p))).transpose()?;
+        let bench_before = procfs::cpu(None)?;
+        let started = Instant::now();
+        tokio::time::sleep_until(end).await;
+        let window = started.elapsed();
+        let server_after = pid.map(|p| procfs::sample(Some(p))).transpose()?;
+        let bench_after = procfs::cpu(None)?;
+
+        let mut tallies = Vec::new();
+        let joined = tokio::time::timeout(TEARDOWN_LIMIT, async {
+            while let Some(t) = viewers.join_next().await {
+                tallies.push(t.context("viewer task")?);
+            }
+            anyhow::Ok(())
+        })
+        .await;
+        joined.map_err(|_| anyhow!("viewers did not stop within {TEARDOWN_LIMIT:?}"))??;
+
+        let mut latencies = Vec::new();
+        let (mut bytes, mut frames, mut gaps, mut closed_early) = (0, 0, 0, Vec::new());
+        for t in tallies {
+            bytes += t.bytes;
+            frames += t.frames;
+            gaps += t.gaps;
+            latencies.extend(t.latencies_us);
+            closed_early.extend(t.closed);
+        }
+        let per_camera = stream.bitrate_bps;
+        Ok(ScenarioResult {
+            scenario: scenario.clone(),
+            viewers: viewers_connected,
+            window,
+            ingest_offered_bps: per_camera * scenario.cameras as f64,
+            offered_bps: per_camera * viewers_connected as f64,
+            delivered_bytes: bytes,
+            frames_received: frames,
+            frames_expected: (window.as_secs_f64() * f64::from(fps)).round() as u64 * viewers_connected as u64,
+            frames_dropped: gaps,
+            closed_early,
+            latency: latency(latencies),
+            server_cpu: match (server_before, server_after) {
+                (Some(b), Some(a)) => Some(procfs::ticks_to_duration(a.cpu.total().saturating_sub(b.cpu.total()))),
+                _ => None,
+            },
+            server_memory: server_after.map(|s| s.memory),
+            bench_cpu: procfs::ticks_to_duration(bench_after.total().saturating_sub(bench_before.total())),
+        })
+    }
+    .await;
+
+    // Teardown, each step bounded: cameras stop (their uplinks close
+    // politely), capture threads end within a frame, endpoints close.
+    cancel.cancel();
+    for cam in cameras {
+        let _ = tokio::time::timeout(TEARDOWN_LIMIT, cam.uplink).await;
+        let capture = cam.capture;
+        match tokio::time::timeout(
+            TEARDOWN_LIMIT,
+            tokio::task::spawn_blocking(move || capture.join()),
+        )
+        .await
+        {
+            Ok(Ok(Ok(Err(e)))) => tracing::warn!("capture thread failed: {e}"),
+            Ok(Ok(Ok(Ok(())))) => {}
+            _ => tracing::warn!("capture thread did not stop cleanly"),
+        }
+        let _ = tokio::time::timeout(TEARDOWN_LIMIT, cam.endpoint.close()).await;
+    }
+    for ep in viewer_endpoints {
+        let _ = tokio::time::timeout(TEARDOWN_LIMIT, ep.close()).await;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kodama_media::h264;
+
+    #[test]
+    fn filler_keeps_the_access_unit_and_reaches_the_size() {
+        let au = Bytes::from_static(&[
+            0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 0x88, 0x84,
+        ]);
+        let padded = pad_with_filler(&au, 4.0);
+        assert_eq!(padded.len(), au.len() * 4);
+        assert_eq!(&padded[..au.len()], &au[..]);
+        let types: Vec<u8> = h264::nal_units(&padded)
+            .filter_map(h264::unit_type)
+            .collect();
+        assert_eq!(types, vec![7, 8, 5, 12]);
+        let filler = h264::nal_units(&padded).last().expect("filler NAL");
+        assert!(filler[1..filler.len() - 1].iter().all(|b| *b == 0xFF));
+        assert_eq!(filler.last(), Some(&0x80));
+        assert!(h264::is_idr(&padded));
+        // Too little room for a NAL unit: unchanged.
+        assert_eq!(pad_with_filler(&au, 1.1), au);
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let l = latency((1..=100).map(|ms| ms * 1000).collect()).expect("samples");
+        assert_eq!(l.p50_ms, 50.0);
+        assert_eq!(l.p99_ms, 99.0);
+        assert_eq!(l.max_ms, 100.0);
+        assert!(latency(Vec::new()).is_none());
+        let one = latency(vec![2500]).expect("one sample");
+        assert_eq!((one.p50_ms, one.p99_ms), (2.5, 2.5));
+    }
+}
