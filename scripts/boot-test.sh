@@ -62,7 +62,7 @@ fi
 # first-boot storage script uses (sfdisk, partx, blkid, mkfs/fsck.ext4).
 debs="busybox-static e2fsprogs libext2fs2 libcom-err2 libss2 libblkid1 libuuid1
 	util-linux fdisk libfdisk1 libsmartcols1 libmount1 libselinux1 libpcre2-8-0
-	libudev1 libcap-ng0 libtinfo6 libreadline8 libc6 libgcc-s1 libsystemd0 liblzma5 libzstd1 liblz4-1
+	libudev1 libcap-ng0 libtinfo6 libreadline8 libc6 libgcc-s1 libstdc++6 libsystemd0 liblzma5 libzstd1 liblz4-1
 	libgcrypt20 libgpg-error0 libaudit1 libcap2 libcrypt1"
 mkdir -p debs stage
 if [ ! -f debs/.done ]; then
@@ -235,6 +235,8 @@ if [ "$boot_only" = 1 ]; then
 	grep "kodama-selftest:" console.log
 	grep -q "kodama-selftest: version ok" console.log || die "kodama-camera --version failed in the guest"
 	grep -q "kodama-selftest: data ok" console.log || die "data partition not created/mounted"
+	grep -q "kodama-selftest: network ok" console.log || die "no network (DHCP) in the guest"
+	grep -q "kodama-selftest: readonly-root ok" console.log || die "root file system is writable"
 	log "PASS (boot-only, $(awk -v a="$boot_start" -v b="$(date +%s.%N)" "BEGIN{printf \"%.1f\", b-a}") s)"
 	exit 0
 fi
