@@ -189,6 +189,14 @@ pub enum GnssError {
     /// Reading failed (the modem reset and the USB device went away).
     #[error("reading NMEA failed: {0}")]
     Read(#[source] std::io::Error),
+    /// The simulator's NMEA log (`gnss.sim_log`) could not be read.
+    #[error("cannot read gnss.sim_log {path}: {source}")]
+    SimLog {
+        /// The configured path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
 }
 
 /// A source of NMEA bytes: the real receiver, the simulator, or a test script.
@@ -291,9 +299,85 @@ pub async fn run<G: Gnss>(
     reader.counts()
 }
 
+/// A running GNSS task and its outputs.
+#[derive(Debug)]
+pub struct GnssHandle {
+    /// Latest fix (stays `None` with `source = "off"`).
+    pub fix: watch::Receiver<Option<Fix>>,
+    /// Reader counters.
+    pub counts: watch::Receiver<NmeaCounts>,
+    /// The task; returns the final counters once cancelled.
+    pub task: tokio::task::JoinHandle<NmeaCounts>,
+}
+
+/// Starts the source `cfg` selects: the serial receiver, the simulator (a
+/// replayed log, looping, or a synthetic track), or nothing.
+pub fn spawn(cfg: &GnssConfig, cancel: CancellationToken) -> Result<GnssHandle, GnssError> {
+    let (out, fix, counts) = GnssOutputs::new();
+    let cfg = cfg.clone();
+    let task = match cfg.source {
+        GnssSource::Off => tokio::spawn(async move {
+            // Keep the senders until shutdown so receivers see "no fix", not "closed".
+            cancel.cancelled().await;
+            drop(out);
+            NmeaCounts::default()
+        }),
+        GnssSource::Serial => {
+            let gnss = serial::SerialGnss::new(&cfg);
+            tokio::spawn(async move { run(gnss, &cfg, out, cancel).await })
+        }
+        GnssSource::Simulated => {
+            use crate::sim::gnss::{SimGnss, Track};
+            let sim = match &cfg.sim_log {
+                Some(path) => {
+                    let text =
+                        std::fs::read_to_string(path).map_err(|source| GnssError::SimLog {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    SimGnss::replay(&text, true)
+                }
+                None => SimGnss::track(Track::circle(cfg.sim_lat, cfg.sim_lon)),
+            };
+            tokio::spawn(async move { run(sim, &cfg, out, cancel).await })
+        }
+    };
+    Ok(GnssHandle { fix, counts, task })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn spawn_simulated_track_gets_a_fix() {
+        let cfg = GnssConfig {
+            source: GnssSource::Simulated,
+            ..GnssConfig::default()
+        };
+        let cancel = CancellationToken::new();
+        let mut h = spawn(&cfg, cancel.clone()).expect("spawn");
+        let fix = h
+            .fix
+            .wait_for(|f| f.is_some_and(|f| f.mode == FixMode::Fix3d))
+            .await
+            .map(|f| *f)
+            .expect("alive");
+        assert!((fix.and_then(|f| f.lat).unwrap_or_default() - cfg.sim_lat).abs() < 0.01);
+        cancel.cancel();
+        assert!(h.task.await.expect("task").fixes >= 4);
+    }
+
+    #[test]
+    fn spawn_with_a_missing_log_names_it() {
+        let cfg = GnssConfig {
+            source: GnssSource::Simulated,
+            sim_log: Some("/nonexistent/track.nmea".into()),
+            ..GnssConfig::default()
+        };
+        let err = spawn(&cfg, CancellationToken::new()).expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/track.nmea"), "{err}");
+    }
 
     #[test]
     fn time_round_trips_through_json() {
