@@ -7,7 +7,6 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use futures::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
@@ -29,13 +28,13 @@ pub enum ClientError {
         /// The error.
         source: std::io::Error,
     },
-    /// The server could not be reached.
-    #[error("cannot reach the API at {addr}: {source} (is kodama-server running?)")]
+    /// The server could not be reached or the connection failed.
+    #[error("cannot talk to the API at {addr}: {message} (is kodama-server running?)")]
     Http {
         /// Where.
         addr: SocketAddr,
-        /// The error.
-        source: reqwest::Error,
+        /// What failed.
+        message: String,
     },
     /// The server answered with an error.
     #[error("the API answered {status}: {body}")]
@@ -90,24 +89,60 @@ fn check_time(name: &str, v: &str) -> Result<i64, ClientError> {
         })
 }
 
-async fn get(
-    client: &reqwest::Client,
+/// One `GET` over a fresh HTTP/1.1 connection to the local API (plain
+/// HTTP: the API listens on loopback). Non-2xx answers become
+/// [`ClientError::Status`].
+pub async fn get(
     addr: SocketAddr,
     token: &str,
     path: &str,
-) -> Result<reqwest::Response, ClientError> {
-    let resp = client
-        .get(format!("http://{addr}{path}"))
-        .bearer_auth(token)
-        .send()
+) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+    let http = |e: &dyn std::fmt::Display| ClientError::Http {
+        addr,
+        message: e.to_string(),
+    };
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
-        .map_err(|source| ClientError::Http { addr, source })?;
+        .map_err(|e| http(&e))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| http(&e))?;
+    // The connection task ends when the response body is done or dropped.
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("API connection: {e}");
+        }
+    });
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| http(&e))?;
+    let resp = sender.send_request(req).await.map_err(|e| http(&e))?;
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
         return Err(ClientError::Status { status, body });
     }
     Ok(resp)
+}
+
+/// Reads a whole response body.
+pub async fn body_bytes(
+    addr: SocketAddr,
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<bytes::Bytes, ClientError> {
+    http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| ClientError::Http {
+            addr,
+            message: e.to_string(),
+        })
 }
 
 /// Fetches the export of `camera` (endpoint id or name; `None`: the first
@@ -135,15 +170,10 @@ pub async fn view(
         .trim()
         .to_owned();
     let addr = connect_addr(cfg.listen);
-    let client = reqwest::Client::new();
     let camera = match camera {
         Some(c) => c.to_owned(),
         None => {
-            let body = get(&client, addr, &token, "/api/v1/cameras")
-                .await?
-                .bytes()
-                .await
-                .map_err(|source| ClientError::Http { addr, source })?;
+            let body = body_bytes(addr, get(addr, &token, "/api/v1/cameras").await?).await?;
             let v: serde_json::Value =
                 serde_json::from_slice(&body).map_err(|e| ClientError::Status {
                     status: 200,
@@ -162,7 +192,7 @@ pub async fn view(
         enc(from),
         enc(to)
     );
-    let resp = get(&client, addr, &token, &path).await?;
+    let resp = get(addr, &token, &path).await?;
     let (name, mut out): (String, Box<dyn tokio::io::AsyncWrite + Unpin + Send>) = match output {
         Some(p) => (p.display().to_string(), Box::new(open(p).await?)),
         None if !std::io::stdout().is_terminal() => {
@@ -174,9 +204,15 @@ pub async fn view(
         }
     };
     let mut total = 0u64;
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|source| ClientError::Http { addr, source })?;
+    let mut body = resp.into_body();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.map_err(|e| ClientError::Http {
+            addr,
+            message: e.to_string(),
+        })?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
         total += chunk.len() as u64;
         out.write_all(&chunk)
             .await
