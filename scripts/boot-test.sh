@@ -72,7 +72,11 @@ if [ ! -f debs/.done ]; then
 	pkgs="$kernel_pkg:arm64"
 	for d in $debs; do pkgs="$pkgs $d:arm64"; done
 	# shellcheck disable=SC2086 # a word list
-	(cd debs && apt-get download $pkgs >/dev/null 2>&1) || die "apt-get download failed"
+	if ! (cd debs && apt-get download $pkgs >/dev/null 2>&1); then
+		# Stale package lists name versions the mirror no longer has.
+		apt-get update -q >/dev/null
+		(cd debs && apt-get download $pkgs >/dev/null 2>&1) || die "apt-get download failed"
+	fi
 	for f in debs/*.deb; do dpkg-deb -x "$f" stage; done
 	touch debs/.done
 fi
