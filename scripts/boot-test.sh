@@ -66,17 +66,20 @@ debs="busybox-static e2fsprogs libext2fs2 libcom-err2 libss2 libblkid1 libuuid1
 	libgcrypt20 libgpg-error0 libaudit1 libcap2 libcrypt1"
 mkdir -p debs stage
 if [ ! -f debs/.done ]; then
-	kernel_pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-arm64-unsigned$' |
-		awk '{print $1}' | sort -V | tail -n 1)
-	[ -n "$kernel_pkg" ] || die "no linux-image-6.1.0-*-arm64-unsigned in apt (apt-get update?)"
-	pkgs="$kernel_pkg:arm64"
-	for d in $debs; do pkgs="$pkgs $d:arm64"; done
-	# shellcheck disable=SC2086 # a word list
-	if ! (cd debs && apt-get download $pkgs >/dev/null 2>&1); then
-		# Stale package lists name versions the mirror no longer has.
-		apt-get update -q >/dev/null
-		(cd debs && apt-get download $pkgs >/dev/null 2>&1) || die "apt-get download failed"
-	fi
+	download() {
+		local kernel_pkg pkgs d
+		kernel_pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-arm64-unsigned$' |
+			awk '{print $1}' | sort -V | tail -n 1)
+		[ -n "$kernel_pkg" ] || return 1
+		pkgs="$kernel_pkg:arm64"
+		for d in $debs; do pkgs="$pkgs $d:arm64"; done
+		rm -f debs/*.deb
+		# shellcheck disable=SC2086 # a word list
+		(cd debs && apt-get download $pkgs >/dev/null 2>&1)
+	}
+	# Stale package lists name versions the mirror no longer has: refresh once.
+	download || { apt-get update -q >/dev/null && download; } ||
+		die "apt-get download of the arm64 kernel and tools failed"
 	for f in debs/*.deb; do dpkg-deb -x "$f" stage; done
 	touch debs/.done
 fi
