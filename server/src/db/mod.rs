@@ -216,6 +216,11 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
+        // Keep the WAL small: checkpoint every ~1 MB and truncate it back to
+        // 1 MB afterwards, so on a small or full disk the index does not hold
+        // space that retention could free (SQLite defaults: 4 MB, unlimited).
+        conn.pragma_update(None, "wal_autocheckpoint", 256)?;
+        conn.pragma_update(None, "journal_size_limit", 1 << 20)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(DbError::TooNew {
@@ -252,6 +257,14 @@ impl Db {
             tx.pragma_update(None, "user_version", version)?;
             tx.commit()?;
         }
+        Ok(())
+    }
+
+    /// Checkpoints the WAL into the database and truncates it (after
+    /// retention freed space on a full disk).
+    pub fn checkpoint(&self) -> Result<(), DbError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 

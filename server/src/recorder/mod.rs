@@ -790,6 +790,11 @@ impl Recorder {
         match retention::enforce(&mut self.db, &self.root, &limits, need_free, &protected) {
             Ok(r) => {
                 bump(&self.stats.segments_deleted, r.segments_deleted);
+                if need_free > 0 {
+                    if let Err(e) = self.db.checkpoint() {
+                        tracing::debug!("WAL checkpoint on a full disk: {e}");
+                    }
+                }
                 if r.segments_deleted > 0 {
                     tracing::info!(
                         segments = r.segments_deleted,
