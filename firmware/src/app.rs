@@ -27,6 +27,12 @@ pub fn make_source(config: &Config, motion: MotionSwitch) -> anyhow::Result<Box<
             SyntheticSource::new(config.video.settings(), true, motion)
                 .context("starting the synthetic video source")?,
         )),
+        #[cfg(feature = "pi")]
+        VideoSourceKind::Pi => Ok(Box::new(
+            video::pi::PiCameraSource::open(video::pi::PiCameraConfig::new(config.video.settings()))
+                .context("opening the IMX219 camera and the hardware H.264 encoder")?,
+        )),
+        #[cfg(not(feature = "pi"))]
         VideoSourceKind::Pi => anyhow::bail!(
             "video.source = \"pi\" needs a firmware built with the `pi` feature"
         ),

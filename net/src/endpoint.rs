@@ -77,13 +77,13 @@ pub fn load_or_create_key(path: &Path) -> Result<SecretKey, EndpointError> {
     }
 }
 
-/// Unread bytes a peer may have in flight on one stream. Enough for 40 Mbit/s
+/// Unread bytes a peer may have in flight on one stream. Enough for 20 Mbit/s
 /// at 100 ms RTT; small enough that a stalled reader pushes back within a
 /// fraction of a second, so senders drop stale GOPs instead of queueing them.
-pub const STREAM_WINDOW: u32 = 512 * 1024;
+pub const STREAM_WINDOW: u32 = 256 * 1024;
 
 /// Unread bytes a peer may have in flight on the whole connection.
-pub const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 fn transport_config() -> QuicTransportConfig {
     QuicTransportConfig::builder()

@@ -7,13 +7,16 @@
 //! makes readers wait, which lets QUIC flow control push back on the sender,
 //! whose newest-group-first policy then drops stale video at the source.
 //!
+//! Reader tasks feed one [`GroupOrderer`], which restores group order (a
+//! newer GOP's higher-priority stream can overtake the previous one's tail).
+//!
 //! A stream that violates the protocol (bad header, oversized or malformed
 //! frame, a GOP without a leading keyframe) ends the whole call with an
 //! error: the caller closes the connection with a logged reason.
 
 use iroh::endpoint::{Connection, ReadError, RecvStream};
 use kodama_proto::stream::StreamEvent;
-use kodama_proto::{Frame, GroupReceiver, StreamHeader};
+use kodama_proto::{GroupOrderer, GroupReceiver, MediaEvent};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -22,41 +25,61 @@ use crate::error::MediaError;
 
 const READ_CHUNK: usize = 64 * 1024;
 
-/// One item of received media.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Received {
-    /// A stream opened; for video, a new group begins.
-    StreamStarted(StreamHeader),
-    /// A validated frame from the stream with this header.
-    Frame(StreamHeader, Frame),
-    /// The stream ended: `complete` is false when the sender reset it
-    /// (a superseded or abandoned group).
-    StreamEnded {
-        /// Its header.
-        header: StreamHeader,
-        /// Whether it was finished normally.
-        complete: bool,
-    },
-}
+/// One item of received media (in group order; see [`GroupOrderer`]).
+pub type Received = MediaEvent;
+
+/// Payload bytes of newer groups held while an older one is still arriving
+/// before the older one is given up (about 2 s of 4 Mbit/s video).
+pub const REORDER_BUDGET: usize = 1024 * 1024;
 
 /// Receives media on `conn` until it closes, `cancel` fires, or a stream
 /// violates the protocol (returned as the error). A connection closed by the
-/// peer ends with `Ok(())`.
+/// peer ends with `Ok(())`. Video is delivered group by group.
 pub async fn receive_media(
     conn: Connection,
     tx: mpsc::Sender<Received>,
     cancel: CancellationToken,
 ) -> Result<(), MediaError> {
     let mut readers: JoinSet<Result<(), MediaError>> = JoinSet::new();
+    // Small: buffering belongs to QUIC's flow-control windows, so a slow
+    // consumer pushes back on the sender promptly.
+    let (raw_tx, mut raw_rx) = mpsc::channel::<Received>(8);
+    let mut orderer = GroupOrderer::new(REORDER_BUDGET);
+    let mut ordered = Vec::new();
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
             accepted = conn.accept_uni() => match accepted {
                 Ok(stream) => {
-                    readers.spawn(read_stream(stream, tx.clone(), cancel.clone()));
+                    readers.spawn(read_stream(stream, raw_tx.clone(), cancel.clone()));
                 }
-                Err(_) => break Ok(()),
+                Err(_) => {
+                    // Connection over: deliver what the readers still hold.
+                    drop(raw_tx);
+                    while let Some(done) = readers.join_next().await {
+                        if let Ok(Err(e)) = done {
+                            return Err(e);
+                        }
+                    }
+                    while let Ok(event) = raw_rx.try_recv() {
+                        orderer.push(event, &mut ordered);
+                    }
+                    for event in ordered.drain(..) {
+                        if tx.send(event).await.is_err() {
+                            break;
+                        }
+                    }
+                    return Ok(());
+                }
             },
+            Some(event) = raw_rx.recv() => {
+                orderer.push(event, &mut ordered);
+                for event in ordered.drain(..) {
+                    if tx.send(event).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
             Some(done) = readers.join_next() => match done {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => break Err(e),
@@ -87,7 +110,7 @@ async fn read_stream(
                 rx.finish()?;
                 if let Some(header) = rx.header() {
                     let _ = tx
-                        .send(Received::StreamEnded {
+                        .send(Received::Ended {
                             header,
                             complete: true,
                         })
@@ -98,7 +121,7 @@ async fn read_stream(
             Err(ReadError::Reset(_)) => {
                 if let Some(header) = rx.header() {
                     let _ = tx
-                        .send(Received::StreamEnded {
+                        .send(Received::Ended {
                             header,
                             complete: false,
                         })
@@ -111,7 +134,7 @@ async fn read_stream(
         }
         while let Some(event) = rx.poll()? {
             let item = match event {
-                StreamEvent::Header(h) => Received::StreamStarted(h),
+                StreamEvent::Header(h) => Received::Started(h),
                 StreamEvent::Frame(f) => match rx.header() {
                     Some(h) => Received::Frame(h, f),
                     None => continue,

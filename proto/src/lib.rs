@@ -23,11 +23,14 @@
 //! * [`stream`]: unidirectional stream headers and the per-stream receive
 //!   state machine that validates what arrives on a stream.
 //! * [`handshake`]: the hello/welcome exchange for both sides.
+//! * [`order`]: restores group order at a receiver (a newer GOP's stream can
+//!   overtake the tail of the previous one).
 //! * [`wire`]: the byte-level reader used by every decoder.
 
 pub mod frame;
 pub mod handshake;
 pub mod message;
+pub mod order;
 pub mod stream;
 pub mod wire;
 
@@ -37,6 +40,7 @@ pub use message::{
     CameraInfo, CameraSelector, Codec, Command, CommandResult, Message, MessageDecoder,
     MessageError, RejectCode, Role, MAX_MESSAGE_LEN,
 };
+pub use order::{GroupOrderer, MediaEvent};
 pub use stream::{GroupReceiver, StreamError, StreamEvent, StreamHeader, StreamKind, STREAM_HEADER_LEN};
 
 /// Protocol version carried in every hello and welcome. Bumped on any

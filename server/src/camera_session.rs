@@ -93,10 +93,10 @@ pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: C
                 break None;
             }
             item = rx.recv() => match item {
-                Some(Received::StreamStarted(h)) if h.channel == Channel::Video => {
+                Some(Received::Started(h)) if h.channel == Channel::Video => {
                     publisher.start_group(h.group);
                 }
-                Some(Received::StreamStarted(_)) => {}
+                Some(Received::Started(_)) => {}
                 Some(Received::Frame(h, f)) if h.channel == Channel::Video => {
                     frames += 1;
                     if let Err(limit) = publisher.video(h.group, f) {
@@ -113,7 +113,7 @@ pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: C
                     }
                     publisher.aux(f);
                 }
-                Some(Received::StreamEnded { header, complete }) => {
+                Some(Received::Ended { header, complete }) => {
                     if header.channel == Channel::Video {
                         publisher.end_group(header.group, complete);
                     }

@@ -143,11 +143,27 @@ pub struct CameraTrack {
     group: watch::Sender<Option<Arc<LiveGroup>>>,
     aux: broadcast::Sender<Arc<Frame>>,
     next_group: AtomicU64,
+    /// When the camera last sent anything, ms since the Unix epoch. Kept out
+    /// of the status watch so viewers are not woken for every frame.
+    last_seen_ms: AtomicU64,
     /// Frames from a group that was no longer current when they arrived.
     pub stale_frames: AtomicU64,
 }
 
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl CameraTrack {
+    /// The camera's current status, with an up-to-date `last_seen`.
+    pub fn current_status(&self) -> CameraStatus {
+        let mut s = self.status.borrow().clone();
+        let ms = self.last_seen_ms.load(Ordering::Relaxed);
+        s.last_seen = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        s
+    }
+
     /// Watches the camera's info and online state.
     pub fn status(&self) -> watch::Receiver<CameraStatus> {
         self.status.subscribe()
@@ -200,7 +216,7 @@ impl Hub {
         let map = self.cameras.lock().map(|m| m.values().cloned().collect::<Vec<_>>());
         map.unwrap_or_default()
             .iter()
-            .map(|t| t.status.borrow().clone())
+            .map(|t| t.current_status())
             .collect()
     }
 
@@ -247,11 +263,13 @@ impl Hub {
                         group: watch::channel(None).0,
                         aux: broadcast::channel(AUX_CAPACITY).0,
                         next_group: AtomicU64::new(0),
+                        last_seen_ms: AtomicU64::new(unix_ms(SystemTime::now())),
                         stale_frames: AtomicU64::new(0),
                     })
                 })
                 .clone()
         };
+        track.last_seen_ms.store(unix_ms(SystemTime::now()), Ordering::Relaxed);
         track.status.send_replace(status);
         self.offer(FeedEvent::CameraOnline { camera: id, info });
         Publisher {
@@ -329,7 +347,9 @@ impl Publisher {
     }
 
     fn touch(&self) {
-        self.track.status.send_modify(|s| s.last_seen = SystemTime::now());
+        self.track
+            .last_seen_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
     }
 }
 

@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use kodama_net::control::{ControlReader, ControlStream};
+use kodama_net::control::{ControlReader, ControlStream, ControlWriter};
 use kodama_net::media_recv::{receive_media, Received};
 use kodama_net::{codes, Connection, Endpoint, EndpointAddr};
 use kodama_proto::{CameraInfo, CameraSelector, Channel, ClientHandshake, Frame, Message, ALPN_VIEWER};
@@ -60,6 +60,8 @@ pub struct ViewerClient {
     pub camera: [u8; 32],
     media: mpsc::Receiver<Received>,
     control: ControlReader,
+    /// Held open: finishing our half of the control stream means "leaving".
+    _control_writer: ControlWriter,
     cancel: CancellationToken,
 }
 
@@ -103,13 +105,14 @@ impl ViewerClient {
                 }
             }
         });
-        let (control, _writer) = control.split();
+        let (control, control_writer) = control.split();
         Ok(Self {
             conn,
             info,
             camera,
             media,
             control,
+            _control_writer: control_writer,
             cancel,
         })
     }

@@ -99,6 +99,16 @@ pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: C
     let mut logged_drops = 0u64;
     let mut last_drop_log = Instant::now();
     loop {
+        // Hand over what has arrived of the current group first: whether the
+        // viewer keeps up is for the network to decide (MediaSender resets a
+        // superseded group whose frames are still unsent), not for how
+        // promptly this task was scheduled.
+        if let Some((group, next)) = &mut current {
+            while let Some(frame) = group.get(*next) {
+                media.send(frame);
+                *next += 1;
+            }
+        }
         // Move to the newest group when one has begun.
         let newest = groups.borrow_and_update().clone();
         if let Some(newest) = newest {

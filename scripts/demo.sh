@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Runs a Kodama server with simulated cameras on this machine, offline
+# (loopback only: no relays, no address lookup, no port mapping).
+#
+#   scripts/demo.sh                 # 3 cameras, until Ctrl-C
+#   scripts/demo.sh --cameras 5 --duration 60
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cameras=3
+duration=0
+port=7070
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cameras) cameras="$2"; shift 2 ;;
+        --duration) duration="$2"; shift 2 ;;
+        --port) port="$2"; shift 2 ;;
+        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+scripts/install-deps.sh
+echo "building (first time: a few minutes)…"
+cargo build --quiet -p kodama-server -p kodama-firmware --bins
+bin=target/debug
+data=demo-data
+mkdir -p "$data/cameras"
+server=("$bin/kodama-server" --data-dir "$data" --listen "127.0.0.1:$port" --offline)
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+"${server[@]}" run >"$data/server.out" 2>"$data/server.log" &
+pids+=($!)
+server_id=$("${server[@]}" id)
+
+for i in $(seq 1 "$cameras"); do
+    key="$data/cameras/cam-$i.key"
+    id=$("$bin/kodama-camera" id --key-path "$key")
+    "${server[@]}" allow add "$id" --camera --label "cam-$i" >/dev/null
+    "$bin/kodama-camera" --name "cam-$i" --key-path "$key" --offline \
+        --server-id "$server_id" --server-addr "127.0.0.1:$port" \
+        >"$data/cameras/cam-$i.log" 2>&1 &
+    pids+=($!)
+done
+
+sleep 2
+cat "$data/server.out"
+cat <<MSG
+
+Demo running: $cameras simulated cameras stream H.264 to the server over iroh (offline, loopback).
+  server log:   $data/server.log
+  camera logs:  $data/cameras/cam-N.log
+Watch a camera in another terminal:
+  $bin/kodama-server --data-dir $data --listen 127.0.0.1:$port --offline view --camera cam-1
+Play it (needs ffmpeg):
+  $bin/kodama-server --data-dir $data --listen 127.0.0.1:$port --offline view --camera cam-1 --output - | ffplay -
+Stop with Ctrl-C.
+MSG
+
+if [ "$duration" -gt 0 ]; then
+    sleep "$duration"
+else
+    wait "${pids[0]}"
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what building and testing Kodama needs beyond Rust: nasm (OpenH264's
+# assembly, ~3x faster encoding) and ffmpeg (ffprobe validates our H.264/MP4).
+# Uses apt-get when run as root; otherwise says what is missing.
+set -euo pipefail
+need=()
+command -v nasm >/dev/null || need+=(nasm)
+command -v ffprobe >/dev/null || need+=(ffmpeg)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "installing ${need[*]}…"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+else
+    echo "note: please install ${need[*]} (e.g. sudo apt-get install ${need[*]})" >&2
+fi

@@ -1,0 +1,265 @@
+//! Test harness: a server, simulated cameras and viewers on loopback, all offline.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use kodama_firmware::uplink::{self, AuxMessage, LinkState, UplinkIo, UplinkOptions};
+use kodama_firmware::video::synthetic::ReplaySource;
+use kodama_firmware::video::{
+    spawn_capture, EncodedFrame, VideoError, VideoFormat, VideoSettings, VideoSource,
+};
+use kodama_net::endpoint::{self, EndpointOptions};
+use kodama_net::{Endpoint, EndpointAddr, SecretKey};
+use kodama_proto::CameraSelector;
+use kodama_server::allowlist::PeerRole;
+use kodama_server::app::Server;
+use kodama_server::config::Config;
+use kodama_server::viewer::ViewerClient;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Captured log output of the whole test binary.
+pub fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("info,iroh=warn,noq=warn")
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(b);
+        }
+        std::io::stderr().write_all(b)?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether the captured logs contain `needle`.
+pub fn logged(needle: &str) -> bool {
+    logs()
+        .lock()
+        .map(|v| String::from_utf8_lossy(&v).contains(needle))
+        .unwrap_or(false)
+}
+
+pub fn settings() -> VideoSettings {
+    VideoSettings {
+        width: 320,
+        height: 240,
+        fps: 30,
+        bitrate_kbps: 300,
+        keyframe_interval: 15,
+    }
+}
+
+/// A running test server.
+pub struct TestServer {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub cancel: CancellationToken,
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::start_in(dir.path().to_owned(), None).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server in `data_dir` on `port` (0 = any).
+    pub async fn start_in(data_dir: std::path::PathBuf, port: Option<u16>) -> Self {
+        logs();
+        let mut config = Config::default();
+        config.server.data_dir = data_dir;
+        config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
+        config.server.offline = true;
+        let cancel = CancellationToken::new();
+        let server = Server::start(&config, cancel.clone()).await.expect("server starts");
+        let addr = server
+            .node
+            .endpoint()
+            .bound_sockets()
+            .into_iter()
+            .find(SocketAddr::is_ipv4)
+            .expect("bound");
+        Self {
+            server,
+            addr,
+            config,
+            cancel,
+            _dir: None,
+        }
+    }
+
+    pub fn dial_addr(&self) -> EndpointAddr {
+        EndpointAddr::new(self.server.node.endpoint().id()).with_ip_addr(self.addr)
+    }
+
+    pub fn allow(&self, key: &SecretKey, role: PeerRole) {
+        self.server
+            .allowlist
+            .add(&key.public().to_string(), role, "test")
+            .expect("allow");
+    }
+
+    pub async fn stop(self) {
+        self.server.node.shutdown().await;
+    }
+}
+
+pub async fn offline_endpoint(secret: SecretKey) -> Endpoint {
+    endpoint::bind(
+        secret,
+        &EndpointOptions {
+            offline: true,
+            bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            alpns: Vec::new(),
+        },
+    )
+    .await
+    .expect("endpoint")
+}
+
+/// A video source that remembers every access unit it produced, by capture time.
+pub struct Recording {
+    inner: ReplaySource,
+    sent: Arc<Mutex<HashMap<u64, EncodedFrame>>>,
+}
+
+impl VideoSource for Recording {
+    fn format(&self) -> VideoFormat {
+        self.inner.format()
+    }
+    fn next_frame(&mut self) -> Result<EncodedFrame, VideoError> {
+        let mut f = self.inner.next_frame()?;
+        let mut sent = self.sent.lock().expect("lock");
+        // Capture times are the map key; keep them unique.
+        while sent.contains_key(&f.capture_us) {
+            f.capture_us += 1;
+        }
+        sent.insert(f.capture_us, f.clone());
+        Ok(f)
+    }
+    fn set_bitrate(&mut self, kbps: u32) -> Result<(), VideoError> {
+        self.inner.set_bitrate(kbps)
+    }
+    fn request_keyframe(&mut self) {
+        self.inner.request_keyframe()
+    }
+}
+
+/// A simulated camera running the real uplink.
+pub struct TestCamera {
+    pub key: SecretKey,
+    pub name: String,
+    pub sent: Arc<Mutex<HashMap<u64, EncodedFrame>>>,
+    pub state: watch::Receiver<LinkState>,
+    pub aux: mpsc::Sender<AuxMessage>,
+    pub cancel: CancellationToken,
+    pub endpoint: Endpoint,
+}
+
+pub async fn start_camera(name: &str, server: EndpointAddr, key: SecretKey) -> TestCamera {
+    start_camera_with(name, server, key, settings()).await
+}
+
+/// A camera with its own video settings.
+pub async fn start_camera_with(
+    name: &str,
+    server: EndpointAddr,
+    key: SecretKey,
+    settings: VideoSettings,
+) -> TestCamera {
+    let source = tokio::task::spawn_blocking(move || ReplaySource::prerender(settings, 2, true))
+        .await
+        .expect("prerender task")
+        .expect("replay");
+    eprintln!("camera {name}: replaying {} kbit/s", source.bitrate_kbps());
+    let sent = Arc::new(Mutex::new(HashMap::new()));
+    let recording = Recording {
+        inner: source,
+        sent: sent.clone(),
+    };
+    let format = recording.format();
+    let cancel = CancellationToken::new();
+    let capture = spawn_capture(Box::new(recording), cancel.clone()).expect("capture");
+    let (aux_tx, aux_rx) = mpsc::channel(16);
+    let (state_tx, state) = watch::channel(LinkState::Connecting { attempt: 0 });
+    let endpoint = offline_endpoint(key.clone()).await;
+    let opts = UplinkOptions {
+        server,
+        name: name.into(),
+        format,
+        bitrate_kbps: 300,
+        backoff_initial: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(500),
+    };
+    let io = UplinkIo {
+        frames: capture.frames,
+        aux: aux_rx,
+        control: capture.control,
+        state: state_tx,
+    };
+    tokio::spawn(uplink::run(endpoint.clone(), opts, io, cancel.clone()));
+    TestCamera {
+        key,
+        name: name.into(),
+        sent,
+        state,
+        aux: aux_tx,
+        cancel,
+        endpoint,
+    }
+}
+
+impl TestCamera {
+    /// Waits (bounded) until the uplink is streaming.
+    pub async fn wait_streaming(&mut self, within: Duration) {
+        tokio::time::timeout(within, self.state.wait_for(|s| *s == LinkState::Streaming))
+            .await
+            .expect("camera streams in time")
+            .expect("state channel");
+    }
+
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Connects a viewer to camera `name`, retrying while the camera is unknown.
+pub async fn viewer(server: &TestServer, name: &str) -> (ViewerClient, Endpoint) {
+    let key = SecretKey::generate();
+    server.allow(&key, PeerRole::Viewer);
+    let ep = offline_endpoint(key).await;
+    for _ in 0..50 {
+        match ViewerClient::connect(&ep, server.dial_addr(), CameraSelector::Name(name.into())).await {
+            Ok(c) => return (c, ep),
+            Err(e) => {
+                tracing::info!("viewer retry: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    panic!("viewer could not connect to {name}");
+}
