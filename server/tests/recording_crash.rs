@@ -77,7 +77,10 @@ fn main() {
         drop(rec);
         let (segments, fragments) = assert_consistent(dir.path());
         println!("round {round}: {report:?}; {segments} segments, {fragments} fragments");
-        assert!(segments > segments_before, "recording resumed after restart {round}");
+        assert!(
+            segments > segments_before,
+            "recording resumed after restart {round}"
+        );
         assert!(fragments > 0);
         segments_before = segments;
     }

@@ -37,7 +37,9 @@ async fn full_disk_keeps_recording_and_serving() {
         .map(|s| s.success())
         .unwrap_or(false);
     if !mounted {
-        eprintln!("SKIPPED full_disk_keeps_recording_and_serving: cannot mount a tmpfs (needs root)");
+        eprintln!(
+            "SKIPPED full_disk_keeps_recording_and_serving: cannot mount a tmpfs (needs root)"
+        );
         return;
     }
     let _mount = Mount(dir.path().to_owned());
@@ -57,14 +59,18 @@ async fn full_disk_keeps_recording_and_serving() {
     )
     .expect("api state");
     let token = std::fs::read_to_string(dir.path().join("api-token")).expect("token");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let cancel = CancellationToken::new();
     let api_task = tokio::spawn(api::serve_on(listener, api_state, cancel.clone()));
     let (tx, rx) = feed::channel("recorder", 64);
     let rec_task = tokio::spawn(rec.run(rx, cancel.clone()));
 
-    let gops = tokio::task::spawn_blocking(|| encode(320, 240, 10, 10, 10)).await.expect("encode");
+    let gops = tokio::task::spawn_blocking(|| encode(320, 240, 10, 10, 10))
+        .await
+        .expect("encode");
     let cam = camera_id(9);
     tx.offer(online(cam, "full", &gops, 320, 240, 10));
     let mut capture = 0u64;
@@ -89,9 +95,13 @@ async fn full_disk_keeps_recording_and_serving() {
     }
     // The API answers on the full disk.
     // (health needs no token; a wrong one is ignored there.)
-    let health = api::client::get(addr, "", "/api/v1/health").await.expect("health");
+    let health = api::client::get(addr, "", "/api/v1/health")
+        .await
+        .expect("health");
     assert_eq!(health.status(), 200);
-    let cams = api::client::get(addr, token.trim(), "/api/v1/cameras").await.expect("cameras");
+    let cams = api::client::get(addr, token.trim(), "/api/v1/cameras")
+        .await
+        .expect("cameras");
     assert_eq!(cams.status(), 200);
     cancel.cancel();
     rec_task.await.expect("recorder ended cleanly");
@@ -105,15 +115,24 @@ async fn full_disk_keeps_recording_and_serving() {
         stats.fragments_dropped.load(Ordering::Relaxed),
         stats.segments_opened.load(Ordering::Relaxed)
     );
-    assert!(full > 0, "the disk never filled: test is not testing anything");
+    assert!(
+        full > 0,
+        "the disk never filled: test is not testing anything"
+    );
     assert!(deleted > 0, "retention freed nothing");
     let first = written_at_first_full.expect("disk filled during the run");
-    assert!(written > first + 100, "recording did not continue after the disk filled ({first} → {written})");
+    assert!(
+        written > first + 100,
+        "recording did not continue after the disk filled ({first} → {written})"
+    );
     assert!(
         stats.fragments_dropped.load(Ordering::Relaxed) < 20,
         "most GOPs must still be recorded"
     );
-    assert_eq!(tx.stats.groups_dropped.load(Ordering::Relaxed), 0, "the recorder kept draining its feed");
+    assert_eq!(
+        tx.stats.groups_dropped.load(Ordering::Relaxed),
+        0,
+        "the recorder kept draining its feed"
+    );
     assert_consistent(dir.path());
 }
-

@@ -100,5 +100,12 @@ fn repairs_every_kind_of_damage() {
     // Reconciling a consistent index changes nothing.
     let mut db = db;
     let again = reconcile(&mut db, &root).expect("again");
-    assert_eq!((again.rows_repaired, again.fragments_added, again.files_deleted), (0, 0, 0));
+    assert_eq!(
+        (
+            again.rows_repaired,
+            again.fragments_added,
+            again.files_deleted
+        ),
+        (0, 0, 0)
+    );
 }

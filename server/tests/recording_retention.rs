@@ -36,7 +36,11 @@ fn record(rec: &mut Recorder, clock: &SimulatedClock, cams: &[u8], sessions: usi
 
 fn starts(dir: &std::path::Path) -> Vec<(i64, i64)> {
     let db = Db::open(&dir.join("kodama.db")).expect("db");
-    db.all_segments().expect("rows").iter().map(|s| (s.camera_id, s.start_us)).collect()
+    db.all_segments()
+        .expect("rows")
+        .iter()
+        .map(|s| (s.camera_id, s.start_us))
+        .collect()
 }
 
 #[test]
@@ -61,7 +65,10 @@ fn by_age_oldest_first() {
     let now = clock_now(&clock);
     assert_eq!(after.len(), 2, "{after:?}");
     let day = 86_400_000_000i64;
-    assert!(after[0].1 > T0 + 3 * day - 600_000_000 && after[1].1 > T0 + 4 * day - 600_000_000, "{after:?}");
+    assert!(
+        after[0].1 > T0 + 3 * day - 600_000_000 && after[1].1 > T0 + 4 * day - 600_000_000,
+        "{after:?}"
+    );
     assert!(after.iter().all(|&(_, s)| s > now - 2 * day));
     assert_consistent(dir.path());
     // A day later, at the next start, one more goes.
@@ -91,10 +98,19 @@ fn by_total_and_camera_size_oldest_first() {
             Arc::new(SimulatedClock::new(T0)),
         )
         .expect("open");
-        record(&mut rec, &SimulatedClock::new(T0), &[1], 1, Duration::from_secs(60));
+        record(
+            &mut rec,
+            &SimulatedClock::new(T0),
+            &[1],
+            1,
+            Duration::from_secs(60),
+        );
         rec.close_all();
     }
-    let one = Db::open(&probe.path().join("kodama.db")).expect("db").total_bytes(None).expect("bytes") as f64;
+    let one = Db::open(&probe.path().join("kodama.db"))
+        .expect("db")
+        .total_bytes(None)
+        .expect("bytes") as f64;
 
     // Total limit of ~4.5 sessions over two cameras; camera 2 limited to ~1.5.
     let cfg = RecorderConfig {
@@ -117,7 +133,13 @@ fn by_total_and_camera_size_oldest_first() {
     assert!(db.total_bytes(Some(cam2)).expect("b") as f64 <= one * 1.5);
     // Oldest first: what remains of each camera is its newest sessions.
     for cam in [cam1, cam2] {
-        let rows: Vec<i64> = db.all_segments().expect("rows").iter().filter(|s| s.camera_id == cam).map(|s| s.start_us).collect();
+        let rows: Vec<i64> = db
+            .all_segments()
+            .expect("rows")
+            .iter()
+            .filter(|s| s.camera_id == cam)
+            .map(|s| s.start_us)
+            .collect();
         assert!(!rows.is_empty());
         let newest_session_start = T0 + 5 * 63_000_000;
         assert!(rows.iter().all(|&s| s >= T0 + 63_000_000), "{rows:?}");

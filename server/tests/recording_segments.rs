@@ -25,7 +25,15 @@ fn recorder(dir: &std::path::Path, clock: Arc<SimulatedClock>) -> Recorder {
 }
 
 /// Feeds `gops` (at `fps`) as group ids `first_id..`, advancing the clock.
-fn feed(rec: &mut Recorder, clock: &SimulatedClock, cam: kodama_net::EndpointId, gops: &[Vec<bytes::Bytes>], first_id: u64, capture0: u64, fps: u32) -> u64 {
+fn feed(
+    rec: &mut Recorder,
+    clock: &SimulatedClock,
+    cam: kodama_net::EndpointId,
+    gops: &[Vec<bytes::Bytes>],
+    first_id: u64,
+    capture0: u64,
+    fps: u32,
+) -> u64 {
     let mut capture = capture0;
     for (i, g) in gops.iter().enumerate() {
         let dur = g.len() as u64 * 1_000_000 / u64::from(fps);
@@ -61,12 +69,18 @@ fn segment_and_export_play_in_ffprobe() {
     assert_eq!((p.width, p.height), (320, 240));
     assert_eq!(p.packets as usize, frames_sent);
     let sent_s = frames_sent as f64 / 10.0;
-    assert!((p.duration_s - sent_s).abs() <= 0.1 + 1e-6, "duration {} vs {sent_s}", p.duration_s);
+    assert!(
+        (p.duration_s - sent_s).abs() <= 0.1 + 1e-6,
+        "duration {} vs {sent_s}",
+        p.duration_s
+    );
     decodes_cleanly(&path);
 
     // Export the whole recording: same frames, same duration.
     let root = dir.path().join("recordings");
-    let plan = export::plan(&db, &root, seg.camera_id, seg.start_us, seg.end_us).expect("plan").expect("something");
+    let plan = export::plan(&db, &root, seg.camera_id, seg.start_us, seg.end_us)
+        .expect("plan")
+        .expect("something");
     let mut out = Vec::new();
     export::produce(&plan, |c| {
         out.extend_from_slice(&c);
@@ -79,14 +93,24 @@ fn segment_and_export_play_in_ffprobe() {
     assert_eq!(p.codec, "h264");
     assert_eq!((p.width, p.height), (320, 240));
     assert_eq!(p.packets as usize, frames_sent);
-    assert!((p.duration_s - sent_s).abs() <= 0.1 + 1e-6, "export duration {}", p.duration_s);
+    assert!(
+        (p.duration_s - sent_s).abs() <= 0.1 + 1e-6,
+        "export duration {}",
+        p.duration_s
+    );
     decodes_cleanly(&exp);
 
     // A sub-range starts at the keyframe at or before `start` and ends at `end`:
     // start 2.5 s in (GOP 2 starts at 2 s) to 4.05 s → frames 20..=40.
-    let plan = export::plan(&db, &root, seg.camera_id, seg.start_us + 2_500_000, seg.start_us + 4_050_000)
-        .expect("plan")
-        .expect("something");
+    let plan = export::plan(
+        &db,
+        &root,
+        seg.camera_id,
+        seg.start_us + 2_500_000,
+        seg.start_us + 4_050_000,
+    )
+    .expect("plan")
+    .expect("something");
     let mut out = Vec::new();
     export::produce(&plan, |c| {
         out.extend_from_slice(&c);
@@ -115,8 +139,18 @@ fn segments_roll_on_duration_resolution_and_gaps() {
     // A missing GOP (id 38 never arrives): a new segment, so the gap shows.
     clock.advance(Duration::from_secs(2));
     feed(&mut rec, &clock, cam, &big, 39, cap + 2_000_000, 10);
-    rec.handle_event(aux(cam, Channel::Telemetry, cap, r#"{"lat":52.1,"lon":4.3,"fix":"3d"}"#));
-    rec.handle_event(aux(cam, Channel::Event, cap, r#"{"type":"motion","on":true}"#));
+    rec.handle_event(aux(
+        cam,
+        Channel::Telemetry,
+        cap,
+        r#"{"lat":52.1,"lon":4.3,"fix":"3d"}"#,
+    ));
+    rec.handle_event(aux(
+        cam,
+        Channel::Event,
+        cap,
+        r#"{"type":"motion","on":true}"#,
+    ));
     rec.handle_event(aux(cam, Channel::Event, cap, "not json"));
     rec.close_all();
 
@@ -138,9 +172,21 @@ fn segments_roll_on_duration_resolution_and_gaps() {
         assert_eq!((p.width as i64, p.height as i64), (s.width, s.height));
     }
     let cam_row = db.cameras().expect("cameras")[0].id;
-    let tel = db.aux_between(AuxKind::Telemetry, cam_row, 0, i64::MAX, 10).expect("telemetry");
+    let tel = db
+        .aux_between(AuxKind::Telemetry, cam_row, 0, i64::MAX, 10)
+        .expect("telemetry");
     assert_eq!(tel.len(), 1);
     assert!(tel[0].json.contains("52.1"));
-    assert_eq!(db.aux_between(AuxKind::Event, cam_row, 0, i64::MAX, 10).expect("events").len(), 1);
-    assert_eq!(rec.stats().aux_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        db.aux_between(AuxKind::Event, cam_row, 0, i64::MAX, 10)
+            .expect("events")
+            .len(),
+        1
+    );
+    assert_eq!(
+        rec.stats()
+            .aux_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }

@@ -12,7 +12,9 @@ use kodama_net::{EndpointId, SecretKey};
 use kodama_proto::{CameraInfo, Channel, Codec, Frame, FrameFlags};
 use kodama_server::db::Db;
 use kodama_server::feed::{FeedEvent, Group};
-use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, RateControlMode, UsageType};
+use openh264::encoder::{
+    BitRate, Encoder, EncoderConfig, FrameRate, IntraFramePeriod, RateControlMode, UsageType,
+};
 use openh264::formats::YUVSlices;
 use openh264::OpenH264API;
 
@@ -54,7 +56,14 @@ pub fn camera_id(n: u8) -> EndpointId {
 }
 
 /// CameraOnline for encoded video.
-pub fn online(camera: EndpointId, name: &str, gops: &[Vec<Bytes>], width: u16, height: u16, fps: u32) -> FeedEvent {
+pub fn online(
+    camera: EndpointId,
+    name: &str,
+    gops: &[Vec<Bytes>],
+    width: u16,
+    height: u16,
+    fps: u32,
+) -> FeedEvent {
     let (sps, pps) = h264::parameter_sets(&gops[0][0]);
     FeedEvent::CameraOnline {
         camera,
@@ -81,7 +90,11 @@ pub fn group(camera: EndpointId, id: u64, aus: &[Bytes], capture_us: u64, fps: u
         .map(|(i, au)| {
             Arc::new(Frame {
                 channel: Channel::Video,
-                flags: if i == 0 { FrameFlags::KEYFRAME } else { FrameFlags::empty() },
+                flags: if i == 0 {
+                    FrameFlags::KEYFRAME
+                } else {
+                    FrameFlags::empty()
+                },
                 capture_us: capture_us + i as u64 * interval,
                 sequence: id * 1000 + i as u64,
                 payload: au.clone(),
@@ -125,22 +138,43 @@ pub struct Probe {
 /// Runs ffprobe (which CI installs; `apt-get install ffmpeg`).
 pub fn ffprobe(path: &Path) -> Probe {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries"])
+        .args([
+            "-v",
+            "error",
+            "-count_packets",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+        ])
         .arg("stream=codec_name,width,height,nb_read_packets:format=duration")
         .args(["-of", "json"])
         .arg(path)
         .output()
         .expect("ffprobe runs (install ffmpeg)");
-    assert!(out.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.stderr.is_empty(), "ffprobe complained: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "ffprobe complained: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let s = &v["streams"][0];
     Probe {
         codec: s["codec_name"].as_str().unwrap_or_default().into(),
         width: s["width"].as_u64().unwrap_or(0),
         height: s["height"].as_u64().unwrap_or(0),
-        packets: s["nb_read_packets"].as_str().and_then(|p| p.parse().ok()).unwrap_or(0),
-        duration_s: v["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0),
+        packets: s["nb_read_packets"]
+            .as_str()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0),
+        duration_s: v["format"]["duration"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0.0),
     }
 }
 
@@ -152,7 +186,12 @@ pub fn decodes_cleanly(path: &Path) {
         .args(["-f", "null", "-"])
         .output()
         .expect("ffmpeg runs");
-    assert!(out.status.success() && out.stderr.is_empty(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Checks that index and disk agree: every row's file exists with exactly
@@ -168,11 +207,26 @@ pub fn assert_consistent(data_dir: &Path) -> (usize, usize) {
     for s in &rows {
         assert!(files.remove(&s.path), "row {} has no file", s.path);
         let buf = std::fs::read(root.join(&s.path)).expect("read");
-        assert_eq!(buf.len() as i64, s.bytes, "{}: file length vs index", s.path);
+        assert_eq!(
+            buf.len() as i64,
+            s.bytes,
+            "{}: file length vs index",
+            s.path
+        );
         let scan = kodama_media::fmp4::scan_segment(&buf).expect("scans");
-        assert_eq!(scan.complete_len, buf.len() as u64, "{}: trailing bytes", s.path);
+        assert_eq!(
+            scan.complete_len,
+            buf.len() as u64,
+            "{}: trailing bytes",
+            s.path
+        );
         let frs = db.fragments(s.id).expect("fragments");
-        assert_eq!(frs.len(), scan.fragments.len(), "{}: fragment rows vs file", s.path);
+        assert_eq!(
+            frs.len(),
+            scan.fragments.len(),
+            "{}: fragment rows vs file",
+            s.path
+        );
         let mut at = s.init_bytes;
         for (row, f) in frs.iter().zip(&scan.fragments) {
             assert_eq!(row.offset, at);
@@ -191,7 +245,9 @@ pub fn assert_consistent(data_dir: &Path) -> (usize, usize) {
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut std::collections::BTreeSet<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
