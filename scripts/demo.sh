@@ -41,11 +41,40 @@ server_id=$("${server[@]}" id)
 
 for i in $(seq 1 "$cameras"); do
     key="$data/cameras/cam-$i.key"
-    id=$("$bin/kodama-camera" id --key-path "$key")
+    conf="$data/cameras/cam-$i.toml"
+    # Each simulated camera has a simulated SIM7600 (a pty speaking its AT
+    # dialect) and a simulated GPS driving a circle near its own spot.
+    cat >"$conf" <<TOML
+[camera]
+name = "cam-$i"
+key_path = "$key"
+
+[server]
+node_id = "$server_id"
+addrs = ["127.0.0.1:$port"]
+
+[network]
+offline = true
+
+[video]
+source = "synthetic"
+width = 640
+height = 480
+fps = 30
+bitrate_kbps = 1000
+
+[modem]
+enabled = true
+simulated = "healthy"
+
+[gnss]
+source = "simulated"
+sim_lat = $(awk "BEGIN { printf \"%.4f\", 35.6586 + $i * 0.01 }")
+sim_lon = 139.7454
+TOML
+    id=$("$bin/kodama-camera" id --config "$conf")
     "${server[@]}" allow add "$id" --camera --label "cam-$i" >/dev/null
-    "$bin/kodama-camera" --name "cam-$i" --key-path "$key" --offline \
-        --server-id "$server_id" --server-addr "127.0.0.1:$port" \
-        >"$data/cameras/cam-$i.log" 2>&1 &
+    "$bin/kodama-camera" --config "$conf" >"$data/cameras/cam-$i.log" 2>&1 &
     pids+=($!)
 done
 

@@ -1,5 +1,6 @@
 //! Wires the camera together: identity, endpoint, video source, capture
-//! thread and uplink, all under one cancellation token.
+//! thread, modem, GNSS, motion detection, telemetry and uplink, all under
+//! one cancellation token.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, VideoSourceKind};
+use crate::{hw, motion, telemetry};
 use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
 use crate::video::synthetic::{MotionSwitch, SyntheticSource};
 use crate::video::{self, VideoSource};
@@ -61,7 +63,34 @@ pub async fn run(config: Config, handles: AppHandles, cancel: CancellationToken)
     let source = make_source(&config, handles.motion.clone())?;
     let format = source.format();
     let capture = video::spawn_capture(source, cancel.clone())?;
-    let (_aux_tx, aux_rx) = mpsc::channel(64);
+    let (aux_tx, aux_rx) = mpsc::channel(64);
+
+    // Hardware around the video: each part is the real driver or its
+    // simulator, as the config says; all report into telemetry.
+    let modem = hw::modem::start(&config.modem, cancel.clone())
+        .await
+        .context("starting the modem")?;
+    let gnss = hw::gnss::spawn(&config.gnss, cancel.clone()).context("starting GNSS")?;
+    let (motion_tx, motion_active) = watch::channel(false);
+    let motion_task = tokio::spawn(motion::run(
+        config.motion.clone(),
+        capture.luma,
+        aux_tx.clone(),
+        motion_tx,
+        cancel.clone(),
+    ));
+    let (_bitrate_tx, bitrate) = watch::channel(config.video.bitrate_kbps);
+    let sampler = telemetry::spawn_sampler(
+        config.telemetry.clone(),
+        telemetry::Inputs {
+            modem: Some(modem.status.clone()),
+            gnss: Some(gnss.fix.clone()),
+            bitrate_kbps: Some(bitrate),
+            motion: Some(motion_active),
+        },
+        aux_tx,
+        cancel.clone(),
+    );
     let (state_tx, _state_rx) = watch::channel(LinkState::Connecting { attempt: 0 });
     let (initial, max) = config.reconnect_bounds();
     let opts = UplinkOptions {
@@ -81,6 +110,10 @@ pub async fn run(config: Config, handles: AppHandles, cancel: CancellationToken)
     uplink::run(ep.clone(), opts, io, cancel.clone()).await;
     cancel.cancel();
     ep.close().await;
+    let _ = sampler.await;
+    let _ = motion_task.await;
+    let _ = gnss.task.await;
+    modem.join().await;
     match tokio::task::spawn_blocking(move || capture.thread.join()).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e).context("video source failed"),

@@ -26,6 +26,45 @@ pub enum CameraCommand {
     Run,
     /// Print this camera's node id (creating its key if needed) and exit.
     Id,
+    /// Field diagnostics: check one part of the hardware and print JSON.
+    Diag {
+        /// Which part.
+        #[command(subcommand)]
+        what: DiagCommand,
+    },
+}
+
+/// `kodama-camera diag …`
+#[derive(Debug, Subcommand)]
+pub enum DiagCommand {
+    /// Bring up the modem on a serial port and print its state as JSON.
+    Modem {
+        /// Serial port (the SIM7600's AT port, usually /dev/ttyUSB2).
+        #[arg(long)]
+        port: PathBuf,
+        /// Baud rate.
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Parse NMEA (a file or `-` for stdin): one JSON line per fix, then counts.
+    Nmea {
+        /// Input file, or `-`.
+        input: String,
+    },
+    /// Analyse an H.264 Annex-B stream (a file or `-`): profile, level, resolution, frames, IDRs.
+    H264 {
+        /// Input file, or `-`.
+        input: String,
+    },
+    /// Print one telemetry sample as JSON.
+    Telemetry {
+        /// Read /proc and /sys under this directory instead of /.
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
 }
 
 /// Overrides for the configuration file, each also settable by environment.

@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use kodama_firmware::app::{self, AppHandles};
-use kodama_firmware::cli::{CameraCommand, Cli};
+use kodama_firmware::cli::{CameraCommand, Cli, DiagCommand};
+use kodama_firmware::diag;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -12,6 +13,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,iroh=warn,noq=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
@@ -34,6 +36,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", key.public());
                 Ok(())
             }
+            CameraCommand::Diag { what } => run_diag(what).await,
             CameraCommand::Run => {
                 let cancel = CancellationToken::new();
                 let signals = cancel.clone();
@@ -59,6 +62,35 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+async fn run_diag(what: DiagCommand) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    match what {
+        DiagCommand::Modem { port, baud, timeout } => {
+            let report = kodama_firmware::hw::modem::diag::diag_modem(
+                &port,
+                baud,
+                std::time::Duration::from_secs(timeout),
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        DiagCommand::Nmea { input } => {
+            diag::nmea::run(diag::open_input(&input)?, stdout.lock())?;
+        }
+        DiagCommand::H264 { input } => {
+            diag::h264::run(diag::open_input(&input)?, stdout.lock())?;
+        }
+        DiagCommand::Telemetry { root } => {
+            let mut cfg = kodama_firmware::telemetry::TelemetryConfig::default();
+            if let Some(root) = root {
+                cfg.root = root;
+            }
+            diag::telemetry::run(&cfg, std::time::Duration::from_secs(1), stdout.lock()).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -12,6 +12,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,iroh=warn,noq=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let config = cli.common.resolve()?;
