@@ -549,27 +549,29 @@ async fn drive(
     }
     .await;
 
-    // Teardown, each step bounded: cameras stop (their uplinks close
-    // politely), capture threads end within a frame, endpoints close.
+    // Teardown, all cameras and viewers at once, each step bounded: uplinks
+    // close politely, capture threads end within a frame, endpoints close.
     cancel.cancel();
+    let mut closing = JoinSet::new();
     for cam in cameras {
-        let _ = tokio::time::timeout(TEARDOWN_LIMIT, cam.uplink).await;
-        let capture = cam.capture;
-        match tokio::time::timeout(
-            TEARDOWN_LIMIT,
-            tokio::task::spawn_blocking(move || capture.join()),
-        )
-        .await
-        {
-            Ok(Ok(Ok(Err(e)))) => tracing::warn!("capture thread failed: {e}"),
-            Ok(Ok(Ok(Ok(())))) => {}
-            _ => tracing::warn!("capture thread did not stop cleanly"),
-        }
-        let _ = tokio::time::timeout(TEARDOWN_LIMIT, cam.endpoint.close()).await;
+        closing.spawn(async move {
+            let _ = tokio::time::timeout(TEARDOWN_LIMIT, cam.uplink).await;
+            let capture = cam.capture;
+            let joined = tokio::task::spawn_blocking(move || capture.join());
+            match tokio::time::timeout(TEARDOWN_LIMIT, joined).await {
+                Ok(Ok(Ok(Err(e)))) => tracing::warn!("capture thread failed: {e}"),
+                Ok(Ok(Ok(Ok(())))) => {}
+                _ => tracing::warn!("capture thread did not stop cleanly"),
+            }
+            let _ = tokio::time::timeout(TEARDOWN_LIMIT, cam.endpoint.close()).await;
+        });
     }
     for ep in viewer_endpoints {
-        let _ = tokio::time::timeout(TEARDOWN_LIMIT, ep.close()).await;
+        closing.spawn(async move {
+            let _ = tokio::time::timeout(TEARDOWN_LIMIT, ep.close()).await;
+        });
     }
+    while closing.join_next().await.is_some() {}
     result
 }
 

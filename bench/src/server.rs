@@ -81,6 +81,7 @@ impl Running {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 offline: true,
             },
+            ..Config::default()
         };
         let id = kodama_net::endpoint::load_or_create_key(&config.key_path())?.public();
         match mode {
