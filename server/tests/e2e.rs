@@ -346,3 +346,65 @@ async fn viewer_asking_for_an_unknown_camera_gets_a_clear_refusal() {
     let _ = Message::Welcome { version: 1, server: String::new() };
     server.stop().await;
 }
+
+/// ffprobe, or `None` (with a message) where it is not installed. CI installs
+/// it, and there a missing ffprobe is a failure, not a skip.
+fn ffprobe() -> Option<&'static str> {
+    let found = std::process::Command::new("ffprobe").arg("-version").output().is_ok();
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "CI must have ffprobe (scripts/install-deps.sh)");
+        eprintln!("SKIPPED: ffprobe not installed (apt-get install ffmpeg)");
+        return None;
+    }
+    Some("ffprobe")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_output_is_valid_h264_for_ffprobe() {
+    let Some(ffprobe) = ffprobe() else { return };
+    let server = TestServer::start().await;
+    let key = SecretKey::generate();
+    server.allow(&key, PeerRole::Camera);
+    let mut cam = start_camera("probe", server.dial_addr(), key).await;
+    cam.wait_streaming(Duration::from_secs(10)).await;
+    let (client, _ep) = viewer(&server, "probe").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("probe.h264");
+    let written = kodama_server::viewer::watch(
+        client,
+        kodama_server::viewer::ViewOptions {
+            output: Some(out.clone()),
+            duration: Some(Duration::from_secs(20)),
+            frames: Some(90),
+            stats_every: Duration::from_secs(1),
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("watch");
+    assert_eq!(written, 90);
+    let probe = std::process::Command::new(ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+            "-of",
+            "json",
+        ])
+        .arg(&out)
+        .output()
+        .expect("ffprobe runs");
+    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+    assert!(probe.stderr.is_empty(), "ffprobe complains: {}", String::from_utf8_lossy(&probe.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("json");
+    let s = &v["streams"][0];
+    assert_eq!(s["codec_name"], "h264");
+    assert_eq!((s["width"].as_u64(), s["height"].as_u64()), (Some(320), Some(240)));
+    assert_eq!(s["nb_read_frames"].as_str(), Some("90"), "{s}");
+    cam.stop();
+    server.stop().await;
+}
