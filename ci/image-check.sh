@@ -49,12 +49,12 @@ step() { # name command...
 # single-threaded link alone takes minutes). IMAGE_CHECK_FULL_LTO=1 builds
 # the shipping profile (root Cargo.toml) instead, e.g. to measure its size.
 if [ "${IMAGE_CHECK_FULL_LTO:-0}" = 1 ]; then
-	export CARGO_TARGET_DIR=$repo/target/aarch64-cross
+	cross_env=(CARGO_TARGET_DIR="$repo/target/aarch64-cross")
 else
-	export CARGO_TARGET_DIR=$repo/target/aarch64-cross-ci
-	export CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+	cross_env=(CARGO_TARGET_DIR="$repo/target/aarch64-cross-ci"
+		CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16)
 fi
-bin=$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/kodama-camera
+bin=${cross_env[0]#CARGO_TARGET_DIR=}/aarch64-unknown-linux-gnu/release/kodama-camera
 
 check_scripts() {
 	command -v shellcheck >/dev/null || apt-get install -y -q shellcheck >/dev/null
@@ -104,7 +104,7 @@ flash_image_file() {
 
 step "install packages" scripts/install-cross-deps.sh kmod shellcheck
 step "shellcheck" check_scripts
-if step "cross build (aarch64)" scripts/cross-build.sh; then
+if step "cross build (aarch64)" env "${cross_env[@]}" scripts/cross-build.sh; then
 	step "qemu-user smoke test" qemu_user_smoke
 	step "emulated boot (self test)" env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --boot-only
 	step "emulated boot streams ${seconds} s to kodama-server" \
