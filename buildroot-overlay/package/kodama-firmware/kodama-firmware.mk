@@ -49,7 +49,8 @@ define KODAMA_FIRMWARE_VENDOR_CRATES
 		cargo vendor --locked --manifest-path Cargo.toml VENDOR \
 		> .cargo/config.toml
 endef
-KODAMA_FIRMWARE_POST_RSYNC_HOOKS += KODAMA_FIRMWARE_VENDOR_CRATES
+# Configure, not post-rsync: host-rustc (cargo) is built by then.
+KODAMA_FIRMWARE_PRE_CONFIGURE_HOOKS += KODAMA_FIRMWARE_VENDOR_CRATES
 
 # The supervised service (inittab respawn), init scripts and udev rules
 # live in the board's rootfs overlay; the modem's udev rules come from hw/.
