@@ -10,10 +10,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, VideoSourceKind};
-use crate::{hw, motion, telemetry};
 use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
 use crate::video::synthetic::{MotionSwitch, SyntheticSource};
 use crate::video::{self, VideoSource};
+use crate::{hw, motion, telemetry};
 
 /// Handles the app exposes to tests and the demo.
 #[derive(Debug, Clone, Default)]
@@ -31,18 +31,24 @@ pub fn make_source(config: &Config, motion: MotionSwitch) -> anyhow::Result<Box<
         )),
         #[cfg(feature = "pi")]
         VideoSourceKind::Pi => Ok(Box::new(
-            video::pi::PiCameraSource::open(video::pi::PiCameraConfig::new(config.video.settings()))
-                .context("opening the IMX219 camera and the hardware H.264 encoder")?,
+            video::pi::PiCameraSource::open(video::pi::PiCameraConfig::new(
+                config.video.settings(),
+            ))
+            .context("opening the IMX219 camera and the hardware H.264 encoder")?,
         )),
         #[cfg(not(feature = "pi"))]
-        VideoSourceKind::Pi => anyhow::bail!(
-            "video.source = \"pi\" needs a firmware built with the `pi` feature"
-        ),
+        VideoSourceKind::Pi => {
+            anyhow::bail!("video.source = \"pi\" needs a firmware built with the `pi` feature")
+        }
     }
 }
 
 /// Runs the camera until `cancel` fires.
-pub async fn run(config: Config, handles: AppHandles, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    handles: AppHandles,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let secret = endpoint::load_or_create_key(&config.camera.key_path)?;
     let server = endpoint::dial_addr(
         config.server.ticket.as_deref(),

@@ -44,7 +44,9 @@ mod tests {
     #[test]
     fn doubles_to_the_cap_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(700));
-        let seq: Vec<u64> = (0..5).map(|_| b.next_delay(0.0).as_millis() as u64).collect();
+        let seq: Vec<u64> = (0..5)
+            .map(|_| b.next_delay(0.0).as_millis() as u64)
+            .collect();
         assert_eq!(seq, vec![100, 200, 400, 700, 700]);
         b.reset();
         assert_eq!(b.next_delay(0.0), Duration::from_millis(100));

@@ -185,6 +185,11 @@ mod tests {
             "0",
         ])
         .expect("parses");
-        assert!(cli.run.resolve().expect_err("bad").to_string().starts_with("video.fps"));
+        assert!(cli
+            .run
+            .resolve()
+            .expect_err("bad")
+            .to_string()
+            .starts_with("video.fps"));
     }
 }

@@ -196,7 +196,10 @@ impl Config {
             ));
         }
         if name.chars().any(char::is_control) {
-            return Err(invalid("camera.name", "must not contain control characters".into()));
+            return Err(invalid(
+                "camera.name",
+                "must not contain control characters".into(),
+            ));
         }
         match (&self.server.ticket, &self.server.node_id) {
             (None, None) => {
@@ -233,15 +236,12 @@ impl Config {
                 format!("must be at most 300000 (5 minutes), got {max}"),
             ));
         }
-        self.video
-            .settings()
-            .validate()
-            .map_err(|e| match e {
-                crate::video::VideoError::InvalidSettings { field, message } => {
-                    invalid(&format!("video.{field}"), message)
-                }
-                other => invalid("video", other.to_string()),
-            })?;
+        self.video.settings().validate().map_err(|e| match e {
+            crate::video::VideoError::InvalidSettings { field, message } => {
+                invalid(&format!("video.{field}"), message)
+            }
+            other => invalid("video", other.to_string()),
+        })?;
         if self.video.source == VideoSourceKind::Pi && !cfg!(feature = "pi") {
             return Err(invalid(
                 "video.source",
@@ -295,7 +295,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let base = format!("[server]\nnode_id = \"{}\"\naddrs = [\"127.0.0.1:1\"]\n", id());
+        let base = format!(
+            "[server]\nnode_id = \"{}\"\naddrs = [\"127.0.0.1:1\"]\n",
+            id()
+        );
         let err = parse(&format!("{base}[video]\nfps = 0\n")).expect_err("fps");
         assert!(err.to_string().starts_with("video.fps:"), "{err}");
         let err = parse(&format!("{base}[camera]\nname = \"\"\n")).expect_err("name");
@@ -310,8 +313,12 @@ mod tests {
         ))
         .expect_err("offline needs addrs");
         assert!(err.to_string().starts_with("server.addrs:"), "{err}");
-        let err = parse(&format!("{base}[network]\nreconnect_initial_ms = 0\n")).expect_err("backoff");
-        assert!(err.to_string().starts_with("network.reconnect_initial_ms"), "{err}");
+        let err =
+            parse(&format!("{base}[network]\nreconnect_initial_ms = 0\n")).expect_err("backoff");
+        assert!(
+            err.to_string().starts_with("network.reconnect_initial_ms"),
+            "{err}"
+        );
         let err = parse(&format!("{base}[video]\nfps = \"fast\"\n")).expect_err("type");
         assert!(err.to_string().contains("fps"), "{err}");
     }

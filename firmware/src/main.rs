@@ -67,7 +67,11 @@ fn main() -> anyhow::Result<()> {
 async fn run_diag(what: DiagCommand) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     match what {
-        DiagCommand::Modem { port, baud, timeout } => {
+        DiagCommand::Modem {
+            port,
+            baud,
+            timeout,
+        } => {
             let report = kodama_firmware::hw::modem::diag::diag_modem(
                 &port,
                 baud,

@@ -125,7 +125,12 @@ enum SessionEnd {
 }
 
 /// Runs until `cancel` fires or the capture thread ends.
-pub async fn run(endpoint: Endpoint, opts: UplinkOptions, mut io: UplinkIo, cancel: CancellationToken) {
+pub async fn run(
+    endpoint: Endpoint,
+    opts: UplinkOptions,
+    mut io: UplinkIo,
+    cancel: CancellationToken,
+) {
     let mut backoff = Backoff::new(opts.backoff_initial, opts.backoff_max);
     let mut params = ParamSets::default();
     let mut aux_seq = [0u64; 4];
@@ -133,7 +138,15 @@ pub async fn run(endpoint: Endpoint, opts: UplinkOptions, mut io: UplinkIo, canc
     loop {
         attempt += 1;
         let _ = io.state.send(LinkState::Connecting { attempt });
-        let end = session(&endpoint, &opts, &mut io, &mut params, &mut aux_seq, &cancel).await;
+        let end = session(
+            &endpoint,
+            &opts,
+            &mut io,
+            &mut params,
+            &mut aux_seq,
+            &cancel,
+        )
+        .await;
         let delay = match end {
             SessionEnd::Cancelled | SessionEnd::SourceGone => break,
             SessionEnd::Refused(reason) => {
@@ -310,7 +323,10 @@ async fn session(
     end
 }
 
-fn apply_command(command: Command, control: &mpsc::Sender<VideoControl>) -> (CommandResult, String) {
+fn apply_command(
+    command: Command,
+    control: &mpsc::Sender<VideoControl>,
+) -> (CommandResult, String) {
     let request = match command {
         Command::RequestKeyframe => VideoControl::Keyframe,
         Command::SetBitrate { kbps } => VideoControl::Bitrate(kbps),
@@ -333,7 +349,9 @@ mod tests {
             flags: FrameFlags::KEYFRAME,
             capture_us: 0,
             sequence: 0,
-            payload: Bytes::from_static(&[0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 3]),
+            payload: Bytes::from_static(&[
+                0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 2, 0, 0, 0, 1, 0x65, 3,
+            ]),
         };
         let mut delta = key.clone();
         delta.flags = FrameFlags::empty();
@@ -347,9 +365,18 @@ mod tests {
     #[test]
     fn commands_reach_the_capture_thread() {
         let (tx, mut rx) = mpsc::channel(1);
-        assert_eq!(apply_command(Command::SetBitrate { kbps: 900 }, &tx).0, CommandResult::Ok);
+        assert_eq!(
+            apply_command(Command::SetBitrate { kbps: 900 }, &tx).0,
+            CommandResult::Ok
+        );
         assert_eq!(rx.try_recv().ok(), Some(VideoControl::Bitrate(900)));
-        assert_eq!(apply_command(Command::RequestKeyframe, &tx).0, CommandResult::Ok);
-        assert_eq!(apply_command(Command::RequestKeyframe, &tx).0, CommandResult::Failed);
+        assert_eq!(
+            apply_command(Command::RequestKeyframe, &tx).0,
+            CommandResult::Ok
+        );
+        assert_eq!(
+            apply_command(Command::RequestKeyframe, &tx).0,
+            CommandResult::Failed
+        );
     }
 }

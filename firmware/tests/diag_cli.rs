@@ -14,7 +14,9 @@ fn camera(args: &[&str]) -> Output {
 }
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {
@@ -29,7 +31,11 @@ fn json_lines(out: &Output) -> Vec<serde_json::Value> {
 fn diag_h264_reports_resolution_and_idrs() {
     let f = fixture("h264/x264_main_4slices_320x240_keyint3.h264");
     let out = camera(&["diag", "h264", f.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = &json_lines(&out)[0];
     assert_eq!(report["width"], 320, "{report}");
     assert_eq!(report["height"], 240, "{report}");
@@ -62,19 +68,33 @@ fn diag_nmea_prints_fixes_then_counts() {
     )
     .expect("write");
     let out = camera(&["diag", "nmea", f.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = json_lines(&out);
     let fix = &lines[0];
-    assert!((fix["lat"].as_f64().expect("lat") - 48.1173).abs() < 1e-4, "{fix}");
+    assert!(
+        (fix["lat"].as_f64().expect("lat") - 48.1173).abs() < 1e-4,
+        "{fix}"
+    );
     let counts = lines.last().expect("counts");
-    assert!(counts["counts"]["bad_checksums"].as_u64().expect("count") >= 1, "{counts}");
+    assert!(
+        counts["counts"]["bad_checksums"].as_u64().expect("count") >= 1,
+        "{counts}"
+    );
 }
 
 #[test]
 fn diag_telemetry_reads_a_fixture_tree() {
     let root = fixture("telemetry/pi-zero-2w-cellular-undervolt");
     let out = camera(&["diag", "telemetry", "--root", root.to_str().expect("utf8")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sample = &json_lines(&out)[0];
     assert!(sample["memory"]["total_kb"].as_u64().is_some(), "{sample}");
 }
@@ -91,11 +111,29 @@ fn diag_modem_against_the_simulator_and_a_missing_port() {
             )
         })
         .expect("simulator");
-    let out = camera(&["diag", "modem", "--port", port.to_str().expect("utf8"), "--timeout", "20"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = camera(&[
+        "diag",
+        "modem",
+        "--port",
+        port.to_str().expect("utf8"),
+        "--timeout",
+        "20",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(report["registration"], "home", "{report}");
-    let out = camera(&["diag", "modem", "--port", "/dev/does-not-exist", "--timeout", "2"]);
+    let out = camera(&[
+        "diag",
+        "modem",
+        "--port",
+        "/dev/does-not-exist",
+        "--timeout",
+        "2",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist"));
     cancel.cancel();

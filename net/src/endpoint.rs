@@ -49,10 +49,13 @@ pub fn load_or_create_key(path: &Path) -> Result<SecretKey, EndpointError> {
     };
     match std::fs::read(path) {
         Ok(bytes) => {
-            let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| EndpointError::BadKey {
-                path: path.to_owned(),
-                len: bytes.len(),
-            })?;
+            let arr: [u8; 32] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| EndpointError::BadKey {
+                    path: path.to_owned(),
+                    len: bytes.len(),
+                })?;
             Ok(SecretKey::from_bytes(&arr))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -135,10 +138,14 @@ pub async fn bind_with_hooks<H: EndpointHooks + 'static>(
         .bind
         .map_or_else(|| "default addresses".to_owned(), |a| a.to_string());
     if let Some(addr) = opts.bind {
-        builder = builder.clear_ip_transports().bind_addr(addr).map_err(|e| EndpointError::Bind {
-            addr: addr_text.clone(),
-            message: e.to_string(),
-        })?;
+        builder =
+            builder
+                .clear_ip_transports()
+                .bind_addr(addr)
+                .map_err(|e| EndpointError::Bind {
+                    addr: addr_text.clone(),
+                    message: e.to_string(),
+                })?;
     }
     builder.bind().await.map_err(|e| EndpointError::Bind {
         addr: addr_text,

@@ -23,10 +23,10 @@ pub mod error;
 pub mod media_recv;
 pub mod media_send;
 
-pub use iroh::endpoint::{Connection, VarInt};
-pub use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
 /// The iroh crate itself, for the few places (protocol handlers, hooks) that need more.
 pub use iroh;
+pub use iroh::endpoint::{Connection, VarInt};
+pub use iroh::{Endpoint, EndpointAddr, EndpointId, SecretKey};
 pub use iroh_tickets::endpoint::EndpointTicket;
 
 /// Application close codes Kodama uses on connections and streams.

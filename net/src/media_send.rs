@@ -148,7 +148,10 @@ impl MediaSender {
         match group.tx.try_send(frame) {
             Ok(()) => SendOutcome::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(group = group.id, "group queue overflowed; abandoning the group");
+                tracing::warn!(
+                    group = group.id,
+                    "group queue overflowed; abandoning the group"
+                );
                 SendStats::add(&self.stats.groups_abandoned, 1);
                 SendStats::add(&self.stats.frames_dropped, 1);
                 if let Some(g) = self.current.take() {
@@ -234,7 +237,11 @@ impl MediaSender {
     }
 }
 
-async fn open_stream(conn: &Connection, header: StreamHeader, priority: i32) -> Result<SendStream, MediaError> {
+async fn open_stream(
+    conn: &Connection,
+    header: StreamHeader,
+    priority: i32,
+) -> Result<SendStream, MediaError> {
     let mut stream = conn.open_uni().await?;
     stream
         .set_priority(priority)
@@ -249,7 +256,11 @@ fn frame_chunks(frame: &Frame) -> Result<[Bytes; 2], MediaError> {
     Ok([header.freeze(), frame.payload.clone()])
 }
 
-async fn write_frame(stream: &mut SendStream, frame: &Frame, stats: &SendStats) -> Result<(), MediaError> {
+async fn write_frame(
+    stream: &mut SendStream,
+    frame: &Frame,
+    stats: &SendStats,
+) -> Result<(), MediaError> {
     let mut chunks = frame_chunks(frame)?;
     stream.write_all_chunks(&mut chunks).await?;
     SendStats::add(&stats.frames_sent, 1);

@@ -184,7 +184,9 @@ impl ServerHandshake {
                 info.validate()?;
                 (version, Role::Camera, Hello::Camera(info))
             }
-            Message::ViewerHello { version, camera } => (version, Role::Viewer, Hello::Viewer(camera)),
+            Message::ViewerHello { version, camera } => {
+                (version, Role::Viewer, Hello::Viewer(camera))
+            }
             other => {
                 return Err(HandshakeError::Unexpected {
                     found: message_name(&other),

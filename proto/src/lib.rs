@@ -34,14 +34,18 @@ pub mod order;
 pub mod stream;
 pub mod wire;
 
-pub use frame::{Channel, Frame, FrameDecoder, FrameError, FrameFlags, FRAME_HEADER_LEN, MAX_PAYLOAD};
+pub use frame::{
+    Channel, Frame, FrameDecoder, FrameError, FrameFlags, FRAME_HEADER_LEN, MAX_PAYLOAD,
+};
 pub use handshake::{ClientHandshake, HandshakeError, Hello, ServerHandshake};
 pub use message::{
     CameraInfo, CameraSelector, Codec, Command, CommandResult, Message, MessageDecoder,
     MessageError, RejectCode, Role, MAX_MESSAGE_LEN,
 };
 pub use order::{GroupOrderer, MediaEvent};
-pub use stream::{GroupReceiver, StreamError, StreamEvent, StreamHeader, StreamKind, STREAM_HEADER_LEN};
+pub use stream::{
+    GroupReceiver, StreamError, StreamEvent, StreamHeader, StreamKind, STREAM_HEADER_LEN,
+};
 
 /// Protocol version carried in every hello and welcome. Bumped on any
 /// incompatible change to this crate's wire format.

@@ -214,7 +214,9 @@ pub enum Message {
 #[non_exhaustive]
 pub enum MessageError {
     /// The declared length exceeds [`MAX_MESSAGE_LEN`]; refused before allocating.
-    #[error("control message at stream offset {offset}: length {len} exceeds the {max}-byte limit")]
+    #[error(
+        "control message at stream offset {offset}: length {len} exceeds the {max}-byte limit"
+    )]
     TooLarge {
         /// Stream offset of the message.
         offset: u64,
@@ -256,7 +258,9 @@ pub enum MessageError {
         max: usize,
     },
     /// The stream ended in the middle of a message.
-    #[error("control stream ended inside a message at offset {offset} ({buffered} bytes received)")]
+    #[error(
+        "control stream ended inside a message at offset {offset} ({buffered} bytes received)"
+    )]
     Truncated {
         /// Stream offset of the incomplete message.
         offset: u64,
@@ -784,7 +788,10 @@ pub(crate) mod tests {
         match err {
             Err(MessageError::Field {
                 kind: 0x03,
-                source: FieldError::Truncated { field: "server", .. },
+                source:
+                    FieldError::Truncated {
+                        field: "server", ..
+                    },
                 ..
             }) => {}
             other => panic!("unexpected {other:?}"),
@@ -832,22 +839,25 @@ pub(crate) mod tests {
             proptest::collection::vec(any::<u8>(), 0..16),
             "\\PC{0,16}",
         )
-            .prop_map(|(name, width, height, fps_milli, bitrate_kbps, sps, pps, firmware)| CameraInfo {
-                name,
-                codec: Codec::H264,
-                width,
-                height,
-                fps_milli,
-                bitrate_kbps,
-                sps: sps.into(),
-                pps: pps.into(),
-                firmware,
-            })
+            .prop_map(
+                |(name, width, height, fps_milli, bitrate_kbps, sps, pps, firmware)| CameraInfo {
+                    name,
+                    codec: Codec::H264,
+                    width,
+                    height,
+                    fps_milli,
+                    bitrate_kbps,
+                    sps: sps.into(),
+                    pps: pps.into(),
+                    firmware,
+                },
+            )
     }
 
     pub(crate) fn arb_message() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (any::<u16>(), arb_info()).prop_map(|(version, info)| Message::CameraHello { version, info }),
+            (any::<u16>(), arb_info())
+                .prop_map(|(version, info)| Message::CameraHello { version, info }),
             (any::<u16>(), any::<[u8; 32]>()).prop_map(|(version, id)| Message::ViewerHello {
                 version,
                 camera: CameraSelector::Id(id)
@@ -856,13 +866,16 @@ pub(crate) mod tests {
                 version,
                 camera: CameraSelector::Name(name)
             }),
-            (any::<u16>(), "\\PC{0,32}").prop_map(|(version, server)| Message::Welcome { version, server }),
+            (any::<u16>(), "\\PC{0,32}")
+                .prop_map(|(version, server)| Message::Welcome { version, server }),
             (1u16..=6, "\\PC{0,64}").prop_map(|(c, reason)| Message::Reject {
                 code: RejectCode::from_u16(c).expect("in range"),
                 reason
             }),
-            (any::<[u8; 32]>(), arb_info()).prop_map(|(camera, info)| Message::StreamInfo { camera, info }),
-            (any::<[u8; 32]>(), any::<bool>()).prop_map(|(camera, online)| Message::CameraState { camera, online }),
+            (any::<[u8; 32]>(), arb_info())
+                .prop_map(|(camera, info)| Message::StreamInfo { camera, info }),
+            (any::<[u8; 32]>(), any::<bool>())
+                .prop_map(|(camera, online)| Message::CameraState { camera, online }),
             (any::<u32>(), any::<u32>()).prop_map(|(id, kbps)| Message::Command {
                 id,
                 command: Command::SetBitrate { kbps }

@@ -81,7 +81,9 @@ impl GroupOrderer {
     /// Feeds one event; in-order events are appended to `out`.
     pub fn push(&mut self, event: MediaEvent, out: &mut Vec<MediaEvent>) {
         let header = match &event {
-            MediaEvent::Started(h) | MediaEvent::Frame(h, _) | MediaEvent::Ended { header: h, .. } => *h,
+            MediaEvent::Started(h)
+            | MediaEvent::Frame(h, _)
+            | MediaEvent::Ended { header: h, .. } => *h,
         };
         if header.channel != Channel::Video {
             out.push(event);
@@ -151,9 +153,15 @@ impl GroupOrderer {
                 }
                 _ => self.stale += 1,
             },
-            MediaEvent::Ended { header: h, complete } => match self.current {
+            MediaEvent::Ended {
+                header: h,
+                complete,
+            } => match self.current {
                 Some(c) if g == c && !self.current_ended => {
-                    out.push(MediaEvent::Ended { header: h, complete });
+                    out.push(MediaEvent::Ended {
+                        header: h,
+                        complete,
+                    });
                     self.current_ended = true;
                 }
                 Some(c) if g > c => {
@@ -253,7 +261,10 @@ mod tests {
                 MediaEvent::Started(h(1)),
                 MediaEvent::Frame(h(1), f(2, 1)),
                 MediaEvent::Frame(h(0), f(1, 1)),
-                MediaEvent::Ended { header: h(0), complete: true },
+                MediaEvent::Ended {
+                    header: h(0),
+                    complete: true,
+                },
                 MediaEvent::Frame(h(1), f(3, 1)),
             ],
         );
@@ -268,7 +279,10 @@ mod tests {
         for g in 0..3 {
             events.push(MediaEvent::Started(h(g)));
             events.push(MediaEvent::Frame(h(g), f(g, 1)));
-            events.push(MediaEvent::Ended { header: h(g), complete: true });
+            events.push(MediaEvent::Ended {
+                header: h(g),
+                complete: true,
+            });
         }
         let out = run(&mut o, events.clone());
         assert_eq!(out, events);
@@ -289,7 +303,10 @@ mod tests {
             ],
         );
         assert_eq!(seqs(&out), vec![0, 5, 6]);
-        assert!(out.contains(&MediaEvent::Ended { header: h(0), complete: false }));
+        assert!(out.contains(&MediaEvent::Ended {
+            header: h(0),
+            complete: false
+        }));
         assert_eq!(o.stale_frames(), 1);
     }
 
@@ -304,8 +321,14 @@ mod tests {
                 MediaEvent::Frame(h(2), f(20, 1)),
                 MediaEvent::Started(h(1)),
                 MediaEvent::Frame(h(1), f(10, 1)),
-                MediaEvent::Ended { header: h(1), complete: true },
-                MediaEvent::Ended { header: h(0), complete: false },
+                MediaEvent::Ended {
+                    header: h(1),
+                    complete: true,
+                },
+                MediaEvent::Ended {
+                    header: h(0),
+                    complete: false,
+                },
             ],
         );
         assert_eq!(seqs(&out), vec![10, 20]);
@@ -316,13 +339,19 @@ mod tests {
         let mut o = GroupOrderer::new(1 << 20);
         let mut events = vec![
             MediaEvent::Started(h(0)),
-            MediaEvent::Ended { header: h(0), complete: true },
+            MediaEvent::Ended {
+                header: h(0),
+                complete: true,
+            },
         ];
         // Group 1 was superseded before its stream opened.
         for g in 2..6 {
             events.push(MediaEvent::Started(h(g)));
             events.push(MediaEvent::Frame(h(g), f(g, 1)));
-            events.push(MediaEvent::Ended { header: h(g), complete: true });
+            events.push(MediaEvent::Ended {
+                header: h(g),
+                complete: true,
+            });
         }
         let out = run(&mut o, events);
         assert_eq!(seqs(&out), vec![2, 3, 4, 5]);

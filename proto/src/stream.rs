@@ -345,7 +345,10 @@ mod tests {
         };
         let mut rx = GroupReceiver::new();
         rx.push(&stream(h, &[video(1, true), video(2, true)]));
-        assert!(matches!(drain(&mut rx), Err(StreamError::BadGroup { index: 1, .. })));
+        assert!(matches!(
+            drain(&mut rx),
+            Err(StreamError::BadGroup { index: 1, .. })
+        ));
 
         let mut rx = GroupReceiver::new();
         rx.push(&stream(h, &[video(1, true), video(3, false)]));
@@ -374,7 +377,10 @@ mod tests {
         assert_eq!(drain(&mut rx).expect("gaps allowed off video").len(), 3);
         let mut rx = GroupReceiver::new();
         rx.push(&stream(t, &[telemetry(5), telemetry(5)]));
-        assert!(matches!(drain(&mut rx), Err(StreamError::SequenceGap { .. })));
+        assert!(matches!(
+            drain(&mut rx),
+            Err(StreamError::SequenceGap { .. })
+        ));
 
         let mut rx = GroupReceiver::new();
         rx.push(&stream(t, &[video(1, true)]));
@@ -396,7 +402,10 @@ mod tests {
         let mut rx = GroupReceiver::new();
         rx.push(&[MAGIC, 0, 0]);
         assert_eq!(rx.poll(), Ok(None));
-        assert_eq!(rx.finish(), Err(StreamError::TruncatedHeader { received: 3 }));
+        assert_eq!(
+            rx.finish(),
+            Err(StreamError::TruncatedHeader { received: 3 })
+        );
     }
 
     proptest! {

@@ -10,7 +10,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 #[non_exhaustive]
 pub enum FieldError {
     /// The message ended before the field did.
-    #[error("field `{field}` truncated at offset {offset}: needs {needed} bytes, {available} left")]
+    #[error(
+        "field `{field}` truncated at offset {offset}: needs {needed} bytes, {available} left"
+    )]
     Truncated {
         /// Name of the field being read.
         field: &'static str,

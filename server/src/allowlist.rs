@@ -50,7 +50,10 @@ pub enum PeerRole {
 
 impl PeerRole {
     fn matches(self, role: Role) -> bool {
-        matches!((self, role), (PeerRole::Camera, Role::Camera) | (PeerRole::Viewer, Role::Viewer))
+        matches!(
+            (self, role),
+            (PeerRole::Camera, Role::Camera) | (PeerRole::Viewer, Role::Viewer)
+        )
     }
 }
 
@@ -124,10 +127,11 @@ impl Allowlist {
             path: self.path.clone(),
             source,
         };
-        let text = toml::to_string_pretty(&File { peer: peers }).map_err(|e| AllowlistError::Parse {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
+        let text =
+            toml::to_string_pretty(&File { peer: peers }).map_err(|e| AllowlistError::Parse {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -184,7 +188,9 @@ impl Allowlist {
     /// Whether `id` may connect as `role`. Re-reads the file when it changed;
     /// an unreadable file refuses everyone (and is logged), never allows.
     pub fn allows(&self, id: &EndpointId, role: Role) -> bool {
-        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let mtime = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         let Ok(mut cache) = self.cache.lock() else {
             return false;
         };
@@ -213,8 +219,12 @@ mod tests {
         let list = Allowlist::new(dir.path().join("allowlist.toml"));
         let id = kodama_net::SecretKey::generate().public();
         assert!(!list.allows(&id, Role::Camera));
-        assert!(list.add(&id.to_string(), PeerRole::Camera, "porch").expect("add"));
-        assert!(!list.add(&id.to_string(), PeerRole::Camera, "porch 2").expect("update"));
+        assert!(list
+            .add(&id.to_string(), PeerRole::Camera, "porch")
+            .expect("add"));
+        assert!(!list
+            .add(&id.to_string(), PeerRole::Camera, "porch 2")
+            .expect("update"));
         assert!(list.allows(&id, Role::Camera));
         assert!(!list.allows(&id, Role::Viewer), "roles are separate");
         assert_eq!(list.list().expect("list")[0].label, "porch 2");

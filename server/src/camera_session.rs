@@ -31,7 +31,8 @@ const TELEMETRY_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Runs a camera connection to its end.
 pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: CancellationToken) {
     let camera = conn.remote_id();
-    let mut control = match tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(&conn)).await {
+    let mut control = match tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(&conn)).await
+    {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::warn!(%camera, "camera opened no control stream: {e}");

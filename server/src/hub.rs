@@ -85,7 +85,9 @@ impl LiveGroup {
     }
 
     fn push(&self, frame: Arc<Frame>) -> Result<(), GroupLimit> {
-        let bytes = self.bytes.fetch_add(frame.payload.len() as u64, Ordering::Relaxed)
+        let bytes = self
+            .bytes
+            .fetch_add(frame.payload.len() as u64, Ordering::Relaxed)
             + frame.payload.len() as u64;
         let mut frames = self.frames.write().map_err(|_| GroupLimit::Poisoned)?;
         if frames.len() >= MAX_GROUP_FRAMES {
@@ -213,7 +215,10 @@ impl Hub {
 
     /// Every camera seen since start.
     pub fn cameras(&self) -> Vec<CameraStatus> {
-        let map = self.cameras.lock().map(|m| m.values().cloned().collect::<Vec<_>>());
+        let map = self
+            .cameras
+            .lock()
+            .map(|m| m.values().cloned().collect::<Vec<_>>());
         map.unwrap_or_default()
             .iter()
             .map(|t| t.current_status())
@@ -231,8 +236,15 @@ impl Hub {
                 .max_by_key(|t| t.status.borrow().online)
                 .cloned(),
             CameraSelector::FirstOnline => {
-                let mut online: Vec<_> = map.values().filter(|t| t.status.borrow().online).collect();
-                online.sort_by(|a, b| a.status.borrow().info.name.cmp(&b.status.borrow().info.name));
+                let mut online: Vec<_> =
+                    map.values().filter(|t| t.status.borrow().online).collect();
+                online.sort_by(|a, b| {
+                    a.status
+                        .borrow()
+                        .info
+                        .name
+                        .cmp(&b.status.borrow().info.name)
+                });
                 online.first().map(|t| (*t).clone())
             }
         }
@@ -269,7 +281,9 @@ impl Hub {
                 })
                 .clone()
         };
-        track.last_seen_ms.store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+        track
+            .last_seen_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
         track.status.send_replace(status);
         self.offer(FeedEvent::CameraOnline { camera: id, info });
         Publisher {
@@ -389,7 +403,11 @@ mod tests {
     fn frame(seq: u64, key: bool, len: usize) -> Frame {
         Frame {
             channel: Channel::Video,
-            flags: if key { FrameFlags::KEYFRAME } else { FrameFlags::empty() },
+            flags: if key {
+                FrameFlags::KEYFRAME
+            } else {
+                FrameFlags::empty()
+            },
             capture_us: seq,
             sequence: seq,
             payload: Bytes::from(vec![0; len]),
@@ -440,8 +458,12 @@ mod tests {
         let hub = Hub::new(vec![]);
         let mut p = hub.publish(id(), info("a"));
         p.start_group(0);
-        p.video(0, frame(0, true, MAX_GROUP_BYTES / 2)).expect("fits");
-        assert_eq!(p.video(0, frame(1, false, MAX_GROUP_BYTES / 2 + 1)), Err(GroupLimit::Bytes));
+        p.video(0, frame(0, true, MAX_GROUP_BYTES / 2))
+            .expect("fits");
+        assert_eq!(
+            p.video(0, frame(1, false, MAX_GROUP_BYTES / 2 + 1)),
+            Err(GroupLimit::Bytes)
+        );
     }
 
     #[test]
@@ -450,11 +472,23 @@ mod tests {
         let (a, b) = (id(), id());
         let pa = hub.publish(a, info("zeta"));
         let _pb = hub.publish(b, info("alpha"));
-        assert_eq!(hub.find(&CameraSelector::Name("zeta".into())).map(|t| t.id), Some(a));
-        assert_eq!(hub.find(&CameraSelector::Id(*b.as_bytes())).map(|t| t.id), Some(b));
-        assert_eq!(hub.find(&CameraSelector::FirstOnline).map(|t| t.id), Some(b));
+        assert_eq!(
+            hub.find(&CameraSelector::Name("zeta".into())).map(|t| t.id),
+            Some(a)
+        );
+        assert_eq!(
+            hub.find(&CameraSelector::Id(*b.as_bytes())).map(|t| t.id),
+            Some(b)
+        );
+        assert_eq!(
+            hub.find(&CameraSelector::FirstOnline).map(|t| t.id),
+            Some(b)
+        );
         drop(pa);
-        assert_eq!(hub.camera_names(), vec!["alpha".to_owned(), "zeta".to_owned()]);
+        assert_eq!(
+            hub.camera_names(),
+            vec!["alpha".to_owned(), "zeta".to_owned()]
+        );
         assert!(hub.find(&CameraSelector::Name("nope".into())).is_none());
     }
 

@@ -33,7 +33,8 @@ impl ChannelStats {
         self.total_frames += 1;
         self.bytes += frame.payload.len() as u64;
         if self.latencies_us.len() < MAX_SAMPLES {
-            self.latencies_us.push(now_us.saturating_sub(frame.capture_us));
+            self.latencies_us
+                .push(now_us.saturating_sub(frame.capture_us));
         }
         if let Some(prev) = self.last_sequence {
             if frame.sequence > prev + 1 {

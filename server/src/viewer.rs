@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use kodama_net::control::{ControlReader, ControlStream, ControlWriter};
 use kodama_net::media_recv::{receive_media, Received};
 use kodama_net::{codes, Connection, Endpoint, EndpointAddr};
-use kodama_proto::{CameraInfo, CameraSelector, Channel, ClientHandshake, Frame, Message, ALPN_VIEWER};
+use kodama_proto::{
+    CameraInfo, CameraSelector, Channel, ClientHandshake, Frame, Message, ALPN_VIEWER,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -168,7 +170,9 @@ pub async fn watch(
     cancel: CancellationToken,
 ) -> anyhow::Result<u64> {
     let mut out: Option<Box<dyn Write + Send>> = match &opts.output {
-        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::BufWriter::new(std::io::stdout()))),
+        Some(p) if p.as_os_str() == "-" => {
+            Some(Box::new(std::io::BufWriter::new(std::io::stdout())))
+        }
         Some(p) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(p)?))),
         None => None,
     };
@@ -214,7 +218,10 @@ pub async fn watch(
                 eprintln!("camera is {}", if online { "online" } else { "offline" });
             }
             ViewerEvent::Control(Message::StreamInfo { info, .. }) => {
-                eprintln!("camera stream: {}x{} @ {} kbit/s", info.width, info.height, info.bitrate_kbps);
+                eprintln!(
+                    "camera stream: {}x{} @ {} kbit/s",
+                    info.width, info.height, info.bitrate_kbps
+                );
             }
             ViewerEvent::Control(_) => {}
             ViewerEvent::Closed(reason) => {
@@ -231,7 +238,10 @@ pub async fn watch(
         w.flush()?;
     }
     print_stats(&mut stats, telemetry.as_deref(), last_print.elapsed());
-    eprintln!("{written} video frames in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "{written} video frames in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     client.close();
     Ok(written)
 }
@@ -250,14 +260,21 @@ fn print_stats(stats: &mut [ChannelStats; 4], telemetry: Option<&str>, window: D
 /// The fields a person wants at a glance, from whatever telemetry JSON arrived.
 fn summarise_telemetry(frame: &Frame) -> String {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&frame.payload) else {
-        return String::from_utf8_lossy(&frame.payload).chars().take(200).collect();
+        return String::from_utf8_lossy(&frame.payload)
+            .chars()
+            .take(200)
+            .collect();
     };
     let mut parts = Vec::new();
     let mut walk = vec![(String::new(), &v)];
     while let Some((prefix, node)) = walk.pop() {
         if let Some(map) = node.as_object() {
             for (k, child) in map {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 if child.is_object() {
                     walk.push((key, child));
                 } else if !child.is_null() && !child.is_array() {

@@ -34,7 +34,8 @@ fn stream_info(status: &CameraStatus) -> Message {
 /// Runs a viewer connection to its end.
 pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: CancellationToken) {
     let viewer = conn.remote_id();
-    let mut control = match tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(&conn)).await {
+    let mut control = match tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(&conn)).await
+    {
         Ok(Ok(c)) => c,
         _ => {
             tracing::warn!(%viewer, "viewer sent no hello");

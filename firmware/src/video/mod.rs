@@ -111,10 +111,16 @@ impl VideoSettings {
     pub fn validate(&self) -> Result<(), VideoError> {
         let bad = |field, message: String| Err(VideoError::InvalidSettings { field, message });
         if !(16..=4096).contains(&self.width) || self.width % 2 != 0 {
-            return bad("width", format!("must be even and 16..=4096, got {}", self.width));
+            return bad(
+                "width",
+                format!("must be even and 16..=4096, got {}", self.width),
+            );
         }
         if !(16..=4096).contains(&self.height) || self.height % 2 != 0 {
-            return bad("height", format!("must be even and 16..=4096, got {}", self.height));
+            return bad(
+                "height",
+                format!("must be even and 16..=4096, got {}", self.height),
+            );
         }
         if !(1..=60).contains(&self.fps) {
             return bad("fps", format!("must be 1..=60, got {}", self.fps));
@@ -218,7 +224,10 @@ pub fn spawn_capture(
                         dropped += 1;
                         skipping = true;
                         source.request_keyframe();
-                        tracing::debug!(dropped, "network side is behind; skipping to the next keyframe");
+                        tracing::debug!(
+                            dropped,
+                            "network side is behind; skipping to the next keyframe"
+                        );
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => break,
                 }
@@ -253,10 +262,18 @@ mod tests {
         assert!(settings().validate().is_ok());
         let mut s = settings();
         s.width = 321;
-        assert!(s.validate().expect_err("odd").to_string().starts_with("video.width"));
+        assert!(s
+            .validate()
+            .expect_err("odd")
+            .to_string()
+            .starts_with("video.width"));
         let mut s = settings();
         s.fps = 0;
-        assert!(s.validate().expect_err("fps").to_string().starts_with("video.fps"));
+        assert!(s
+            .validate()
+            .expect_err("fps")
+            .to_string()
+            .starts_with("video.fps"));
         let mut s = settings();
         s.keyframe_interval = 0;
         assert!(s

@@ -97,7 +97,11 @@ fn make_encoder(s: &VideoSettings) -> Result<Encoder, VideoError> {
 impl SyntheticSource {
     /// A source with `settings`; `paced` sleeps to real time (tests of pure
     /// throughput turn it off).
-    pub fn new(settings: VideoSettings, paced: bool, motion: MotionSwitch) -> Result<Self, VideoError> {
+    pub fn new(
+        settings: VideoSettings,
+        paced: bool,
+        motion: MotionSwitch,
+    ) -> Result<Self, VideoError> {
         settings.validate()?;
         let encoder = make_encoder(&settings)?;
         let (w, h) = (settings.width as usize, settings.height as usize);
@@ -302,7 +306,11 @@ pub struct ReplaySource {
 impl ReplaySource {
     /// Encodes `seconds` of the synthetic pattern once (rounded up to whole
     /// GOPs, so the loop point is a keyframe) and replays it forever.
-    pub fn prerender(settings: VideoSettings, seconds: u32, paced: bool) -> Result<Self, VideoError> {
+    pub fn prerender(
+        settings: VideoSettings,
+        seconds: u32,
+        paced: bool,
+    ) -> Result<Self, VideoError> {
         let mut source = SyntheticSource::new(settings, false, MotionSwitch::default())?;
         let gop = settings.keyframe_interval.max(1);
         let wanted = (seconds * settings.fps).max(1);
@@ -312,7 +320,9 @@ impl ReplaySource {
             frames.push(source.next_frame()?);
         }
         if !frames.first().is_some_and(|f| f.keyframe) {
-            return Err(VideoError::Encoder("first prerendered frame is not a keyframe".into()));
+            return Err(VideoError::Encoder(
+                "first prerendered frame is not a keyframe".into(),
+            ));
         }
         Ok(Self {
             format: source.format(),
@@ -348,14 +358,18 @@ impl VideoSource for ReplaySource {
     }
 
     fn set_bitrate(&mut self, _kbps: u32) -> Result<(), VideoError> {
-        Err(VideoError::Encoder("a replayed stream has a fixed bitrate".into()))
+        Err(VideoError::Encoder(
+            "a replayed stream has a fixed bitrate".into(),
+        ))
     }
 
     fn request_keyframe(&mut self) {
         // Jump to the start of the next loop iteration's GOP: the loop is made
         // of whole GOPs, so index 0 of any iteration is a keyframe.
         let n = self.frames.len() as u64;
-        if let Some(next_key) = (self.index..self.index + n).find(|i| self.frames[(i % n) as usize].keyframe) {
+        if let Some(next_key) =
+            (self.index..self.index + n).find(|i| self.frames[(i % n) as usize].keyframe)
+        {
             self.index = next_key;
         }
     }
@@ -378,9 +392,15 @@ mod tests {
 
     #[test]
     fn produces_decodable_gops() {
-        let mut src = SyntheticSource::new(settings(), false, MotionSwitch::default()).expect("source");
+        let mut src =
+            SyntheticSource::new(settings(), false, MotionSwitch::default()).expect("source");
         let frames: Vec<_> = (0..25).map(|_| src.next_frame().expect("frame")).collect();
-        let keys: Vec<usize> = frames.iter().enumerate().filter(|(_, f)| f.keyframe).map(|(i, _)| i).collect();
+        let keys: Vec<usize> = frames
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.keyframe)
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(keys, vec![0, 10, 20]);
         let (sps, pps) = parameter_sets(&frames[0].data);
         let info = SpsInfo::parse(sps.expect("keyframe carries SPS")).expect("valid SPS");
@@ -390,14 +410,18 @@ mod tests {
 
     #[test]
     fn keyframe_on_request_and_bitrate_change() {
-        let mut src = SyntheticSource::new(settings(), false, MotionSwitch::default()).expect("source");
+        let mut src =
+            SyntheticSource::new(settings(), false, MotionSwitch::default()).expect("source");
         for _ in 0..3 {
             src.next_frame().expect("frame");
         }
         src.request_keyframe();
         assert!(src.next_frame().expect("frame").keyframe);
         src.set_bitrate(200).expect("valid");
-        assert!(src.next_frame().expect("frame").keyframe, "a new bitrate starts a GOP");
+        assert!(
+            src.next_frame().expect("frame").keyframe,
+            "a new bitrate starts a GOP"
+        );
         assert!(src.set_bitrate(1).is_err());
     }
 
@@ -417,7 +441,10 @@ mod tests {
             .zip(&moving.data)
             .filter(|(a, b)| a.abs_diff(**b) > 40)
             .count();
-        assert!(changed > 40, "the injected block changes many pixels ({changed})");
+        assert!(
+            changed > 40,
+            "the injected block changes many pixels ({changed})"
+        );
     }
 
     #[test]
