@@ -11,7 +11,7 @@ KODAMA_FIRMWARE_SITE = $(BR2_EXTERNAL_KODAMA_PATH)/..
 KODAMA_FIRMWARE_SITE_METHOD = local
 KODAMA_FIRMWARE_LICENSE = MIT or Apache-2.0
 KODAMA_FIRMWARE_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
-	--exclude target --exclude demo-data --exclude fuzz
+	--exclude /target --exclude /demo-data --exclude /fuzz
 
 # Only the camera binary, from the workspace's firmware member (cargo
 # install needs a package manifest, not the workspace's virtual one).
