@@ -489,11 +489,8 @@ mod tests {
             let mut dec = FrameDecoder::new();
             for chunk in data.chunks(split) {
                 dec.push(chunk);
-                loop {
-                    match dec.next_frame() {
-                        Ok(Some(f)) => prop_assert!(f.payload.len() <= MAX_PAYLOAD),
-                        Ok(None) | Err(_) => break,
-                    }
+                while let Ok(Some(f)) = dec.next_frame() {
+                    prop_assert!(f.payload.len() <= MAX_PAYLOAD);
                 }
             }
             let _ = dec.finish();

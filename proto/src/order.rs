@@ -98,10 +98,10 @@ impl GroupOrderer {
     /// one is here (even if it arrived earlier and was set aside), and so on.
     fn advance(&mut self, out: &mut Vec<MediaEvent>) {
         while let (Some(c), true) = (self.current, self.current_ended) {
-            if !self
+            if self
                 .pending
                 .first_key_value()
-                .is_some_and(|(&next, _)| next == c + 1)
+                .is_none_or(|(&next, _)| next != c + 1)
             {
                 break;
             }

@@ -110,13 +110,13 @@ impl VideoSettings {
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), VideoError> {
         let bad = |field, message: String| Err(VideoError::InvalidSettings { field, message });
-        if !(16..=4096).contains(&self.width) || self.width % 2 != 0 {
+        if !(16..=4096).contains(&self.width) || !self.width.is_multiple_of(2) {
             return bad(
                 "width",
                 format!("must be even and 16..=4096, got {}", self.width),
             );
         }
-        if !(16..=4096).contains(&self.height) || self.height % 2 != 0 {
+        if !(16..=4096).contains(&self.height) || !self.height.is_multiple_of(2) {
             return bad(
                 "height",
                 format!("must be even and 16..=4096, got {}", self.height),
