@@ -77,7 +77,7 @@ pub fn plan(
                     init = Some((path.clone(), seg.init_bytes as u64, bytes));
                 }
                 Some((_, _, first)) => {
-                    if !chosen.last().is_some_and(|c| c.path == path) {
+                    if chosen.last().is_none_or(|c| c.path != path) {
                         // Entering a new segment: same codec parameters?
                         match read_at(&path, 0, seg.init_bytes as u64) {
                             Ok(b) if &b == first => {}
