@@ -20,12 +20,12 @@
 pub mod app;
 pub mod backoff;
 pub mod cli;
-pub mod diag;
 pub mod config;
+pub mod diag;
 pub mod firstboot;
-pub mod uplink;
-pub mod video;
 pub mod hw;
 pub mod motion;
 pub mod sim;
 pub mod telemetry;
+pub mod uplink;
+pub mod video;

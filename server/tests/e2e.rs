@@ -19,7 +19,9 @@ async fn video_frames(client: &mut ViewerClient, n: usize, within: Duration) -> 
     let mut out = Vec::new();
     while out.len() < n {
         match tokio::time::timeout_at(deadline, client.next()).await {
-            Ok(ViewerEvent::Media(Received::Frame(h, f))) if h.channel == Channel::Video => out.push(f),
+            Ok(ViewerEvent::Media(Received::Frame(h, f))) if h.channel == Channel::Video => {
+                out.push(f)
+            }
             Ok(ViewerEvent::Closed(reason)) => panic!("viewer closed: {reason}"),
             Ok(_) => {}
             Err(_) => break,
@@ -38,7 +40,12 @@ fn assert_exact_and_ordered(camera: &TestCamera, frames: &[Frame]) {
         assert_eq!(f.payload, original.data, "{}: payload differs", camera.name);
         assert_eq!(f.is_keyframe(), original.keyframe);
         if let Some(prev) = last {
-            assert!(f.sequence > prev, "{}: out of order {prev} -> {}", camera.name, f.sequence);
+            assert!(
+                f.sequence > prev,
+                "{}: out of order {prev} -> {}",
+                camera.name,
+                f.sequence
+            );
         }
         last = Some(f.sequence);
     }
@@ -63,13 +70,22 @@ async fn two_cameras_three_viewers_each_get_exact_bytes_in_order() {
     }
     for (name, (client, _ep)) in &mut viewers {
         let frames = video_frames(client, 45, Duration::from_secs(15)).await;
-        assert_eq!(frames.len(), 45, "viewer of {name} got {} frames", frames.len());
+        assert_eq!(
+            frames.len(),
+            45,
+            "viewer of {name} got {} frames",
+            frames.len()
+        );
         assert!(frames[0].is_keyframe(), "first frame is a keyframe");
         let cam = cams.iter().find(|c| &c.name == name).expect("camera");
         assert_exact_and_ordered(cam, &frames);
         // Strictly consecutive: nothing was skipped for a healthy viewer.
         for w in frames.windows(2) {
-            assert_eq!(w[1].sequence, w[0].sequence + 1, "gap for a healthy viewer of {name}");
+            assert_eq!(
+                w[1].sequence,
+                w[0].sequence + 1,
+                "gap for a healthy viewer of {name}"
+            );
         }
     }
     for c in &cams {
@@ -90,7 +106,10 @@ async fn late_viewer_starts_at_a_keyframe_at_once() {
     let (mut client, _ep) = viewer(&server, "late").await;
     let joined = Instant::now();
     let frames = video_frames(&mut client, 1, Duration::from_secs(5)).await;
-    assert!(frames[0].is_keyframe(), "late joiner's first video frame is a keyframe");
+    assert!(
+        frames[0].is_keyframe(),
+        "late joiner's first video frame is a keyframe"
+    );
     assert!(
         joined.elapsed() < Duration::from_millis(500),
         "the cached GOP arrives at once, not at the next keyframe ({:?})",
@@ -108,9 +127,17 @@ async fn peers_not_on_the_allowlist_are_refused() {
     let stranger = key.public();
     let cam = start_camera("stranger", server.dial_addr(), key).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(server.server.hub.cameras().is_empty(), "refused camera never reaches the hub");
-    assert_ne!(*cam.state.borrow(), kodama_firmware::uplink::LinkState::Streaming);
-    assert!(logged(&format!("refused camera {stranger}: not on the allowlist")));
+    assert!(
+        server.server.hub.cameras().is_empty(),
+        "refused camera never reaches the hub"
+    );
+    assert_ne!(
+        *cam.state.borrow(),
+        kodama_firmware::uplink::LinkState::Streaming
+    );
+    assert!(logged(&format!(
+        "refused camera {stranger}: not on the allowlist"
+    )));
     // A viewer nobody allowed.
     let vkey = SecretKey::generate();
     let vid = vkey.public();
@@ -118,15 +145,22 @@ async fn peers_not_on_the_allowlist_are_refused() {
     let err = ViewerClient::connect(&ep, server.dial_addr(), CameraSelector::FirstOnline)
         .await
         .expect_err("refused");
-    assert!(err.to_string().contains("allowlist"), "viewer sees why: {err}");
-    assert!(logged(&format!("refused viewer {vid}: not on the allowlist")));
+    assert!(
+        err.to_string().contains("allowlist"),
+        "viewer sees why: {err}"
+    );
+    assert!(logged(&format!(
+        "refused viewer {vid}: not on the allowlist"
+    )));
     // A camera key does not make a viewer, nor the reverse.
     let both = SecretKey::generate();
     server.allow(&both, PeerRole::Camera);
     let ep = offline_endpoint(both).await;
-    assert!(ViewerClient::connect(&ep, server.dial_addr(), CameraSelector::FirstOnline)
-        .await
-        .is_err());
+    assert!(
+        ViewerClient::connect(&ep, server.dial_addr(), CameraSelector::FirstOnline)
+            .await
+            .is_err()
+    );
     cam.stop();
     server.stop().await;
 }
@@ -141,11 +175,14 @@ async fn camera_reconnects_after_server_restart() {
     let mut cam = start_camera("phoenix", server.dial_addr(), key).await;
     cam.wait_streaming(Duration::from_secs(10)).await;
     let (mut client, _ep) = viewer(&server, "phoenix").await;
-    assert!(!video_frames(&mut client, 10, Duration::from_secs(5)).await.is_empty());
+    assert!(!video_frames(&mut client, 10, Duration::from_secs(5))
+        .await
+        .is_empty());
     server.stop().await;
     tokio::time::timeout(
         Duration::from_secs(15),
-        cam.state.wait_for(|s| *s != kodama_firmware::uplink::LinkState::Streaming),
+        cam.state
+            .wait_for(|s| *s != kodama_firmware::uplink::LinkState::Streaming),
     )
     .await
     .expect("camera notices the server is gone")
@@ -166,12 +203,21 @@ async fn camera_reconnects_after_server_restart() {
 async fn rogue_camera(
     server: &TestServer,
     garbage: Vec<u8>,
-) -> (kodama_net::Connection, kodama_net::control::ControlStream, kodama_net::Endpoint) {
+) -> (
+    kodama_net::Connection,
+    kodama_net::control::ControlStream,
+    kodama_net::Endpoint,
+) {
     let key = SecretKey::generate();
     server.allow(&key, PeerRole::Camera);
     let ep = offline_endpoint(key).await;
-    let conn = ep.connect(server.dial_addr(), ALPN_CAMERA).await.expect("connects");
-    let mut control = kodama_net::control::ControlStream::open(&conn).await.expect("control");
+    let conn = ep
+        .connect(server.dial_addr(), ALPN_CAMERA)
+        .await
+        .expect("connects");
+    let mut control = kodama_net::control::ControlStream::open(&conn)
+        .await
+        .expect("control");
     let info = kodama_proto::CameraInfo {
         name: "rogue".into(),
         codec: kodama_proto::Codec::H264,
@@ -185,7 +231,10 @@ async fn rogue_camera(
     };
     let mut hs = ClientHandshake::camera(info);
     control.send(hs.hello()).await.expect("hello");
-    let welcome = control.recv_timeout(Duration::from_secs(5)).await.expect("welcome");
+    let welcome = control
+        .recv_timeout(Duration::from_secs(5))
+        .await
+        .expect("welcome");
     hs.handle(welcome).expect("welcomed");
     let mut stream = conn.open_uni().await.expect("stream");
     stream.write_all(&garbage).await.expect("write");
@@ -201,17 +250,32 @@ async fn malformed_and_oversized_frames_disconnect_only_the_offender() {
     let mut good = start_camera("good", server.dial_addr(), key).await;
     good.wait_streaming(Duration::from_secs(10)).await;
     let (mut client, _ep) = viewer(&server, "good").await;
-    assert_eq!(video_frames(&mut client, 5, Duration::from_secs(5)).await.len(), 5);
+    assert_eq!(
+        video_frames(&mut client, 5, Duration::from_secs(5))
+            .await
+            .len(),
+        5
+    );
 
     // Oversized: a video frame header claiming 64 MiB.
-    let mut oversized = StreamHeader { channel: Channel::Video, group: 0 }.to_array().to_vec();
+    let mut oversized = StreamHeader {
+        channel: Channel::Video,
+        group: 0,
+    }
+    .to_array()
+    .to_vec();
     oversized.extend_from_slice(&(64u32 << 20).to_be_bytes());
     oversized.extend_from_slice(&[0, FrameFlags::KEYFRAME.bits()]);
     oversized.extend_from_slice(&[0; 16]);
     // Malformed: not a Kodama stream at all.
     let garbage = b"GET / HTTP/1.1\r\n\r\n".to_vec();
     // A GOP that does not start with a keyframe.
-    let mut no_key = StreamHeader { channel: Channel::Video, group: 0 }.to_array().to_vec();
+    let mut no_key = StreamHeader {
+        channel: Channel::Video,
+        group: 0,
+    }
+    .to_array()
+    .to_vec();
     no_key.extend_from_slice(
         &Frame {
             channel: Channel::Video,
@@ -223,14 +287,19 @@ async fn malformed_and_oversized_frames_disconnect_only_the_offender() {
         .to_bytes()
         .expect("encodes"),
     );
-    for (what, bytes) in [("oversized", oversized), ("garbage", garbage), ("no keyframe", no_key)] {
+    for (what, bytes) in [
+        ("oversized", oversized),
+        ("garbage", garbage),
+        ("no keyframe", no_key),
+    ] {
         let (conn, _control, _ep) = rogue_camera(&server, bytes).await;
         let reason = tokio::time::timeout(Duration::from_secs(5), conn.closed())
             .await
             .unwrap_or_else(|_| panic!("{what}: the server disconnects the offender"));
         let text = reason.to_string();
         assert!(
-            text.contains(&format!("{}", codes::PROTOCOL_VIOLATION)) || text.contains("invalid media"),
+            text.contains(&format!("{}", codes::PROTOCOL_VIOLATION))
+                || text.contains("invalid media"),
             "{what}: closed with a protocol-violation reason: {text}"
         );
         // The good camera's viewer keeps streaming.
@@ -277,7 +346,9 @@ async fn stalled_viewer_skips_to_the_live_gop_and_others_see_no_gap() {
         .windows(2)
         .map(|w| w[1].sequence.saturating_sub(w[0].sequence + 1))
         .sum::<u64>()
-        + after.first().map_or(0, |f| f.sequence.saturating_sub(last_before + 1));
+        + after
+            .first()
+            .map_or(0, |f| f.sequence.saturating_sub(last_before + 1));
     assert!(skipped > 0, "the stalled viewer skipped frames");
     let tail = after.last().expect("frames after resuming");
     assert!(
@@ -291,9 +362,17 @@ async fn stalled_viewer_skips_to_the_live_gop_and_others_see_no_gap() {
         }
     }
     let (_healthy, frames) = healthy_task.await.expect("healthy viewer");
-    assert!(frames.len() >= 120, "healthy viewer kept receiving ({})", frames.len());
+    assert!(
+        frames.len() >= 120,
+        "healthy viewer kept receiving ({})",
+        frames.len()
+    );
     for w in frames.windows(2) {
-        assert_eq!(w[1].sequence, w[0].sequence + 1, "the healthy viewer saw no gap");
+        assert_eq!(
+            w[1].sequence,
+            w[0].sequence + 1,
+            "the healthy viewer saw no gap"
+        );
     }
     cam.stop();
     server.stop().await;
@@ -312,13 +391,11 @@ async fn telemetry_reaches_viewers() {
     let mut n = 0u64;
     while seen.is_none() && tokio::time::Instant::now() < deadline {
         n += 1;
-        let _ = cam
-            .aux
-            .try_send(kodama_firmware::uplink::AuxMessage {
-                channel: Channel::Telemetry,
-                capture_us: kodama_server::stats::now_us(),
-                payload: bytes::Bytes::from(format!("{{\"sample\":{n}}}")),
-            });
+        let _ = cam.aux.try_send(kodama_firmware::uplink::AuxMessage {
+            channel: Channel::Telemetry,
+            capture_us: kodama_server::stats::now_us(),
+            payload: bytes::Bytes::from(format!("{{\"sample\":{n}}}")),
+        });
         if let Ok(ViewerEvent::Media(Received::Frame(h, f))) =
             tokio::time::timeout(Duration::from_millis(200), client.next()).await
         {
@@ -339,20 +416,33 @@ async fn viewer_asking_for_an_unknown_camera_gets_a_clear_refusal() {
     let key = SecretKey::generate();
     server.allow(&key, PeerRole::Viewer);
     let ep = offline_endpoint(key).await;
-    let err = ViewerClient::connect(&ep, server.dial_addr(), CameraSelector::Name("ghost".into()))
-        .await
-        .expect_err("unknown");
+    let err = ViewerClient::connect(
+        &ep,
+        server.dial_addr(),
+        CameraSelector::Name("ghost".into()),
+    )
+    .await
+    .expect_err("unknown");
     assert!(err.to_string().contains("no camera matches"), "{err}");
-    let _ = Message::Welcome { version: 1, server: String::new() };
+    let _ = Message::Welcome {
+        version: 1,
+        server: String::new(),
+    };
     server.stop().await;
 }
 
 /// ffprobe, or `None` (with a message) where it is not installed. CI installs
 /// it, and there a missing ffprobe is a failure, not a skip.
 fn ffprobe() -> Option<&'static str> {
-    let found = std::process::Command::new("ffprobe").arg("-version").output().is_ok();
+    let found = std::process::Command::new("ffprobe")
+        .arg("-version")
+        .output()
+        .is_ok();
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "CI must have ffprobe (scripts/install-deps.sh)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have ffprobe (scripts/install-deps.sh)"
+        );
         eprintln!("SKIPPED: ffprobe not installed (apt-get install ffmpeg)");
         return None;
     }
@@ -398,12 +488,23 @@ async fn viewer_output_is_valid_h264_for_ffprobe() {
         .arg(&out)
         .output()
         .expect("ffprobe runs");
-    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
-    assert!(probe.stderr.is_empty(), "ffprobe complains: {}", String::from_utf8_lossy(&probe.stderr));
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(
+        probe.stderr.is_empty(),
+        "ffprobe complains: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("json");
     let s = &v["streams"][0];
     assert_eq!(s["codec_name"], "h264");
-    assert_eq!((s["width"].as_u64(), s["height"].as_u64()), (Some(320), Some(240)));
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(320), Some(240))
+    );
     assert_eq!(s["nb_read_frames"].as_str(), Some("90"), "{s}");
     cam.stop();
     server.stop().await;

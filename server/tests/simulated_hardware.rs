@@ -47,7 +47,8 @@ sim_lon = 139.7454
         id = server.server.node.endpoint().id(),
         addr = server.addr,
     );
-    let config = CameraConfig::from_toml(&toml, std::path::Path::new("kodama.toml")).expect("parses");
+    let config =
+        CameraConfig::from_toml(&toml, std::path::Path::new("kodama.toml")).expect("parses");
     config.validate().expect("valid");
     let cancel = CancellationToken::new();
     let camera = tokio::spawn(app::run(config, AppHandles::default(), cancel.clone()));
@@ -63,7 +64,8 @@ sim_lon = 139.7454
             if h.channel != Channel::Telemetry {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_slice(&f.payload).expect("telemetry is JSON");
+            let v: serde_json::Value =
+                serde_json::from_slice(&f.payload).expect("telemetry is JSON");
             let signal = v["modem"]["signal_dbm"].as_i64();
             let lat = v["gnss"]["lat"].as_f64();
             if let (Some(signal), Some(lat)) = (signal, lat) {
@@ -73,7 +75,10 @@ sim_lon = 139.7454
     }
     let (signal, lat, sample) = found.expect("found");
     assert!((-113..=-51).contains(&signal), "plausible dBm: {signal}");
-    assert!((lat - 35.6586).abs() < 0.05, "position near the configured spot: {lat}");
+    assert!(
+        (lat - 35.6586).abs() < 0.05,
+        "position near the configured spot: {lat}"
+    );
     assert_eq!(sample["modem"]["technology"], "LTE");
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(10), camera)

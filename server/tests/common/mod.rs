@@ -95,7 +95,9 @@ impl TestServer {
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
         config.server.offline = true;
         let cancel = CancellationToken::new();
-        let server = Server::start(&config, cancel.clone()).await.expect("server starts");
+        let server = Server::start(&config, cancel.clone())
+            .await
+            .expect("server starts");
         let addr = server
             .node
             .endpoint()
@@ -253,7 +255,9 @@ pub async fn viewer(server: &TestServer, name: &str) -> (ViewerClient, Endpoint)
     server.allow(&key, PeerRole::Viewer);
     let ep = offline_endpoint(key).await;
     for _ in 0..50 {
-        match ViewerClient::connect(&ep, server.dial_addr(), CameraSelector::Name(name.into())).await {
+        match ViewerClient::connect(&ep, server.dial_addr(), CameraSelector::Name(name.into()))
+            .await
+        {
             Ok(c) => return (c, ep),
             Err(e) => {
                 tracing::info!("viewer retry: {e}");
