@@ -257,7 +257,8 @@ mod tests {
         let f = build_fragment(&refs, 1, 1_000_000, 0, 33_333, 42).expect("builds");
         assert_eq!(f.header.base_decode_time, 0);
         let d: Vec<u32> = f.header.samples.iter().map(|s| s.duration).collect();
-        assert_eq!(d, vec![2999, 3000, 2999]);
+        // 0, 33_333 and 66_667 µs floor to ticks 0, 2999 and 6000.
+        assert_eq!(d, vec![2999, 3001, 2999]);
         assert!(f.header.samples[0].keyframe && !f.header.samples[1].keyframe);
 
         // A GOP that would overlap the previous one is shifted after it.
