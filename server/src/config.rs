@@ -66,6 +66,10 @@ impl Default for ServerSection {
 pub struct Config {
     /// `[server]`
     pub server: ServerSection,
+    /// `[recording]` (its `data_dir` comes from `[server] data_dir`).
+    pub recording: crate::recorder::RecorderConfig,
+    /// `[api]`
+    pub api: crate::api::ApiConfig,
 }
 
 impl Config {

@@ -25,6 +25,7 @@ pub mod config;
 pub mod db;
 pub mod feed;
 pub mod hub;
+pub mod recorder;
 pub mod stats;
 pub mod transport;
 pub mod viewer;
