@@ -23,7 +23,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 targets=$(cd fuzz && cargo fuzz list)
 if $build_only; then
-    (cd fuzz && cargo fuzz check)
+    (cd fuzz && cargo fuzz check --dev)
     echo "fuzz targets compile: $(echo "$targets" | wc -l)"
     exit 0
 fi
