@@ -14,8 +14,10 @@ use crate::allowlist::{Allowlist, PeerRole};
 use crate::cli::{AllowAction, ViewArgs};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::recorder::{Recorder, SystemClock};
 use crate::transport::{NodeOptions, ServerNode};
 use crate::viewer::{self, ViewOptions, ViewerClient};
+use crate::{api, feed};
 
 /// A running server (for tests and the demo).
 #[derive(Debug)]
@@ -26,6 +28,13 @@ pub struct Server {
     pub hub: Arc<Hub>,
     /// The allowlist.
     pub allowlist: Arc<Allowlist>,
+    /// Where the HTTP API listens.
+    pub api_addr: SocketAddr,
+    /// The API token file.
+    pub api_token: std::path::PathBuf,
+    recorder: tokio::task::JoinHandle<()>,
+    api: tokio::task::JoinHandle<()>,
+    cancel: CancellationToken,
 }
 
 impl Server {
@@ -36,7 +45,52 @@ impl Server {
         let secret = endpoint::load_or_create_key(&config.key_path())?;
         let allowlist = Arc::new(Allowlist::new(config.allowlist_path()));
         allowlist.list().context("the allowlist is unreadable")?;
-        let hub = Hub::new(Vec::new());
+
+        // The recorder reconciles index and files before anything is accepted.
+        let mut recording = config.recording.clone();
+        recording.data_dir = config.server.data_dir.clone();
+        let recorder = Recorder::open(recording, Arc::new(SystemClock::new()))
+            .context("opening the recordings")?;
+        let (feed, feed_rx) = feed::channel("recorder", RECORDER_QUEUE);
+        let hub = Hub::new(vec![feed]);
+
+        let live_hub = hub.clone();
+        let live: Arc<dyn api::LiveStatus> = Arc::new(move || {
+            live_hub
+                .cameras()
+                .into_iter()
+                .map(|c| api::CameraStatus {
+                    endpoint: c.id.to_string(),
+                    name: c.info.name,
+                    online: c.online,
+                    last_seen_us: c
+                        .last_seen
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_micros() as i64),
+                })
+                .collect()
+        });
+        let api_state = api::ApiState::open(
+            &config.server.data_dir,
+            &config.api,
+            live,
+            recorder.status(),
+        )
+        .context("opening the HTTP API")?;
+        let listener = tokio::net::TcpListener::bind(config.api.listen)
+            .await
+            .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
+        let api_addr = listener.local_addr()?;
+        let api_token = api_state.token_path().to_owned();
+        let own = cancel.child_token();
+        let recorder = tokio::spawn(recorder.run(feed_rx, own.child_token()));
+        let api_cancel = own.child_token();
+        let api = tokio::spawn(async move {
+            if let Err(e) = api::serve_on(listener, api_state, api_cancel).await {
+                tracing::error!("HTTP API stopped: {e}");
+            }
+        });
         let node = ServerNode::start(
             NodeOptions {
                 secret,
@@ -49,16 +103,40 @@ impl Server {
                 allowlist: allowlist.clone(),
             },
             hub.clone(),
-            cancel,
+            own.clone(),
         )
         .await?;
         Ok(Self {
             node,
             hub,
             allowlist,
+            api_addr,
+            api_token,
+            recorder,
+            api,
+            cancel: own,
         })
     }
+
+    /// Stops accepting, closes sessions, lets the recorder write what it has
+    /// queued and close its segments, and stops the API.
+    pub async fn shutdown(self) {
+        self.node.shutdown().await;
+        // The hub (and so the recorder's feed) lives until the sessions end.
+        self.cancel.cancel();
+        if tokio::time::timeout(Duration::from_secs(10), self.recorder)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the recorder did not finish within 10 s");
+        }
+        let _ = self.api.await;
+    }
 }
+
+/// GOPs queued for the recorder before whole GOPs are dropped (about a
+/// minute of video from 8 cameras at 1 s GOPs).
+const RECORDER_QUEUE: usize = 512;
 
 /// `kodama-server run`.
 pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -77,12 +155,21 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
     println!("  ticket: {}", server.node.ticket());
     println!("  data: {}", config.server.data_dir.display());
     println!(
+        "  recordings: {}",
+        config.server.data_dir.join("recordings").display()
+    );
+    println!(
+        "  HTTP API: curl -H \"Authorization: Bearer $(cat {})\" http://{}/api/v1/cameras",
+        server.api_token.display(),
+        server.api_addr
+    );
+    println!(
         "  allowed peers: {} (add a camera with: kodama-server allow add <camera-node-id>)",
         server.allowlist.list().map(|l| l.len()).unwrap_or(0)
     );
     cancel.cancelled().await;
     tracing::info!("shutting down");
-    server.node.shutdown().await;
+    server.shutdown().await;
     Ok(())
 }
 
@@ -108,12 +195,20 @@ pub fn allow(config: &Config, action: AllowAction) -> anyhow::Result<()> {
             println!(
                 "{} {id} as {}",
                 if added { "allowed" } else { "updated" },
-                if role == PeerRole::Camera { "camera" } else { "viewer" }
+                if role == PeerRole::Camera {
+                    "camera"
+                } else {
+                    "viewer"
+                }
             );
         }
         AllowAction::List => {
             for p in list.list()? {
-                let role = if p.role == PeerRole::Camera { "camera" } else { "viewer" };
+                let role = if p.role == PeerRole::Camera {
+                    "camera"
+                } else {
+                    "viewer"
+                };
                 println!("{} {role:6} {}", p.id, p.label);
             }
         }
@@ -128,15 +223,47 @@ pub fn allow(config: &Config, action: AllowAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kodama-server token rotate`.
+pub fn rotate_token(config: &Config) -> anyhow::Result<()> {
+    let path = api::client::rotate_token(&config.server.data_dir, &config.api)?;
+    println!("new API token written to {}", path.display());
+    Ok(())
+}
+
 /// `kodama-server view …`.
-pub async fn view(config: &Config, args: ViewArgs, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn view(
+    config: &Config,
+    args: ViewArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(from) = &args.from {
+        let to = args
+            .to
+            .as_deref()
+            .context("--from needs --to (RFC 3339, e.g. 2026-11-25T10:00:00Z)")?;
+        let (written_to, bytes) = api::client::view(
+            &config.server.data_dir,
+            &config.api,
+            args.camera.as_deref(),
+            from,
+            to,
+            args.output.as_deref(),
+        )
+        .await?;
+        eprintln!("wrote {bytes} bytes of MP4 to {written_to}");
+        return Ok(());
+    }
     let key_path = args
         .key_path
         .clone()
         .unwrap_or_else(|| config.server.data_dir.join("viewer.key"));
     let secret = endpoint::load_or_create_key(&key_path)?;
     let server = if args.ticket.is_some() || args.server_id.is_some() {
-        endpoint::dial_addr(args.ticket.as_deref(), args.server_id.as_deref(), &args.server_addr)?
+        endpoint::dial_addr(
+            args.ticket.as_deref(),
+            args.server_id.as_deref(),
+            &args.server_addr,
+        )?
     } else {
         // The local server: whoever can read its data directory owns it, so
         // the viewer may put itself on the allowlist.
@@ -144,7 +271,11 @@ pub async fn view(config: &Config, args: ViewArgs, cancel: CancellationToken) ->
             .context("no --ticket or --server-id given and no local server in --data-dir")?;
         let list = Allowlist::new(config.allowlist_path());
         if !list.allows(&secret.public(), Role::Viewer) {
-            list.add(&secret.public().to_string(), PeerRole::Viewer, "local viewer")?;
+            list.add(
+                &secret.public().to_string(),
+                PeerRole::Viewer,
+                "local viewer",
+            )?;
         }
         let port = config.server.listen.port();
         let addrs = if args.server_addr.is_empty() {

@@ -77,8 +77,21 @@ pub enum ServerCommand {
         #[command(subcommand)]
         action: AllowAction,
     },
-    /// Watch a camera live in the terminal.
+    /// Watch a camera live, or save a recorded range (`--from`/`--to`).
     View(ViewArgs),
+    /// Manage the HTTP API token.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+/// `token` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Replace `<data>/api-token` with a new random token (old one stops working).
+    Rotate,
 }
 
 /// `allow` subcommands.
@@ -125,7 +138,7 @@ pub struct ViewArgs {
     /// Camera name or node id (default: the first online camera).
     #[arg(long)]
     pub camera: Option<String>,
-    /// Write the H.264 elementary stream to this file (`-` for stdout).
+    /// Write the H.264 elementary stream (live) or MP4 (recorded) to this file (`-` for stdout).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Stop after this many seconds.
@@ -140,4 +153,10 @@ pub struct ViewArgs {
     /// Seconds between statistics lines.
     #[arg(long, default_value_t = 2.0)]
     pub stats_every: f64,
+    /// Play back a recording from this time (RFC 3339) instead of live video.
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// End of the recorded range (RFC 3339).
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
 }

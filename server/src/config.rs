@@ -126,9 +126,16 @@ mod tests {
         let err = Config::load(&path).expect_err("bad addr");
         assert!(err.to_string().contains("listen"), "{err}");
         std::fs::write(&path, "[server]\nnmae = \"x\"\n").expect("write");
-        assert!(Config::load(&path).expect_err("typo").to_string().contains("nmae"));
+        assert!(Config::load(&path)
+            .expect_err("typo")
+            .to_string()
+            .contains("nmae"));
         std::fs::write(&path, "[server]\nname = \"\"\n").expect("write");
         let c = Config::load(&path).expect("parses");
-        assert!(c.validate().expect_err("empty").to_string().starts_with("server.name"));
+        assert!(c
+            .validate()
+            .expect_err("empty")
+            .to_string()
+            .starts_with("server.name"));
     }
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use kodama_server::app;
-use kodama_server::cli::{Cli, ServerCommand};
+use kodama_server::cli::{Cli, ServerCommand, TokenAction};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
@@ -29,6 +29,9 @@ fn main() -> anyhow::Result<()> {
             ServerCommand::Id => app::print_id(&config),
             ServerCommand::Allow { action } => app::allow(&config, action),
             ServerCommand::View(args) => app::view(&config, args, cancel).await,
+            ServerCommand::Token {
+                action: TokenAction::Rotate,
+            } => app::rotate_token(&config),
         }
     })
 }

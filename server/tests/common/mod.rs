@@ -94,6 +94,7 @@ impl TestServer {
         config.server.data_dir = data_dir;
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
         config.server.offline = true;
+        config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let cancel = CancellationToken::new();
         let server = Server::start(&config, cancel.clone())
             .await
@@ -126,7 +127,7 @@ impl TestServer {
     }
 
     pub async fn stop(self) {
-        self.server.node.shutdown().await;
+        self.server.shutdown().await;
     }
 }
 
