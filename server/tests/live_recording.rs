@@ -23,7 +23,10 @@ async fn streamed_video_is_recorded_and_exported() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ended = time::OffsetDateTime::now_utc();
     let fmt = &time::format_description::well_known::Rfc3339;
-    let (from, to) = (started.format(fmt).expect("time"), ended.format(fmt).expect("time"));
+    let (from, to) = (
+        started.format(fmt).expect("time"),
+        ended.format(fmt).expect("time"),
+    );
 
     let mut api = server.config.api.clone();
     api.listen = server.server.api_addr;
@@ -41,22 +44,41 @@ async fn streamed_video_is_recorded_and_exported() {
     .expect("export");
     assert!(bytes > 10_000, "a few seconds of video: {bytes} bytes");
 
-    if std::process::Command::new("ffprobe").arg("-version").output().is_err() {
+    if std::process::Command::new("ffprobe")
+        .arg("-version")
+        .output()
+        .is_err()
+    {
         assert!(std::env::var_os("CI").is_none(), "CI must have ffprobe");
         eprintln!("SKIPPED: ffprobe check (apt-get install ffmpeg)");
     } else {
         let probe = std::process::Command::new("ffprobe")
             .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-            .args(["-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "json"])
+            .args([
+                "-show_entries",
+                "stream=codec_name,width,height,nb_read_frames",
+                "-of",
+                "json",
+            ])
             .arg(&out)
             .output()
             .expect("ffprobe");
-        assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+        assert!(
+            probe.status.success(),
+            "{}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("json");
         let s = &v["streams"][0];
         assert_eq!(s["codec_name"], "h264");
-        assert_eq!((s["width"].as_u64(), s["height"].as_u64()), (Some(320), Some(240)));
-        let frames: u64 = s["nb_read_frames"].as_str().and_then(|n| n.parse().ok()).expect("count");
+        assert_eq!(
+            (s["width"].as_u64(), s["height"].as_u64()),
+            (Some(320), Some(240))
+        );
+        let frames: u64 = s["nb_read_frames"]
+            .as_str()
+            .and_then(|n| n.parse().ok())
+            .expect("count");
         // ~4 s at 30 fps were streamed; the export covers whole GOPs of it.
         assert!((60..=200).contains(&frames), "recorded frames: {frames}");
     }
