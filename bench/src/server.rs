@@ -110,6 +110,8 @@ impl Running {
                     .arg("--listen")
                     .arg(listen.to_string())
                     .arg("--offline")
+                    .arg("--api-listen")
+                    .arg("127.0.0.1:0")
                     .arg("run")
                     .env("RUST_LOG", "warn,iroh=error,noq=error")
                     .stdin(Stdio::null())

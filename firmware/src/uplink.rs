@@ -134,6 +134,7 @@ pub async fn run(
     let mut backoff = Backoff::new(opts.backoff_initial, opts.backoff_max);
     let mut params = ParamSets::default();
     let mut aux_seq = [0u64; 4];
+    let mut aux_open = true;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -144,6 +145,7 @@ pub async fn run(
             &mut io,
             &mut params,
             &mut aux_seq,
+            &mut aux_open,
             &cancel,
         )
         .await;
@@ -181,7 +183,7 @@ pub async fn run(
                         return;
                     }
                 },
-                _ = io.aux.recv() => {}
+                a = io.aux.recv(), if aux_open => aux_open = a.is_some(),
             }
         }
     }
@@ -194,6 +196,7 @@ async fn session(
     io: &mut UplinkIo,
     params: &mut ParamSets,
     aux_seq: &mut [u64; 4],
+    aux_open: &mut bool,
     cancel: &CancellationToken,
 ) -> SessionEnd {
     // The hello carries SPS/PPS: wait for a keyframe if we have none yet.
@@ -287,8 +290,10 @@ async fn session(
                     let _ = io.control.try_send(VideoControl::Keyframe);
                 }
             }
-            a = io.aux.recv() => {
-                let Some(a) = a else { continue };
+            a = io.aux.recv(), if *aux_open => {
+                // A closed aux channel (no sampler) must not be polled again:
+                // it would be ready forever and spin this loop.
+                let Some(a) = a else { *aux_open = false; continue };
                 let slot = &mut aux_seq[a.channel as usize];
                 *slot += 1;
                 media.send(Arc::new(Frame {

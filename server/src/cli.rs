@@ -38,6 +38,9 @@ pub struct CommonArgs {
     /// Server name shown to peers.
     #[arg(long, env = "KODAMA_SERVER_NAME", global = true)]
     pub name: Option<String>,
+    /// TCP address of the HTTP API (port 0: any free port).
+    #[arg(long, env = "KODAMA_API_LISTEN", global = true)]
+    pub api_listen: Option<SocketAddr>,
 }
 
 impl CommonArgs {
@@ -58,6 +61,9 @@ impl CommonArgs {
         }
         if let Some(v) = &self.name {
             c.server.name = v.clone();
+        }
+        if let Some(v) = self.api_listen {
+            c.api.listen = v;
         }
         c.validate()?;
         Ok(c)

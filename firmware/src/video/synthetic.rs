@@ -299,7 +299,9 @@ pub struct ReplaySource {
     format: VideoFormat,
     frames: Vec<EncodedFrame>,
     index: u64,
-    start: Instant,
+    /// Set at the first frame, so a source prerendered early does not
+    /// burst its "backlog" when it starts.
+    start: Option<Instant>,
     paced: bool,
 }
 
@@ -328,7 +330,7 @@ impl ReplaySource {
             format: source.format(),
             frames,
             index: 0,
-            start: Instant::now(),
+            start: None,
             paced,
         })
     }
@@ -348,7 +350,8 @@ impl VideoSource for ReplaySource {
 
     fn next_frame(&mut self) -> Result<EncodedFrame, VideoError> {
         if self.paced {
-            pace(self.start, self.index, self.format.fps);
+            let start = *self.start.get_or_insert_with(Instant::now);
+            pace(start, self.index, self.format.fps);
         }
         let n = self.frames.len() as u64;
         let mut frame = self.frames[(self.index % n) as usize].clone();
