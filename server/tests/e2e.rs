@@ -317,15 +317,9 @@ async fn stalled_viewer_skips_to_the_live_gop_and_others_see_no_gap() {
     let server = TestServer::start().await;
     let key = SecretKey::generate();
     server.allow(&key, PeerRole::Camera);
-    // Heavy enough that 3 s of stall overflows the flow-control windows.
-    let heavy = kodama_firmware::video::VideoSettings {
-        width: 1280,
-        height: 720,
-        fps: 30,
-        bitrate_kbps: 4000,
-        keyframe_interval: 15,
-    };
-    let mut cam = start_camera_with("busy", server.dial_addr(), key, heavy).await;
+    // Heavy enough that 3 s of stall overflows the flow-control windows
+    // (1 MiB per connection): 32 KB frames at 30 fps are ~7.7 Mbit/s.
+    let mut cam = start_camera_with("busy", server.dial_addr(), key, settings(), 32 * 1024).await;
     cam.wait_streaming(Duration::from_secs(10)).await;
     let (mut slow, _e1) = viewer(&server, "busy").await;
     let (mut healthy, _e2) = viewer(&server, "busy").await;

@@ -148,6 +148,19 @@ pub async fn offline_endpoint(secret: SecretKey) -> Endpoint {
 pub struct Recording {
     inner: ReplaySource,
     sent: Arc<Mutex<HashMap<u64, EncodedFrame>>>,
+    /// Pad each access unit to at least this many bytes with a filler-data
+    /// NAL unit (H.264 7.3.2.7; decoders skip it), for a deterministic rate.
+    pad_to: usize,
+}
+
+/// Appends a filler-data NAL unit (type 12) so `au` is at least `len` bytes.
+fn pad(au: &mut Vec<u8>, len: usize) {
+    if au.len() + 6 >= len {
+        return;
+    }
+    au.extend_from_slice(&[0, 0, 0, 1, 0x0c]);
+    au.resize(len - 1, 0xff);
+    au.push(0x80);
 }
 
 impl VideoSource for Recording {
@@ -156,6 +169,11 @@ impl VideoSource for Recording {
     }
     fn next_frame(&mut self) -> Result<EncodedFrame, VideoError> {
         let mut f = self.inner.next_frame()?;
+        if self.pad_to > 0 {
+            let mut au = f.data.to_vec();
+            pad(&mut au, self.pad_to);
+            f.data = au.into();
+        }
         let mut sent = self.sent.lock().expect("lock");
         // Capture times are the map key; keep them unique.
         while sent.contains_key(&f.capture_us) {
@@ -184,7 +202,7 @@ pub struct TestCamera {
 }
 
 pub async fn start_camera(name: &str, server: EndpointAddr, key: SecretKey) -> TestCamera {
-    start_camera_with(name, server, key, settings()).await
+    start_camera_with(name, server, key, settings(), 0).await
 }
 
 /// A camera with its own video settings.
@@ -193,6 +211,7 @@ pub async fn start_camera_with(
     server: EndpointAddr,
     key: SecretKey,
     settings: VideoSettings,
+    pad_to: usize,
 ) -> TestCamera {
     let source = tokio::task::spawn_blocking(move || ReplaySource::prerender(settings, 2, true))
         .await
@@ -203,6 +222,7 @@ pub async fn start_camera_with(
     let recording = Recording {
         inner: source,
         sent: sent.clone(),
+        pad_to,
     };
     let format = recording.format();
     let cancel = CancellationToken::new();
