@@ -142,6 +142,37 @@ impl VideoSection {
     }
 }
 
+/// `[wifi]`: the image's network scripts bring Wi-Fi up from this before the
+/// firmware starts; the firmware only validates it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WifiSection {
+    /// Network name (1..=32 bytes); empty means no Wi-Fi.
+    pub ssid: String,
+    /// WPA2 passphrase (8..=63 characters), or empty for an open network.
+    pub psk: String,
+    /// ISO 3166 country code for the regulatory domain, e.g. `GB`.
+    pub country: String,
+}
+
+/// `[cellular]`: the SIM7600's data session, set up by the image's scripts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CellularSection {
+    /// Use the cellular link (as fallback to Wi-Fi).
+    pub enabled: bool,
+    /// Access point name from the SIM's operator.
+    pub apn: String,
+}
+
+/// `[time]`: NTP servers for the image's time sync.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeSection {
+    /// Host names or addresses.
+    pub servers: Vec<String>,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -154,6 +185,12 @@ pub struct Config {
     pub network: NetworkSection,
     /// `[video]`
     pub video: VideoSection,
+    /// `[wifi]`
+    pub wifi: WifiSection,
+    /// `[cellular]`
+    pub cellular: CellularSection,
+    /// `[time]`
+    pub time: TimeSection,
     /// `[modem]`
     pub modem: crate::hw::modem::ModemConfig,
     /// `[gnss]`
@@ -223,6 +260,7 @@ impl Config {
                 }
             }
         }
+        self.validate_links()?;
         let (initial, max) = self.reconnect_bounds();
         if initial == 0 || initial > max {
             return Err(invalid(
@@ -246,6 +284,56 @@ impl Config {
             return Err(invalid(
                 "video.source",
                 "\"pi\" needs a firmware built with the `pi` feature; this build has only \"synthetic\"".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_links(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            field: field.into(),
+            message,
+        };
+        let w = &self.wifi;
+        if w.ssid.len() > 32 {
+            return Err(invalid(
+                "wifi.ssid",
+                format!("must be at most 32 bytes, got {}", w.ssid.len()),
+            ));
+        }
+        let psk_chars = w.psk.chars().count();
+        if !w.psk.is_empty() && !(8..=63).contains(&psk_chars) {
+            return Err(invalid(
+                "wifi.psk",
+                format!("a WPA2 passphrase is 8..=63 characters, got {psk_chars} (leave it empty for an open network)"),
+            ));
+        }
+        if !w.country.is_empty()
+            && !(w.country.len() == 2 && w.country.chars().all(|c| c.is_ascii_uppercase()))
+        {
+            return Err(invalid(
+                "wifi.country",
+                format!(
+                    "must be a two-letter ISO 3166 code like \"GB\", got {:?}",
+                    w.country
+                ),
+            ));
+        }
+        if self.cellular.enabled && self.cellular.apn.trim().is_empty() {
+            return Err(invalid(
+                "cellular.apn",
+                "cellular is enabled but no APN is set (ask the SIM's operator)".into(),
+            ));
+        }
+        if let Some(bad) = self
+            .time
+            .servers
+            .iter()
+            .find(|s| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid(
+                "time.servers",
+                format!("{bad:?} is not a host name"),
             ));
         }
         Ok(())
@@ -291,6 +379,37 @@ mod tests {
         assert!(err.to_string().contains("fsp"), "{err}");
         let err = parse("[vidoe]\n").expect_err("typo");
         assert!(err.to_string().contains("vidoe"), "{err}");
+    }
+
+    #[test]
+    fn image_network_sections_are_accepted_and_checked() {
+        let base = format!("[server]\nnode_id = \"{}\"\n", id());
+        let ok = parse(&format!(
+            "{base}[wifi]\nssid = \"home\"\npsk = \"correct horse\"\ncountry = \"GB\"\n[cellular]\nenabled = true\napn = \"internet\"\n[time]\nservers = [\"pool.ntp.org\"]\n"
+        ))
+        .expect("valid");
+        assert_eq!(ok.wifi.ssid, "home");
+        let err = parse(&format!("{base}[wifi]\npsk = \"short\"\n")).expect_err("psk");
+        assert!(err.to_string().starts_with("wifi.psk"), "{err}");
+        let err = parse(&format!("{base}[wifi]\ncountry = \"gbr\"\n")).expect_err("country");
+        assert!(err.to_string().starts_with("wifi.country"), "{err}");
+        let err = parse(&format!("{base}[cellular]\nenabled = true\n")).expect_err("apn");
+        assert!(err.to_string().starts_with("cellular.apn"), "{err}");
+        let err = parse(&format!("{base}[time]\nservers = [\"a b\"]\n")).expect_err("ntp");
+        assert!(err.to_string().starts_with("time.servers"), "{err}");
+    }
+
+    #[test]
+    fn the_image_example_config_is_valid_once_a_ticket_is_pasted() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../buildroot-overlay/board/kodama/kodama.toml.example");
+        let text = std::fs::read_to_string(&path).expect("example shipped with the image");
+        let err = parse(&text).expect_err("placeholder ticket");
+        assert!(err.to_string().starts_with("server.ticket"), "{err}");
+        let addr = kodama_net::EndpointAddr::new(kodama_net::SecretKey::generate().public());
+        let ticket = kodama_net::EndpointTicket::new(addr).to_string();
+        let c = parse(&text.replace("PASTE-THE-SERVER-TICKET-HERE", &ticket)).expect("valid");
+        assert_eq!(c.camera.name, "front-door");
     }
 
     #[test]

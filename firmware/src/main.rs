@@ -31,6 +31,10 @@ fn main() -> anyhow::Result<()> {
                             .and_then(|p| kodama_firmware::config::Config::load(p).ok())
                             .map(|c| c.camera.key_path)
                     })
+                    .or_else(|| {
+                        // On the SD-card image the key lives on the data partition.
+                        kodama_firmware::firstboot::BootDirs::from_env().map(|d| d.key_path())
+                    })
                     .unwrap_or_else(|| "camera.key".into());
                 let key = kodama_net::endpoint::load_or_create_key(&path)?;
                 println!("{}", key.public());
