@@ -215,16 +215,15 @@ impl MediaSender {
         }
     }
 
-    /// Collects finished writer tasks; returns the first error, if any, so a
-    /// caller can notice a dead connection.
-    fn reap(&mut self) -> Option<MediaError> {
-        let mut first = None;
+    /// Collects finished writer tasks. Their errors mean the connection or a
+    /// stream died; the session notices that through the connection itself,
+    /// so here they are only logged.
+    fn reap(&mut self) {
         while let Some(done) = self.tasks.try_join_next() {
             if let Ok(Err(e)) = done {
-                first.get_or_insert(e);
+                tracing::debug!("media writer ended: {e}");
             }
         }
-        first
     }
 
     /// Finishes every stream and waits for the writers to hand everything to QUIC.
