@@ -308,9 +308,8 @@ impl Config {
                 format!("a WPA2 passphrase is 8..=63 characters, got {psk_chars} (leave it empty for an open network)"),
             ));
         }
-        if !w.country.is_empty()
-            && !(w.country.len() == 2 && w.country.chars().all(|c| c.is_ascii_uppercase()))
-        {
+        let iso_code = w.country.len() == 2 && w.country.chars().all(|c| c.is_ascii_uppercase());
+        if !w.country.is_empty() && !iso_code {
             return Err(invalid(
                 "wifi.country",
                 format!(

@@ -425,27 +425,8 @@ async fn viewer_asking_for_an_unknown_camera_gets_a_clear_refusal() {
     server.stop().await;
 }
 
-/// ffprobe, or `None` (with a message) where it is not installed. CI installs
-/// it, and there a missing ffprobe is a failure, not a skip.
-fn ffprobe() -> Option<&'static str> {
-    let found = std::process::Command::new("ffprobe")
-        .arg("-version")
-        .output()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have ffprobe (scripts/install-deps.sh)"
-        );
-        eprintln!("SKIPPED: ffprobe not installed (apt-get install ffmpeg)");
-        return None;
-    }
-    Some("ffprobe")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_output_is_valid_h264_for_ffprobe() {
-    let Some(ffprobe) = ffprobe() else { return };
     let server = TestServer::start().await;
     let key = SecretKey::generate();
     server.allow(&key, PeerRole::Camera);
@@ -467,33 +448,10 @@ async fn viewer_output_is_valid_h264_for_ffprobe() {
     .await
     .expect("watch");
     assert_eq!(written, 90);
-    let probe = std::process::Command::new(ffprobe)
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_name,width,height,nb_read_frames",
-            "-of",
-            "json",
-        ])
-        .arg(&out)
-        .output()
-        .expect("ffprobe runs");
-    assert!(
-        probe.status.success(),
-        "{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    assert!(
-        probe.stderr.is_empty(),
-        "ffprobe complains: {}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("json");
-    let s = &v["streams"][0];
+    let Some(s) = probe_video(&out) else {
+        cam.stop();
+        return;
+    };
     assert_eq!(s["codec_name"], "h264");
     assert_eq!(
         (s["width"].as_u64(), s["height"].as_u64()),

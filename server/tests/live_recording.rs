@@ -44,32 +44,7 @@ async fn streamed_video_is_recorded_and_exported() {
     .expect("export");
     assert!(bytes > 10_000, "a few seconds of video: {bytes} bytes");
 
-    if std::process::Command::new("ffprobe")
-        .arg("-version")
-        .output()
-        .is_err()
-    {
-        assert!(std::env::var_os("CI").is_none(), "CI must have ffprobe");
-        eprintln!("SKIPPED: ffprobe check (apt-get install ffmpeg)");
-    } else {
-        let probe = std::process::Command::new("ffprobe")
-            .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-            .args([
-                "-show_entries",
-                "stream=codec_name,width,height,nb_read_frames",
-                "-of",
-                "json",
-            ])
-            .arg(&out)
-            .output()
-            .expect("ffprobe");
-        assert!(
-            probe.status.success(),
-            "{}",
-            String::from_utf8_lossy(&probe.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("json");
-        let s = &v["streams"][0];
+    if let Some(s) = probe_video(&out) {
         assert_eq!(s["codec_name"], "h264");
         assert_eq!(
             (s["width"].as_u64(), s["height"].as_u64()),

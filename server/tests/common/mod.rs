@@ -288,3 +288,40 @@ pub async fn viewer(server: &TestServer, name: &str) -> (ViewerClient, Endpoint)
     }
     panic!("viewer could not connect to {name}");
 }
+
+/// ffprobe's view of the first video stream of `path` (codec, size, frames
+/// counted by decoding), or `None` where ffprobe is not installed. CI
+/// installs it (scripts/install-deps.sh); there a missing ffprobe fails.
+pub fn probe_video(path: &std::path::Path) -> Option<serde_json::Value> {
+    if std::process::Command::new("ffprobe")
+        .arg("-version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "CI must have ffprobe");
+        eprintln!("SKIPPED: ffprobe not installed (apt-get install ffmpeg)");
+        return None;
+    }
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames",
+        ])
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(
+        probe.stderr.is_empty(),
+        "ffprobe complains: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("json");
+    Some(v["streams"][0].clone())
+}
