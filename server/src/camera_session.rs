@@ -9,21 +9,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kodama_net::control::ControlStream;
 use kodama_net::media_recv::{receive_media, Received};
 use kodama_net::{codes, Connection};
 use kodama_proto::handshake::Hello;
-use kodama_proto::{Channel, Message, Role, ServerHandshake};
+use kodama_proto::{Channel, Message, Role};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::hello;
 use crate::hub::Hub;
 
 /// Items buffered between the media reader and the hub.
 pub const MEDIA_QUEUE: usize = 128;
-
-/// How long a peer has to send its hello.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often a camera's telemetry is summarised in the log.
 const TELEMETRY_LOG_EVERY: Duration = Duration::from_secs(30);
@@ -31,46 +28,18 @@ const TELEMETRY_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Runs a camera connection to its end.
 pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: CancellationToken) {
     let camera = conn.remote_id();
-    let mut control = match tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(&conn)).await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            tracing::warn!(%camera, "camera opened no control stream: {e}");
-            conn.close(codes::HANDSHAKE, b"no control stream");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(%camera, "camera sent no hello within {HELLO_TIMEOUT:?}");
-            conn.close(codes::HANDSHAKE, b"hello timeout");
-            return;
-        }
+    let Some(hello::Accepted {
+        mut control,
+        hello: Hello::Camera(info),
+        welcome,
+    }) = hello::accept(&conn, Role::Camera, server_name).await
+    else {
+        return;
     };
-    let hello = match control.recv_timeout(HELLO_TIMEOUT).await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(%camera, "bad hello from camera: {e}");
-            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
-            return;
-        }
-    };
-    let handshake = ServerHandshake::new(Role::Camera, server_name);
-    let info = match handshake.handle(hello) {
-        Ok((Hello::Camera(info), welcome)) => {
-            if let Err(e) = control.send(&welcome).await {
-                tracing::warn!(%camera, "cannot welcome camera: {e}");
-                return;
-            }
-            info
-        }
-        Ok((Hello::Viewer(_), _)) => return,
-        Err(e) => {
-            tracing::warn!(%camera, "refusing camera: {e}");
-            let _ = control.send(&ServerHandshake::reject(&e)).await;
-            let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
-            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
-            return;
-        }
-    };
+    if let Err(e) = control.send(&welcome).await {
+        tracing::warn!(%camera, "cannot welcome camera: {e}");
+        return;
+    }
     tracing::info!(
         %camera,
         name = %info.name,

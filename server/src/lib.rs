@@ -7,6 +7,7 @@
 //! * [`transport`]: the iroh node — allowlist hook and one protocol handler
 //!   per ALPN (`kodama/camera/1`, `kodama/view/1`).
 //! * [`allowlist`]: which node ids may connect as camera or viewer.
+//! * [`hello`]: the server side of the hello exchange, shared by both sessions.
 //! * [`camera_session`]: one camera connection: handshake, media into the hub.
 //! * [`viewer_session`]: one viewer connection: newest-GOP-first fan-out.
 //! * [`hub`]: per-camera newest group, viewers' subscriptions, the feeds.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod feed;
+pub mod hello;
 pub mod hub;
 pub mod recorder;
 pub mod stats;

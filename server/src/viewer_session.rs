@@ -11,15 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kodama_net::control::ControlStream;
 use kodama_net::media_send::{MediaSender, SendStats};
 use kodama_net::{codes, Connection};
 use kodama_proto::handshake::Hello;
-use kodama_proto::{Frame, Message, RejectCode, Role, ServerHandshake};
+use kodama_proto::{Frame, Message, RejectCode, Role};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::camera_session::HELLO_TIMEOUT;
+use crate::hello;
 use crate::hub::{CameraStatus, Hub, LiveGroup};
 
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -31,52 +30,37 @@ fn stream_info(status: &CameraStatus) -> Message {
     }
 }
 
+/// Hands every frame of the current group that has arrived to the sender.
+fn send_arrived(current: &mut Option<(Arc<LiveGroup>, usize)>, media: &mut MediaSender) {
+    if let Some((group, next)) = current {
+        while let Some(frame) = group.get(*next) {
+            media.send(frame);
+            *next += 1;
+        }
+    }
+}
+
 /// Runs a viewer connection to its end.
 pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: CancellationToken) {
     let viewer = conn.remote_id();
-    let mut control = match tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(&conn)).await
-    {
-        Ok(Ok(c)) => c,
-        _ => {
-            tracing::warn!(%viewer, "viewer sent no hello");
-            conn.close(codes::HANDSHAKE, b"no hello");
-            return;
-        }
-    };
-    let hello = match control.recv_timeout(HELLO_TIMEOUT).await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(%viewer, "bad hello from viewer: {e}");
-            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
-            return;
-        }
-    };
-    let handshake = ServerHandshake::new(Role::Viewer, server_name);
-    let (selector, welcome) = match handshake.handle(hello) {
-        Ok((Hello::Viewer(selector), welcome)) => (selector, welcome),
-        Ok((Hello::Camera(_), _)) => return,
-        Err(e) => {
-            tracing::warn!(%viewer, "refusing viewer: {e}");
-            let _ = control.send(&ServerHandshake::reject(&e)).await;
-            let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
-            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
-            return;
-        }
+    let Some(hello::Accepted {
+        mut control,
+        hello: Hello::Viewer(selector),
+        welcome,
+    }) = hello::accept(&conn, Role::Viewer, server_name).await
+    else {
+        return;
     };
     let Some(track) = hub.find(&selector) else {
         let reason = format!(
             "no camera matches {selector:?}; known cameras: [{}]",
             hub.camera_names().join(", ")
         );
-        tracing::warn!(%viewer, "refusing viewer: {reason}");
-        let _ = control
-            .send(&Message::Reject {
-                code: RejectCode::UnknownCamera,
-                reason,
-            })
-            .await;
-        let _ = tokio::time::timeout(Duration::from_millis(500), conn.closed()).await;
-        conn.close(codes::HANDSHAKE, b"unknown camera");
+        let reject = Message::Reject {
+            code: RejectCode::UnknownCamera,
+            reason: reason.clone(),
+        };
+        hello::refuse(&conn, &mut control, &reject, &reason).await;
         return;
     };
     let mut status = track.status();
@@ -104,12 +88,7 @@ pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: C
         // viewer keeps up is for the network to decide (MediaSender resets a
         // superseded group whose frames are still unsent), not for how
         // promptly this task was scheduled.
-        if let Some((group, next)) = &mut current {
-            while let Some(frame) = group.get(*next) {
-                media.send(frame);
-                *next += 1;
-            }
-        }
+        send_arrived(&mut current, &mut media);
         // Move to the newest group when one has begun.
         let newest = groups.borrow_and_update().clone();
         if let Some(newest) = newest {
@@ -121,15 +100,10 @@ pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: C
                 current = Some((newest, 0));
             }
         }
-        if let Some((group, next)) = &mut current {
-            if let Some(rx) = &mut frames_rx {
-                rx.borrow_and_update();
-            }
-            while let Some(frame) = group.get(*next) {
-                media.send(frame);
-                *next += 1;
-            }
+        if let Some(rx) = &mut frames_rx {
+            rx.borrow_and_update();
         }
+        send_arrived(&mut current, &mut media);
         let dropped = SendStats::get(&stats.frames_dropped) + skipped;
         if dropped > logged_drops && last_drop_log.elapsed() >= DROP_LOG_EVERY {
             tracing::warn!(%viewer, dropped, "viewer is behind; skipped to the newest GOP");
