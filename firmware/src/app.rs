@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, VideoSourceKind};
+use crate::pairing::{self, PairedRecord};
 use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
 use crate::video::synthetic::{MotionSwitch, SyntheticSource};
 use crate::video::{self, VideoSource};
@@ -43,6 +44,44 @@ pub fn make_source(config: &Config, motion: MotionSwitch) -> anyhow::Result<Box<
     }
 }
 
+/// The server to stream to: the configured ticket or node id, else the one
+/// this camera paired with. Pairs first when `server.pair` is set and the
+/// camera has not paired yet.
+async fn resolve_server(
+    config: &Config,
+    ep: &kodama_net::Endpoint,
+    cancel: &CancellationToken,
+) -> anyhow::Result<kodama_net::EndpointAddr> {
+    let record_path = config.paired_record_path();
+    let mut record = PairedRecord::load(&record_path)?;
+    if record.is_none() {
+        if let Some(text) = &config.server.pair {
+            let pairing =
+                kodama_proto::pairing::PairingString::parse(text).context("server.pair")?;
+            record = Some(
+                pairing::pair_camera(ep, &pairing, &config.camera.name, &record_path, cancel)
+                    .await
+                    .context("pairing with the server")?,
+            );
+        }
+    } else if config.server.pair.is_some() {
+        tracing::info!(record = %record_path.display(), "already paired; server.pair is not used again");
+    }
+    if config.server.ticket.is_some() || config.server.node_id.is_some() {
+        return Ok(endpoint::dial_addr(
+            config.server.ticket.as_deref(),
+            config.server.node_id.as_deref(),
+            &config.server.addrs,
+        )?);
+    }
+    match record {
+        Some(r) => Ok(r.server_addr()?),
+        None => anyhow::bail!(
+            "no server: set server.pair (from `kodama-server camera add NAME`) or server.ticket"
+        ),
+    }
+}
+
 /// Runs the camera until `cancel` fires.
 pub async fn run(
     config: Config,
@@ -50,11 +89,6 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let secret = endpoint::load_or_create_key(&config.camera.key_path)?;
-    let server = endpoint::dial_addr(
-        config.server.ticket.as_deref(),
-        config.server.node_id.as_deref(),
-        &config.server.addrs,
-    )?;
     let ep = endpoint::bind(
         secret,
         &EndpointOptions {
@@ -64,6 +98,13 @@ pub async fn run(
         },
     )
     .await?;
+    let server = match resolve_server(&config, &ep, &cancel).await {
+        Ok(s) => s,
+        Err(e) => {
+            ep.close().await;
+            return Err(e);
+        }
+    };
     tracing::info!(id = %ep.id(), name = %config.camera.name, server = %server.id, "camera starting");
 
     let source = make_source(&config, handles.motion.clone())?;
@@ -106,6 +147,7 @@ pub async fn run(
         bitrate_kbps: config.video.bitrate_kbps,
         backoff_initial: Duration::from_millis(initial),
         backoff_max: Duration::from_millis(max),
+        reboot_command: config.system.reboot_command.clone(),
     };
     let io = UplinkIo {
         frames: capture.frames,

@@ -13,6 +13,7 @@
 //! * [`video`]: the [`video::VideoSource`] trait, the capture thread, the
 //!   synthetic source (and the Pi driver under the `pi` feature).
 //! * [`uplink`]: connect, handshake, stream GOPs, reconnect with backoff.
+//! * [`pairing`]: redeem `server.pair`'s one-time code, remember being paired.
 //! * [`backoff`]: capped exponential backoff, sans-IO.
 //! * [`hw`]: hardware drivers (modem, GNSS, GPIO).
 //! * [`sim`]: hardware simulators (test equipment).
@@ -25,6 +26,7 @@ pub mod diag;
 pub mod firstboot;
 pub mod hw;
 pub mod motion;
+pub mod pairing;
 pub mod sim;
 pub mod telemetry;
 pub mod uplink;
