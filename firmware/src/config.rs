@@ -95,6 +95,9 @@ pub struct SystemSection {
     /// Program and arguments that reboot the camera (the image sets
     /// `["/sbin/reboot"]`); empty: reboot commands are answered "unsupported".
     pub reboot_command: Vec<String>,
+    /// Program and arguments that (re)join Wi-Fi after a pairing QR code
+    /// brought credentials (the image sets its network script's `wifi`).
+    pub wifi_command: Vec<String>,
 }
 
 /// `[network]`
@@ -258,13 +261,9 @@ impl Config {
                 .map_err(|e| invalid("server.pair", e.to_string()))?;
         }
         match (&self.server.ticket, &self.server.node_id) {
-            (None, None) if self.server.pair.is_some() => {}
-            (None, None) => {
-                return Err(invalid(
-                    "server",
-                    "set server.pair (from `kodama-server camera add NAME`), or server.ticket, or server.node_id (with server.addrs when offline)".into(),
-                ))
-            }
+            // No server at all: the camera onboards by QR code (or uses
+            // the server it paired with before).
+            (None, None) => {}
             (Some(t), _) => {
                 kodama_net::endpoint::parse_ticket(t)
                     .map_err(|e| invalid("server.ticket", e.to_string()))?;
@@ -362,6 +361,12 @@ impl Config {
     /// data partition (it survives updates and reboots).
     pub fn paired_record_path(&self) -> PathBuf {
         self.camera.key_path.with_extension("paired.toml")
+    }
+
+    /// Where Wi-Fi credentials read from a pairing QR code are kept (the
+    /// image's network script reads them when `kodama.toml` has no `[wifi]`).
+    pub fn qr_wifi_path(&self) -> PathBuf {
+        self.camera.key_path.with_extension("wifi.toml")
     }
 
     /// Reconnect backoff bounds in milliseconds.
@@ -463,8 +468,8 @@ mod tests {
         assert!(err.to_string().starts_with("camera.name:"), "{err}");
         let err = parse("[server]\nnode_id = \"nope\"\n").expect_err("id");
         assert!(err.to_string().starts_with("server.node_id:"), "{err}");
-        let err = parse("").expect_err("no server");
-        assert!(err.to_string().starts_with("server:"), "{err}");
+        // No server: the camera onboards by QR code.
+        assert!(parse("").is_ok());
         let err = parse(&format!(
             "[server]\nnode_id = \"{}\"\n[network]\noffline = true\n",
             id()

@@ -3,7 +3,7 @@
 //! and which server it was, so every later start connects as a camera.
 //!
 //! The record (`<key>.paired.toml`, beside the secret key) is written
-//! atomically (temporary file, fsync, rename). A refusal that retrying
+//! atomically ([`crate::firstboot::atomic_write`]). A refusal that retrying
 //! cannot fix (wrong, expired or used code, revoked key) ends the attempt
 //! with the server's reason; an unreachable server is retried with capped
 //! backoff until cancelled.
@@ -82,20 +82,8 @@ impl PairedRecord {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
-        let tmp = path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
-            f.write_all(text.as_bytes())
-                .map_err(|e| err(e.to_string()))?;
-            f.sync_all().map_err(|e| err(e.to_string()))?;
-        }
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        crate::firstboot::atomic_write(path, text.as_bytes(), 0o600)
+            .map_err(|e| err(e.to_string()))?;
         Ok(())
     }
 

@@ -466,3 +466,124 @@ async fn viewers_pair_with_view_pair_and_commands_are_acknowledged_with_what_hap
     assert!(!refused.status.success());
     server.stop().await;
 }
+
+/// A QR code as the luma picture a card held in front of the lens makes:
+/// dark modules 0, light 255, `scale` pixels a module, 4-module quiet zone.
+fn qr_picture(text: &str, scale: usize) -> kodama_firmware::video::LumaFrame {
+    let code = qrcode::QrCode::new(text.as_bytes()).expect("fits in a QR code");
+    let modules = code.width();
+    let colors = code.to_colors();
+    let side = (modules + 8) * scale;
+    let mut data = vec![255u8; side * side];
+    for (i, c) in colors.iter().enumerate() {
+        if *c != qrcode::Color::Dark {
+            continue;
+        }
+        let (mx, my) = (i % modules + 4, i / modules + 4);
+        for y in my * scale..(my + 1) * scale {
+            data[y * side + mx * scale..y * side + (mx + 1) * scale].fill(0);
+        }
+    }
+    kodama_firmware::video::LumaFrame {
+        width: side as u32,
+        height: side as u32,
+        data,
+        capture_us: 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfigured_camera_pairs_from_a_qr_code_in_front_of_its_lens() {
+    let server = TestServer::start().await;
+    let out = server_cli(
+        &server,
+        &[
+            "camera",
+            "add",
+            "yard",
+            "--no-qr",
+            "--wifi-ssid",
+            "Garden Net",
+            "--wifi-psk",
+            "correct horse",
+            "--wifi-country",
+            "GB",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    let pairing = stdout
+        .lines()
+        .find(|l| l.starts_with("kodama:pair?"))
+        .expect("pairing string")
+        .to_owned();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let joined = dir.path().join("wifi-joined");
+    let toml = format!(
+        r#"
+[camera]
+name = "camera"
+key_path = "{key}"
+[network]
+offline = true
+reconnect_initial_ms = 100
+reconnect_max_ms = 500
+[video]
+width = 320
+height = 240
+fps = 15
+bitrate_kbps = 300
+keyframe_interval = 15
+[system]
+wifi_command = ["sh", "-c", "echo joined > '{joined}'"]
+"#,
+        key = dir.path().join("data/camera.key").display(),
+        joined = joined.display(),
+    );
+    let config =
+        CameraConfig::from_toml(&toml, std::path::Path::new("kodama.toml")).expect("parses");
+    config
+        .validate()
+        .expect("no server is valid: the camera onboards by QR");
+    let handles = AppHandles::default();
+    // First someone shows it a QR code that is not a Kodama one.
+    handles
+        .overlay
+        .show(qr_picture("https://example.com/menu", 4));
+    let cancel = CancellationToken::new();
+    let camera = tokio::spawn(app::run(config.clone(), handles.clone(), cancel.clone()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !logged("it is not a Kodama pairing code") {
+        assert!(
+            Instant::now() < deadline,
+            "the foreign QR code was read and refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let shown = Instant::now();
+    handles.overlay.show(qr_picture(&pairing, 3));
+    let (mut client, _ep) = viewer(&server, "yard").await;
+    capture_times(&mut client, 1, Duration::from_secs(20)).await;
+    eprintln!("QR shown to first frame: {:?}", shown.elapsed());
+    handles.overlay.clear();
+    assert!(config.paired_record_path().exists());
+    let wifi = std::fs::read_to_string(config.qr_wifi_path()).expect("wifi saved");
+    assert!(
+        wifi.contains("Garden Net") && wifi.contains("correct horse"),
+        "{wifi}"
+    );
+    assert!(joined.exists(), "system.wifi_command ran");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(config.qr_wifi_path())
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the Wi-Fi passphrase is private");
+    }
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), camera).await;
+    server.stop().await;
+}
