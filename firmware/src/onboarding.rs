@@ -154,7 +154,11 @@ pub fn spawn_feedback(
             use crate::hw::gpio::{pi, StatusLed};
             match pi::output(crate::firstboot::STATUS_LED_PIN).and_then(StatusLed::new) {
                 Ok(led) => {
-                    tokio::join!(logger, drive_led(led, state, log_cancel));
+                    // drive_led ends (LED off) when onboarding cancels it.
+                    tokio::select! {
+                        _ = logger => {}
+                        _ = drive_led(led, state, log_cancel) => {}
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "status LED unavailable");
