@@ -10,8 +10,6 @@
 //! [`ReplaySource`] loops pre-encoded GOPs: it costs almost no CPU, so
 //! benchmarks can run many cameras on two cores.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -21,26 +19,11 @@ use openh264::encoder::{
 use openh264::formats::YUVSlices;
 use openh264::OpenH264API;
 
+pub use super::MotionSwitch;
 use super::{EncodedFrame, LumaFrame, VideoError, VideoFormat, VideoSettings, VideoSource};
 
 /// Luma planes for motion detection are the picture scaled down by this.
 pub const LUMA_SCALE: u32 = 8;
-
-/// Turns injected motion on and off from another thread.
-#[derive(Debug, Clone, Default)]
-pub struct MotionSwitch(Arc<AtomicBool>);
-
-impl MotionSwitch {
-    /// Starts or stops the moving block.
-    pub fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Relaxed);
-    }
-
-    /// Whether motion is being injected.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// Microseconds since the Unix epoch on this machine's clock.
 pub fn now_us() -> u64 {
