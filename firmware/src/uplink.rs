@@ -276,7 +276,7 @@ async fn session(
             conn.close(codes::NORMAL, b"refused");
             let hint = if code == RejectCode::NotAllowed {
                 format!(
-                    " — on the server run: kodama-server allow add {} --camera",
+                    " — pair it (on the server: kodama-server camera add NAME, then server.pair in kodama.toml) or allow it: kodama-server allow add {} --camera --label NAME",
                     endpoint.id()
                 )
             } else {
