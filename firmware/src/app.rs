@@ -196,6 +196,47 @@ async fn apply_wifi(
     Ok(())
 }
 
+/// Wall-clock µs since the Unix epoch.
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Starts the PIR sensor (`motion.pir_gpio`) as a second source of motion
+/// events next to the picture; `None` when no PIR is configured.
+fn spawn_pir(
+    cfg: &motion::MotionConfig,
+    events: mpsc::Sender<uplink::AuxMessage>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(pin) = cfg.pir_gpio else {
+        return Ok(None);
+    };
+    #[cfg(feature = "pi")]
+    {
+        let input = hw::gpio::pi::input(pin)
+            .with_context(|| format!("opening the PIR sensor on GPIO {pin}"))?;
+        let (edge_tx, edge_rx) = mpsc::channel(8);
+        let period = Duration::from_millis(cfg.pir_poll_ms);
+        let watch_cancel = cancel.clone();
+        let watcher = tokio::spawn(async move {
+            if let Err(e) = hw::gpio::watch_pir(input, period, edge_tx, watch_cancel).await {
+                tracing::warn!(error = %e, "PIR sensor stopped");
+            }
+        });
+        Ok(Some(tokio::spawn(async move {
+            motion::run_pir(edge_rx, events, wall_us, cancel).await;
+            let _ = watcher.await;
+        })))
+    }
+    #[cfg(not(feature = "pi"))]
+    {
+        let _ = (events, cancel, wall_us);
+        anyhow::bail!("motion.pir_gpio = {pin} needs a firmware built with the `pi` feature")
+    }
+}
+
 /// Runs the camera until `cancel` fires.
 pub async fn run(
     config: Config,
@@ -260,6 +301,7 @@ pub async fn run(
         motion_tx,
         cancel.clone(),
     ));
+    let pir_task = spawn_pir(&config.motion, aux_tx.clone(), cancel.clone())?;
     let (_bitrate_tx, bitrate) = watch::channel(config.video.bitrate_kbps);
     let sampler = telemetry::spawn_sampler(
         config.telemetry.clone(),
@@ -294,6 +336,9 @@ pub async fn run(
     ep.close().await;
     let _ = sampler.await;
     let _ = motion_task.await;
+    if let Some(t) = pir_task {
+        let _ = t.await;
+    }
     let _ = gnss.task.await;
     let _ = clock_task.await;
     modem.join().await;

@@ -393,6 +393,18 @@ impl Config {
                 ),
             ));
         }
+        if self.motion.pir_gpio.is_some() && !cfg!(feature = "pi") {
+            return Err(invalid(
+                "motion.pir_gpio",
+                "a PIR sensor needs a firmware built with the `pi` feature (GPIO)".into(),
+            ));
+        }
+        if !(1..=1_000).contains(&self.motion.pir_poll_ms) {
+            return Err(invalid(
+                "motion.pir_poll_ms",
+                format!("must be 1..=1000, got {}", self.motion.pir_poll_ms),
+            ));
+        }
         self.modem.validate().map_err(|e| match e {
             crate::hw::modem::StartError::Config { field, why } => invalid(field, why),
             other => invalid("modem", other.to_string()),
