@@ -9,6 +9,7 @@ use kodama_net::endpoint::{self, EndpointOptions};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::{Backlog, StoreForward};
 use crate::config::{Config, VideoSourceKind};
 use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
 use crate::video::synthetic::{MotionSwitch, SyntheticSource};
@@ -86,6 +87,17 @@ pub async fn run(
         cancel.clone(),
     ));
     let (_bitrate_tx, bitrate) = watch::channel(config.video.bitrate_kbps);
+    let mut backlog_cfg = config.backlog.clone();
+    if backlog_cfg.dir.is_none() {
+        // Beside the key: on the image that is the data partition (firstboot
+        // sets it explicitly), in a developer's run the working directory.
+        backlog_cfg.dir = config.camera.key_path.parent().map(|p| p.join("backlog"));
+    }
+    let backlog = if backlog_cfg.enabled {
+        Some(Backlog::open(&backlog_cfg).context("opening the backlog (store-and-forward)")?)
+    } else {
+        None
+    };
     let sampler = telemetry::spawn_sampler(
         config.telemetry.clone(),
         telemetry::Inputs {
@@ -93,6 +105,7 @@ pub async fn run(
             gnss: Some(gnss.fix.clone()),
             bitrate_kbps: Some(bitrate),
             motion: Some(motion_active),
+            backlog: backlog.as_ref().map(|(b, _)| b.status()),
         },
         aux_tx,
         cancel.clone(),
@@ -112,6 +125,7 @@ pub async fn run(
         aux: aux_rx,
         control: capture.control,
         state: state_tx,
+        store: backlog.map(|(b, _)| StoreForward::new(b, &backlog_cfg)),
     };
     uplink::run(ep.clone(), opts, io, cancel.clone()).await;
     cancel.cancel();

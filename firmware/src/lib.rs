@@ -14,10 +14,13 @@
 //!   synthetic source (and the Pi driver under the `pi` feature).
 //! * [`uplink`]: connect, handshake, stream GOPs, reconnect with backoff.
 //! * [`backoff`]: capped exponential backoff, sans-IO.
+//! * [`backlog`]: store-and-forward: the crash-safe ring of GOPs filmed
+//!   while the server was unreachable, and their upload (backfill).
 //! * [`hw`]: hardware drivers (modem, GNSS, GPIO).
 //! * [`sim`]: hardware simulators (test equipment).
 
 pub mod app;
+pub mod backlog;
 pub mod backoff;
 pub mod cli;
 pub mod config;

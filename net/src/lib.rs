@@ -15,8 +15,11 @@
 //!   queued, long-lived higher-priority streams for audio, telemetry, events.
 //! * [`media_recv`]: accepts a peer's media streams, validates them with
 //!   [`kodama_proto::GroupReceiver`] and hands frames to the caller.
+//! * [`backfill`]: uploads one recorded GOP on its own stream, below every
+//!   live stream's priority (store-and-forward).
 //! * [`error`]: the error enums.
 
+pub mod backfill;
 pub mod control;
 pub mod endpoint;
 pub mod error;

@@ -69,6 +69,7 @@ fn message_name(msg: &Message) -> &'static str {
         Message::CameraState { .. } => "CameraState",
         Message::Command { .. } => "Command",
         Message::CommandAck { .. } => "CommandAck",
+        Message::Stored(_) => "Stored",
     }
 }
 

@@ -17,6 +17,7 @@
 //! 0x06 CameraState  camera id [u8;32], online u8 (0|1)
 //! 0x07 Command      id u32, kind u8 (0 keyframe, 1 bitrate: kbps u32)
 //! 0x08 CommandAck   id u32, result u8 (0 ok, 1 unsupported, 2 failed), detail str
+//! 0x09 Stored       kind u8 (0 live, 1 backfill), id u64
 //!
 //! CameraInfo: name str, codec u8 (1 = H.264), width u16, height u16,
 //!             fps_milli u32, bitrate_kbps u32, sps bytes, pps bytes, firmware str
@@ -145,6 +146,23 @@ pub enum CommandResult {
     Failed = 2,
 }
 
+/// What a [`Message::Stored`] acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Live video is durably recorded up to and including the GOP whose
+    /// keyframe was captured at this time (µs, camera clock).
+    LiveThrough {
+        /// Capture time of that GOP's keyframe.
+        capture_us: u64,
+    },
+    /// The backfilled GOP with this backlog record id (the stream's group
+    /// id) is durably recorded, or was already: the camera may forget it.
+    Backfill {
+        /// The record id.
+        id: u64,
+    },
+}
+
 /// A control-stream message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -207,6 +225,9 @@ pub enum Message {
         /// Human-readable detail.
         detail: String,
     },
+    /// Server → camera: video is durably recorded (store-and-forward: the
+    /// camera keeps what is not acknowledged and uploads it later).
+    Stored(Stored),
 }
 
 /// Why a control message could not be decoded.
@@ -277,6 +298,7 @@ const T_STREAM_INFO: u8 = 0x05;
 const T_CAMERA_STATE: u8 = 0x06;
 const T_COMMAND: u8 = 0x07;
 const T_COMMAND_ACK: u8 = 0x08;
+const T_STORED: u8 = 0x09;
 
 impl CameraInfo {
     fn encode(&self, out: &mut BytesMut) {
@@ -340,6 +362,7 @@ impl Message {
             Message::CameraState { .. } => T_CAMERA_STATE,
             Message::Command { .. } => T_COMMAND,
             Message::CommandAck { .. } => T_COMMAND_ACK,
+            Message::Stored(_) => T_STORED,
         }
     }
 
@@ -398,6 +421,16 @@ impl Message {
                 out.put_u8(*result as u8);
                 put_string16(out, detail);
             }
+            Message::Stored(stored) => match stored {
+                Stored::LiveThrough { capture_us } => {
+                    out.put_u8(0);
+                    out.put_u64(*capture_us);
+                }
+                Stored::Backfill { id } => {
+                    out.put_u8(1);
+                    out.put_u64(*id);
+                }
+            },
         }
         let body_len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
@@ -511,6 +544,25 @@ impl Message {
                     detail: r.string16("detail")?,
                 }
             }
+            T_STORED => {
+                let at = r.offset();
+                let stored = match r.u8("stored.kind")? {
+                    0 => Stored::LiveThrough {
+                        capture_us: r.u64("stored.id")?,
+                    },
+                    1 => Stored::Backfill {
+                        id: r.u64("stored.id")?,
+                    },
+                    v => {
+                        return Err(FieldError::UnknownValue {
+                            field: "stored.kind",
+                            offset: at,
+                            value: v.into(),
+                        })
+                    }
+                };
+                Message::Stored(stored)
+            }
             _ => unreachable_kind(kind)?,
         };
         r.finish()?;
@@ -529,7 +581,7 @@ fn unreachable_kind(kind: u8) -> Result<Message, FieldError> {
 }
 
 fn known_kind(kind: u8) -> bool {
-    (T_CAMERA_HELLO..=T_COMMAND_ACK).contains(&kind)
+    (T_CAMERA_HELLO..=T_STORED).contains(&kind)
 }
 
 /// Incremental control-message decoder; same contract as
@@ -765,6 +817,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn golden_stored() {
+        golden(
+            Message::Stored(Stored::LiveThrough { capture_us: 0x0102 }),
+            "0000000a09000000000000000102",
+        );
+        golden(
+            Message::Stored(Stored::Backfill { id: 3 }),
+            "0000000a09010000000000000003",
+        );
+        assert!(matches!(
+            decode_one(&hex::decode("0000000a09020000000000000003").expect("hex")),
+            Err(MessageError::Field {
+                source: FieldError::UnknownValue {
+                    field: "stored.kind",
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn oversized_message_refused_before_body() {
         let err = decode_one(&((MAX_MESSAGE_LEN as u32) + 1).to_be_bytes());
         assert!(matches!(err, Err(MessageError::TooLarge { offset: 0, .. })));
@@ -885,6 +959,8 @@ pub(crate) mod tests {
                 result: CommandResult::Failed,
                 detail
             }),
+            any::<u64>().prop_map(|capture_us| Message::Stored(Stored::LiveThrough { capture_us })),
+            any::<u64>().prop_map(|id| Message::Stored(Stored::Backfill { id })),
         ]
     }
 
