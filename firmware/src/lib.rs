@@ -13,6 +13,9 @@
 //! * [`video`]: the [`video::VideoSource`] trait, the capture thread, the
 //!   synthetic source (and the Pi driver under the `pi` feature).
 //! * [`uplink`]: connect, handshake, stream GOPs, reconnect with backoff.
+//! * [`pairing`]: redeem `server.pair`'s one-time code, remember being paired.
+//! * [`onboarding`]: read the pairing string from a QR code in front of the
+//!   lens while unpaired, with LED feedback.
 //! * [`backoff`]: capped exponential backoff, sans-IO.
 //! * [`backlog`]: store-and-forward: the crash-safe ring of GOPs filmed
 //!   while the server was unreachable, and their upload (backfill).
@@ -28,6 +31,8 @@ pub mod diag;
 pub mod firstboot;
 pub mod hw;
 pub mod motion;
+pub mod onboarding;
+pub mod pairing;
 pub mod sim;
 pub mod telemetry;
 pub mod uplink;

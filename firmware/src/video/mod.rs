@@ -104,6 +104,11 @@ pub trait VideoSource: Send {
     fn take_luma(&mut self) -> Option<LumaFrame> {
         None
     }
+    /// The latest full-resolution luma plane (QR onboarding reads codes
+    /// off it), if the source provides one. Called only while unpaired.
+    fn full_luma(&mut self) -> Option<LumaFrame> {
+        None
+    }
 }
 
 impl VideoSettings {
