@@ -314,6 +314,7 @@ async fn start_camera(
             aux: aux_rx,
             control: capture.control,
             state: state_tx,
+            store: None,
         },
         cancel,
     ));

@@ -9,6 +9,7 @@ use kodama_net::endpoint::{self, EndpointOptions};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::{Backlog, StoreForward};
 use crate::config::Config;
 use crate::onboarding::{self, OnboardingState};
 use crate::pairing::{self, PairedRecord};
@@ -303,6 +304,17 @@ pub async fn run(
     ));
     let pir_task = spawn_pir(&config.motion, aux_tx.clone(), cancel.clone())?;
     let (_bitrate_tx, bitrate) = watch::channel(config.video.bitrate_kbps);
+    let mut backlog_cfg = config.backlog.clone();
+    if backlog_cfg.dir.is_none() {
+        // Beside the key: on the image that is the data partition (firstboot
+        // sets it explicitly), in a developer's run the working directory.
+        backlog_cfg.dir = config.camera.key_path.parent().map(|p| p.join("backlog"));
+    }
+    let backlog = if backlog_cfg.enabled {
+        Some(Backlog::open(&backlog_cfg).context("opening the backlog (store-and-forward)")?)
+    } else {
+        None
+    };
     let sampler = telemetry::spawn_sampler(
         config.telemetry.clone(),
         telemetry::Inputs {
@@ -310,6 +322,7 @@ pub async fn run(
             gnss: Some(gnss.fix.clone()),
             bitrate_kbps: Some(bitrate),
             motion: Some(motion_active),
+            backlog: backlog.as_ref().map(|(b, _)| b.status()),
         },
         aux_tx,
         cancel.clone(),
@@ -330,6 +343,7 @@ pub async fn run(
         aux: aux_rx,
         control: capture.control,
         state: state_tx,
+        store: backlog.map(|(b, _)| StoreForward::new(b, &backlog_cfg)),
     };
     uplink::run(ep.clone(), opts, io, cancel.clone()).await;
     cancel.cancel();

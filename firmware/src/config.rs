@@ -275,6 +275,8 @@ pub struct Config {
     pub telemetry: crate::telemetry::TelemetryConfig,
     /// `[motion]`
     pub motion: crate::motion::MotionConfig,
+    /// `[backlog]`: store-and-forward while the server is unreachable.
+    pub backlog: crate::backlog::BacklogConfig,
 }
 
 impl Config {
@@ -361,6 +363,9 @@ impl Config {
             .source
             .check_built_in()
             .map_err(|message| invalid("video.source", message))?;
+        self.backlog
+            .validate()
+            .map_err(|(field, message)| invalid(field, message))?;
         Ok(())
     }
 
@@ -607,6 +612,13 @@ mod tests {
             err.to_string().starts_with("network.reconnect_initial_ms"),
             "{err}"
         );
+        let err = parse(&format!("{base}[backlog]\nmax_mb = 0\n")).expect_err("backlog");
+        assert!(err.to_string().starts_with("backlog.max_mb:"), "{err}");
+        let ok = parse(&format!(
+            "{base}[backlog]\ndir = \"/data/backlog\"\nmax_mb = 64\nupload_kbps = 800\n"
+        ))
+        .expect("backlog table");
+        assert_eq!(ok.backlog.max_bytes(), 64_000_000);
         let err = parse(&format!("{base}[video]\nfps = \"fast\"\n")).expect_err("type");
         assert!(err.to_string().contains("fps"), "{err}");
     }

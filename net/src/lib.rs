@@ -16,8 +16,11 @@
 //! * [`media_recv`]: accepts a peer's media streams, validates them with
 //!   [`kodama_proto::GroupReceiver`] and hands frames to the caller.
 //! * [`pair`]: redeeming a one-time pairing code on the pairing ALPN.
+//! * [`backfill`]: uploads one recorded GOP on its own stream, below every
+//!   live stream's priority (store-and-forward).
 //! * [`error`]: the error enums.
 
+pub mod backfill;
 pub mod control;
 pub mod endpoint;
 pub mod error;

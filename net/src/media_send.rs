@@ -236,7 +236,7 @@ impl MediaSender {
     }
 }
 
-async fn open_stream(
+pub(crate) async fn open_stream(
     conn: &Connection,
     header: StreamHeader,
     priority: i32,
@@ -255,7 +255,7 @@ fn frame_chunks(frame: &Frame) -> Result<[Bytes; 2], MediaError> {
     Ok([header.freeze(), frame.payload.clone()])
 }
 
-async fn write_frame(
+pub(crate) async fn write_frame(
     stream: &mut SendStream,
     frame: &Frame,
     stats: &SendStats,

@@ -57,10 +57,11 @@ impl Server {
         // The recorder reconciles index and files before anything is accepted.
         let mut recording = config.recording.clone();
         recording.data_dir = config.server.data_dir.clone();
-        let recorder = Recorder::open(recording, Arc::new(SystemClock::new()))
+        let mut recorder = Recorder::open(recording, Arc::new(SystemClock::new()))
             .context("opening the recordings")?;
         let (feed, feed_rx) = feed::channel("recorder", RECORDER_QUEUE);
         let hub = Hub::new(vec![feed]);
+        recorder.set_acks(hub.acks().clone());
 
         let sessions = Sessions::new();
         let pairing = Arc::new(PairingService::new(

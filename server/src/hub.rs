@@ -25,7 +25,7 @@ use kodama_net::EndpointId;
 use kodama_proto::{CameraInfo, CameraSelector, Frame};
 use tokio::sync::{broadcast, watch};
 
-use crate::feed::{FeedEvent, FeedSender, Group};
+use crate::feed::{FeedEvent, FeedSender, Group, StoredAcks};
 
 /// Telemetry/event frames a viewer may lag behind before it misses some.
 pub const AUX_CAPACITY: usize = 64;
@@ -196,6 +196,7 @@ pub struct Publisher {
 pub struct Hub {
     cameras: Mutex<HashMap<EndpointId, Arc<CameraTrack>>>,
     feeds: Vec<FeedSender>,
+    acks: StoredAcks,
 }
 
 impl Hub {
@@ -204,7 +205,32 @@ impl Hub {
         Arc::new(Self {
             cameras: Mutex::new(HashMap::new()),
             feeds,
+            acks: StoredAcks::default(),
         })
+    }
+
+    /// The routes of recording acknowledgements back to camera sessions
+    /// (the recorder sends on them, sessions register).
+    pub fn acks(&self) -> &StoredAcks {
+        &self.acks
+    }
+
+    /// Hands a backfilled GOP to the consumers; `false` if one of them had
+    /// no room (the camera is not acknowledged and sends it again later).
+    pub fn backfill(&self, camera: EndpointId, group: Arc<Group>) -> bool {
+        let mut all = true;
+        for f in &self.feeds {
+            if f.tx
+                .try_send(FeedEvent::Backfill {
+                    camera,
+                    group: group.clone(),
+                })
+                .is_err()
+            {
+                all = false;
+            }
+        }
+        all
     }
 
     fn offer(&self, event: FeedEvent) {

@@ -186,7 +186,7 @@ pub async fn watch(
     );
     let started = Instant::now();
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut stats: [ChannelStats; 4] = Default::default();
+    let mut stats: [ChannelStats; Channel::ALL.len()] = Default::default();
     let mut last_print = Instant::now();
     let mut written = 0u64;
     let mut telemetry: Option<String> = None;
@@ -246,7 +246,11 @@ pub async fn watch(
     Ok(written)
 }
 
-fn print_stats(stats: &mut [ChannelStats; 4], telemetry: Option<&str>, window: Duration) {
+fn print_stats(
+    stats: &mut [ChannelStats; Channel::ALL.len()],
+    telemetry: Option<&str>,
+    window: Duration,
+) {
     for c in Channel::ALL {
         if let Some(line) = stats[c as usize].report(window) {
             eprintln!("{:>9}: {line}", c.name());

@@ -426,11 +426,24 @@ fn find_camera(db: &Db, key: &str, resolved: Option<&str>) -> Result<CameraRow, 
 }
 
 async fn cameras(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiFailure> {
-    let rows = state.with_db(|db, _| Ok(db.cameras()?)).await?;
+    let rows = state
+        .with_db(|db, _| {
+            let mut out = Vec::new();
+            for row in db.cameras()? {
+                let backlog = db
+                    .latest_aux(AuxKind::Telemetry, row.id)?
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t.json).ok())
+                    .and_then(|mut v| v.get_mut("backlog").map(serde_json::Value::take))
+                    .filter(|b| !b.is_null());
+                out.push((row, backlog));
+            }
+            Ok(out)
+        })
+        .await?;
     let live = state.0.live.cameras();
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for row in &rows {
+    for (row, backlog) in &rows {
         let l = live.iter().find(|l| l.endpoint == row.endpoint);
         let last = l
             .and_then(|l| l.last_seen_us)
@@ -445,6 +458,11 @@ async fn cameras(State(state): State<ApiState>) -> Result<Json<serde_json::Value
             "last_seen": rfc3339(last),
             "recording": rec.recording,
             "fragments_dropped": rec.fragments_dropped,
+            "backlog": backlog,
+            "backfill": {
+                "fragments": rec.backfill_fragments,
+                "last": rec.last_backfill_us.map(rfc3339),
+            },
         }));
     }
     // Cameras online but not yet recorded (recorder not reached yet).
@@ -494,6 +512,7 @@ async fn recordings(
             "width": s.width,
             "height": s.height,
             "recording": s.open,
+            "backfill": s.backfill,
             "url": format!("/api/v1/segments/{}", s.id),
         }));
     }

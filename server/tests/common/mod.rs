@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use kodama_firmware::backlog::{Backlog, BacklogConfig, BacklogStatus, StoreForward};
 use kodama_firmware::uplink::{self, AuxMessage, LinkState, UplinkIo, UplinkOptions};
 use kodama_firmware::video::synthetic::ReplaySource;
 use kodama_firmware::video::{
@@ -208,6 +209,10 @@ pub struct TestCamera {
     pub aux: mpsc::Sender<AuxMessage>,
     pub cancel: CancellationToken,
     pub endpoint: Endpoint,
+    /// The backlog's status, when the camera keeps one.
+    pub backlog: Option<watch::Receiver<BacklogStatus>>,
+    /// The uplink task (ends after a stop, once the backlog is flushed).
+    pub uplink: tokio::task::JoinHandle<()>,
 }
 
 pub async fn start_camera(name: &str, server: EndpointAddr, key: SecretKey) -> TestCamera {
@@ -221,6 +226,28 @@ pub async fn start_camera_with(
     key: SecretKey,
     settings: VideoSettings,
     pad_to: usize,
+) -> TestCamera {
+    start_camera_full(name, server, key, settings, pad_to, None).await
+}
+
+/// A camera that keeps a store-and-forward backlog in `backlog_dir` (the
+/// same directory across a simulated reboot).
+pub async fn start_camera_with_backlog(
+    name: &str,
+    server: EndpointAddr,
+    key: SecretKey,
+    backlog_dir: &std::path::Path,
+) -> TestCamera {
+    start_camera_full(name, server, key, settings(), 0, Some(backlog_dir)).await
+}
+
+async fn start_camera_full(
+    name: &str,
+    server: EndpointAddr,
+    key: SecretKey,
+    settings: VideoSettings,
+    pad_to: usize,
+    backlog_dir: Option<&std::path::Path>,
 ) -> TestCamera {
     let source = tokio::task::spawn_blocking(move || ReplaySource::prerender(settings, 2, true))
         .await
@@ -253,8 +280,23 @@ pub async fn start_camera_with(
         aux: aux_rx,
         control: capture.control,
         state: state_tx,
+        store: None,
     };
-    tokio::spawn(uplink::run(endpoint.clone(), opts, io, cancel.clone()));
+    let mut io = io;
+    let mut backlog = None;
+    if let Some(dir) = backlog_dir {
+        let cfg = BacklogConfig {
+            dir: Some(dir.to_owned()),
+            max_mb: 64,
+            upload_kbps: 4_000,
+            ..BacklogConfig::default()
+        };
+        let (b, recovery) = Backlog::open(&cfg).expect("backlog opens");
+        eprintln!("camera {name}: backlog recovered {recovery:?}");
+        backlog = Some(b.status());
+        io.store = Some(StoreForward::new(b, &cfg));
+    }
+    let uplink = tokio::spawn(uplink::run(endpoint.clone(), opts, io, cancel.clone()));
     TestCamera {
         key,
         name: name.into(),
@@ -263,6 +305,8 @@ pub async fn start_camera_with(
         aux: aux_tx,
         cancel,
         endpoint,
+        backlog,
+        uplink,
     }
 }
 
