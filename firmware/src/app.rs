@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, VideoSourceKind};
+use crate::link::{self, LinkSet, LinkSetOptions};
 use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
 use crate::video::synthetic::{MotionSwitch, SyntheticSource};
 use crate::video::{self, VideoSource};
@@ -50,6 +51,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let secret = endpoint::load_or_create_key(&config.camera.key_path)?;
+    let link_secret = secret.clone();
     let server = endpoint::dial_addr(
         config.server.ticket.as_deref(),
         config.server.node_id.as_deref(),
@@ -99,6 +101,22 @@ pub async fn run(
     );
     let (state_tx, _state_rx) = watch::channel(LinkState::Connecting { attempt: 0 });
     let (initial, max) = config.reconnect_bounds();
+    let links = (!config.network.uplinks.is_empty()).then(|| {
+        LinkSet::start(
+            LinkSetOptions {
+                uplinks: config.network.uplinks.clone(),
+                secret: link_secret,
+                offline: config.network.offline,
+                server: server.clone(),
+                return_after: config
+                    .network
+                    .return_after_s
+                    .map_or(link::DEFAULT_RETURN_AFTER, Duration::from_secs_f64),
+                backoff: (Duration::from_millis(initial), Duration::from_millis(max)),
+            },
+            cancel.clone(),
+        )
+    });
     let opts = UplinkOptions {
         server,
         name: config.camera.name.clone(),
@@ -106,6 +124,7 @@ pub async fn run(
         bitrate_kbps: config.video.bitrate_kbps,
         backoff_initial: Duration::from_millis(initial),
         backoff_max: Duration::from_millis(max),
+        links,
     };
     let io = UplinkIo {
         frames: capture.frames,

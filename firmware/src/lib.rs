@@ -24,6 +24,7 @@ pub mod config;
 pub mod diag;
 pub mod firstboot;
 pub mod hw;
+pub mod link;
 pub mod motion;
 pub mod sim;
 pub mod telemetry;

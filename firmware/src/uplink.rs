@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kodama_media::h264;
 use kodama_net::control::ControlStream;
+use kodama_net::link::{self, LinkProfile};
 use kodama_net::media_send::{MediaSender, SendOutcome};
 use kodama_net::{codes, Endpoint, EndpointAddr};
 use kodama_proto::{
@@ -27,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::link::LinkSet;
 use crate::video::{VideoControl, VideoFormat};
 
 /// A telemetry or event document for the server.
@@ -74,6 +76,9 @@ pub struct UplinkOptions {
     pub backoff_initial: Duration,
     /// Reconnect backoff cap.
     pub backoff_max: Duration,
+    /// Failover between uplinks (`network.uplinks`): sessions run on the
+    /// active uplink's warm connection instead of dialling from `endpoint`.
+    pub links: Option<Arc<LinkSet>>,
 }
 
 /// Inputs and outputs of the uplink task.
@@ -122,6 +127,8 @@ enum SessionEnd {
     Refused(String),
     /// Lost or failed; the bool tells whether it had been streaming.
     Lost(String, bool),
+    /// Failover moved the camera to another uplink: start over there at once.
+    Moved(String),
 }
 
 /// Runs until `cancel` fires or the capture thread ends.
@@ -161,9 +168,21 @@ pub async fn run(
                     backoff.reset();
                     attempt = 0;
                 }
+                // With failover the next session waits for whichever
+                // uplink's warm connection the decider picks: no backoff.
+                if opts.links.is_some() && was_streaming {
+                    tracing::warn!("server link lost ({reason}); failing over");
+                    continue;
+                }
                 let d = backoff.next_delay(rand::random::<f64>());
                 tracing::warn!("server link lost ({reason}); reconnecting in {d:?}");
                 d
+            }
+            SessionEnd::Moved(reason) => {
+                tracing::info!("{reason}");
+                backoff.reset();
+                attempt = 0;
+                continue;
             }
         };
         // Keep draining frames while we wait, so capture never stalls.
@@ -215,12 +234,25 @@ async fn session(
             }
         }
     }
-    let conn = tokio::select! {
-        _ = cancel.cancelled() => return SessionEnd::Cancelled,
-        c = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(opts.server.clone(), ALPN_CAMERA)) => match c {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return SessionEnd::Lost(format!("connect: {e}"), false),
-            Err(_) => return SessionEnd::Lost(format!("connect: no answer within {CONNECT_TIMEOUT:?}"), false),
+    let (conn, uplink) = match &opts.links {
+        // Failover: the active uplink's connection is already up (warm).
+        Some(links) => tokio::select! {
+            _ = cancel.cancelled() => return SessionEnd::Cancelled,
+            ready = links.connection(CONNECT_TIMEOUT) => match ready {
+                Some(r) => {
+                    tracing::info!(uplink = links.name(r.uplink), "streaming over uplink");
+                    (r.conn, Some(r.uplink))
+                }
+                None => return SessionEnd::Lost(format!("no uplink reached the server within {CONNECT_TIMEOUT:?}"), false),
+            },
+        },
+        None => tokio::select! {
+            _ = cancel.cancelled() => return SessionEnd::Cancelled,
+            c = tokio::time::timeout(CONNECT_TIMEOUT, link::connect(endpoint, opts.server.clone(), ALPN_CAMERA, LinkProfile::Live)) => match c {
+                Ok(Ok(conn)) => (conn, None),
+                Ok(Err(e)) => return SessionEnd::Lost(format!("connect: {e}"), false),
+                Err(_) => return SessionEnd::Lost(format!("connect: no answer within {CONNECT_TIMEOUT:?}"), false),
+            },
         },
     };
     let info = CameraInfo {
@@ -277,12 +309,36 @@ async fn session(
     let session_cancel = cancel.child_token();
     let mut media = MediaSender::new(conn.clone(), session_cancel.clone());
     let (mut ctl_rx, mut ctl_tx) = control.split();
+    // A crashed server or a black-holed path announces nothing: notice the
+    // silence within a second instead of waiting for the idle timeout.
+    let silent = link::until_silent(&conn, link::SILENCE);
+    tokio::pin!(silent);
+    // Failover may move the session to a better uplink.
+    let moved = async {
+        match (&opts.links, uplink) {
+            (Some(links), Some(from)) => {
+                let to = links.moved_from(from).await;
+                format!(
+                    "moving from uplink {} to {}",
+                    links.name(from),
+                    to.map_or("none", |t| links.name(t))
+                )
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::pin!(moved);
     let end = loop {
         tokio::select! {
             _ = cancel.cancelled() => {
                 break SessionEnd::Cancelled;
             }
             reason = conn.closed() => break SessionEnd::Lost(reason.to_string(), true),
+            quiet = &mut silent => {
+                conn.close(codes::NORMAL, b"server silent");
+                break SessionEnd::Lost(format!("nothing from the server for {quiet:?}"), true);
+            }
+            why = &mut moved => break SessionEnd::Moved(why),
             f = io.frames.recv() => {
                 let Some(f) = f else { break SessionEnd::SourceGone };
                 params.observe(&f);

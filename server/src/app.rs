@@ -53,6 +53,7 @@ impl Server {
             .context("opening the recordings")?;
         let (feed, feed_rx) = feed::channel("recorder", RECORDER_QUEUE);
         let hub = Hub::new(vec![feed]);
+        know_cameras(&hub, &recorder, &allowlist);
 
         let live_hub = hub.clone();
         let live: Arc<dyn api::LiveStatus> = Arc::new(move || {
@@ -131,6 +132,32 @@ impl Server {
             tracing::warn!("the recorder did not finish within 10 s");
         }
         let _ = self.api.await;
+    }
+}
+
+/// Tells the hub about every camera the server's own records name (the
+/// recording index first, then cameras on the allowlist), so that right after
+/// a restart viewers find them by name and wait for them to reconnect.
+fn know_cameras(hub: &Hub, recorder: &Recorder, allowlist: &Allowlist) {
+    for row in recorder.known_cameras() {
+        if let Ok(id) = endpoint::parse_endpoint_id(&row.endpoint) {
+            let seen = std::time::UNIX_EPOCH
+                + Duration::from_micros(u64::try_from(row.last_seen_us).unwrap_or(0));
+            hub.know(id, &row.name, seen);
+        }
+    }
+    for peer in allowlist.list().unwrap_or_default() {
+        if peer.role != PeerRole::Camera {
+            continue;
+        }
+        if let Ok(id) = endpoint::parse_endpoint_id(&peer.id) {
+            let name = if peer.label.is_empty() {
+                &peer.id
+            } else {
+                &peer.label
+            };
+            hub.know(id, name, std::time::UNIX_EPOCH);
+        }
     }
 }
 
@@ -301,7 +328,14 @@ pub async fn view(
             Err(_) => CameraSelector::Name(c.clone()),
         },
     };
-    let client = ViewerClient::connect(&ep, server, selector).await?;
+    let wait = Duration::from_secs_f64(args.wait.max(0.0));
+    let client = ViewerClient::connect_waiting(&ep, server, selector, wait, |camera| {
+        eprintln!(
+            "camera {camera} is offline; waiting up to {:.0} s for it to connect (--wait)",
+            wait.as_secs_f64()
+        );
+    })
+    .await?;
     viewer::watch(
         client,
         ViewOptions {
