@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing Kodama needs beyond Rust: nasm (OpenH264's
-# assembly, ~3x faster encoding) and ffmpeg (ffprobe validates our H.264/MP4).
+# assembly, ~3x faster encoding), ffmpeg (ffprobe validates our H.264/MP4),
+# iproute2 and nftables (the network-namespace test bed, kodama-testbed).
 # Uses apt-get when run as root; otherwise says what is missing.
 set -euo pipefail
 need=()
 command -v nasm >/dev/null || need+=(nasm)
 command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]}…"

@@ -28,6 +28,7 @@
 //! outside CI.
 
 pub mod relay;
+pub mod rig;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -647,28 +648,29 @@ where
         })
 }
 
-/// The workspace's debug binaries, built if missing: `kodama-server` and
-/// `kodama-camera` (tests and benches run the real programs in the bed).
-pub fn workspace_binaries(profile: &str) -> Result<(PathBuf, PathBuf), BedError> {
+/// The workspace's `kodama-server` and `kodama-camera`, brought up to date
+/// with `cargo build --profile test` (tests and benches run the real
+/// programs in the bed). The test profile reuses what `cargo test` has
+/// already compiled, so inside a test run this only links two binaries.
+pub fn workspace_binaries() -> Result<(PathBuf, PathBuf), BedError> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let dir = target.join(profile);
+    let dir = target.join("debug");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut args = vec![
+    let args = [
         "build",
         "--quiet",
+        "--profile",
+        "test",
         "-p",
         "kodama-server",
         "-p",
         "kodama-firmware",
         "--bins",
     ];
-    if profile == "release" {
-        args.push("--release");
-    }
     let status = Command::new(&cargo)
-        .args(&args)
+        .args(args)
         .current_dir(&root)
         .status()
         .map_err(|source| BedError::Spawn {
