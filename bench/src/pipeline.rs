@@ -308,6 +308,7 @@ async fn start_camera(
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
             reboot_command: Vec::new(),
+            links: None,
         },
         UplinkIo {
             frames: capture.frames,

@@ -13,6 +13,7 @@ use crate::backlog::{Backlog, StoreForward};
 use crate::config::Config;
 use crate::onboarding::{self, OnboardingState};
 use crate::pairing::{self, PairedRecord};
+use crate::link::{self, LinkSet, LinkSetOptions};
 use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
 use crate::video::{self, MotionSwitch, Overlay, VideoSource};
 use crate::{hw, motion, telemetry};
@@ -245,6 +246,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let secret = endpoint::load_or_create_key(&config.camera.key_path)?;
+    let link_secret = secret.clone();
     let ep = endpoint::bind(
         secret,
         &EndpointOptions {
@@ -329,6 +331,22 @@ pub async fn run(
     );
     let (state_tx, _state_rx) = watch::channel(LinkState::Connecting { attempt: 0 });
     let (initial, max) = config.reconnect_bounds();
+    let links = (!config.network.uplinks.is_empty()).then(|| {
+        LinkSet::start(
+            LinkSetOptions {
+                uplinks: config.network.uplinks.clone(),
+                secret: link_secret,
+                offline: config.network.offline,
+                server: server.clone(),
+                return_after: config
+                    .network
+                    .return_after_s
+                    .map_or(link::DEFAULT_RETURN_AFTER, Duration::from_secs_f64),
+                backoff: (Duration::from_millis(initial), Duration::from_millis(max)),
+            },
+            cancel.clone(),
+        )
+    });
     let opts = UplinkOptions {
         server,
         name: config.camera.name.clone(),
@@ -337,6 +355,7 @@ pub async fn run(
         backoff_initial: Duration::from_millis(initial),
         backoff_max: Duration::from_millis(max),
         reboot_command: config.system.reboot_command.clone(),
+        links,
     };
     let io = UplinkIo {
         frames: capture.frames,

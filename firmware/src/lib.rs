@@ -30,6 +30,7 @@ pub mod config;
 pub mod diag;
 pub mod firstboot;
 pub mod hw;
+pub mod link;
 pub mod motion;
 pub mod onboarding;
 pub mod pairing;

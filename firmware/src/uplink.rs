@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kodama_media::h264;
 use kodama_net::control::ControlStream;
+use kodama_net::link::{self, LinkProfile};
 use kodama_net::media_send::{MediaSender, SendOutcome};
 use kodama_net::{codes, Endpoint, EndpointAddr};
 use kodama_proto::{
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backlog::{upload, StoreForward, DRAIN_ON_STOP};
 use crate::backoff::Backoff;
+use crate::link::LinkSet;
 use crate::video::{VideoControl, VideoFormat};
 
 /// A telemetry or event document for the server.
@@ -82,6 +84,9 @@ pub struct UplinkOptions {
     /// Program and arguments that reboot the camera (`system.reboot_command`);
     /// empty: a reboot command is answered "unsupported".
     pub reboot_command: Vec<String>,
+    /// Failover between uplinks (`network.uplinks`): sessions run on the
+    /// active uplink's warm connection instead of dialling from `endpoint`.
+    pub links: Option<Arc<LinkSet>>,
 }
 
 /// Inputs and outputs of the uplink task.
@@ -147,6 +152,8 @@ enum SessionEnd {
     Refused(String),
     /// Lost or failed; the bool tells whether it had been streaming.
     Lost(String, bool),
+    /// Failover moved the camera to another uplink: start over there at once.
+    Moved(String),
 }
 
 /// Runs until `cancel` fires or the capture thread ends.
@@ -186,9 +193,21 @@ pub async fn run(
                     backoff.reset();
                     attempt = 0;
                 }
+                // With failover the next session waits for whichever
+                // uplink's warm connection the decider picks: no backoff.
+                if opts.links.is_some() && was_streaming {
+                    tracing::warn!("server link lost ({reason}); failing over");
+                    continue;
+                }
                 let d = backoff.next_delay(rand::random::<f64>());
                 tracing::warn!("server link lost ({reason}); reconnecting in {d:?}");
                 d
+            }
+            SessionEnd::Moved(reason) => {
+                tracing::info!("{reason}");
+                backoff.reset();
+                attempt = 0;
+                continue;
             }
         };
         // Keep draining frames while we wait, so capture never stalls.
@@ -259,7 +278,7 @@ async fn session(
     // meanwhile, so capture never stalls and the backlog misses nothing.
     let connecting = connect(endpoint, opts, params.clone());
     tokio::pin!(connecting);
-    let (conn, control) = loop {
+    let (conn, control, uplink) = loop {
         tokio::select! {
             _ = cancel.cancelled() => return SessionEnd::Cancelled,
             r = &mut connecting => match r {
@@ -300,6 +319,25 @@ async fn session(
     let (mut ctl_rx, mut ctl_tx) = control.split();
     let mut awaiting: Vec<AwaitingKeyframe> = Vec::new();
     let mut last_sequence: Option<u64> = None;
+    // A crashed server or a black-holed path announces nothing: notice the
+    // silence within a second instead of waiting for the idle timeout.
+    let silent = link::until_silent(&conn, link::SILENCE);
+    tokio::pin!(silent);
+    // Failover may move the session to a better uplink.
+    let moved = async {
+        match (&opts.links, uplink) {
+            (Some(links), Some(from)) => {
+                let to = links.moved_from(from).await;
+                format!(
+                    "moving from uplink {} to {}",
+                    links.name(from),
+                    to.map_or("none", |t| links.name(t))
+                )
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::pin!(moved);
     let end = loop {
         let next_deadline = awaiting.iter().map(|a| a.deadline).min();
         tokio::select! {
@@ -327,6 +365,11 @@ async fn session(
                     }
                 }
             }
+            quiet = &mut silent => {
+                conn.close(codes::NORMAL, b"server silent");
+                break SessionEnd::Lost(format!("nothing from the server for {quiet:?}"), true);
+            }
+            why = &mut moved => break SessionEnd::Moved(why),
             f = io.frames.recv() => {
                 let Some(f) = f else { break SessionEnd::SourceGone };
                 params.observe(&f);
@@ -439,21 +482,36 @@ async fn connect(
     endpoint: &Endpoint,
     opts: &UplinkOptions,
     params: ParamSets,
-) -> Result<(kodama_net::Connection, ControlStream), SessionEnd> {
-    let conn = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        endpoint.connect(opts.server.clone(), ALPN_CAMERA),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return Err(SessionEnd::Lost(format!("connect: {e}"), false)),
-        Err(_) => {
-            return Err(SessionEnd::Lost(
-                format!("connect: no answer within {CONNECT_TIMEOUT:?}"),
-                false,
-            ))
-        }
+) -> Result<(kodama_net::Connection, ControlStream, Option<usize>), SessionEnd> {
+    let (conn, uplink) = match &opts.links {
+        // Failover: the active uplink's connection is already up (warm).
+        Some(links) => match links.connection(CONNECT_TIMEOUT).await {
+            Some(r) => {
+                tracing::info!(uplink = links.name(r.uplink), "streaming over uplink");
+                (r.conn, Some(r.uplink))
+            }
+            None => {
+                return Err(SessionEnd::Lost(
+                    format!("no uplink reached the server within {CONNECT_TIMEOUT:?}"),
+                    false,
+                ))
+            }
+        },
+        None => match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            link::connect(endpoint, opts.server.clone(), ALPN_CAMERA, LinkProfile::Live),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => (conn, None),
+            Ok(Err(e)) => return Err(SessionEnd::Lost(format!("connect: {e}"), false)),
+            Err(_) => {
+                return Err(SessionEnd::Lost(
+                    format!("connect: no answer within {CONNECT_TIMEOUT:?}"),
+                    false,
+                ))
+            }
+        },
     };
     let info = CameraInfo {
         name: opts.name.clone(),
@@ -503,7 +561,7 @@ async fn connect(
             return Err(SessionEnd::Refused(e.to_string()));
         }
     }
-    Ok((conn, control))
+    Ok((conn, control, uplink))
 }
 
 /// Hands a request to the capture thread. A keyframe is acknowledged later,

@@ -147,6 +147,7 @@ pub async fn run(
     let (_ack_route, mut acks) = hub.acks().register(camera);
     let mut backfills = Backfills::default();
     let mut publisher = hub.publish(camera, info);
+    let replaced = publisher.replaced();
     let session = cancel.child_token();
     let (tx, mut rx) = mpsc::channel(MEDIA_QUEUE);
     let receiver = tokio::spawn(receive_media(conn.clone(), tx, session.clone()));
@@ -157,6 +158,13 @@ pub async fn run(
         tokio::select! {
             _ = cancel.cancelled() => {
                 conn.close(codes::SHUTDOWN, b"server shutting down");
+                break None;
+            }
+            _ = replaced.cancelled() => {
+                // The camera connected again (restart, failover): this
+                // connection is stale; the newer session owns the camera.
+                tracing::info!(%camera, %name, generation = publisher.generation(), "camera reconnected; closing its older connection");
+                conn.close(codes::REPLACED, b"replaced by a newer connection from this camera");
                 break None;
             }
             item = rx.recv() => match item {

@@ -351,6 +351,15 @@ impl Recorder {
         }
     }
 
+    /// Every camera in the index (endpoint id, name, last seen), so the
+    /// server knows its cameras after a restart before they reconnect.
+    pub fn known_cameras(&self) -> Vec<crate::db::CameraRow> {
+        self.db.cameras().unwrap_or_else(|e| {
+            tracing::warn!("cannot list indexed cameras: {e}");
+            Vec::new()
+        })
+    }
+
     /// The live per-camera recording state (for the API).
     pub fn status(&self) -> RecordingStatus {
         self.status.clone()
