@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing Kodama needs beyond Rust: nasm (OpenH264's
-# assembly, ~3x faster encoding) and ffmpeg (ffprobe validates our H.264/MP4).
+# assembly, ~3x faster encoding), ffmpeg (ffprobe validates our H.264/MP4),
+# and for the web app's tests node/npm and chromium.
 # Uses apt-get when run as root; otherwise says what is missing.
 set -euo pipefail
 need=()
 command -v nasm >/dev/null || need+=(nasm)
 command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# The web app's build check and browser tests: node/npm and Debian's chromium.
+command -v npm >/dev/null || need+=(nodejs npm)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]}…"

@@ -2,7 +2,8 @@
 //! events by time, segment files with Range support, and MP4 export.
 //! JSON everywhere except media; errors are `{"error": code, "message": …}`
 //! with a 4xx status. Every route but health needs
-//! `Authorization: Bearer <token>` (see [`token`]).
+//! `Authorization: Bearer <token>` (see [`token`]) or a web session cookie
+//! (see [`crate::web::auth`]).
 //!
 //! Routes (all `GET`):
 //! ```text
@@ -32,9 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -47,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{AuxKind, CameraRow, Db, DbError};
 use crate::recorder::{self, RecordingStatus};
+use crate::web::accounts::{AccountError, Accounts};
 
 /// Most rows a telemetry or events query returns.
 pub const MAX_AUX_ROWS: i64 = 10_000;
@@ -63,6 +65,13 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Token file (default `<data>/api-token`).
     pub token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Map tile URL template for the web app's camera map
+    /// (`https://…/{z}/{x}/{y}.png`); none: an offline coordinate grid.
+    pub map_tile_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -70,6 +79,9 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            map_tile_url: None,
         }
     }
 }
@@ -126,6 +138,9 @@ pub enum ApiError {
     /// The index could not be opened.
     #[error("recording index: {0}")]
     Db(#[from] DbError),
+    /// The accounts database could not be opened.
+    #[error("web accounts: {0}")]
+    Accounts(#[from] AccountError),
     /// The listen address could not be bound.
     #[error("listening on {addr}: {source}")]
     Bind {
@@ -145,6 +160,7 @@ struct Inner {
     live: Arc<dyn LiveStatus>,
     recording: RecordingStatus,
     token: token::TokenStore,
+    accounts: Arc<Accounts>,
 }
 
 /// Shared state of the API handlers.
@@ -172,13 +188,25 @@ impl ApiState {
         let token = token::TokenStore::open(path.clone())
             .map_err(|source| ApiError::Token { path, source })?;
         let db = Db::open(&recorder::db_path(data_dir))?;
+        let accounts = Arc::new(Accounts::open(data_dir)?);
         Ok(ApiState(Arc::new(Inner {
             db: Mutex::new(db),
             root: recorder::recordings_dir(data_dir),
             live,
             recording,
             token,
+            accounts,
         })))
+    }
+
+    /// Whether `presented` is the bearer token.
+    pub fn check_token(&self, presented: &str) -> bool {
+        self.0.token.check(presented)
+    }
+
+    /// The web accounts.
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.0.accounts
     }
 
     /// The token file in use.
@@ -187,7 +215,7 @@ impl ApiState {
     }
 
     /// Runs `f` on the index on the blocking pool.
-    async fn with_db<T: Send + 'static>(
+    pub(crate) async fn with_db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Db, &Path) -> Result<T, ApiFailure> + Send + 'static,
     ) -> Result<T, ApiFailure> {
@@ -210,20 +238,24 @@ pub struct ApiFailure {
 }
 
 impl ApiFailure {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// A failure with a status, a stable code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiFailure {
             status,
             code,
             message: message.into(),
         }
     }
-    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    /// 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
-    fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    /// 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
-    fn internal(message: impl Into<String>) -> Self {
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
@@ -253,7 +285,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/cameras/{camera}/telemetry", get(telemetry))
         .route("/api/v1/cameras/{camera}/export", get(export_route))
         .route("/api/v1/segments/{id}", get(segment))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::web::auth::require_auth,
+        ));
     Router::new()
         .route("/api/v1/health", get(health))
         .merge(authed)
@@ -291,47 +326,18 @@ pub async fn serve_on(
         .map_err(ApiError::Serve)
 }
 
-async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(t) if state.0.token.check(t) => next.run(req).await,
-        Some(_) => ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_token",
-            "the bearer token is not valid",
-        )
-        .into_response(),
-        None => {
-            let mut r = ApiFailure::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_token",
-                "send Authorization: Bearer <token> (the token is in <data>/api-token)",
-            )
-            .into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            r
-        }
-    }
-}
-
 async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-fn rfc3339(us: i64) -> String {
+pub(crate) fn rfc3339(us: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
 }
 
-fn parse_time(name: &'static str, value: Option<&str>) -> Result<i64, ApiFailure> {
+pub(crate) fn parse_time(name: &'static str, value: Option<&str>) -> Result<i64, ApiFailure> {
     let v = value.ok_or_else(|| {
         ApiFailure::bad_request(
             "missing_parameter",
@@ -369,7 +375,7 @@ impl RangeQuery {
     }
 }
 
-fn find_camera(db: &Db, key: &str) -> Result<CameraRow, ApiFailure> {
+pub(crate) fn find_camera(db: &Db, key: &str) -> Result<CameraRow, ApiFailure> {
     db.cameras()?
         .into_iter()
         .find(|c| c.endpoint == key)
