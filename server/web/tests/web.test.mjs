@@ -272,7 +272,7 @@ test('the camera page shows health and the GPS track', async () => {
     for (let i = 0; i < d.length; i += 4) if (d[i] === 0x4f && d[i + 1] === 0xc3 && d[i + 2] === 0xf7) return true;
     return false;
   }), 15000);
-  if (shots) await page.screenshot({ path: join(shots, 'camera.png') });
+  if (shots) await page.screenshot({ path: join(shots, 'camera.png'), fullPage: true });
 });
 
 test('the layout works on a 390x844 phone screen', async () => {
