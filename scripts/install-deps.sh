@@ -8,6 +8,7 @@ need=()
 command -v nasm >/dev/null || need+=(nasm)
 command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v openssl >/dev/null || need+=(openssl)
 # The web app's build check and browser tests: node/npm and Debian's chromium.
 command -v npm >/dev/null || need+=(nodejs npm)
 [ -x /usr/bin/chromium ] || need+=(chromium)

@@ -136,3 +136,110 @@ pub async fn serve(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conns.wait()).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A self-signed certificate for `localhost` made by the openssl CLI.
+    fn self_signed(dir: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost"])
+            // An end-entity certificate: webpki refuses a CA as a server.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", "extendedKeyUsage=serverAuth"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some((cert, key))
+    }
+
+    #[tokio::test]
+    async fn serves_https_with_the_client_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some((cert, key)) = self_signed(dir.path()) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "openssl is needed to make a test certificate"
+            );
+            eprintln!("SKIPPED: no openssl to make a test certificate");
+            return;
+        };
+        assert!(matches!(acceptor(&key, &key), Err(TlsError::Cert { .. })));
+        let tls = acceptor(&cert, &key).expect("acceptor");
+        let router = Router::new().route(
+            "/who",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, router, Some(tls), cancel.clone()));
+
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&cert).expect("pem") {
+            roots.add(c.expect("cert")).expect("root");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut stream = connector
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("TLS handshake with the configured certificate");
+        stream
+            .write_all(b"GET /who HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("127.0.0.1"), "{response}");
+
+        // Plain HTTP to the TLS port gets no HTTP answer.
+        let mut plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        plain
+            .write_all(b"GET /who HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            plain.read_to_end(&mut buf),
+        )
+        .await;
+        assert!(!buf.starts_with(b"HTTP/1.1 200"));
+
+        cancel.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(15), server)
+            .await
+            .expect("stops on cancel")
+            .expect("task")
+            .expect("served");
+    }
+}

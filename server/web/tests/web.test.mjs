@@ -297,3 +297,17 @@ test('the layout works on a 390x844 phone screen', async () => {
   await phone.close();
 });
 
+
+test('an admin renames and removes (revokes) a camera', async () => {
+  await page.goto(`${rig.url}/#/camera/${cam()}`);
+  await page.locator('.health dt').first().waitFor();
+  page.once('dialog', (d) => d.accept('porch'));
+  await page.getByRole('button', { name: 'Rename' }).click();
+  await until('renamed in the allowlist', () => /porch/.test(execFileSync(rig.server()[0], [...rig.server().slice(1), 'allow', 'list']).toString()), 10000);
+  page.once('dialog', (d) => d.accept());
+  await page.getByRole('button', { name: 'Remove' }).click();
+  await until('off the allowlist', () => !execFileSync(rig.server()[0], [...rig.server().slice(1), 'allow', 'list']).toString().includes(cam()), 10000);
+  // Removing it again is a clear 404.
+  const again = await csrfFetch(page, `/api/v1/cameras/${cam()}`, { method: 'DELETE' });
+  assert.equal(again.status, 404, again.body);
+});
