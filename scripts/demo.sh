@@ -113,6 +113,16 @@ done
 
 sleep 2
 cat "$data/server.out"
+web_url=$(sed -n 's/^  web app: //p' "$data/server.out")
+if [ -s "$data/web-setup-link" ]; then
+    web_line="Open the web app and create its admin account (one-time link): $(cat "$data/web-setup-link")"
+else
+    web_line="Open the web app and log in: $web_url"
+fi
+cat <<MSG
+
+$web_line
+MSG
 cat <<MSG
 
 Demo running: $cameras simulated cameras stream H.264 to the server over iroh (offline, loopback).

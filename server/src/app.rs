@@ -21,7 +21,7 @@ use crate::recorder::{Recorder, SystemClock};
 use crate::sessions::Sessions;
 use crate::transport::{NodeOptions, ServerNode};
 use crate::viewer::{self, ViewOptions, ViewerClient};
-use crate::{api, feed};
+use crate::{api, feed, web};
 
 /// A running server (for tests and the demo).
 #[derive(Debug)]
@@ -40,6 +40,10 @@ pub struct Server {
     pub api_addr: SocketAddr,
     /// The API token file.
     pub api_token: std::path::PathBuf,
+    /// The web app's address (`http://…` or `https://…`).
+    pub web_url: String,
+    /// The one-time first-run setup link, while no web account exists.
+    pub setup_link: Option<String>,
     recorder: tokio::task::JoinHandle<()>,
     api: tokio::task::JoinHandle<()>,
     cancel: CancellationToken,
@@ -88,11 +92,35 @@ impl Server {
             .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
         let api_addr = listener.local_addr()?;
         let api_token = api_state.token_path().to_owned();
+        let tls = match (&config.api.tls_cert, &config.api.tls_key) {
+            (Some(cert), Some(key)) => Some(web::tls::acceptor(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("api.tls_cert and api.tls_key go together: set both or neither"),
+        };
+        let web_url = format!(
+            "{}://{}",
+            if tls.is_some() { "https" } else { "http" },
+            api_addr
+        );
+        let setup_link = api_state
+            .accounts()
+            .begin_setup(&web_url)
+            .context("preparing the web app's first-run setup")?;
         let own = cancel.child_token();
         let recorder = tokio::spawn(recorder.run(feed_rx, own.child_token()));
         let api_cancel = own.child_token();
+        let web_state = web::WebState::new(
+            api_state,
+            hub.clone(),
+            allowlist.clone(),
+            &config.server.data_dir,
+            &config.api,
+            api_cancel.clone(),
+        );
+        tracing::info!(addr = %api_addr, tls = tls.is_some(), "HTTP API and web app listening");
         let api = tokio::spawn(async move {
-            if let Err(e) = api::serve_on(listener, api_state, api_cancel).await {
+            if let Err(e) = web::tls::serve(listener, web::router(web_state), tls, api_cancel).await
+            {
                 tracing::error!("HTTP API stopped: {e}");
             }
         });
@@ -126,6 +154,8 @@ impl Server {
             pairing,
             api_addr,
             api_token,
+            web_url,
+            setup_link,
             recorder,
             api,
             cancel: own,
@@ -346,6 +376,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         server.api_token.display(),
         server.api_addr
     );
+    println!("  web app: {}/", server.web_url);
+    if let Some(link) = &server.setup_link {
+        println!("  first-run setup (one-time link, creates the admin account): {link}");
+    }
     println!(
         "  allowed peers: {} (add a camera with: kodama-server allow add <camera-node-id>)",
         server.allowlist.list().map(|l| l.len()).unwrap_or(0)
