@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backlog::{Backlog, StoreForward};
 use crate::config::Config;
+use crate::link::{self, LinkSet, LinkSetOptions};
 use crate::onboarding::{self, OnboardingState};
 use crate::pairing::{self, PairedRecord};
-use crate::link::{self, LinkSet, LinkSetOptions};
 use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
 use crate::video::{self, MotionSwitch, Overlay, VideoSource};
 use crate::{hw, motion, telemetry};

@@ -499,7 +499,12 @@ async fn connect(
         },
         None => match tokio::time::timeout(
             CONNECT_TIMEOUT,
-            link::connect(endpoint, opts.server.clone(), ALPN_CAMERA, LinkProfile::Live),
+            link::connect(
+                endpoint,
+                opts.server.clone(),
+                ALPN_CAMERA,
+                LinkProfile::Live,
+            ),
         )
         .await
         {

@@ -51,8 +51,8 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{AuxKind, CameraRow, Db, DbError};
 use crate::recorder::{self, RecordingStatus};
 use crate::sessions::CommandOutcome;
-use kodama_proto::{Command, CommandResult};
 use crate::web::accounts::{AccountError, Accounts};
+use kodama_proto::{Command, CommandResult};
 
 /// Most rows a telemetry or events query returns.
 pub const MAX_AUX_ROWS: i64 = 10_000;
@@ -230,6 +230,11 @@ impl ApiState {
             token,
             accounts,
         })))
+    }
+
+    /// The endpoint id of the camera named `name` on the server's record.
+    pub(crate) fn resolve_camera(&self, name: &str) -> Option<String> {
+        self.0.live.resolve_camera(name)
     }
 
     /// Whether `presented` is the bearer token.
@@ -411,7 +416,11 @@ impl RangeQuery {
 
 /// A camera by endpoint id, or by its name on the server's record; only a
 /// name the record no longer has falls back to the index's last known name.
-pub(crate) fn find_camera(db: &Db, key: &str, resolved: Option<&str>) -> Result<CameraRow, ApiFailure> {
+pub(crate) fn find_camera(
+    db: &Db,
+    key: &str,
+    resolved: Option<&str>,
+) -> Result<CameraRow, ApiFailure> {
     let rows = db.cameras()?;
     let endpoint = resolved.unwrap_or(key);
     rows.iter()

@@ -277,7 +277,7 @@ async fn thumbnail(
     Query(q): Query<TimeQuery>,
 ) -> Result<Response, ApiFailure> {
     let time = api::parse_time("time", q.time.as_deref())?;
-    let resolved = web.api.0.live.resolve_camera(&camera);
+    let resolved = web.api.resolve_camera(&camera);
     let (endpoint, located) = web
         .api
         .with_db(move |db, _| {
