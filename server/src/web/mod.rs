@@ -347,7 +347,7 @@ async fn rename_camera(
     }
     let endpoint = camera_endpoint(&web, &camera)?;
     web.allowlist
-        .add(&endpoint, PeerRole::Camera, &name)
+        .rename(PeerRole::Camera, &endpoint, &name)
         .map_err(|e| ApiFailure::bad_request("allowlist", e.to_string()))?;
     let (ep, n) = (endpoint.clone(), name.clone());
     web.api
