@@ -33,7 +33,8 @@ if $testbed; then
         exit 1
     fi
     echo "building (first time: a few minutes)…"
-    cargo build --quiet -p kodama-server -p kodama-firmware -p kodama-testbed --bins
+    cargo build --quiet -p kodama-server -p kodama-firmware -p kodama-testbed --bins \
+        --features kodama-firmware/synthetic
     mkdir -p demo-data-testbed
     echo "camera 'bedcam' streams over Wi-Fi (wifi0) with cellular (cell0) as warm standby;"
     echo "watch it fail over and come back. Recordings: demo-data-testbed/recordings. Ctrl-C stops."

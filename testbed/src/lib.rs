@@ -668,6 +668,10 @@ pub fn workspace_binaries() -> Result<(PathBuf, PathBuf), BedError> {
         "-p",
         "kodama-firmware",
         "--bins",
+        // The camera streams the test pattern (test equipment; QEMU and
+        // these namespaces have no camera).
+        "--features",
+        "kodama-firmware/synthetic",
     ];
     let status = Command::new(&cargo)
         .args(args)
