@@ -18,6 +18,8 @@
 //! * [`pair`]: redeeming a one-time pairing code on the pairing ALPN.
 //! * [`backfill`]: uploads one recorded GOP on its own stream, below every
 //!   live stream's priority (store-and-forward).
+//! * [`policy`]: sans-IO policies on transport measurements: [`policy::rate`],
+//!   the adaptive-bitrate controller and tier ladder.
 //! * [`error`]: the error enums.
 
 pub mod backfill;
@@ -27,6 +29,7 @@ pub mod error;
 pub mod media_recv;
 pub mod media_send;
 pub mod pair;
+pub mod policy;
 
 /// The iroh crate itself, for the few places (protocol handlers, hooks) that need more.
 pub use iroh;
