@@ -10,12 +10,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backlog::{Backlog, StoreForward};
-use crate::config::{Config, VideoSourceKind};
+use crate::config::Config;
 use crate::onboarding::{self, OnboardingState};
 use crate::pairing::{self, PairedRecord};
 use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
-use crate::video::synthetic::{MotionSwitch, Overlay, SyntheticSource};
-use crate::video::{self, VideoSource};
+use crate::video::{self, MotionSwitch, Overlay, VideoSource};
 use crate::{hw, motion, telemetry};
 
 /// Handles the app exposes to tests and the demo.
@@ -27,25 +26,34 @@ pub struct AppHandles {
     pub overlay: Overlay,
 }
 
-/// Builds the configured video source.
+/// Builds the configured video source. A source this build does not
+/// contain is refused with the reason (see `VideoSourceKind::check_built_in`).
 pub fn make_source(config: &Config, handles: &AppHandles) -> anyhow::Result<Box<dyn VideoSource>> {
-    match config.video.source {
-        VideoSourceKind::Synthetic => Ok(Box::new(
-            SyntheticSource::new(config.video.settings(), true, handles.motion.clone())
-                .context("starting the synthetic video source")?
-                .with_overlay(handles.overlay.clone()),
+    let kind = config.video.source;
+    if let Err(why) = kind.check_built_in() {
+        anyhow::bail!("video.source: {why}");
+    }
+    let _ = handles;
+    match kind {
+        #[cfg(feature = "synthetic")]
+        crate::config::VideoSourceKind::Synthetic => Ok(Box::new(
+            video::synthetic::SyntheticSource::new(
+                config.video.settings(),
+                true,
+                handles.motion.clone(),
+            )
+            .context("starting the synthetic video source")?
+            .with_overlay(handles.overlay.clone()),
         )),
         #[cfg(feature = "pi")]
-        VideoSourceKind::Pi => Ok(Box::new(
+        crate::config::VideoSourceKind::Pi => Ok(Box::new(
             video::pi::PiCameraSource::open(video::pi::PiCameraConfig::new(
                 config.video.settings(),
             ))
             .context("opening the IMX219 camera and the hardware H.264 encoder")?,
         )),
-        #[cfg(not(feature = "pi"))]
-        VideoSourceKind::Pi => {
-            anyhow::bail!("video.source = \"pi\" needs a firmware built with the `pi` feature")
-        }
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!("video.source = {:?} is not built in", other.name()),
     }
 }
 
@@ -238,6 +246,12 @@ pub async fn run(
     let modem = hw::modem::start(&config.modem, cancel.clone())
         .await
         .context("starting the modem")?;
+    let clock_task = tokio::spawn(hw::modem::netclock::run(
+        modem.status.clone(),
+        hw::modem::netclock::system_now_unix,
+        hw::modem::netclock::set_system_clock,
+        cancel.clone(),
+    ));
     let gnss = hw::gnss::spawn(&config.gnss, cancel.clone()).context("starting GNSS")?;
     let (motion_tx, motion_active) = watch::channel(false);
     let motion_task = tokio::spawn(motion::run(
@@ -295,6 +309,7 @@ pub async fn run(
     let _ = sampler.await;
     let _ = motion_task.await;
     let _ = gnss.task.await;
+    let _ = clock_task.await;
     modem.join().await;
     match tokio::task::spawn_blocking(move || capture.thread.join()).await {
         Ok(Ok(Ok(()))) => Ok(()),

@@ -10,8 +10,6 @@
 //! [`ReplaySource`] loops pre-encoded GOPs: it costs almost no CPU, so
 //! benchmarks can run many cameras on two cores.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -21,47 +19,13 @@ use openh264::encoder::{
 use openh264::formats::YUVSlices;
 use openh264::OpenH264API;
 
-use super::{EncodedFrame, LumaFrame, VideoError, VideoFormat, VideoSettings, VideoSource};
+pub use super::MotionSwitch;
+use super::{
+    EncodedFrame, LumaFrame, Overlay, VideoError, VideoFormat, VideoSettings, VideoSource,
+};
 
 /// Luma planes for motion detection are the picture scaled down by this.
 pub const LUMA_SCALE: u32 = 8;
-
-/// Turns injected motion on and off from another thread.
-#[derive(Debug, Clone, Default)]
-pub struct MotionSwitch(Arc<AtomicBool>);
-
-impl MotionSwitch {
-    /// Starts or stops the moving block.
-    pub fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Relaxed);
-    }
-
-    /// Whether motion is being injected.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A picture held in front of the synthetic lens (test equipment: e.g. a
-/// pairing QR code for onboarding tests), drawn centred over the pattern.
-#[derive(Debug, Clone, Default)]
-pub struct Overlay(Arc<std::sync::Mutex<Option<Arc<LumaFrame>>>>);
-
-impl Overlay {
-    /// Shows `image` (8-bit luma) from the next frame on.
-    pub fn show(&self, image: LumaFrame) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(image));
-    }
-
-    /// Takes the picture away.
-    pub fn clear(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    fn current(&self) -> Option<Arc<LumaFrame>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
 
 /// Copies `image` centred onto a `w`×`h` luma plane, clipped to it.
 fn blit_centred(y_plane: &mut [u8], w: usize, h: usize, image: &LumaFrame) {
