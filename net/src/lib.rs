@@ -20,8 +20,8 @@
 //!   live stream's priority (store-and-forward).
 //! * [`link`]: link liveness (silence detection within a second) and the
 //!   live/standby connection profiles (keep-alive, idle timeout).
-//! * [`policy`]: sans-IO decisions the drivers above follow (the GOP send
-//!   policy; the rate controller).
+//! * [`policy`]: sans-IO decisions the drivers above follow ([`policy::send`], the GOP send
+//!   policy; [`policy::rate`], the adaptive-bitrate controller and tier ladder).
 //! * [`error`]: the error enums.
 
 pub mod backfill;
