@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what building and testing Kodama needs beyond Rust: nasm (OpenH264's
-# assembly, ~3x faster encoding) and ffmpeg (ffprobe validates our H.264/MP4).
+# assembly, ~3x faster encoding), ffmpeg (ffprobe validates our H.264/MP4),
+# rauc and squashfs-tools (signed update bundles).
 # Uses apt-get when run as root; otherwise says what is missing.
 set -euo pipefail
 need=()
 command -v nasm >/dev/null || need+=(nasm)
 command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# Signed updates: bundles are built and verified with host RAUC (scripts/update-check.sh).
+command -v rauc >/dev/null || need+=(rauc)
+command -v mksquashfs >/dev/null || need+=(squashfs-tools)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]}…"

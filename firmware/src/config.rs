@@ -132,6 +132,22 @@ pub struct ServerSection {
     pub node_id: Option<String>,
     /// Direct socket addresses of the server (needed in offline mode).
     pub addrs: Vec<SocketAddr>,
+    /// A pairing string from `kodama-server camera add NAME`: on first
+    /// contact the camera redeems its one-time code, then connects as a
+    /// camera (the server to dial comes from the string).
+    pub pair: Option<String>,
+}
+
+/// `[system]`: what the camera may do to itself on an admin's command.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemSection {
+    /// Program and arguments that reboot the camera (the image sets
+    /// `["/sbin/reboot"]`); empty: reboot commands are answered "unsupported".
+    pub reboot_command: Vec<String>,
+    /// Program and arguments that (re)join Wi-Fi after a pairing QR code
+    /// brought credentials (the image sets its network script's `wifi`).
+    pub wifi_command: Vec<String>,
 }
 
 /// `[network]`
@@ -249,6 +265,8 @@ pub struct Config {
     pub cellular: Option<RetiredCellularSection>,
     /// `[time]`
     pub time: TimeSection,
+    /// `[system]`
+    pub system: SystemSection,
     /// `[modem]`
     pub modem: crate::hw::modem::ModemConfig,
     /// `[gnss]`
@@ -296,13 +314,14 @@ impl Config {
                 "must not contain control characters".into(),
             ));
         }
+        if let Some(p) = &self.server.pair {
+            kodama_proto::pairing::PairingString::parse(p)
+                .map_err(|e| invalid("server.pair", e.to_string()))?;
+        }
         match (&self.server.ticket, &self.server.node_id) {
-            (None, None) => {
-                return Err(invalid(
-                    "server",
-                    "set server.ticket, or server.node_id (with server.addrs when offline)".into(),
-                ))
-            }
+            // No server at all: the camera onboards by QR code (or uses
+            // the server it paired with before).
+            (None, None) => {}
             (Some(t), _) => {
                 kodama_net::endpoint::parse_ticket(t)
                     .map_err(|e| invalid("server.ticket", e.to_string()))?;
@@ -402,6 +421,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Where the camera records that it has paired: beside its key, on the
+    /// data partition (it survives updates and reboots).
+    pub fn paired_record_path(&self) -> PathBuf {
+        self.camera.key_path.with_extension("paired.toml")
+    }
+
+    /// Where Wi-Fi credentials read from a pairing QR code are kept (the
+    /// image's network script reads them when `kodama.toml` has no `[wifi]`).
+    pub fn qr_wifi_path(&self) -> PathBuf {
+        self.camera.key_path.with_extension("wifi.toml")
     }
 
     /// Reconnect backoff bounds in milliseconds.
@@ -537,6 +568,20 @@ mod tests {
     }
 
     #[test]
+    fn a_pairing_string_is_enough_and_is_checked() {
+        let addr = kodama_net::EndpointAddr::new(kodama_net::SecretKey::generate().public());
+        let ticket = kodama_net::EndpointTicket::new(addr).to_string();
+        let c = parse(&format!(
+            "[server]\npair = \"kodama:pair?v=1&code=ABCD-EFGH-JKMN&server={ticket}\"\n[system]\nreboot_command = [\"/sbin/reboot\"]\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.system.reboot_command, vec!["/sbin/reboot".to_owned()]);
+        let err = parse("[server]\npair = \"kodama:pair?v=1&code=nope&server=x\"\n")
+            .expect_err("bad code");
+        assert!(err.to_string().starts_with("server.pair"), "{err}");
+    }
+
+    #[test]
     fn bad_values_name_the_field() {
         let base = format!(
             "[server]\nnode_id = \"{}\"\naddrs = [\"127.0.0.1:1\"]\n",
@@ -548,8 +593,8 @@ mod tests {
         assert!(err.to_string().starts_with("camera.name:"), "{err}");
         let err = parse("[server]\nnode_id = \"nope\"\n").expect_err("id");
         assert!(err.to_string().starts_with("server.node_id:"), "{err}");
-        let err = parse("").expect_err("no server");
-        assert!(err.to_string().starts_with("server:"), "{err}");
+        // No server: the camera onboards by QR code.
+        assert!(parse("").is_ok());
         let err = parse(&format!(
             "[server]\nnode_id = \"{}\"\n[network]\noffline = true\n",
             id()

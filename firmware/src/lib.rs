@@ -14,6 +14,9 @@
 //! * [`video`]: the [`video::VideoSource`] trait, the capture thread, the
 //!   Pi driver (feature `pi`) and the synthetic test source (feature `synthetic`).
 //! * [`uplink`]: connect, handshake, stream GOPs, reconnect with backoff.
+//! * [`pairing`]: redeem `server.pair`'s one-time code, remember being paired.
+//! * [`onboarding`]: read the pairing string from a QR code in front of the
+//!   lens while unpaired, with LED feedback.
 //! * [`backoff`]: capped exponential backoff, sans-IO.
 //! * [`hw`]: hardware drivers (modem, GNSS, GPIO).
 
@@ -25,6 +28,8 @@ pub mod diag;
 pub mod firstboot;
 pub mod hw;
 pub mod motion;
+pub mod onboarding;
+pub mod pairing;
 pub mod telemetry;
 pub mod uplink;
 pub mod video;

@@ -11,7 +11,6 @@ use kodama_firmware::app::{self, AppHandles};
 use kodama_firmware::config::Config as CameraConfig;
 use kodama_net::media_recv::Received;
 use kodama_proto::Channel;
-use kodama_server::allowlist::PeerRole;
 use kodama_server::viewer::ViewerEvent;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +20,7 @@ async fn viewer_sees_signal_and_position_from_simulated_hardware() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key_path = dir.path().join("camera.key");
     let key = kodama_net::endpoint::load_or_create_key(&key_path).expect("key");
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "sim");
     let equipment = CancellationToken::new();
     let (at_port, modem) = kodama_sim::modem::spawn_with(
         kodama_sim::modem::SimOptions::fast(kodama_sim::modem::Scenario::Healthy),

@@ -40,6 +40,29 @@ impl MotionSwitch {
     }
 }
 
+/// A picture held in front of the synthetic lens (test equipment: e.g. a
+/// pairing QR code for onboarding tests), drawn centred over the pattern.
+/// Only the synthetic source (feature `synthetic`) reads it.
+#[derive(Debug, Clone, Default)]
+pub struct Overlay(Arc<std::sync::Mutex<Option<Arc<LumaFrame>>>>);
+
+impl Overlay {
+    /// Shows `image` (8-bit luma) from the next frame on.
+    pub fn show(&self, image: LumaFrame) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(image));
+    }
+
+    /// Takes the picture away.
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The picture being shown, if any.
+    pub fn current(&self) -> Option<Arc<LumaFrame>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Picture format a source produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VideoFormat {
@@ -122,6 +145,11 @@ pub trait VideoSource: Send {
     fn request_keyframe(&mut self);
     /// The latest low-resolution luma plane, if the source provides one.
     fn take_luma(&mut self) -> Option<LumaFrame> {
+        None
+    }
+    /// The latest full-resolution luma plane (QR onboarding reads codes
+    /// off it), if the source provides one. Called only while unpaired.
+    fn full_luma(&mut self) -> Option<LumaFrame> {
         None
     }
 }
