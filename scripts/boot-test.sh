@@ -18,19 +18,13 @@
 # Then it boots qemu-system-aarch64 (virt, cortex-a53, 512 MiB, user-mode
 # networking: the guest reaches this host as 10.0.2.2, which slirp maps to
 # 127.0.0.1 — nothing leaves the machine).
-# The streaming test also plays the SIM7600 from this host: kodama-sim (test
-# equipment) serves its AT and NMEA ports on ptys, which qemu hands to the
-# guest as virtio consoles (/dev/hvc0, /dev/hvc1, ttys like the modem's USB
-# serial ports). The firmware in the guest has no simulator: its own modem
-# supervisor and NMEA reader drive them.
 #
 # Usage: scripts/boot-test.sh [--seconds N] [--boot-only] [--keep]
 #   --seconds N   seconds of video the server must receive (default 10)
 #   --boot-only   boot, run `kodama-camera --version` in the guest, stop
 #   --keep        keep qemu's console log and the received video
 # Environment: KODAMA_CAMERA_BIN (skip the cross build), KODAMA_SERVER_BIN
-# and KODAMA_SIM_BIN (skip the native builds), BOOT_TEST_TIMEOUT (seconds,
-# default 300).
+# (skip the native server build), BOOT_TEST_TIMEOUT (seconds, default 300).
 set -euo pipefail
 
 seconds=10
@@ -174,8 +168,6 @@ add_mod() {
 	basename "$rel" >> initramfs/modules.order
 }
 for m in $want; do add_mod "$m"; done
-# The modem's virtual serial ports (a module in Debian's kernel, or built in).
-if grep -q "/virtio_console\.ko" "stage/lib/modules/$kver/modules.dep"; then add_mod virtio_console; fi
 cat > initramfs/init <<'INIT'
 #!/bin/sh
 # Emulator-only: load the modules Debian's kernel has as modules, then hand
@@ -210,12 +202,9 @@ make_card() { # kodama.toml
 
 qemu_pid=
 server_pid=
-sim_pid=
-extra_qemu=()
 cleanup() {
 	if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
 	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
-	if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; fi
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -228,7 +217,7 @@ boot() { # extra kernel args
 		-append "console=ttyAMA0 root=/dev/vda2 ro panic=5 kodama.boot=/dev/vda1 kodama.data=/dev/vda4 $1" \
 		-drive file=sdcard.img,format=raw,if=none,id=sd -device virtio-blk-pci,drive=sd,romfile= \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= \
-		-device virtio-rng-pci,romfile= -device i6300esb "${extra_qemu[@]}" \
+		-device virtio-rng-pci,romfile= -device i6300esb \
 		</dev/null >console.log 2>&1 &
 	qemu_pid=$!
 }
@@ -296,26 +285,6 @@ stream_test() {
 	server_pid=$!
 	log "server $server_id on 127.0.0.1:$port"
 
-	# The modem and its GNSS, played from this host through virtual serial
-	# ports (the device's own interface; nothing simulated in the guest).
-	local sim_bin=${KODAMA_SIM_BIN:-}
-	if [ -z "$sim_bin" ]; then
-		log "building kodama-sim (native test equipment)"
-		(cd "$repo" && cargo build --locked -q -p kodama-sim --bin kodama-sim)
-		sim_bin=$repo/target/debug/kodama-sim
-	fi
-	[ -x "$sim_bin" ] || die "no kodama-sim binary at $sim_bin"
-	rm -f sim-at sim-nmea
-	"$sim_bin" --at sim-at --nmea sim-nmea --scenario healthy > sim.out 2> sim.log &
-	sim_pid=$!
-	local i=0
-	while { [ ! -e sim-at ] || [ ! -e sim-nmea ]; } && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-	[ -e sim-at ] && [ -e sim-nmea ] || { cat sim.log; die "kodama-sim did not start"; }
-	extra_qemu=(-device virtio-serial-pci,romfile=
-		-chardev "serial,id=modem-at,path=$(readlink sim-at)" -device virtconsole,chardev=modem-at,name=kodama.modem-at
-		-chardev "serial,id=gnss,path=$(readlink sim-nmea)" -device virtconsole,chardev=gnss,name=kodama.gnss)
-	log "modem AT $(readlink sim-at), NMEA $(readlink sim-nmea) -> guest /dev/hvc0, /dev/hvc1"
-
 	cat > kodama.toml <<-EOF
 		# Written by scripts/boot-test.sh.
 		[camera]
@@ -336,15 +305,6 @@ stream_test() {
 		width = $width
 		height = $height
 		fps = $fps
-
-		[modem]
-		enabled = true
-		port = "/dev/hvc0"
-		apn = "internet"
-		poll_interval_ms = 2000
-
-		[gnss]
-		port = "/dev/hvc1"
 	EOF
 	make_card kodama.toml
 	log "booting"
@@ -400,19 +360,6 @@ stream_test() {
 	[ "$size" = "${width}x${height}" ] || die "received ${size} video, configured ${width}x${height}"
 
 	log "received $n_frames frames ${size} = $((n_frames / fps)) s of decodable video"
-
-	# The guest's modem supervisor set the APN, started GNSS and brought the
-	# data session up on the host's simulated SIM7600 (its counters, printed
-	# as JSON when it stops).
-	kill "$sim_pid" 2>/dev/null || true
-	wait "$sim_pid" 2>/dev/null || true
-	sim_pid=
-	local stats
-	stats=$(grep '^{' sim.log | tail -n 1)
-	log "modem simulator: $stats"
-	case "$stats" in *'"gnss_on":true'*) ;; *) die "the guest never started GNSS (AT+CGPS=1)" ;; esac
-	case "$stats" in *'"data_session_up":true'*) ;; *) die "the guest never brought the data session up" ;; esac
-	case "$stats" in *'"apn_set":true'*) ;; *) die "the guest never set the APN" ;; esac
 	log "boot-to-camera-online ${online} s, boot-to-first-frame ${first} s"
 	echo "boot-to-first-frame: ${first} s"
 	[ "$keep" = 1 ] || rm -f received.h264
