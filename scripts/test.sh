@@ -20,6 +20,9 @@ $quick && exit 0
 echo "=== pi feature: libcamera + V4L2 encoder build check"
 bash scripts/check-pi.sh
 
+echo "=== web app: bundle matches sources, type check, browser tests (headless chromium)"
+bash scripts/web-test.sh
+
 echo "=== fuzz targets build (each decoder of outside input has one)"
 bash scripts/fuzz.sh --build-only
 

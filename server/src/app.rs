@@ -21,7 +21,7 @@ use crate::recorder::{Recorder, SystemClock};
 use crate::sessions::Sessions;
 use crate::transport::{NodeOptions, ServerNode};
 use crate::viewer::{self, ViewOptions, ViewerClient};
-use crate::{api, feed};
+use crate::{api, feed, web};
 
 /// A running server (for tests and the demo).
 #[derive(Debug)]
@@ -40,6 +40,10 @@ pub struct Server {
     pub api_addr: SocketAddr,
     /// The API token file.
     pub api_token: std::path::PathBuf,
+    /// The web app's address (`http://…` or `https://…`).
+    pub web_url: String,
+    /// The one-time first-run setup link, while no web account exists.
+    pub setup_link: Option<String>,
     recorder: tokio::task::JoinHandle<()>,
     api: tokio::task::JoinHandle<()>,
     cancel: CancellationToken,
@@ -57,10 +61,12 @@ impl Server {
         // The recorder reconciles index and files before anything is accepted.
         let mut recording = config.recording.clone();
         recording.data_dir = config.server.data_dir.clone();
-        let recorder = Recorder::open(recording, Arc::new(SystemClock::new()))
+        let mut recorder = Recorder::open(recording, Arc::new(SystemClock::new()))
             .context("opening the recordings")?;
         let (feed, feed_rx) = feed::channel("recorder", RECORDER_QUEUE);
         let hub = Hub::new(vec![feed]);
+        recorder.set_acks(hub.acks().clone());
+        know_cameras(&hub, &recorder, &allowlist);
 
         let sessions = Sessions::new();
         let pairing = Arc::new(PairingService::new(
@@ -86,11 +92,35 @@ impl Server {
             .with_context(|| format!("api.listen: cannot listen on {}", config.api.listen))?;
         let api_addr = listener.local_addr()?;
         let api_token = api_state.token_path().to_owned();
+        let tls = match (&config.api.tls_cert, &config.api.tls_key) {
+            (Some(cert), Some(key)) => Some(web::tls::acceptor(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("api.tls_cert and api.tls_key go together: set both or neither"),
+        };
+        let web_url = format!(
+            "{}://{}",
+            if tls.is_some() { "https" } else { "http" },
+            api_addr
+        );
+        let setup_link = api_state
+            .accounts()
+            .begin_setup(&web_url)
+            .context("preparing the web app's first-run setup")?;
         let own = cancel.child_token();
         let recorder = tokio::spawn(recorder.run(feed_rx, own.child_token()));
         let api_cancel = own.child_token();
+        let web_state = web::WebState::new(
+            api_state,
+            hub.clone(),
+            allowlist.clone(),
+            &config.server.data_dir,
+            &config.api,
+            api_cancel.clone(),
+        );
+        tracing::info!(addr = %api_addr, tls = tls.is_some(), "HTTP API and web app listening");
         let api = tokio::spawn(async move {
-            if let Err(e) = api::serve_on(listener, api_state, api_cancel).await {
+            if let Err(e) = web::tls::serve(listener, web::router(web_state), tls, api_cancel).await
+            {
                 tracing::error!("HTTP API stopped: {e}");
             }
         });
@@ -124,6 +154,8 @@ impl Server {
             pairing,
             api_addr,
             api_token,
+            web_url,
+            setup_link,
             recorder,
             api,
             cancel: own,
@@ -288,6 +320,33 @@ impl api::LiveStatus for LiveView {
     }
 }
 
+/// Tells the hub about every camera the server's own records name (the
+/// allowlist first — its names are the record — then cameras only the
+/// recording index still knows), so that right after a restart viewers find
+/// them by name and wait for them to reconnect.
+fn know_cameras(hub: &Hub, recorder: &Recorder, allowlist: &Allowlist) {
+    for peer in allowlist.list().unwrap_or_default() {
+        if peer.role != PeerRole::Camera {
+            continue;
+        }
+        if let Ok(id) = endpoint::parse_endpoint_id(&peer.id) {
+            let name = if peer.label.is_empty() {
+                &peer.id
+            } else {
+                &peer.label
+            };
+            hub.know(id, name, std::time::UNIX_EPOCH);
+        }
+    }
+    for row in recorder.known_cameras() {
+        if let Ok(id) = endpoint::parse_endpoint_id(&row.endpoint) {
+            let seen = std::time::UNIX_EPOCH
+                + Duration::from_micros(u64::try_from(row.last_seen_us).unwrap_or(0));
+            hub.know(id, &row.name, seen);
+        }
+    }
+}
+
 /// GOPs queued for the recorder before whole GOPs are dropped (about a
 /// minute of video from 8 cameras at 1 s GOPs).
 const RECORDER_QUEUE: usize = 512;
@@ -317,6 +376,10 @@ pub async fn run(config: Config, cancel: CancellationToken) -> anyhow::Result<()
         server.api_token.display(),
         server.api_addr
     );
+    println!("  web app: {}/", server.web_url);
+    if let Some(link) = &server.setup_link {
+        println!("  first-run setup (one-time link, creates the admin account): {link}");
+    }
     println!(
         "  allowed peers: {} (add a camera with: kodama-server allow add <camera-node-id>)",
         server.allowlist.list().map(|l| l.len()).unwrap_or(0)
@@ -651,7 +714,14 @@ pub async fn view(
             Err(_) => CameraSelector::Name(c.clone()),
         },
     };
-    let client = ViewerClient::connect(&ep, server, selector).await?;
+    let wait = Duration::from_secs_f64(args.wait.max(0.0));
+    let client = ViewerClient::connect_waiting(&ep, server, selector, wait, |camera| {
+        eprintln!(
+            "camera {camera} is offline; waiting up to {:.0} s for it to connect (--wait)",
+            wait.as_secs_f64()
+        );
+    })
+    .await?;
     viewer::watch(
         client,
         ViewOptions {

@@ -20,6 +20,9 @@
 //! * [`recorder`], [`db`]: fMP4 segments on disk, their SQLite index,
 //!   recovery and retention (docs/design/recording.md).
 //! * [`api`]: the HTTP API for recordings, playback and export.
+//! * [`web`]: the embedded web app: accounts and sessions, live video over
+//!   WebSocket, camera administration, HTTPS.
+//! * [`thumbs`]: preview thumbnails decoded from recorded keyframes.
 
 pub mod allowlist;
 pub mod api;
@@ -37,6 +40,8 @@ pub mod ratelimit;
 pub mod recorder;
 pub mod sessions;
 pub mod stats;
+pub mod thumbs;
 pub mod transport;
 pub mod viewer;
 pub mod viewer_session;
+pub mod web;

@@ -371,7 +371,7 @@ async fn every_route_and_bad_input() {
     // starts at the keyframe at 2 s and ends at 5 s: 30 frames.
     let cfg = ApiConfig {
         listen: f.addr,
-        token_file: None,
+        ..ApiConfig::default()
     };
     let out = f.data.join("view.mp4");
     let (name, n) = client::view(

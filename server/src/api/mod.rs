@@ -2,7 +2,8 @@
 //! events by time, segment files with Range support, and MP4 export.
 //! JSON everywhere except media; errors are `{"error": code, "message": …}`
 //! with a 4xx status. Every route but health needs
-//! `Authorization: Bearer <token>` (see [`token`]).
+//! `Authorization: Bearer <token>` (see [`token`]) or a web session cookie
+//! (see [`crate::web::auth`]).
 //!
 //! Routes (all `GET`):
 //! ```text
@@ -34,9 +35,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -50,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::{AuxKind, CameraRow, Db, DbError};
 use crate::recorder::{self, RecordingStatus};
 use crate::sessions::CommandOutcome;
+use crate::web::accounts::{AccountError, Accounts};
 use kodama_proto::{Command, CommandResult};
 
 /// Most rows a telemetry or events query returns.
@@ -67,6 +69,13 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// Token file (default `<data>/api-token`).
     pub token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Map tile URL template for the web app's camera map
+    /// (`https://…/{z}/{x}/{y}.png`); none: an offline coordinate grid.
+    pub map_tile_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -74,6 +83,9 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            map_tile_url: None,
         }
     }
 }
@@ -159,6 +171,9 @@ pub enum ApiError {
     /// The index could not be opened.
     #[error("recording index: {0}")]
     Db(#[from] DbError),
+    /// The accounts database could not be opened.
+    #[error("web accounts: {0}")]
+    Accounts(#[from] AccountError),
     /// The listen address could not be bound.
     #[error("listening on {addr}: {source}")]
     Bind {
@@ -178,6 +193,7 @@ struct Inner {
     live: Arc<dyn LiveStatus>,
     recording: RecordingStatus,
     token: token::TokenStore,
+    accounts: Arc<Accounts>,
 }
 
 /// Shared state of the API handlers.
@@ -205,13 +221,30 @@ impl ApiState {
         let token = token::TokenStore::open(path.clone())
             .map_err(|source| ApiError::Token { path, source })?;
         let db = Db::open(&recorder::db_path(data_dir))?;
+        let accounts = Arc::new(Accounts::open(data_dir)?);
         Ok(ApiState(Arc::new(Inner {
             db: Mutex::new(db),
             root: recorder::recordings_dir(data_dir),
             live,
             recording,
             token,
+            accounts,
         })))
+    }
+
+    /// The endpoint id of the camera named `name` on the server's record.
+    pub(crate) fn resolve_camera(&self, name: &str) -> Option<String> {
+        self.0.live.resolve_camera(name)
+    }
+
+    /// Whether `presented` is the bearer token.
+    pub fn check_token(&self, presented: &str) -> bool {
+        self.0.token.check(presented)
+    }
+
+    /// The web accounts.
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.0.accounts
     }
 
     /// The token file in use.
@@ -220,7 +253,7 @@ impl ApiState {
     }
 
     /// Runs `f` on the index on the blocking pool.
-    async fn with_db<T: Send + 'static>(
+    pub(crate) async fn with_db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Db, &Path) -> Result<T, ApiFailure> + Send + 'static,
     ) -> Result<T, ApiFailure> {
@@ -243,20 +276,24 @@ pub struct ApiFailure {
 }
 
 impl ApiFailure {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// A failure with a status, a stable code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiFailure {
             status,
             code,
             message: message.into(),
         }
     }
-    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    /// 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
-    fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    /// 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
-    fn internal(message: impl Into<String>) -> Self {
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
@@ -287,7 +324,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/cameras/{camera}/export", get(export_route))
         .route("/api/v1/segments/{id}", get(segment))
         .route("/api/v1/cameras/{camera}/commands", post(command_route))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::web::auth::require_auth,
+        ));
     Router::new()
         .route("/api/v1/health", get(health))
         .merge(authed)
@@ -325,47 +365,18 @@ pub async fn serve_on(
         .map_err(ApiError::Serve)
 }
 
-async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(t) if state.0.token.check(t) => next.run(req).await,
-        Some(_) => ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_token",
-            "the bearer token is not valid",
-        )
-        .into_response(),
-        None => {
-            let mut r = ApiFailure::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_token",
-                "send Authorization: Bearer <token> (the token is in <data>/api-token)",
-            )
-            .into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            r
-        }
-    }
-}
-
 async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-fn rfc3339(us: i64) -> String {
+pub(crate) fn rfc3339(us: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
         .unwrap_or_default()
 }
 
-fn parse_time(name: &'static str, value: Option<&str>) -> Result<i64, ApiFailure> {
+pub(crate) fn parse_time(name: &'static str, value: Option<&str>) -> Result<i64, ApiFailure> {
     let v = value.ok_or_else(|| {
         ApiFailure::bad_request(
             "missing_parameter",
@@ -405,7 +416,11 @@ impl RangeQuery {
 
 /// A camera by endpoint id, or by its name on the server's record; only a
 /// name the record no longer has falls back to the index's last known name.
-fn find_camera(db: &Db, key: &str, resolved: Option<&str>) -> Result<CameraRow, ApiFailure> {
+pub(crate) fn find_camera(
+    db: &Db,
+    key: &str,
+    resolved: Option<&str>,
+) -> Result<CameraRow, ApiFailure> {
     let rows = db.cameras()?;
     let endpoint = resolved.unwrap_or(key);
     rows.iter()
@@ -426,11 +441,24 @@ fn find_camera(db: &Db, key: &str, resolved: Option<&str>) -> Result<CameraRow, 
 }
 
 async fn cameras(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiFailure> {
-    let rows = state.with_db(|db, _| Ok(db.cameras()?)).await?;
+    let rows = state
+        .with_db(|db, _| {
+            let mut out = Vec::new();
+            for row in db.cameras()? {
+                let backlog = db
+                    .latest_aux(AuxKind::Telemetry, row.id)?
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t.json).ok())
+                    .and_then(|mut v| v.get_mut("backlog").map(serde_json::Value::take))
+                    .filter(|b| !b.is_null());
+                out.push((row, backlog));
+            }
+            Ok(out)
+        })
+        .await?;
     let live = state.0.live.cameras();
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for row in &rows {
+    for (row, backlog) in &rows {
         let l = live.iter().find(|l| l.endpoint == row.endpoint);
         let last = l
             .and_then(|l| l.last_seen_us)
@@ -445,6 +473,11 @@ async fn cameras(State(state): State<ApiState>) -> Result<Json<serde_json::Value
             "last_seen": rfc3339(last),
             "recording": rec.recording,
             "fragments_dropped": rec.fragments_dropped,
+            "backlog": backlog,
+            "backfill": {
+                "fragments": rec.backfill_fragments,
+                "last": rec.last_backfill_us.map(rfc3339),
+            },
         }));
     }
     // Cameras online but not yet recorded (recorder not reached yet).
@@ -494,6 +527,7 @@ async fn recordings(
             "width": s.width,
             "height": s.height,
             "recording": s.open,
+            "backfill": s.backfill,
             "url": format!("/api/v1/segments/{}", s.id),
         }));
     }
@@ -619,9 +653,12 @@ struct CommandBody {
 
 async fn command_route(
     State(state): State<ApiState>,
+    axum::Extension(who): axum::Extension<crate::web::auth::Principal>,
     UrlPath(camera): UrlPath<String>,
     Json(body): Json<CommandBody>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
+    // Commands act on a camera: only the owner's token or an admin session.
+    who.require_admin()?;
     let command = match body.command.as_str() {
         "keyframe" => Command::RequestKeyframe,
         "reboot" => Command::Reboot,
