@@ -94,7 +94,7 @@ async fn lingering_camera(
 async fn camera_restarted_while_its_old_connection_lingers_stays_online_and_records_one_timeline() {
     let server = TestServer::start().await;
     let key = SecretKey::generate();
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "phoenix");
     let (old_conn, _old_ep, _old_control) = lingering_camera(&server, key.clone()).await;
     let camera_id = key.public();
     let online = |server: &TestServer| {
@@ -189,7 +189,7 @@ async fn viewer_waits_for_a_known_camera_after_a_server_restart() {
     let server = TestServer::start_in(dir.path().to_owned(), None).await;
     let port = server.addr.port();
     let key = SecretKey::generate();
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "porch");
     let mut cam = start_camera("porch", server.dial_addr(), key.clone()).await;
     cam.wait_streaming(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -267,7 +267,7 @@ async fn camera_is_back_within_seconds_after_a_server_crash() {
     let server = TestServer::start_in(dir.path().to_owned(), None).await;
     let port = server.addr.port();
     let key = SecretKey::generate();
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "phoenix");
     // The camera reaches the server through a cable the test can cut, so
     // the server's goodbye never arrives: from the camera's side it crashed.
     let cable = UdpCable::start(server.addr).await;
