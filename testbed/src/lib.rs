@@ -648,21 +648,26 @@ where
         })
 }
 
-/// The workspace's `kodama-server` and `kodama-camera`, brought up to date
-/// with `cargo build --profile test` (tests and benches run the real
-/// programs in the bed). The test profile reuses what `cargo test` has
-/// already compiled, so inside a test run this only links two binaries.
+/// The workspace's `kodama-server` and `kodama-camera`, brought up to date.
+/// `cargo test --workspace` has already built both (the server's and the
+/// firmware's integration tests need them), so when they are newer than
+/// every source file they are used as they are; otherwise they are built
+/// with the synthetic source (test equipment: the namespaces have no camera).
+/// Building from inside a test run with other packages or features than
+/// the run's own would recompile much of the dependency tree.
 pub fn workspace_binaries() -> Result<(PathBuf, PathBuf), BedError> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let dir = target.join("debug");
+    let bins = (dir.join("kodama-server"), dir.join("kodama-camera"));
+    if binaries_are_fresh(&root, &[&bins.0, &bins.1]) {
+        return Ok(bins);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let args = [
         "build",
         "--quiet",
-        "--profile",
-        "test",
         "-p",
         "kodama-server",
         "-p",
@@ -687,5 +692,51 @@ pub fn workspace_binaries() -> Result<(PathBuf, PathBuf), BedError> {
             stderr: format!("exit status {status}"),
         });
     }
-    Ok((dir.join("kodama-server"), dir.join("kodama-camera")))
+    Ok(bins)
+}
+
+/// Whether every binary in `bins` exists and is newer than every Rust
+/// source and manifest of the crates it is built from.
+fn binaries_are_fresh(root: &Path, bins: &[&Path]) -> bool {
+    let built = bins
+        .iter()
+        .map(|b| std::fs::metadata(b).and_then(|m| m.modified()).ok())
+        .collect::<Option<Vec<_>>>()
+        .and_then(|times| times.into_iter().min());
+    let Some(built) = built else {
+        return false;
+    };
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    // Bounded walk: the crates' source trees only.
+    let mut stack: Vec<PathBuf> = ["proto", "media", "net", "firmware", "server", "sim"]
+        .iter()
+        .map(|c| root.join(c))
+        .chain([root.join("Cargo.lock")])
+        .collect();
+    let mut visited = 0usize;
+    while let Some(path) = stack.pop() {
+        visited += 1;
+        if visited > 20_000 {
+            return false;
+        }
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target" || n == "node_modules") {
+                continue;
+            }
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "rs" || e == "toml" || e == "lock" || e == "sql")
+        {
+            if let Ok(t) = meta.modified() {
+                newest = newest.max(t);
+            }
+        }
+    }
+    built >= newest
 }
