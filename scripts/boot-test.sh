@@ -300,6 +300,8 @@ stream_test() {
 		reconnect_max_ms = 1000
 
 		[video]
+		# QEMU has no camera: the emulated-boot build carries the test pattern.
+		source = "synthetic"
 		width = $width
 		height = $height
 		fps = $fps

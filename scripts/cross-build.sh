@@ -5,6 +5,12 @@
 #   scripts/cross-build.sh [extra cargo args]
 #   -> target/aarch64-cross/aarch64-unknown-linux-gnu/release/kodama-camera
 #
+# Features: KODAMA_FIRMWARE_FEATURES (default "synthetic"). This build feeds
+# the emulated boot (ci/image-check.sh, scripts/boot-test.sh), and QEMU has no
+# camera, so it carries the test-pattern source. The SD-card image is built
+# by Buildroot/Yocto with `pi` only (no test equipment); for the size of a
+# firmware without the test pattern: KODAMA_FIRMWARE_FEATURES= scripts/cross-build.sh
+#
 # Machines with Docker can use `cross` instead, which brings its own
 # toolchain image and needs none of the Debian packages:
 #   cargo install cross
@@ -18,8 +24,10 @@ cd "$(dirname "$0")/.."
 . scripts/cross-env.sh
 
 target=aarch64-unknown-linux-gnu
+features=${KODAMA_FIRMWARE_FEATURES-synthetic}
 start=$(date +%s)
-cargo build --locked --release --target "$target" -p kodama-firmware --bin kodama-camera "$@"
+cargo build --locked --release --target "$target" -p kodama-firmware --bin kodama-camera \
+	--features "$features" "$@"
 end=$(date +%s)
 
 bin="$CARGO_TARGET_DIR/$target/release/kodama-camera"
@@ -28,4 +36,4 @@ bin="$CARGO_TARGET_DIR/$target/release/kodama-camera"
 aarch64-linux-gnu-strip "$bin"
 size=$(stat -c %s "$bin")
 echo "cross-build: $bin"
-echo "cross-build: time $((end - start)) s, stripped size $size bytes ($((size / 1024)) KiB)"
+echo "cross-build: features [$features], time $((end - start)) s, stripped size $size bytes ($((size / 1024)) KiB)"

@@ -22,7 +22,11 @@ done
 
 scripts/install-deps.sh
 echo "building (first time: a few minutes)…"
-cargo build --quiet -p kodama-server -p kodama-firmware --bins
+# The demo's cameras stream the test pattern (the `synthetic` feature: test
+# equipment, never in the SD-card image's firmware); kodama-sim plays each
+# camera's SIM7600 and GPS on pseudo-terminals, outside the camera process.
+cargo build --quiet -p kodama-server -p kodama-firmware -p kodama-sim --bins \
+    --features kodama-firmware/synthetic
 bin=target/debug
 data=demo-data
 mkdir -p "$data/cameras"
@@ -43,7 +47,16 @@ for i in $(seq 1 "$cameras"); do
     key="$data/cameras/cam-$i.key"
     conf="$data/cameras/cam-$i.toml"
     # Each simulated camera has a simulated SIM7600 (a pty speaking its AT
-    # dialect) and a simulated GPS driving a circle near its own spot.
+    # dialect) and a simulated GPS driving a circle near its own spot, served
+    # by kodama-sim on ptys the camera opens like /dev/ttyUSB2 and /dev/ttyUSB1.
+    at="$data/cameras/cam-$i.at"
+    nmea="$data/cameras/cam-$i.nmea"
+    "$bin/kodama-sim" --at "$at" --nmea "$nmea" --scenario healthy \
+        --lat "$(awk "BEGIN { printf \"%.4f\", 35.6586 + $i * 0.01 }")" --lon 139.7454 \
+        >"$data/cameras/cam-$i.sim.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 50); do [ -e "$at" ] && [ -e "$nmea" ] && break; sleep 0.1; done
+    [ -e "$at" ] && [ -e "$nmea" ] || { echo "kodama-sim did not start; see $data/cameras/cam-$i.sim.log" >&2; exit 1; }
     cat >"$conf" <<TOML
 [camera]
 name = "cam-$i"
@@ -65,12 +78,11 @@ bitrate_kbps = 1000
 
 [modem]
 enabled = true
-simulated = "healthy"
+port = "$at"
+apn = "internet"
 
 [gnss]
-source = "simulated"
-sim_lat = $(awk "BEGIN { printf \"%.4f\", 35.6586 + $i * 0.01 }")
-sim_lon = 139.7454
+port = "$nmea"
 TOML
     id=$("$bin/kodama-camera" id --config "$conf")
     "${server[@]}" allow add "$id" --camera --label "cam-$i" >/dev/null
@@ -94,7 +106,7 @@ cat <<MSG
 
 Demo running: $cameras simulated cameras stream H.264 to the server over iroh (offline, loopback).
   server log:   $data/server.log
-  camera logs:  $data/cameras/cam-N.log
+  camera logs:  $data/cameras/cam-N.log (modem/GPS simulators: cam-N.sim.log)
 Watch a camera in another terminal:
   $bin/kodama-server --data-dir $data --listen 127.0.0.1:$port --offline view --camera cam-1
 Play it (needs ffmpeg):

@@ -26,6 +26,9 @@ bash scripts/web-test.sh
 echo "=== fuzz targets build (each decoder of outside input has one)"
 bash scripts/fuzz.sh --build-only
 
+echo "=== signed updates: owner-signed bundle verifies, foreign-signed and tampered refused"
+bash scripts/update-check.sh
+
 if [ "$(id -u)" -eq 0 ]; then
     echo "=== camera image: cross build, emulated boot, streaming"
     bash ci/image-check.sh

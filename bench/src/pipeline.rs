@@ -307,6 +307,7 @@ async fn start_camera(
             bitrate_kbps: stream.target_kbps,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
+            reboot_command: Vec::new(),
         },
         UplinkIo {
             frames: capture.frames,

@@ -9,10 +9,11 @@ use kodama_net::endpoint::{self, EndpointOptions};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, VideoSourceKind};
+use crate::config::Config;
+use crate::onboarding::{self, OnboardingState};
+use crate::pairing::{self, PairedRecord};
 use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
-use crate::video::synthetic::{MotionSwitch, SyntheticSource};
-use crate::video::{self, VideoSource};
+use crate::video::{self, MotionSwitch, Overlay, VideoSource};
 use crate::{hw, motion, telemetry};
 
 /// Handles the app exposes to tests and the demo.
@@ -20,27 +21,179 @@ use crate::{hw, motion, telemetry};
 pub struct AppHandles {
     /// Injects motion into a synthetic source.
     pub motion: MotionSwitch,
+    /// Holds a picture (e.g. a pairing QR code) in front of a synthetic source.
+    pub overlay: Overlay,
 }
 
-/// Builds the configured video source.
-pub fn make_source(config: &Config, motion: MotionSwitch) -> anyhow::Result<Box<dyn VideoSource>> {
-    match config.video.source {
-        VideoSourceKind::Synthetic => Ok(Box::new(
-            SyntheticSource::new(config.video.settings(), true, motion)
-                .context("starting the synthetic video source")?,
+/// Builds the configured video source. A source this build does not
+/// contain is refused with the reason (see `VideoSourceKind::check_built_in`).
+pub fn make_source(config: &Config, handles: &AppHandles) -> anyhow::Result<Box<dyn VideoSource>> {
+    let kind = config.video.source;
+    if let Err(why) = kind.check_built_in() {
+        anyhow::bail!("video.source: {why}");
+    }
+    let _ = handles;
+    match kind {
+        #[cfg(feature = "synthetic")]
+        crate::config::VideoSourceKind::Synthetic => Ok(Box::new(
+            video::synthetic::SyntheticSource::new(
+                config.video.settings(),
+                true,
+                handles.motion.clone(),
+            )
+            .context("starting the synthetic video source")?
+            .with_overlay(handles.overlay.clone()),
         )),
         #[cfg(feature = "pi")]
-        VideoSourceKind::Pi => Ok(Box::new(
+        crate::config::VideoSourceKind::Pi => Ok(Box::new(
             video::pi::PiCameraSource::open(video::pi::PiCameraConfig::new(
                 config.video.settings(),
             ))
             .context("opening the IMX219 camera and the hardware H.264 encoder")?,
         )),
-        #[cfg(not(feature = "pi"))]
-        VideoSourceKind::Pi => {
-            anyhow::bail!("video.source = \"pi\" needs a firmware built with the `pi` feature")
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!("video.source = {:?} is not built in", other.name()),
+    }
+}
+
+/// The server to stream to: the configured ticket or node id, else the one
+/// this camera paired with (`None`: neither — onboard by QR code). Pairs
+/// first when `server.pair` is set and the camera has not paired yet.
+async fn resolve_server(
+    config: &Config,
+    ep: &kodama_net::Endpoint,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<kodama_net::EndpointAddr>> {
+    let record_path = config.paired_record_path();
+    let mut record = PairedRecord::load(&record_path)?;
+    if record.is_none() {
+        if let Some(text) = &config.server.pair {
+            let pairing =
+                kodama_proto::pairing::PairingString::parse(text).context("server.pair")?;
+            record = Some(
+                pairing::pair_camera(ep, &pairing, &config.camera.name, &record_path, cancel)
+                    .await
+                    .context("pairing with the server")?,
+            );
+        }
+    } else if config.server.pair.is_some() {
+        tracing::info!(record = %record_path.display(), "already paired; server.pair is not used again");
+    }
+    if config.server.ticket.is_some() || config.server.node_id.is_some() {
+        return Ok(Some(endpoint::dial_addr(
+            config.server.ticket.as_deref(),
+            config.server.node_id.as_deref(),
+            &config.server.addrs,
+        )?));
+    }
+    Ok(record.map(|r| r.server_addr()).transpose()?)
+}
+
+/// How many pairing QR codes a camera tries before giving up (each refused
+/// one sends it back to scanning).
+const QR_ATTEMPTS: u32 = 20;
+
+/// QR onboarding: scan for a pairing QR code, join its Wi-Fi, pair. Returns
+/// the server and the source back, or `None` when cancelled.
+async fn onboard(
+    config: &Config,
+    ep: &kodama_net::Endpoint,
+    mut source: Box<dyn VideoSource>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<(kodama_net::EndpointAddr, Box<dyn VideoSource>)>> {
+    tracing::info!("not paired and no server set: hold the pairing QR code from `kodama-server camera add NAME` in front of the lens");
+    let (state_tx, state_rx) = watch::channel(OnboardingState::Scanning);
+    let feedback_cancel = cancel.child_token();
+    let feedback = onboarding::spawn_feedback(state_rx, feedback_cancel.clone());
+    let state = std::sync::Arc::new(state_tx);
+    let result = async {
+        for _ in 0..QR_ATTEMPTS {
+            let (st, c) = (state.clone(), cancel.clone());
+            let (src, found) =
+                tokio::task::spawn_blocking(move || onboarding::scan_for_pairing(source, &st, &c))
+                    .await
+                    .context("QR scanner thread")??;
+            source = src;
+            let Some(pairing) = found else {
+                return Ok(None);
+            };
+            if let Some(wifi) = &pairing.wifi {
+                apply_wifi(config, wifi).await?;
+            }
+            match pairing::pair_camera(
+                ep,
+                &pairing,
+                &config.camera.name,
+                &config.paired_record_path(),
+                cancel,
+            )
+            .await
+            {
+                Ok(record) => {
+                    state.send_replace(OnboardingState::Paired);
+                    return Ok(Some((record.server_addr()?, source)));
+                }
+                Err(pairing::PairingError::Cancelled) => return Ok(None),
+                Err(e) => {
+                    tracing::error!("{e}; show a new pairing QR code");
+                    state.send_replace(OnboardingState::Refused(e.to_string()));
+                    // Give the owner a moment to see the LED before scanning again.
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+            }
+        }
+        anyhow::bail!("gave up after {QR_ATTEMPTS} refused pairing QR codes")
+    }
+    .await;
+    feedback_cancel.cancel();
+    let _ = feedback.await;
+    result
+}
+
+/// Stores Wi-Fi credentials from a pairing QR code beside the key (0600, on
+/// the data partition) and runs `system.wifi_command` to join the network.
+async fn apply_wifi(
+    config: &Config,
+    wifi: &kodama_proto::pairing::WifiCredentials,
+) -> anyhow::Result<()> {
+    let path = config.qr_wifi_path();
+    #[derive(serde::Serialize)]
+    struct Section<'a> {
+        wifi: Wifi<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Wifi<'a> {
+        ssid: &'a str,
+        psk: &'a str,
+        country: &'a str,
+    }
+    let text = toml::to_string(&Section {
+        wifi: Wifi {
+            ssid: &wifi.ssid,
+            psk: &wifi.psk,
+            country: &wifi.country,
+        },
+    })?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::firstboot::atomic_write(&path, text.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(ssid = %wifi.ssid, file = %path.display(), "Wi-Fi from the pairing QR code");
+    if let Some((program, args)) = config.system.wifi_command.split_first() {
+        let status = tokio::process::Command::new(program)
+            .args(args)
+            .status()
+            .await
+            .with_context(|| format!("running system.wifi_command {program}"))?;
+        if !status.success() {
+            tracing::warn!(%status, "system.wifi_command failed; pairing will keep retrying");
         }
     }
+    Ok(())
 }
 
 /// Runs the camera until `cancel` fires.
@@ -50,11 +203,6 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let secret = endpoint::load_or_create_key(&config.camera.key_path)?;
-    let server = endpoint::dial_addr(
-        config.server.ticket.as_deref(),
-        config.server.node_id.as_deref(),
-        &config.server.addrs,
-    )?;
     let ep = endpoint::bind(
         secret,
         &EndpointOptions {
@@ -64,9 +212,30 @@ pub async fn run(
         },
     )
     .await?;
+    let mut source = make_source(&config, &handles)?;
+    let server = match resolve_server(&config, &ep, &cancel).await {
+        Ok(Some(s)) => s,
+        Ok(None) => match onboard(&config, &ep, source, &cancel).await {
+            Ok(Some((s, src))) => {
+                source = src;
+                s
+            }
+            Ok(None) => {
+                ep.close().await;
+                return Ok(());
+            }
+            Err(e) => {
+                ep.close().await;
+                return Err(e);
+            }
+        },
+        Err(e) => {
+            ep.close().await;
+            return Err(e);
+        }
+    };
     tracing::info!(id = %ep.id(), name = %config.camera.name, server = %server.id, "camera starting");
 
-    let source = make_source(&config, handles.motion.clone())?;
     let format = source.format();
     let capture = video::spawn_capture(source, cancel.clone())?;
     let (aux_tx, aux_rx) = mpsc::channel(64);
@@ -76,6 +245,12 @@ pub async fn run(
     let modem = hw::modem::start(&config.modem, cancel.clone())
         .await
         .context("starting the modem")?;
+    let clock_task = tokio::spawn(hw::modem::netclock::run(
+        modem.status.clone(),
+        hw::modem::netclock::system_now_unix,
+        hw::modem::netclock::set_system_clock,
+        cancel.clone(),
+    ));
     let gnss = hw::gnss::spawn(&config.gnss, cancel.clone()).context("starting GNSS")?;
     let (motion_tx, motion_active) = watch::channel(false);
     let motion_task = tokio::spawn(motion::run(
@@ -106,6 +281,7 @@ pub async fn run(
         bitrate_kbps: config.video.bitrate_kbps,
         backoff_initial: Duration::from_millis(initial),
         backoff_max: Duration::from_millis(max),
+        reboot_command: config.system.reboot_command.clone(),
     };
     let io = UplinkIo {
         frames: capture.frames,
@@ -119,6 +295,7 @@ pub async fn run(
     let _ = sampler.await;
     let _ = motion_task.await;
     let _ = gnss.task.await;
+    let _ = clock_task.await;
     modem.join().await;
     match tokio::task::spawn_blocking(move || capture.thread.join()).await {
         Ok(Ok(Ok(()))) => Ok(()),

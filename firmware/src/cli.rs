@@ -82,6 +82,9 @@ pub struct RunArgs {
     /// Server connection ticket.
     #[arg(long, env = "KODAMA_SERVER_TICKET", global = true)]
     pub server_ticket: Option<String>,
+    /// Pairing string from `kodama-server camera add NAME` (first contact).
+    #[arg(long, env = "KODAMA_SERVER_PAIR", global = true)]
+    pub server_pair: Option<String>,
     /// Server node id.
     #[arg(long, env = "KODAMA_SERVER_ID", global = true)]
     pub server_id: Option<String>,
@@ -123,6 +126,9 @@ impl RunArgs {
         }
         if let Some(v) = &self.server_ticket {
             c.server.ticket = Some(v.clone());
+        }
+        if let Some(v) = &self.server_pair {
+            c.server.pair = Some(v.clone());
         }
         if let Some(v) = &self.server_id {
             c.server.node_id = Some(v.clone());

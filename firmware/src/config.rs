@@ -43,14 +43,64 @@ pub enum ConfigError {
 }
 
 /// Where the video comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VideoSourceKind {
-    /// The OpenH264 test pattern (test equipment, the demo).
-    #[default]
+    /// The OpenH264 test pattern: test equipment for the demo, the tests and
+    /// the emulated boot (needs the `synthetic` build feature, which the
+    /// shipping image does not have).
     Synthetic,
-    /// IMX219 + hardware encoder (needs the `pi` build feature).
+    /// IMX219 through libcamera + the hardware encoder (needs the `pi` build
+    /// feature).
     Pi,
+}
+
+impl Default for VideoSourceKind {
+    /// The camera: `pi` wherever the Pi drivers are built in. Only a build
+    /// without them (a development machine) defaults to the test pattern.
+    fn default() -> Self {
+        if cfg!(feature = "pi") || !cfg!(feature = "synthetic") {
+            VideoSourceKind::Pi
+        } else {
+            VideoSourceKind::Synthetic
+        }
+    }
+}
+
+impl VideoSourceKind {
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            VideoSourceKind::Synthetic => "synthetic",
+            VideoSourceKind::Pi => "pi",
+        }
+    }
+
+    /// Whether this build contains the source, with the reason if not.
+    pub fn check_built_in(self) -> Result<(), String> {
+        match self {
+            VideoSourceKind::Pi if !cfg!(feature = "pi") => Err(format!(
+                "\"pi\" needs a firmware built with the `pi` feature; this build has {}",
+                Self::built_in()
+            )),
+            VideoSourceKind::Synthetic if !cfg!(feature = "synthetic") => Err(format!(
+                "\"synthetic\" is test equipment and is not in this firmware (it is built only \
+                 with the `synthetic` feature, for the demo and the emulated boot); this build has {}",
+                Self::built_in()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The sources compiled into this build, for error messages.
+    fn built_in() -> &'static str {
+        match (cfg!(feature = "pi"), cfg!(feature = "synthetic")) {
+            (true, true) => "\"pi\" and \"synthetic\"",
+            (true, false) => "only \"pi\"",
+            (false, true) => "only \"synthetic\"",
+            (false, false) => "no video source (build with --features pi)",
+        }
+    }
 }
 
 /// `[camera]`
@@ -82,6 +132,22 @@ pub struct ServerSection {
     pub node_id: Option<String>,
     /// Direct socket addresses of the server (needed in offline mode).
     pub addrs: Vec<SocketAddr>,
+    /// A pairing string from `kodama-server camera add NAME`: on first
+    /// contact the camera redeems its one-time code, then connects as a
+    /// camera (the server to dial comes from the string).
+    pub pair: Option<String>,
+}
+
+/// `[system]`: what the camera may do to itself on an admin's command.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemSection {
+    /// Program and arguments that reboot the camera (the image sets
+    /// `["/sbin/reboot"]`); empty: reboot commands are answered "unsupported".
+    pub reboot_command: Vec<String>,
+    /// Program and arguments that (re)join Wi-Fi after a pairing QR code
+    /// brought credentials (the image sets its network script's `wifi`).
+    pub wifi_command: Vec<String>,
 }
 
 /// `[network]`
@@ -102,7 +168,7 @@ pub struct NetworkSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VideoSection {
-    /// `synthetic` or `pi`.
+    /// `pi` (the default where built in) or `synthetic` (test builds only).
     pub source: VideoSourceKind,
     /// Width in pixels.
     pub width: u32,
@@ -119,7 +185,7 @@ pub struct VideoSection {
 impl Default for VideoSection {
     fn default() -> Self {
         Self {
-            source: VideoSourceKind::Synthetic,
+            source: VideoSourceKind::default(),
             width: 640,
             height: 480,
             fps: 30,
@@ -155,14 +221,22 @@ pub struct WifiSection {
     pub country: String,
 }
 
-/// `[cellular]`: the SIM7600's data session, set up by the image's scripts.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CellularSection {
-    /// Use the cellular link (as fallback to Wi-Fi).
-    pub enabled: bool,
-    /// Access point name from the SIM's operator.
-    pub apn: String,
+/// The retired `[cellular]` section. The modem and its data session have
+/// one owner (the modem supervisor) and one section, `[modem]`; an old file
+/// gets an error that says how to move the two keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetiredCellularSection;
+
+/// What to write instead of `[cellular]`.
+pub const CELLULAR_MOVED: &str = "the [cellular] section has moved into [modem]: \
+     write `[modem]` with `enabled = true` and `apn = \"<your operator's APN>\"` \
+     (the camera's modem supervisor sets the APN, keeps the data session up, \
+     starts GPS and reads the network time)";
+
+impl<'de> Deserialize<'de> for RetiredCellularSection {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(CELLULAR_MOVED))
+    }
 }
 
 /// `[time]`: NTP servers for the image's time sync.
@@ -187,10 +261,12 @@ pub struct Config {
     pub video: VideoSection,
     /// `[wifi]`
     pub wifi: WifiSection,
-    /// `[cellular]`
-    pub cellular: CellularSection,
+    /// `[cellular]`: retired (see [`CELLULAR_MOVED`]); always `None`.
+    pub cellular: Option<RetiredCellularSection>,
     /// `[time]`
     pub time: TimeSection,
+    /// `[system]`
+    pub system: SystemSection,
     /// `[modem]`
     pub modem: crate::hw::modem::ModemConfig,
     /// `[gnss]`
@@ -238,13 +314,14 @@ impl Config {
                 "must not contain control characters".into(),
             ));
         }
+        if let Some(p) = &self.server.pair {
+            kodama_proto::pairing::PairingString::parse(p)
+                .map_err(|e| invalid("server.pair", e.to_string()))?;
+        }
         match (&self.server.ticket, &self.server.node_id) {
-            (None, None) => {
-                return Err(invalid(
-                    "server",
-                    "set server.ticket, or server.node_id (with server.addrs when offline)".into(),
-                ))
-            }
+            // No server at all: the camera onboards by QR code (or uses
+            // the server it paired with before).
+            (None, None) => {}
             (Some(t), _) => {
                 kodama_net::endpoint::parse_ticket(t)
                     .map_err(|e| invalid("server.ticket", e.to_string()))?;
@@ -280,12 +357,10 @@ impl Config {
             }
             other => invalid("video", other.to_string()),
         })?;
-        if self.video.source == VideoSourceKind::Pi && !cfg!(feature = "pi") {
-            return Err(invalid(
-                "video.source",
-                "\"pi\" needs a firmware built with the `pi` feature; this build has only \"synthetic\"".into(),
-            ));
-        }
+        self.video
+            .source
+            .check_built_in()
+            .map_err(|message| invalid("video.source", message))?;
         Ok(())
     }
 
@@ -318,12 +393,10 @@ impl Config {
                 ),
             ));
         }
-        if self.cellular.enabled && self.cellular.apn.trim().is_empty() {
-            return Err(invalid(
-                "cellular.apn",
-                "cellular is enabled but no APN is set (ask the SIM's operator)".into(),
-            ));
-        }
+        self.modem.validate().map_err(|e| match e {
+            crate::hw::modem::StartError::Config { field, why } => invalid(field, why),
+            other => invalid("modem", other.to_string()),
+        })?;
         if let Some(bad) = self
             .time
             .servers
@@ -336,6 +409,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Where the camera records that it has paired: beside its key, on the
+    /// data partition (it survives updates and reboots).
+    pub fn paired_record_path(&self) -> PathBuf {
+        self.camera.key_path.with_extension("paired.toml")
+    }
+
+    /// Where Wi-Fi credentials read from a pairing QR code are kept (the
+    /// image's network script reads them when `kodama.toml` has no `[wifi]`).
+    pub fn qr_wifi_path(&self) -> PathBuf {
+        self.camera.key_path.with_extension("wifi.toml")
     }
 
     /// Reconnect backoff bounds in milliseconds.
@@ -384,7 +469,7 @@ mod tests {
     fn image_network_sections_are_accepted_and_checked() {
         let base = format!("[server]\nnode_id = \"{}\"\n", id());
         let ok = parse(&format!(
-            "{base}[wifi]\nssid = \"home\"\npsk = \"correct horse\"\ncountry = \"GB\"\n[cellular]\nenabled = true\napn = \"internet\"\n[time]\nservers = [\"pool.ntp.org\"]\n"
+            "{base}[wifi]\nssid = \"home\"\npsk = \"correct horse\"\ncountry = \"GB\"\n[modem]\nenabled = true\napn = \"internet\"\n[time]\nservers = [\"pool.ntp.org\"]\n"
         ))
         .expect("valid");
         assert_eq!(ok.wifi.ssid, "home");
@@ -392,8 +477,14 @@ mod tests {
         assert!(err.to_string().starts_with("wifi.psk"), "{err}");
         let err = parse(&format!("{base}[wifi]\ncountry = \"gbr\"\n")).expect_err("country");
         assert!(err.to_string().starts_with("wifi.country"), "{err}");
-        let err = parse(&format!("{base}[cellular]\nenabled = true\n")).expect_err("apn");
-        assert!(err.to_string().starts_with("cellular.apn"), "{err}");
+        let err =
+            parse(&format!("{base}[modem]\nenabled = true\napn = \"a b\"\n")).expect_err("apn");
+        assert!(err.to_string().starts_with("modem.apn"), "{err}");
+        let err = parse(&format!(
+            "{base}[cellular]\nenabled = true\napn = \"internet\"\n"
+        ))
+        .expect_err("old section");
+        assert!(err.to_string().contains("moved into [modem]"), "{err}");
         let err = parse(&format!("{base}[time]\nservers = [\"a b\"]\n")).expect_err("ntp");
         assert!(err.to_string().starts_with("time.servers"), "{err}");
     }
@@ -407,8 +498,75 @@ mod tests {
         assert!(err.to_string().starts_with("server.ticket"), "{err}");
         let addr = kodama_net::EndpointAddr::new(kodama_net::SecretKey::generate().public());
         let ticket = kodama_net::EndpointTicket::new(addr).to_string();
-        let c = parse(&text.replace("PASTE-THE-SERVER-TICKET-HERE", &ticket)).expect("valid");
+        let text = text.replace("PASTE-THE-SERVER-TICKET-HERE", &ticket);
+        let c = Config::from_toml(&text, Path::new("kodama.toml")).expect("parses");
         assert_eq!(c.camera.name, "front-door");
+        // The image ships the camera, not the test pattern.
+        assert_eq!(c.video.source, VideoSourceKind::Pi);
+        match (c.validate(), cfg!(feature = "pi")) {
+            (Ok(()), true) => {}
+            (Err(e), false) => assert!(e.to_string().starts_with("video.source"), "{e}"),
+            (r, pi) => panic!("pi feature {pi}: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn default_source_is_the_camera_where_it_is_built_in() {
+        let c = Config::default();
+        if cfg!(feature = "pi") || !cfg!(feature = "synthetic") {
+            assert_eq!(c.video.source, VideoSourceKind::Pi);
+        } else {
+            assert_eq!(c.video.source, VideoSourceKind::Synthetic);
+        }
+    }
+
+    #[test]
+    fn sources_not_built_in_are_refused_by_name() {
+        let base = format!(
+            "[server]\nnode_id = \"{}\"\naddrs = [\"127.0.0.1:1\"]\n",
+            id()
+        );
+        for kind in [VideoSourceKind::Synthetic, VideoSourceKind::Pi] {
+            let r = parse(&format!("{base}[video]\nsource = \"{}\"\n", kind.name()));
+            let built_in = match kind {
+                VideoSourceKind::Synthetic => cfg!(feature = "synthetic"),
+                VideoSourceKind::Pi => cfg!(feature = "pi"),
+            };
+            match r {
+                Ok(c) => assert!(built_in && c.video.source == kind),
+                Err(e) => {
+                    assert!(!built_in, "{e}");
+                    let e = e.to_string();
+                    assert!(
+                        e.starts_with("video.source") && e.contains(kind.name()),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simulator_settings_are_refused_with_the_way_out() {
+        let base = format!("[server]\nnode_id = \"{}\"\n", id());
+        let err = parse(&format!("{base}[modem]\nsimulated = \"healthy\"\n")).expect_err("sim");
+        assert!(err.to_string().contains("kodama-sim"), "{err}");
+        let err = parse(&format!("{base}[gnss]\nsource = \"simulated\"\n")).expect_err("sim");
+        assert!(err.to_string().contains("kodama-sim"), "{err}");
+    }
+
+    #[test]
+    fn a_pairing_string_is_enough_and_is_checked() {
+        let addr = kodama_net::EndpointAddr::new(kodama_net::SecretKey::generate().public());
+        let ticket = kodama_net::EndpointTicket::new(addr).to_string();
+        let c = parse(&format!(
+            "[server]\npair = \"kodama:pair?v=1&code=ABCD-EFGH-JKMN&server={ticket}\"\n[system]\nreboot_command = [\"/sbin/reboot\"]\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.system.reboot_command, vec!["/sbin/reboot".to_owned()]);
+        let err = parse("[server]\npair = \"kodama:pair?v=1&code=nope&server=x\"\n")
+            .expect_err("bad code");
+        assert!(err.to_string().starts_with("server.pair"), "{err}");
     }
 
     #[test]
@@ -423,8 +581,8 @@ mod tests {
         assert!(err.to_string().starts_with("camera.name:"), "{err}");
         let err = parse("[server]\nnode_id = \"nope\"\n").expect_err("id");
         assert!(err.to_string().starts_with("server.node_id:"), "{err}");
-        let err = parse("").expect_err("no server");
-        assert!(err.to_string().starts_with("server:"), "{err}");
+        // No server: the camera onboards by QR code.
+        assert!(parse("").is_ok());
         let err = parse(&format!(
             "[server]\nnode_id = \"{}\"\n[network]\noffline = true\n",
             id()

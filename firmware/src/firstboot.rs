@@ -374,7 +374,7 @@ pub fn write_if_changed(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
 /// Replaces `path` with `contents` so that a crash leaves the old or the new
 /// file, never a mix: write `path.tmp`, fsync it, rename over `path`, fsync
 /// the directory (so the rename itself is on the card).
-fn atomic_write(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+pub fn atomic_write(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);

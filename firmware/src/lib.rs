@@ -2,8 +2,9 @@
 //!
 //! Captures video, encodes H.264 and streams it, with telemetry and events,
 //! to a Kodama server over iroh. Hardware sits behind small traits, each with
-//! a real Linux driver and a simulator (test equipment) the tests and the
-//! demo use.
+//! a real Linux driver. The simulators (test equipment) live in the separate
+//! `kodama-sim` crate and reach the drivers only through the devices' own
+//! interfaces (pseudo-terminals), never from inside this binary.
 //!
 //! # Layout
 //! * [`config`]: `kodama.toml`, validated, errors naming the field.
@@ -11,11 +12,13 @@
 //! * [`firstboot`]: the SD-card image's boot steps: key, node id and status files.
 //! * [`app`]: wires identity, endpoint, source, capture and uplink together.
 //! * [`video`]: the [`video::VideoSource`] trait, the capture thread, the
-//!   synthetic source (and the Pi driver under the `pi` feature).
+//!   Pi driver (feature `pi`) and the synthetic test source (feature `synthetic`).
 //! * [`uplink`]: connect, handshake, stream GOPs, reconnect with backoff.
+//! * [`pairing`]: redeem `server.pair`'s one-time code, remember being paired.
+//! * [`onboarding`]: read the pairing string from a QR code in front of the
+//!   lens while unpaired, with LED feedback.
 //! * [`backoff`]: capped exponential backoff, sans-IO.
 //! * [`hw`]: hardware drivers (modem, GNSS, GPIO).
-//! * [`sim`]: hardware simulators (test equipment).
 
 pub mod app;
 pub mod backoff;
@@ -25,7 +28,8 @@ pub mod diag;
 pub mod firstboot;
 pub mod hw;
 pub mod motion;
-pub mod sim;
+pub mod onboarding;
+pub mod pairing;
 pub mod telemetry;
 pub mod uplink;
 pub mod video;

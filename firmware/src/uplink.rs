@@ -74,6 +74,9 @@ pub struct UplinkOptions {
     pub backoff_initial: Duration,
     /// Reconnect backoff cap.
     pub backoff_max: Duration,
+    /// Program and arguments that reboot the camera (`system.reboot_command`);
+    /// empty: a reboot command is answered "unsupported".
+    pub reboot_command: Vec<String>,
 }
 
 /// Inputs and outputs of the uplink task.
@@ -90,6 +93,21 @@ pub struct UplinkIo {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a keyframe or snapshot command may wait for its keyframe.
+pub const KEYFRAME_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the reboot command may take to say it has started.
+const REBOOT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A keyframe or snapshot command waiting for the keyframe that answers it.
+#[derive(Debug)]
+struct AwaitingKeyframe {
+    id: u32,
+    snapshot: bool,
+    after_sequence: Option<u64>,
+    deadline: tokio::time::Instant,
+}
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parameter sets seen most recently, for the hello.
@@ -277,18 +295,61 @@ async fn session(
     let session_cancel = cancel.child_token();
     let mut media = MediaSender::new(conn.clone(), session_cancel.clone());
     let (mut ctl_rx, mut ctl_tx) = control.split();
+    let mut awaiting: Vec<AwaitingKeyframe> = Vec::new();
+    let mut last_sequence: Option<u64> = None;
     let end = loop {
+        let next_deadline = awaiting.iter().map(|a| a.deadline).min();
         tokio::select! {
             _ = cancel.cancelled() => {
                 break SessionEnd::Cancelled;
             }
             reason = conn.closed() => break SessionEnd::Lost(reason.to_string(), true),
+            _ = async {
+                match next_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let now = tokio::time::Instant::now();
+                let (late, keep): (Vec<_>, Vec<_>) = awaiting.drain(..).partition(|a| a.deadline <= now);
+                awaiting = keep;
+                for a in late {
+                    let ack = Message::CommandAck {
+                        id: a.id,
+                        result: CommandResult::Failed,
+                        detail: format!("no keyframe came out of the encoder within {KEYFRAME_ACK_TIMEOUT:?}"),
+                    };
+                    if let Err(e) = ctl_tx.send(&ack).await {
+                        tracing::warn!("cannot acknowledge command {}: {e}", a.id);
+                    }
+                }
+            }
             f = io.frames.recv() => {
                 let Some(f) = f else { break SessionEnd::SourceGone };
                 params.observe(&f);
-                if media.send(f) == SendOutcome::GroupAbandoned {
+                let (sequence, keyframe, capture_us) = (f.sequence, f.is_keyframe(), f.capture_us);
+                let sent = media.send(f);
+                if sent == SendOutcome::GroupAbandoned {
                     let _ = io.control.try_send(VideoControl::Keyframe);
                 }
+                if keyframe && !awaiting.is_empty() {
+                    let (done, keep): (Vec<_>, Vec<_>) = awaiting
+                        .drain(..)
+                        .partition(|a| a.after_sequence.is_none_or(|s| sequence > s));
+                    awaiting = keep;
+                    for a in done {
+                        let what = if a.snapshot { "snapshot" } else { "keyframe" };
+                        let ack = Message::CommandAck {
+                            id: a.id,
+                            result: CommandResult::Ok,
+                            detail: format!("{what} seq={sequence} capture_us={capture_us}"),
+                        };
+                        if let Err(e) = ctl_tx.send(&ack).await {
+                            tracing::warn!("cannot acknowledge command {}: {e}", a.id);
+                        }
+                    }
+                }
+                last_sequence = Some(sequence);
             }
             a = io.aux.recv(), if *aux_open => {
                 // A closed aux channel (no sampler) must not be polled again:
@@ -306,10 +367,31 @@ async fn session(
             }
             msg = ctl_rx.recv() => match msg {
                 Ok(Message::Command { id, command }) => {
-                    let (result, detail) = apply_command(command, &io.control);
-                    let ack = Message::CommandAck { id, result, detail };
-                    if let Err(e) = ctl_tx.send(&ack).await {
-                        break SessionEnd::Lost(format!("control: {e}"), true);
+                    tracing::info!(id, ?command, "command from the server");
+                    let answer = match command {
+                        Command::RequestKeyframe | Command::Snapshot => {
+                            match apply_command(Command::RequestKeyframe, &io.control) {
+                                (CommandResult::Ok, _) => {
+                                    awaiting.push(AwaitingKeyframe {
+                                        id,
+                                        snapshot: command == Command::Snapshot,
+                                        after_sequence: last_sequence,
+                                        deadline: tokio::time::Instant::now() + KEYFRAME_ACK_TIMEOUT,
+                                    });
+                                    None
+                                }
+                                failed => Some(failed),
+                            }
+                        }
+                        Command::Reboot => Some(start_reboot(&opts.reboot_command).await),
+                        other => Some(apply_command(other, &io.control)),
+                    };
+                    if let Some((result, detail)) = answer {
+                        tracing::info!(id, ?result, %detail, "command answered");
+                        let ack = Message::CommandAck { id, result, detail };
+                        if let Err(e) = ctl_tx.send(&ack).await {
+                            break SessionEnd::Lost(format!("control: {e}"), true);
+                        }
                     }
                 }
                 Ok(other) => tracing::debug!("ignoring control message {other:?}"),
@@ -328,17 +410,61 @@ async fn session(
     end
 }
 
+/// Hands a request to the capture thread. A keyframe is acknowledged later,
+/// when it has come out of the encoder; a bitrate change when it is queued
+/// for the encoder (it applies at the next GOP).
 fn apply_command(
     command: Command,
     control: &mpsc::Sender<VideoControl>,
 ) -> (CommandResult, String) {
     let request = match command {
-        Command::RequestKeyframe => VideoControl::Keyframe,
+        Command::RequestKeyframe | Command::Snapshot => VideoControl::Keyframe,
         Command::SetBitrate { kbps } => VideoControl::Bitrate(kbps),
+        Command::Reboot => {
+            return (
+                CommandResult::Unsupported,
+                "reboot is handled by the uplink".into(),
+            )
+        }
     };
     match control.try_send(request) {
-        Ok(()) => (CommandResult::Ok, String::new()),
+        Ok(()) => (
+            CommandResult::Ok,
+            format!("handed to the encoder: {request:?}"),
+        ),
         Err(e) => (CommandResult::Failed, format!("capture busy: {e}")),
+    }
+}
+
+/// Runs the configured reboot command and reports what happened.
+async fn start_reboot(command: &[String]) -> (CommandResult, String) {
+    let Some((program, args)) = command.split_first() else {
+        return (
+            CommandResult::Unsupported,
+            "this camera has no reboot command (system.reboot_command)".into(),
+        );
+    };
+    let run = tokio::process::Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .status();
+    match tokio::time::timeout(REBOOT_COMMAND_TIMEOUT, run).await {
+        Ok(Ok(status)) if status.success() => (
+            CommandResult::Ok,
+            format!("rebooting: `{}` {status}", command.join(" ")),
+        ),
+        Ok(Ok(status)) => (
+            CommandResult::Failed,
+            format!("`{}` failed: {status}", command.join(" ")),
+        ),
+        Ok(Err(e)) => (
+            CommandResult::Failed,
+            format!("cannot run `{program}`: {e}"),
+        ),
+        Err(_) => (
+            CommandResult::Failed,
+            format!("`{program}` did not finish within {REBOOT_COMMAND_TIMEOUT:?}"),
+        ),
     }
 }
 
@@ -383,5 +509,17 @@ mod tests {
             apply_command(Command::RequestKeyframe, &tx).0,
             CommandResult::Failed
         );
+    }
+
+    #[tokio::test]
+    async fn reboot_reports_what_the_command_did() {
+        assert_eq!(start_reboot(&[]).await.0, CommandResult::Unsupported);
+        let ok = start_reboot(&["true".into()]).await;
+        assert_eq!(ok.0, CommandResult::Ok, "{}", ok.1);
+        let failed = start_reboot(&["false".into()]).await;
+        assert_eq!(failed.0, CommandResult::Failed, "{}", failed.1);
+        let missing = start_reboot(&["/nonexistent/reboot".into()]).await;
+        assert_eq!(missing.0, CommandResult::Failed);
+        assert!(missing.1.contains("cannot run"), "{}", missing.1);
     }
 }

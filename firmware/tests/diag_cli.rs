@@ -105,10 +105,7 @@ fn diag_modem_against_the_simulator_and_a_missing_port() {
     let cancel = CancellationToken::new();
     let (port, _sim) = rt
         .block_on(async {
-            kodama_firmware::sim::modem::spawn(
-                kodama_firmware::sim::modem::Scenario::Healthy,
-                cancel.clone(),
-            )
+            kodama_sim::modem::spawn(kodama_sim::modem::Scenario::Healthy, cancel.clone())
         })
         .expect("simulator");
     let out = camera(&[

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kodama_firmware::hw::gnss::serial::SerialGnss;
 use kodama_firmware::hw::gnss::{self, FixMode, Gnss, GnssConfig, GnssError, GnssOutputs};
-use kodama_firmware::sim::gnss::{serve_pty, SimGnss, Track};
+use kodama_sim::gnss::{serve_pty, SimGnss, Track};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kodama_firmware::hw::modem::diag::diag_modem;
-use kodama_firmware::sim::modem::{spawn_with, Scenario, SimOptions};
+use kodama_sim::modem::{spawn_with, Scenario, SimOptions};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]

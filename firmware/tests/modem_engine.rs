@@ -9,7 +9,7 @@ use kodama_firmware::hw::modem::engine::CommandError;
 use kodama_firmware::hw::modem::sim7600::{
     Cmee, CpinQuery, Cpsi, Csq, Echo, Identify, SimState, Sync,
 };
-use kodama_firmware::sim::modem::{spawn_with, Scenario, SimOptions};
+use kodama_sim::modem::{spawn_with, Scenario, SimOptions};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use kodama_firmware::hw::modem::supervisor::{
     ModemState, ModemStatus, SerialConnector, Supervisor, SupervisorOptions,
 };
 use kodama_firmware::hw::modem::{Registration, SimState};
-use kodama_firmware::sim::modem::{spawn_with, Scenario, SimHandle, SimOptions};
+use kodama_sim::modem::{spawn_with, Scenario, SimHandle, SimOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -258,5 +258,34 @@ async fn hang_recovered_by_pwrkey() {
         (st.hangs, st.cfun_resets, st.power_offs, st.power_ons),
         (1, 0, 1, 1)
     );
+    r.stop().await;
+}
+
+/// The module reboots on its own mid-session (a supply brown-out): the data
+/// session and the GNSS engine die with it, and the supervisor — the only
+/// writer on the AT port — notices and brings both back without help.
+#[tokio::test]
+async fn brown_out_mid_session_brings_data_and_gnss_back() {
+    let mut r = rig(SimOptions::fast(Scenario::Healthy));
+    r.until("fully up", fully_up).await;
+    let before = r.sim.stats();
+    assert!(before.data_session_up && before.gnss_on && before.apn_set);
+    r.sim.brown_out();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let st = r.sim.stats();
+        if st.brown_outs == 1 && st.data_session_up && st.gnss_on {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "data session and GNSS not restarted after the brown-out: sim {st:?}, status {:#?}",
+            *r.status.borrow()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = r.until("fully up again", fully_up).await;
+    assert_healthy_fields(&s);
+    assert_eq!(s.power_cycles, 0, "a reboot needs no PWRKEY");
     r.stop().await;
 }

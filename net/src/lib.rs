@@ -15,6 +15,7 @@
 //!   queued, long-lived higher-priority streams for audio, telemetry, events.
 //! * [`media_recv`]: accepts a peer's media streams, validates them with
 //!   [`kodama_proto::GroupReceiver`] and hands frames to the caller.
+//! * [`pair`]: redeeming a one-time pairing code on the pairing ALPN.
 //! * [`error`]: the error enums.
 
 pub mod control;
@@ -22,6 +23,7 @@ pub mod endpoint;
 pub mod error;
 pub mod media_recv;
 pub mod media_send;
+pub mod pair;
 
 /// The iroh crate itself, for the few places (protocol handlers, hooks) that need more.
 pub use iroh;

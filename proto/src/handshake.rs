@@ -69,6 +69,8 @@ fn message_name(msg: &Message) -> &'static str {
         Message::CameraState { .. } => "CameraState",
         Message::Command { .. } => "Command",
         Message::CommandAck { .. } => "CommandAck",
+        Message::PairRequest { .. } => "PairRequest",
+        Message::Paired { .. } => "Paired",
     }
 }
 

@@ -25,12 +25,14 @@
 //! * [`handshake`]: the hello/welcome exchange for both sides.
 //! * [`order`]: restores group order at a receiver (a newer GOP's stream can
 //!   overtake the tail of the previous one).
+//! * [`pairing`]: one-time pairing codes and the pairing string (text / QR).
 //! * [`wire`]: the byte-level reader used by every decoder.
 
 pub mod frame;
 pub mod handshake;
 pub mod message;
 pub mod order;
+pub mod pairing;
 pub mod stream;
 pub mod wire;
 
@@ -56,6 +58,10 @@ pub const ALPN_CAMERA: &[u8] = b"kodama/camera/1";
 
 /// ALPN a viewer uses to connect to a server.
 pub const ALPN_VIEWER: &[u8] = b"kodama/view/1";
+
+/// ALPN any key may use, only to redeem a one-time pairing code
+/// ([`Message::PairRequest`]); nothing else is served on it.
+pub const ALPN_PAIR: &[u8] = b"kodama/pair/1";
 
 /// The role a given ALPN stands for, or `None` for an ALPN Kodama does not speak.
 pub fn role_for_alpn(alpn: &[u8]) -> Option<Role> {

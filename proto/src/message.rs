@@ -15,8 +15,14 @@
 //! 0x04 Reject       code u16, reason str
 //! 0x05 StreamInfo   camera id [u8;32], CameraInfo
 //! 0x06 CameraState  camera id [u8;32], online u8 (0|1)
-//! 0x07 Command      id u32, kind u8 (0 keyframe, 1 bitrate: kbps u32)
+//! 0x07 Command      id u32, kind u8 (0 keyframe, 1 bitrate: kbps u32, 2 reboot, 3 snapshot)
 //! 0x08 CommandAck   id u32, result u8 (0 ok, 1 unsupported, 2 failed), detail str
+//! 0x09 PairRequest  version u16, role u8 (0 camera, 1 viewer), code str, name str
+//! 0x0A Paired       name str, server str
+//!
+//! Reject codes: 1 version, 2 role, 3 not allowed, 4 unknown camera, 5 bad
+//! hello, 6 shutdown; pairing: 7 wrong code, 8 code expired, 9 code used,
+//! 10 rate limited, 11 revoked key, 12 name taken.
 //!
 //! CameraInfo: name str, codec u8 (1 = H.264), width u16, height u16,
 //!             fps_milli u32, bitrate_kbps u32, sps bytes, pps bytes, firmware str
@@ -106,6 +112,18 @@ pub enum RejectCode {
     BadHello = 5,
     /// The server is shutting down.
     ShuttingDown = 6,
+    /// Pairing: no pending code matches.
+    WrongCode = 7,
+    /// Pairing: the code's time ran out.
+    CodeExpired = 8,
+    /// Pairing: the code was used already (codes are single use).
+    CodeUsed = 9,
+    /// Pairing: too many attempts; try again later.
+    RateLimited = 10,
+    /// Pairing: this key was removed and can never come back.
+    Revoked = 11,
+    /// Pairing: the name the code was made for is taken now.
+    NameTaken = 12,
 }
 
 impl RejectCode {
@@ -117,6 +135,12 @@ impl RejectCode {
             4 => Self::UnknownCamera,
             5 => Self::BadHello,
             6 => Self::ShuttingDown,
+            7 => Self::WrongCode,
+            8 => Self::CodeExpired,
+            9 => Self::CodeUsed,
+            10 => Self::RateLimited,
+            11 => Self::Revoked,
+            12 => Self::NameTaken,
             _ => return None,
         })
     }
@@ -132,6 +156,11 @@ pub enum Command {
         /// New target in kbit/s.
         kbps: u32,
     },
+    /// Restart the camera (acknowledged before it goes down).
+    Reboot,
+    /// Produce a keyframe now and say which one, so the server can keep it
+    /// as a still picture.
+    Snapshot,
 }
 
 /// How a camera answered a command.
@@ -207,6 +236,24 @@ pub enum Message {
         /// Human-readable detail.
         detail: String,
     },
+    /// Camera or viewer → server, on the pairing ALPN: redeem a one-time code.
+    PairRequest {
+        /// The peer's protocol version.
+        version: u16,
+        /// What the peer wants to become.
+        role: Role,
+        /// The pairing code as typed or scanned (normalised by the server).
+        code: String,
+        /// A suggested name (the server keeps the name it recorded with the code).
+        name: String,
+    },
+    /// Server → peer: paired; the peer's key is now on the allowlist.
+    Paired {
+        /// The name the server knows the peer by.
+        name: String,
+        /// The server's name, for display.
+        server: String,
+    },
 }
 
 /// Why a control message could not be decoded.
@@ -277,6 +324,8 @@ const T_STREAM_INFO: u8 = 0x05;
 const T_CAMERA_STATE: u8 = 0x06;
 const T_COMMAND: u8 = 0x07;
 const T_COMMAND_ACK: u8 = 0x08;
+const T_PAIR_REQUEST: u8 = 0x09;
+const T_PAIRED: u8 = 0x0A;
 
 impl CameraInfo {
     fn encode(&self, out: &mut BytesMut) {
@@ -340,6 +389,8 @@ impl Message {
             Message::CameraState { .. } => T_CAMERA_STATE,
             Message::Command { .. } => T_COMMAND,
             Message::CommandAck { .. } => T_COMMAND_ACK,
+            Message::PairRequest { .. } => T_PAIR_REQUEST,
+            Message::Paired { .. } => T_PAIRED,
         }
     }
 
@@ -391,12 +442,32 @@ impl Message {
                         out.put_u8(1);
                         out.put_u32(*kbps);
                     }
+                    Command::Reboot => out.put_u8(2),
+                    Command::Snapshot => out.put_u8(3),
                 }
             }
             Message::CommandAck { id, result, detail } => {
                 out.put_u32(*id);
                 out.put_u8(*result as u8);
                 put_string16(out, detail);
+            }
+            Message::PairRequest {
+                version,
+                role,
+                code,
+                name,
+            } => {
+                out.put_u16(*version);
+                out.put_u8(match role {
+                    Role::Camera => 0,
+                    Role::Viewer => 1,
+                });
+                put_string16(out, code);
+                put_string16(out, name);
+            }
+            Message::Paired { name, server } => {
+                put_string16(out, name);
+                put_string16(out, server);
             }
         }
         let body_len = (out.len() - start - 4) as u32;
@@ -480,6 +551,8 @@ impl Message {
                     1 => Command::SetBitrate {
                         kbps: r.u32("command.kbps")?,
                     },
+                    2 => Command::Reboot,
+                    3 => Command::Snapshot,
                     v => {
                         return Err(FieldError::UnknownValue {
                             field: "command",
@@ -511,6 +584,31 @@ impl Message {
                     detail: r.string16("detail")?,
                 }
             }
+            T_PAIR_REQUEST => {
+                let version = r.u16("version")?;
+                let at = r.offset();
+                let role = match r.u8("role")? {
+                    0 => Role::Camera,
+                    1 => Role::Viewer,
+                    v => {
+                        return Err(FieldError::UnknownValue {
+                            field: "role",
+                            offset: at,
+                            value: v.into(),
+                        })
+                    }
+                };
+                Message::PairRequest {
+                    version,
+                    role,
+                    code: r.string16("code")?,
+                    name: r.string16("name")?,
+                }
+            }
+            T_PAIRED => Message::Paired {
+                name: r.string16("name")?,
+                server: r.string16("server")?,
+            },
             _ => unreachable_kind(kind)?,
         };
         r.finish()?;
@@ -529,7 +627,7 @@ fn unreachable_kind(kind: u8) -> Result<Message, FieldError> {
 }
 
 fn known_kind(kind: u8) -> bool {
-    (T_CAMERA_HELLO..=T_COMMAND_ACK).contains(&kind)
+    (T_CAMERA_HELLO..=T_PAIRED).contains(&kind)
 }
 
 /// Incremental control-message decoder; same contract as
@@ -765,6 +863,54 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn golden_pairing_and_new_commands() {
+        golden(
+            Message::PairRequest {
+                version: 1,
+                role: Role::Camera,
+                code: "AB".into(),
+                name: "porch".into(),
+            },
+            concat!(
+                "0000000f",       // body length 15
+                "09",             // PairRequest
+                "0001",           // version
+                "00",             // role camera
+                "00024142",       // code "AB"
+                "0005706f726368"  // name "porch"
+            ),
+        );
+        golden(
+            Message::Paired {
+                name: "p".into(),
+                server: "s".into(),
+            },
+            "000000070a000170000173",
+        );
+        golden(
+            Message::Reject {
+                code: RejectCode::RateLimited,
+                reason: "x".into(),
+            },
+            "0000000604000a000178",
+        );
+        golden(
+            Message::Command {
+                id: 1,
+                command: Command::Reboot,
+            },
+            "00000006070000000102",
+        );
+        golden(
+            Message::Command {
+                id: 1,
+                command: Command::Snapshot,
+            },
+            "00000006070000000103",
+        );
+    }
+
+    #[test]
     fn oversized_message_refused_before_body() {
         let err = decode_one(&((MAX_MESSAGE_LEN as u32) + 1).to_be_bytes());
         assert!(matches!(err, Err(MessageError::TooLarge { offset: 0, .. })));
@@ -868,7 +1014,7 @@ pub(crate) mod tests {
             }),
             (any::<u16>(), "\\PC{0,32}")
                 .prop_map(|(version, server)| Message::Welcome { version, server }),
-            (1u16..=6, "\\PC{0,64}").prop_map(|(c, reason)| Message::Reject {
+            (1u16..=12, "\\PC{0,64}").prop_map(|(c, reason)| Message::Reject {
                 code: RejectCode::from_u16(c).expect("in range"),
                 reason
             }),
@@ -880,6 +1026,25 @@ pub(crate) mod tests {
                 id,
                 command: Command::SetBitrate { kbps }
             }),
+            (any::<u32>(), 0u8..4).prop_map(|(id, k)| Message::Command {
+                id,
+                command: match k {
+                    0 => Command::RequestKeyframe,
+                    1 => Command::Reboot,
+                    2 => Command::Snapshot,
+                    _ => Command::SetBitrate { kbps: id },
+                }
+            }),
+            (any::<u16>(), any::<bool>(), "\\PC{0,32}", "\\PC{0,32}").prop_map(
+                |(version, camera, code, name)| Message::PairRequest {
+                    version,
+                    role: if camera { Role::Camera } else { Role::Viewer },
+                    code,
+                    name
+                }
+            ),
+            ("\\PC{0,32}", "\\PC{0,32}")
+                .prop_map(|(name, server)| Message::Paired { name, server }),
             (any::<u32>(), "\\PC{0,32}").prop_map(|(id, detail)| Message::CommandAck {
                 id,
                 result: CommandResult::Failed,

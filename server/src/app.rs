@@ -11,10 +11,14 @@ use kodama_proto::{CameraSelector, Role};
 use tokio_util::sync::CancellationToken;
 
 use crate::allowlist::{Allowlist, PeerRole};
-use crate::cli::{AllowAction, ViewArgs};
+use crate::cli::{AllowAction, CameraAction, PairCodeArgs, ViewArgs, ViewerAction};
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::pair_session::PairingService;
+use crate::pairing::PairingStore;
+use crate::ratelimit::Limits;
 use crate::recorder::{Recorder, SystemClock};
+use crate::sessions::Sessions;
 use crate::transport::{NodeOptions, ServerNode};
 use crate::viewer::{self, ViewOptions, ViewerClient};
 use crate::{api, feed, web};
@@ -28,6 +32,10 @@ pub struct Server {
     pub hub: Arc<Hub>,
     /// The allowlist.
     pub allowlist: Arc<Allowlist>,
+    /// Live sessions (revocation, commands).
+    pub sessions: Arc<Sessions>,
+    /// Pairing codes.
+    pub pairing: Arc<PairingService>,
     /// Where the HTTP API listens.
     pub api_addr: SocketAddr,
     /// The API token file.
@@ -58,22 +66,17 @@ impl Server {
         let (feed, feed_rx) = feed::channel("recorder", RECORDER_QUEUE);
         let hub = Hub::new(vec![feed]);
 
-        let live_hub = hub.clone();
-        let live: Arc<dyn api::LiveStatus> = Arc::new(move || {
-            live_hub
-                .cameras()
-                .into_iter()
-                .map(|c| api::CameraStatus {
-                    endpoint: c.id.to_string(),
-                    name: c.info.name,
-                    online: c.online,
-                    last_seen_us: c
-                        .last_seen
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .ok()
-                        .map(|d| d.as_micros() as i64),
-                })
-                .collect()
+        let sessions = Sessions::new();
+        let pairing = Arc::new(PairingService::new(
+            PairingStore::new(config.pairing_path()),
+            allowlist.clone(),
+            Limits::default(),
+        ));
+        let live: Arc<dyn api::LiveStatus> = Arc::new(LiveView {
+            hub: hub.clone(),
+            allowlist: allowlist.clone(),
+            sessions: sessions.clone(),
+            snapshots: config.server.data_dir.join("snapshots"),
         });
         let api_state = api::ApiState::open(
             &config.server.data_dir,
@@ -129,15 +132,24 @@ impl Server {
                 },
                 name: config.server.name.clone(),
                 allowlist: allowlist.clone(),
+                sessions: sessions.clone(),
+                pairing: pairing.clone(),
             },
             hub.clone(),
             own.clone(),
         )
         .await?;
+        // `camera add` (another process) puts this in pairing strings.
+        let ticket = node.ticket().to_string();
+        if let Err(e) = std::fs::write(config.ticket_path(), format!("{ticket}\n")) {
+            tracing::warn!("cannot write {}: {e}", config.ticket_path().display());
+        }
         Ok(Self {
             node,
             hub,
             allowlist,
+            sessions,
+            pairing,
             api_addr,
             api_token,
             web_url,
@@ -161,6 +173,148 @@ impl Server {
             tracing::warn!("the recorder did not finish within 10 s");
         }
         let _ = self.api.await;
+    }
+}
+
+/// The live side as the HTTP API sees it: the hub's cameras under the
+/// names on the server's record, name resolution, and admins' commands.
+struct LiveView {
+    hub: Arc<Hub>,
+    allowlist: Arc<Allowlist>,
+    sessions: Arc<Sessions>,
+    snapshots: std::path::PathBuf,
+}
+
+/// How long the server waits for a snapshot's keyframe to reach the hub
+/// after the camera acknowledged it.
+const SNAPSHOT_ARRIVAL: Duration = Duration::from_secs(5);
+
+/// `seq=N` in a keyframe/snapshot acknowledgement.
+fn acked_sequence(detail: &str) -> Option<u64> {
+    detail
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("seq="))
+        .and_then(|n| n.parse().ok())
+}
+
+/// Waits for the keyframe the camera acknowledged and writes it (an
+/// Annex-B access unit with SPS and PPS: `ffmpeg -i X.h264 X.jpg` makes a
+/// picture of it) under `dir`; returns the file.
+async fn save_snapshot(
+    hub: &Hub,
+    camera: kodama_net::EndpointId,
+    name: &str,
+    sequence: u64,
+    dir: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let track = hub
+        .find(&CameraSelector::Id(*camera.as_bytes()))
+        .context("the camera left the hub")?;
+    let mut groups = track.groups();
+    let frame = tokio::time::timeout(SNAPSHOT_ARRIVAL, async {
+        loop {
+            let current = groups.borrow_and_update().clone();
+            if let Some(first) = current.and_then(|g| g.get(0)) {
+                if first.sequence == sequence {
+                    return Some(first);
+                }
+                if first.sequence > sequence {
+                    return None;
+                }
+            }
+            if groups.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+    .context("the snapshot's keyframe did not arrive")?;
+    std::fs::create_dir_all(dir)?;
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+        .replace(':', "-");
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!("{safe}-{stamp}.h264"));
+    std::fs::write(&path, &frame.payload)?;
+    Ok(path)
+}
+
+impl api::LiveStatus for LiveView {
+    fn cameras(&self) -> Vec<api::CameraStatus> {
+        self.hub
+            .cameras()
+            .into_iter()
+            .map(|c| api::CameraStatus {
+                endpoint: c.id.to_string(),
+                name: self
+                    .allowlist
+                    .name_of(&c.id, PeerRole::Camera)
+                    .unwrap_or(c.info.name),
+                online: c.online,
+                last_seen_us: c
+                    .last_seen
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_micros() as i64),
+            })
+            .collect()
+    }
+
+    fn resolve_camera(&self, name: &str) -> Option<String> {
+        self.allowlist
+            .resolve(PeerRole::Camera, name)
+            .map(|p| p.id.to_string())
+    }
+
+    fn command(&self, endpoint: &str, command: kodama_proto::Command) -> api::CommandFuture {
+        let sent = endpoint::parse_endpoint_id(endpoint)
+            .map_err(|e| api::CommandFailure::Unavailable(e.to_string()))
+            .and_then(|id| {
+                self.sessions
+                    .send_command(&id, command)
+                    .map_err(|e| api::CommandFailure::Unavailable(e.to_string()))
+            });
+        let snapshot = (command == kodama_proto::Command::Snapshot).then(|| {
+            let id = endpoint::parse_endpoint_id(endpoint).ok();
+            let name = id.and_then(|id| self.allowlist.name_of(&id, PeerRole::Camera));
+            (self.hub.clone(), id, name, self.snapshots.clone())
+        });
+        Box::pin(async move {
+            let mut outcome = sent?.await.map_err(|_| {
+                api::CommandFailure::Unavailable("the camera disconnected before answering".into())
+            })?;
+            if let (Some((hub, Some(id), name, dir)), kodama_proto::CommandResult::Ok) =
+                (snapshot, outcome.result)
+            {
+                let name = name.unwrap_or_else(|| id.to_string());
+                let saved = match acked_sequence(&outcome.detail) {
+                    Some(seq) => save_snapshot(&hub, id, &name, seq, &dir).await,
+                    None => Err(anyhow::anyhow!("the camera did not say which keyframe")),
+                };
+                match saved {
+                    Ok(path) => {
+                        outcome.detail = format!("{}; saved {}", outcome.detail, path.display())
+                    }
+                    Err(e) => {
+                        outcome.result = kodama_proto::CommandResult::Failed;
+                        outcome.detail = format!("{}; not saved: {e:#}", outcome.detail);
+                    }
+                }
+            }
+            Ok(outcome)
+        })
     }
 }
 
@@ -257,6 +411,204 @@ pub fn allow(config: &Config, action: AllowAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The ticket to put in a pairing string: from `--addr`, else the one the
+/// running server wrote at start, else the node id and the listen address.
+fn pairing_ticket(config: &Config, addrs: &[SocketAddr]) -> anyhow::Result<String> {
+    let key = endpoint::load_or_create_key(&config.key_path())?;
+    if !addrs.is_empty() {
+        let addr = endpoint::dial_addr(None, Some(&key.public().to_string()), addrs)?;
+        return Ok(kodama_net::EndpointTicket::new(addr).to_string());
+    }
+    if let Ok(text) = std::fs::read_to_string(config.ticket_path()) {
+        let ticket = text.trim();
+        // Only a ticket of this server's own key will do.
+        if endpoint::parse_ticket(ticket)
+            .is_ok_and(|t| kodama_net::EndpointAddr::from(t).id == key.public())
+        {
+            return Ok(ticket.to_owned());
+        }
+    }
+    let listen = config.server.listen;
+    anyhow::ensure!(
+        !listen.ip().is_unspecified(),
+        "the server has not written its ticket yet ({}): start it once, or give --addr HOST:PORT (the address cameras should dial)",
+        config.ticket_path().display()
+    );
+    let addr = endpoint::dial_addr(None, Some(&key.public().to_string()), &[listen])?;
+    Ok(kodama_net::EndpointTicket::new(addr).to_string())
+}
+
+/// Makes a code and prints it, the pairing string and its QR code.
+fn add_with_code(
+    config: &Config,
+    role: PeerRole,
+    name: &str,
+    args: &PairCodeArgs,
+    wifi: Option<kodama_proto::pairing::WifiCredentials>,
+) -> anyhow::Result<()> {
+    let list = Allowlist::new(config.allowlist_path());
+    let store = PairingStore::new(config.pairing_path());
+    let server = pairing_ticket(config, &args.addrs)?;
+    if let Some(w) = &wifi {
+        w.validate()?;
+    }
+    let made = store.create(&list, role, name, args.expires, unix_now())?;
+    let pairing = kodama_proto::pairing::PairingString {
+        code: made.code.clone(),
+        server,
+        wifi,
+    };
+    let text = pairing.to_string();
+    println!(
+        "pairing code for {role} {name:?}: {}",
+        kodama_proto::pairing::format_code(&made.code)
+    );
+    println!(
+        "valid for {} min, once; pairing string:\n\n{text}\n",
+        args.expires.as_secs() / 60
+    );
+    match role {
+        PeerRole::Camera => println!(
+            "put it in the camera's kodama.toml as  [server] pair = \"…\"  or hold the QR code in front of its lens at first boot"
+        ),
+        PeerRole::Viewer => println!("on the viewer's machine run:  kodama-server view --pair '{text}'"),
+    }
+    if !args.no_qr {
+        let qr = qrcode::QrCode::new(text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("cannot make a QR code: {e}"))?;
+        let art = qr
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build();
+        println!("\n{art}");
+    }
+    Ok(())
+}
+
+fn list_role(config: &Config, role: PeerRole) -> anyhow::Result<()> {
+    let list = Allowlist::new(config.allowlist_path());
+    let store = PairingStore::new(config.pairing_path());
+    for p in list.named()?.into_iter().filter(|p| p.role == role) {
+        println!("{:24} paired   {}", p.name, p.id);
+    }
+    for p in store
+        .pending(unix_now())?
+        .into_iter()
+        .filter(|p| p.role == role)
+    {
+        let mins = p.expires_at.saturating_sub(unix_now()).div_ceil(60);
+        println!("{:24} waiting  (code expires in {mins} min)", p.name);
+    }
+    Ok(())
+}
+
+fn remove_role(config: &Config, role: PeerRole, name: &str) -> anyhow::Result<()> {
+    let list = Allowlist::new(config.allowlist_path());
+    let store = PairingStore::new(config.pairing_path());
+    let cancelled = store.cancel(role, name)?;
+    match list.remove_named(role, name) {
+        Ok(gone) => println!(
+            "removed {role} {:?} ({}); its key can never connect again",
+            gone.name, gone.id
+        ),
+        Err(crate::allowlist::AllowlistError::Unknown { .. }) if cancelled > 0 => {
+            println!("withdrew the pairing code for {role} {name:?}")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// `kodama-server camera …`.
+pub async fn camera(config: &Config, action: CameraAction) -> anyhow::Result<()> {
+    let role = PeerRole::Camera;
+    let command = match action {
+        CameraAction::Add {
+            name,
+            code,
+            wifi_ssid,
+            wifi_psk,
+            wifi_country,
+        } => {
+            let wifi = wifi_ssid.map(|ssid| kodama_proto::pairing::WifiCredentials {
+                ssid,
+                psk: wifi_psk.unwrap_or_default(),
+                country: wifi_country.unwrap_or_default(),
+            });
+            return add_with_code(config, role, &name, &code, wifi);
+        }
+        CameraAction::List => return list_role(config, role),
+        CameraAction::Rename { name, new_name } => {
+            let list = Allowlist::new(config.allowlist_path());
+            let renamed = list.rename(role, &name, &new_name)?;
+            println!("camera {} is now {:?}", renamed.id, renamed.name);
+            return Ok(());
+        }
+        CameraAction::Remove { name } => return remove_role(config, role, &name),
+        CameraAction::Reboot { name } => (name, "reboot"),
+        CameraAction::Keyframe { name } => (name, "keyframe"),
+        CameraAction::Snapshot { name } => (name, "snapshot"),
+    };
+    let (name, what) = command;
+    let answer = api::client::command(&config.server.data_dir, &config.api, &name, what).await?;
+    let result = answer["result"].as_str().unwrap_or("?");
+    let detail = answer["detail"].as_str().unwrap_or("");
+    println!(
+        "{name}: {what}: {result}{}{detail}",
+        if detail.is_empty() { "" } else { ": " }
+    );
+    anyhow::ensure!(result == "ok", "the camera did not do it");
+    Ok(())
+}
+
+/// `kodama-server viewer …`.
+pub fn viewer_cmd(config: &Config, action: ViewerAction) -> anyhow::Result<()> {
+    let role = PeerRole::Viewer;
+    match action {
+        ViewerAction::Add { name, code } => add_with_code(config, role, &name, &code, None),
+        ViewerAction::List => list_role(config, role),
+        ViewerAction::Remove { name } => remove_role(config, role, &name),
+    }
+}
+
+/// Pairs the viewer key at `key_path` with the pairing string (once: a
+/// record beside the key says it is done) and returns the server to dial.
+async fn pair_viewer(
+    config: &Config,
+    secret: &kodama_net::SecretKey,
+    key_path: &std::path::Path,
+    pairing: &str,
+) -> anyhow::Result<kodama_net::EndpointAddr> {
+    let p = kodama_proto::pairing::PairingString::parse(pairing)?;
+    let server = endpoint::dial_addr(Some(&p.server), None, &[])?;
+    let record = key_path.with_extension(format!("paired-{}", server.id.fmt_short()));
+    if record.exists() {
+        return Ok(server);
+    }
+    let ep = endpoint::bind(
+        secret.clone(),
+        &EndpointOptions {
+            offline: config.server.offline,
+            bind: None,
+            alpns: Vec::new(),
+        },
+    )
+    .await?;
+    let paired = kodama_net::pair::pair(&ep, server.clone(), Role::Viewer, &p.code, "viewer").await;
+    ep.close().await;
+    let paired = paired?;
+    std::fs::write(&record, format!("{}\n{}\n", paired.name, p.server))
+        .with_context(|| format!("recording the pairing in {}", record.display()))?;
+    eprintln!("paired with {} as viewer {:?}", paired.server, paired.name);
+    Ok(server)
+}
+
 /// `kodama-server token rotate`.
 pub fn rotate_token(config: &Config) -> anyhow::Result<()> {
     let path = api::client::rotate_token(&config.server.data_dir, &config.api)?;
@@ -292,7 +644,9 @@ pub async fn view(
         .clone()
         .unwrap_or_else(|| config.server.data_dir.join("viewer.key"));
     let secret = endpoint::load_or_create_key(&key_path)?;
-    let server = if args.ticket.is_some() || args.server_id.is_some() {
+    let server = if let Some(pairing) = &args.pair {
+        pair_viewer(config, &secret, &key_path, pairing).await?
+    } else if args.ticket.is_some() || args.server_id.is_some() {
         endpoint::dial_addr(
             args.ticket.as_deref(),
             args.server_id.as_deref(),
@@ -305,11 +659,7 @@ pub async fn view(
             .context("no --ticket or --server-id given and no local server in --data-dir")?;
         let list = Allowlist::new(config.allowlist_path());
         if !list.allows(&secret.public(), Role::Viewer) {
-            list.add(
-                &secret.public().to_string(),
-                PeerRole::Viewer,
-                "local viewer",
-            )?;
+            list.add(&secret.public().to_string(), PeerRole::Viewer, "")?;
         }
         let port = config.server.listen.port();
         let addrs = if args.server_addr.is_empty() {

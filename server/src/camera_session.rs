@@ -1,4 +1,8 @@
-//! One camera connection: handshake, then its media into the hub.
+//! One camera connection: handshake, then its media into the hub, and
+//! admins' commands out to the camera.
+//!
+//! The camera's name is the server's record (the allowlist), never the name
+//! in its hello: a camera claiming another's name in its hello gains nothing.
 //!
 //! Channels: a bounded `mpsc` (capacity [`MEDIA_QUEUE`]) from the media
 //! receiver task to this session. Any protocol violation (malformed or
@@ -6,18 +10,30 @@
 //! disconnects this camera with a logged reason; other cameras and viewers
 //! are unaffected.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kodama_net::media_recv::{receive_media, Received};
 use kodama_net::{codes, Connection};
 use kodama_proto::handshake::Hello;
-use kodama_proto::{Channel, Message, Role};
-use tokio::sync::mpsc;
+use kodama_proto::{Channel, CommandResult, Message, Role};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::allowlist::{Allowlist, PeerRole};
 use crate::hello;
 use crate::hub::Hub;
+use crate::sessions::{CommandOutcome, Sessions};
+
+/// What camera and viewer sessions share besides the hub.
+#[derive(Debug, Clone)]
+pub struct SessionContext {
+    /// The server's record of who may connect and their names.
+    pub allowlist: Arc<Allowlist>,
+    /// Live sessions (revocation, commands).
+    pub sessions: Arc<Sessions>,
+}
 
 /// Items buffered between the media reader and the hub.
 pub const MEDIA_QUEUE: usize = 128;
@@ -26,16 +42,36 @@ pub const MEDIA_QUEUE: usize = 128;
 const TELEMETRY_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs a camera connection to its end.
-pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: CancellationToken) {
+pub async fn run(
+    conn: Connection,
+    hub: Arc<Hub>,
+    ctx: SessionContext,
+    server_name: String,
+    cancel: CancellationToken,
+) {
     let camera = conn.remote_id();
     let Some(hello::Accepted {
         mut control,
-        hello: Hello::Camera(info),
+        hello: Hello::Camera(mut info),
         welcome,
     }) = hello::accept(&conn, Role::Camera, server_name).await
     else {
         return;
     };
+    let guard = ctx.sessions.register(&conn, Role::Camera);
+    // The name is the server's record; the hello's is only logged.
+    let Some(recorded) = ctx.allowlist.name_of(&camera, PeerRole::Camera) else {
+        // Removed between the TLS hook and now.
+        conn.close(codes::NOT_ALLOWED, b"removed from this server");
+        return;
+    };
+    if info.name != recorded {
+        tracing::info!(%camera, claimed = %info.name, name = %recorded, "camera calls itself by another name; using the server's record");
+    }
+    info.name = recorded;
+    let mut commands = guard.accept_commands();
+    let mut pending: HashMap<u32, oneshot::Sender<CommandOutcome>> = HashMap::new();
+    let mut next_command = 0u32;
     if let Err(e) = control.send(&welcome).await {
         tracing::warn!(%camera, "cannot welcome camera: {e}");
         return;
@@ -53,7 +89,7 @@ pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: C
     let session = cancel.child_token();
     let (tx, mut rx) = mpsc::channel(MEDIA_QUEUE);
     let receiver = tokio::spawn(receive_media(conn.clone(), tx, session.clone()));
-    let (mut ctl_rx, _ctl_tx) = control.split();
+    let (mut ctl_rx, mut ctl_tx) = control.split();
     let mut last_telemetry_log = Instant::now() - TELEMETRY_LOG_EVERY;
     let mut frames = 0u64;
     let reason: Option<String> = loop {
@@ -90,9 +126,26 @@ pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: C
                 }
                 None => break None,
             },
+            Some(request) = commands.recv() => {
+                next_command = next_command.wrapping_add(1);
+                let id = next_command;
+                tracing::info!(%camera, %name, id, command = ?request.command, "sending an admin's command");
+                if let Err(e) = ctl_tx.send(&Message::Command { id, command: request.command }).await {
+                    let _ = request.reply.send(CommandOutcome {
+                        result: CommandResult::Failed,
+                        detail: format!("could not send to the camera: {e}"),
+                    });
+                    break None;
+                }
+                pending.retain(|_, reply| !reply.is_closed());
+                pending.insert(id, request.reply);
+            }
             msg = ctl_rx.recv() => match msg {
                 Ok(Message::CommandAck { id, result, detail }) => {
-                    tracing::info!(%camera, id, ?result, %detail, "camera answered a command");
+                    tracing::info!(%camera, %name, id, ?result, %detail, "camera answered a command");
+                    if let Some(reply) = pending.remove(&id) {
+                        let _ = reply.send(CommandOutcome { result, detail });
+                    }
                 }
                 Ok(other) => tracing::debug!(%camera, "ignoring control message {other:?}"),
                 Err(_) => {
@@ -115,4 +168,5 @@ pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: C
         tracing::info!(%camera, %name, frames, "camera offline");
     }
     drop(publisher);
+    drop(guard);
 }

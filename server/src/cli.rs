@@ -77,7 +77,19 @@ pub enum ServerCommand {
     Run,
     /// Print this server's node id (creating its key if needed).
     Id,
-    /// Manage which cameras and viewers may connect.
+    /// Pair, list, rename, remove cameras; send them commands.
+    Camera {
+        /// What to do.
+        #[command(subcommand)]
+        action: CameraAction,
+    },
+    /// Pair, list and remove viewers on other machines.
+    Viewer {
+        /// What to do.
+        #[command(subcommand)]
+        action: ViewerAction,
+    },
+    /// Manage which cameras and viewers may connect, by node id.
     Allow {
         /// What to do.
         #[command(subcommand)]
@@ -129,6 +141,116 @@ pub enum AllowAction {
     },
 }
 
+/// How a new pairing code is made (shared by `camera add` and `viewer add`).
+#[derive(Debug, Args, Clone)]
+pub struct PairCodeArgs {
+    /// How long the code stays valid (e.g. 90s, 30m, 1h, 2d).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub expires: std::time::Duration,
+    /// The server's address as the new peer should dial it (HOST:PORT,
+    /// repeatable; default: the running server's own ticket).
+    #[arg(long = "addr")]
+    pub addrs: Vec<SocketAddr>,
+    /// Do not print the QR code.
+    #[arg(long)]
+    pub no_qr: bool,
+}
+
+/// `camera` subcommands. Each takes the camera's name on this server.
+#[derive(Debug, Subcommand)]
+pub enum CameraAction {
+    /// Make a one-time pairing code (and QR code) for a new camera.
+    Add {
+        /// The camera's name on this server (unique).
+        name: String,
+        /// Code options.
+        #[command(flatten)]
+        code: PairCodeArgs,
+        /// Wi-Fi network for the camera to join (carried in the QR code).
+        #[arg(long)]
+        wifi_ssid: Option<String>,
+        /// Wi-Fi passphrase (with --wifi-ssid).
+        #[arg(long, requires = "wifi_ssid")]
+        wifi_psk: Option<String>,
+        /// Wi-Fi regulatory country, e.g. GB (with --wifi-ssid).
+        #[arg(long, requires = "wifi_ssid")]
+        wifi_country: Option<String>,
+    },
+    /// List paired cameras and codes waiting to be used.
+    List,
+    /// Rename a camera.
+    Rename {
+        /// Its current name (or node id).
+        name: String,
+        /// The new name.
+        new_name: String,
+    },
+    /// Remove a camera: its connection is closed at once and its key can
+    /// never connect again (a pending code for the name is withdrawn).
+    Remove {
+        /// Its name (or node id).
+        name: String,
+    },
+    /// Restart the camera (through the running server).
+    Reboot {
+        /// Its name.
+        name: String,
+    },
+    /// Ask the camera for a keyframe now.
+    Keyframe {
+        /// Its name.
+        name: String,
+    },
+    /// Take a still picture: the camera makes a keyframe at once.
+    Snapshot {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// `viewer` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ViewerAction {
+    /// Make a one-time pairing code for a viewer on another machine
+    /// (`kodama-server view --pair STRING` there).
+    Add {
+        /// The viewer's name on this server (unique).
+        name: String,
+        /// Code options.
+        #[command(flatten)]
+        code: PairCodeArgs,
+    },
+    /// List paired viewers and codes waiting to be used.
+    List,
+    /// Remove a viewer: closed at once, its key never comes back.
+    Remove {
+        /// Its name (or node id).
+        name: String,
+    },
+}
+
+/// Parses `90s`, `30m`, `1h`, `2d` (or plain seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, "s"), |i| text.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 30m, 1h or 2d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{text:?}: unit must be s, m, h or d")),
+    };
+    if secs == 0 || secs > 30 * 86_400 {
+        return Err(format!("{text:?}: must be between 1 s and 30 days"));
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
 /// `view` options.
 #[derive(Debug, Args, Clone)]
 pub struct ViewArgs {
@@ -156,6 +278,10 @@ pub struct ViewArgs {
     /// The viewer's key file (default: <data-dir>/viewer.key).
     #[arg(long)]
     pub key_path: Option<PathBuf>,
+    /// Pair this viewer first with a pairing string from `kodama-server
+    /// viewer add` (once; later runs reuse the pairing).
+    #[arg(long, conflicts_with_all = ["ticket", "server_id"])]
+    pub pair: Option<String>,
     /// Seconds between statistics lines.
     #[arg(long, default_value_t = 2.0)]
     pub stats_every: f64,
@@ -165,4 +291,50 @@ pub struct ViewArgs {
     /// End of the recorded range (RFC 3339).
     #[arg(long, requires = "from")]
     pub to: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_bounds() {
+        assert_eq!(
+            parse_duration("90s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_duration("1h"),
+            Ok(std::time::Duration::from_secs(3600))
+        );
+        assert_eq!(parse_duration("45"), Ok(std::time::Duration::from_secs(45)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("31d").is_err());
+    }
+
+    #[test]
+    fn camera_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "kodama-server",
+            "camera",
+            "add",
+            "porch",
+            "--expires",
+            "10m",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(ServerCommand::Camera {
+                action: CameraAction::Add { .. }
+            })
+        ));
+        assert!(Cli::try_parse_from(["kodama-server", "camera", "reboot", "porch"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["kodama-server", "camera", "add", "x", "--wifi-psk", "p"])
+                .is_err()
+        );
+    }
 }

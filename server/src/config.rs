@@ -112,6 +112,16 @@ impl Config {
     pub fn allowlist_path(&self) -> PathBuf {
         self.server.data_dir.join("allowlist.toml")
     }
+
+    /// The pending pairing codes (hashed).
+    pub fn pairing_path(&self) -> PathBuf {
+        self.server.data_dir.join("pairing.toml")
+    }
+
+    /// The running server's ticket, written at start for `camera add`.
+    pub fn ticket_path(&self) -> PathBuf {
+        self.server.data_dir.join("server-ticket")
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,11 @@
 //! * [`app`]: starts the pieces; the `allow`, `view` and `id` subcommands.
 //! * [`transport`]: the iroh node — allowlist hook and one protocol handler
 //!   per ALPN (`kodama/camera/1`, `kodama/view/1`).
-//! * [`allowlist`]: which node ids may connect as camera or viewer.
+//! * [`allowlist`]: which node ids may connect as camera or viewer, and
+//!   their names (the server's record; names never come from a hello).
+//! * [`pairing`], [`pair_session`], [`ratelimit`]: one-time pairing codes,
+//!   the pairing ALPN's handler, and its attempt limits.
+//! * [`sessions`]: live connections, for revocation and admins' commands.
 //! * [`hello`]: the server side of the hello exchange, shared by both sessions.
 //! * [`camera_session`]: one camera connection: handshake, media into the hub.
 //! * [`viewer_session`]: one viewer connection: newest-GOP-first fan-out.
@@ -30,7 +34,11 @@ pub mod db;
 pub mod feed;
 pub mod hello;
 pub mod hub;
+pub mod pair_session;
+pub mod pairing;
+pub mod ratelimit;
 pub mod recorder;
+pub mod sessions;
 pub mod stats;
 pub mod thumbs;
 pub mod transport;

@@ -28,6 +28,8 @@ fn main() -> anyhow::Result<()> {
             ServerCommand::Run => app::run(config, cancel).await,
             ServerCommand::Id => app::print_id(&config),
             ServerCommand::Allow { action } => app::allow(&config, action),
+            ServerCommand::Camera { action } => app::camera(&config, action).await,
+            ServerCommand::Viewer { action } => app::viewer_cmd(&config, action),
             ServerCommand::View(args) => app::view(&config, args, cancel).await,
             ServerCommand::Token {
                 action: TokenAction::Rotate,

@@ -1,18 +1,32 @@
 //! The server's iroh node: one protocol handler per ALPN, and the allowlist
 //! checked right after the TLS handshake, before any Kodama byte is read.
+//!
+//! The pairing ALPN (`kodama/pair/1`) is the one exception to the
+//! allowlist: any key may dial it, and all it can do there is redeem a
+//! one-time code ([`crate::pair_session`], which refuses revoked keys).
+//!
+//! A watcher re-reads the allowlist every [`REVOCATION_CHECK`] and closes the
+//! live connections of any peer no longer on it, so removing a camera or
+//! viewer cuts it off at once.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kodama_net::endpoint::{self, EndpointOptions};
 use kodama_net::iroh::endpoint::{AfterHandshakeOutcome, EndpointHooks};
 use kodama_net::iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use kodama_net::{codes, Connection, Endpoint, EndpointTicket, SecretKey};
-use kodama_proto::{role_for_alpn, Role, ALPN_CAMERA, ALPN_VIEWER};
+use kodama_proto::{role_for_alpn, Role, ALPN_CAMERA, ALPN_PAIR, ALPN_VIEWER};
 use tokio_util::sync::CancellationToken;
 
 use crate::allowlist::Allowlist;
 use crate::hub::Hub;
+use crate::pair_session::{self, PairingService};
+use crate::sessions::Sessions;
 use crate::{camera_session, viewer_session};
+
+/// How often the allowlist is checked for removals.
+pub const REVOCATION_CHECK: Duration = Duration::from_millis(200);
 
 /// Refuses peers that are not on the allowlist for the role their ALPN names.
 #[derive(Debug)]
@@ -21,6 +35,11 @@ struct AllowlistHook(Arc<Allowlist>);
 impl EndpointHooks for AllowlistHook {
     async fn after_handshake(&self, conn: &Connection) -> AfterHandshakeOutcome {
         let id = conn.remote_id();
+        if conn.alpn() == ALPN_PAIR {
+            // Any key, even a revoked one: the pairing handler refuses it
+            // with a reason the peer can show.
+            return AfterHandshakeOutcome::Accept;
+        }
         let Some(role) = role_for_alpn(conn.alpn()) else {
             tracing::warn!(peer = %id, "refused: unknown ALPN {:?}", String::from_utf8_lossy(conn.alpn()));
             return AfterHandshakeOutcome::Reject {
@@ -34,7 +53,7 @@ impl EndpointHooks for AllowlistHook {
         tracing::warn!(
             peer = %id,
             %role,
-            "refused {role} {id}: not on the allowlist (allow it with: kodama-server allow add {id} --role {role})"
+            "refused {role} {id}: not on the allowlist (pair it with: kodama-server {role} add NAME, or: kodama-server allow add {id} --role {role})"
         );
         AfterHandshakeOutcome::Reject {
             error_code: codes::NOT_ALLOWED,
@@ -43,10 +62,20 @@ impl EndpointHooks for AllowlistHook {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Camera,
+    Viewer,
+    Pair,
+}
+
 #[derive(Debug, Clone)]
 struct Handler {
-    role: Role,
+    kind: Kind,
     hub: Arc<Hub>,
+    allowlist: Arc<Allowlist>,
+    sessions: Arc<Sessions>,
+    pairing: Arc<PairingService>,
     name: String,
     cancel: CancellationToken,
 }
@@ -54,9 +83,14 @@ struct Handler {
 impl ProtocolHandler for Handler {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let (hub, name, cancel) = (self.hub.clone(), self.name.clone(), self.cancel.clone());
-        match self.role {
-            Role::Camera => camera_session::run(conn, hub, name, cancel).await,
-            Role::Viewer => viewer_session::run(conn, hub, name, cancel).await,
+        let ctx = camera_session::SessionContext {
+            allowlist: self.allowlist.clone(),
+            sessions: self.sessions.clone(),
+        };
+        match self.kind {
+            Kind::Camera => camera_session::run(conn, hub, ctx, name, cancel).await,
+            Kind::Viewer => viewer_session::run(conn, hub, ctx, name, cancel).await,
+            Kind::Pair => pair_session::run(conn, self.pairing.clone(), name, cancel).await,
         }
         Ok(())
     }
@@ -71,8 +105,12 @@ pub struct NodeOptions {
     pub endpoint: EndpointOptions,
     /// Name sent in welcomes.
     pub name: String,
-    /// Who may connect.
+    /// Who may connect, and their names.
     pub allowlist: Arc<Allowlist>,
+    /// Live sessions (revocation, commands).
+    pub sessions: Arc<Sessions>,
+    /// One-time codes for the pairing ALPN.
+    pub pairing: Arc<PairingService>,
 }
 
 /// A running server node.
@@ -83,29 +121,42 @@ pub struct ServerNode {
 }
 
 impl ServerNode {
-    /// Binds the endpoint and starts accepting cameras and viewers.
+    /// Binds the endpoint and starts accepting cameras, viewers and pairings.
     pub async fn start(
         mut opts: NodeOptions,
         hub: Arc<Hub>,
         cancel: CancellationToken,
     ) -> Result<Self, kodama_net::error::EndpointError> {
-        opts.endpoint.alpns = vec![ALPN_CAMERA.to_vec(), ALPN_VIEWER.to_vec()];
+        opts.endpoint.alpns = vec![
+            ALPN_CAMERA.to_vec(),
+            ALPN_VIEWER.to_vec(),
+            ALPN_PAIR.to_vec(),
+        ];
         let ep = endpoint::bind_with_hooks(
             opts.secret,
             &opts.endpoint,
             Some(AllowlistHook(opts.allowlist.clone())),
         )
         .await?;
-        let handler = |role| Handler {
-            role,
+        let handler = |kind| Handler {
+            kind,
             hub: hub.clone(),
+            allowlist: opts.allowlist.clone(),
+            sessions: opts.sessions.clone(),
+            pairing: opts.pairing.clone(),
             name: opts.name.clone(),
             cancel: cancel.clone(),
         };
         let router = Router::builder(ep)
-            .accept(ALPN_CAMERA, handler(Role::Camera))
-            .accept(ALPN_VIEWER, handler(Role::Viewer))
+            .accept(ALPN_CAMERA, handler(Kind::Camera))
+            .accept(ALPN_VIEWER, handler(Kind::Viewer))
+            .accept(ALPN_PAIR, handler(Kind::Pair))
             .spawn();
+        tokio::spawn(watch_revocations(
+            opts.allowlist.clone(),
+            opts.sessions.clone(),
+            cancel.clone(),
+        ));
         Ok(Self { router, cancel })
     }
 
@@ -124,6 +175,32 @@ impl ServerNode {
         self.cancel.cancel();
         if let Err(e) = self.router.shutdown().await {
             tracing::warn!("router shutdown: {e}");
+        }
+    }
+}
+
+/// Closes the connections of peers taken off the allowlist.
+async fn watch_revocations(
+    allowlist: Arc<Allowlist>,
+    sessions: Arc<Sessions>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(REVOCATION_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let list = allowlist.clone();
+        let changed = tokio::task::spawn_blocking(move || list.refresh())
+            .await
+            .unwrap_or(true);
+        if !changed {
+            continue;
+        }
+        for (peer, role) in sessions.close_revoked(|id, role: Role| allowlist.allows(id, role)) {
+            tracing::warn!(%peer, %role, "{role} {peer} was removed from the allowlist; connection closed");
         }
     }
 }

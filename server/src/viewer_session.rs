@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use kodama_net::media_send::{MediaSender, SendStats};
 use kodama_net::{codes, Connection};
 use kodama_proto::handshake::Hello;
-use kodama_proto::{Frame, Message, RejectCode, Role};
+use kodama_proto::{CameraSelector, Frame, Message, RejectCode, Role};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use crate::allowlist::PeerRole;
+use crate::camera_session::SessionContext;
 use crate::hello;
 use crate::hub::{CameraStatus, Hub, LiveGroup};
 
@@ -41,7 +43,13 @@ fn send_arrived(current: &mut Option<(Arc<LiveGroup>, usize)>, media: &mut Media
 }
 
 /// Runs a viewer connection to its end.
-pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: CancellationToken) {
+pub async fn run(
+    conn: Connection,
+    hub: Arc<Hub>,
+    ctx: SessionContext,
+    server_name: String,
+    cancel: CancellationToken,
+) {
     let viewer = conn.remote_id();
     let Some(hello::Accepted {
         mut control,
@@ -51,10 +59,30 @@ pub async fn run(conn: Connection, hub: Arc<Hub>, server_name: String, cancel: C
     else {
         return;
     };
-    let Some(track) = hub.find(&selector) else {
+    let _guard = ctx.sessions.register(&conn, Role::Viewer);
+    // Names resolve through the server's record only: a camera's hello
+    // cannot make it answer to another camera's name.
+    let resolved = match &selector {
+        CameraSelector::Name(name) => ctx
+            .allowlist
+            .resolve(PeerRole::Camera, name)
+            .map(|p| CameraSelector::Id(*p.id.as_bytes())),
+        CameraSelector::Id(id) => Some(CameraSelector::Id(*id)),
+        CameraSelector::FirstOnline => Some(CameraSelector::FirstOnline),
+    };
+    let Some(track) = resolved.and_then(|s| hub.find(&s)) else {
+        let mut known: Vec<String> = ctx
+            .allowlist
+            .named()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.role == PeerRole::Camera)
+            .map(|p| p.name)
+            .collect();
+        known.sort();
         let reason = format!(
             "no camera matches {selector:?}; known cameras: [{}]",
-            hub.camera_names().join(", ")
+            known.join(", ")
         );
         let reject = Message::Reject {
             code: RejectCode::UnknownCamera,

@@ -57,7 +57,7 @@ async fn two_cameras_three_viewers_each_get_exact_bytes_in_order() {
     let mut cams = Vec::new();
     for name in ["front", "back"] {
         let key = SecretKey::generate();
-        server.allow(&key, PeerRole::Camera);
+        server.allow_camera(&key, name);
         let mut cam = start_camera(name, server.dial_addr(), key).await;
         cam.wait_streaming(Duration::from_secs(10)).await;
         cams.push(cam);
@@ -98,7 +98,7 @@ async fn two_cameras_three_viewers_each_get_exact_bytes_in_order() {
 async fn late_viewer_starts_at_a_keyframe_at_once() {
     let server = TestServer::start().await;
     let key = SecretKey::generate();
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "late");
     let mut cam = start_camera("late", server.dial_addr(), key).await;
     cam.wait_streaming(Duration::from_secs(10)).await;
     // Join mid-GOP: the GOP is 15 frames (0.5 s); wait a non-multiple.
@@ -171,7 +171,7 @@ async fn camera_reconnects_after_server_restart() {
     let server = TestServer::start_in(dir.path().to_owned(), None).await;
     let port = server.addr.port();
     let key = SecretKey::generate();
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "phoenix");
     let mut cam = start_camera("phoenix", server.dial_addr(), key).await;
     cam.wait_streaming(Duration::from_secs(10)).await;
     let (mut client, _ep) = viewer(&server, "phoenix").await;
@@ -246,7 +246,7 @@ async fn rogue_camera(
 async fn malformed_and_oversized_frames_disconnect_only_the_offender() {
     let server = TestServer::start().await;
     let key = SecretKey::generate();
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "good");
     let mut good = start_camera("good", server.dial_addr(), key).await;
     good.wait_streaming(Duration::from_secs(10)).await;
     let (mut client, _ep) = viewer(&server, "good").await;
@@ -316,7 +316,7 @@ async fn malformed_and_oversized_frames_disconnect_only_the_offender() {
 async fn stalled_viewer_skips_to_the_live_gop_and_others_see_no_gap() {
     let server = TestServer::start().await;
     let key = SecretKey::generate();
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "busy");
     // Heavy enough that 3 s of stall overflows the flow-control windows
     // (1 MiB per connection): 32 KB frames at 30 fps are ~7.7 Mbit/s.
     let mut cam = start_camera_with("busy", server.dial_addr(), key, settings(), 32 * 1024).await;
@@ -376,7 +376,7 @@ async fn stalled_viewer_skips_to_the_live_gop_and_others_see_no_gap() {
 async fn telemetry_reaches_viewers() {
     let server = TestServer::start().await;
     let key = SecretKey::generate();
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "meter");
     let mut cam = start_camera("meter", server.dial_addr(), key).await;
     cam.wait_streaming(Duration::from_secs(10)).await;
     let (mut client, _ep) = viewer(&server, "meter").await;
@@ -429,7 +429,7 @@ async fn viewer_asking_for_an_unknown_camera_gets_a_clear_refusal() {
 async fn viewer_output_is_valid_h264_for_ffprobe() {
     let server = TestServer::start().await;
     let key = SecretKey::generate();
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "probe");
     let mut cam = start_camera("probe", server.dial_addr(), key).await;
     cam.wait_streaming(Duration::from_secs(10)).await;
     let (client, _ep) = viewer(&server, "probe").await;

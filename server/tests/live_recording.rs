@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use common::*;
 use kodama_net::SecretKey;
-use kodama_server::allowlist::PeerRole;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_video_is_recorded_and_exported() {
     let server = TestServer::start().await;
     let key = SecretKey::generate();
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "rec");
     let started = time::OffsetDateTime::now_utc();
     let mut cam = start_camera("rec", server.dial_addr(), key).await;
     cam.wait_streaming(Duration::from_secs(10)).await;

@@ -1,5 +1,6 @@
-//! The whole camera app (as the demo runs it) with the simulated SIM7600 and
-//! GPS: its telemetry reaches a viewer with signal and position in it.
+//! The whole camera app (as the demo runs it) with a simulated SIM7600 and
+//! GPS served from outside the firmware on ptys (as `kodama-sim` serves them):
+//! its telemetry reaches a viewer with signal and position in it.
 
 mod common;
 
@@ -10,7 +11,6 @@ use kodama_firmware::app::{self, AppHandles};
 use kodama_firmware::config::Config as CameraConfig;
 use kodama_net::media_recv::Received;
 use kodama_proto::Channel;
-use kodama_server::allowlist::PeerRole;
 use kodama_server::viewer::ViewerEvent;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +20,21 @@ async fn viewer_sees_signal_and_position_from_simulated_hardware() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key_path = dir.path().join("camera.key");
     let key = kodama_net::endpoint::load_or_create_key(&key_path).expect("key");
-    server.allow(&key, PeerRole::Camera);
+    server.allow_camera(&key, "sim");
+    let equipment = CancellationToken::new();
+    let (at_port, modem) = kodama_sim::modem::spawn_with(
+        kodama_sim::modem::SimOptions::fast(kodama_sim::modem::Scenario::Healthy),
+        equipment.child_token(),
+    )
+    .expect("modem pty");
+    // The NMEA port is silent until the camera starts GNSS with AT+CGPS=1.
+    let engine = modem.stats_reader();
+    let (nmea_port, gnss) = kodama_sim::gnss::serve_pty_while(
+        kodama_sim::gnss::SimGnss::track(kodama_sim::gnss::Track::circle(35.6586, 139.7454)),
+        move || engine().gnss_on,
+        equipment.child_token(),
+    )
+    .expect("nmea pty");
     let toml = format!(
         r#"
 [camera]
@@ -32,17 +46,19 @@ addrs = ["{addr}"]
 [network]
 offline = true
 [video]
+source = "synthetic"
 width = 320
 height = 240
 bitrate_kbps = 300
 [modem]
 enabled = true
-simulated = "healthy"
+port = "{at}"
+apn = "internet"
 [gnss]
-source = "simulated"
-sim_lat = 35.6586
-sim_lon = 139.7454
+port = "{nmea}"
 "#,
+        at = at_port.display(),
+        nmea = nmea_port.display(),
         key = key_path.display(),
         id = server.server.node.endpoint().id(),
         addr = server.addr,
@@ -86,5 +102,8 @@ sim_lon = 139.7454
         .expect("camera app stops on cancel")
         .expect("task")
         .expect("clean exit");
+    equipment.cancel();
+    modem.join().await;
+    let _ = gnss.await;
     server.stop().await;
 }

@@ -1,4 +1,4 @@
-//! Hardware drivers, each behind a small trait with a simulator in `crate::sim`.
+//! Hardware drivers, each behind a small trait; their simulators (test equipment) live outside the firmware, in the `kodama-sim` crate.
 //!
 //! # Layout
 //! * [`gnss`]: NMEA 0183 position from the modem's GNSS receiver.

@@ -1,9 +1,10 @@
 //! Video sources: something that yields encoded H.264 access units.
 //!
 //! The camera's streaming logic sees only [`VideoSource`]. Implementations:
-//! * [`synthetic::SyntheticSource`]: a moving test pattern with a burnt-in
-//!   frame counter and clock, encoded in software with OpenH264. Test
-//!   equipment and the demo's camera; it can inject motion.
+//! * `synthetic::SyntheticSource` (feature `synthetic`): a moving test
+//!   pattern with a burnt-in frame counter and clock, encoded in software with
+//!   OpenH264. Test equipment for the demo, the tests and the emulated boot;
+//!   it can inject motion. Not in the shipping image.
 //! * `pi` (feature `pi`): the IMX219 through libcamera into the Pi's hardware
 //!   encoder (V4L2 memory-to-memory, bcm2835-codec).
 //!
@@ -11,14 +12,56 @@
 //! runs one on a dedicated thread; see [`spawn_capture`].
 
 pub mod pi;
+#[cfg(feature = "synthetic")]
 pub mod synthetic;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use kodama_proto::{Channel, Frame, FrameFlags};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// Turns injected motion on and off from another thread. Only the
+/// synthetic source (feature `synthetic`) reads it; a camera sees real motion.
+#[derive(Debug, Clone, Default)]
+pub struct MotionSwitch(Arc<AtomicBool>);
+
+impl MotionSwitch {
+    /// Starts or stops the moving block.
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether motion is being injected.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A picture held in front of the synthetic lens (test equipment: e.g. a
+/// pairing QR code for onboarding tests), drawn centred over the pattern.
+/// Only the synthetic source (feature `synthetic`) reads it.
+#[derive(Debug, Clone, Default)]
+pub struct Overlay(Arc<std::sync::Mutex<Option<Arc<LumaFrame>>>>);
+
+impl Overlay {
+    /// Shows `image` (8-bit luma) from the next frame on.
+    pub fn show(&self, image: LumaFrame) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(image));
+    }
+
+    /// Takes the picture away.
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The picture being shown, if any.
+    pub fn current(&self) -> Option<Arc<LumaFrame>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
 
 /// Picture format a source produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +145,11 @@ pub trait VideoSource: Send {
     fn request_keyframe(&mut self);
     /// The latest low-resolution luma plane, if the source provides one.
     fn take_luma(&mut self) -> Option<LumaFrame> {
+        None
+    }
+    /// The latest full-resolution luma plane (QR onboarding reads codes
+    /// off it), if the source provides one. Called only while unpaired.
+    fn full_luma(&mut self) -> Option<LumaFrame> {
         None
     }
 }

@@ -10,8 +10,6 @@
 //! [`ReplaySource`] loops pre-encoded GOPs: it costs almost no CPU, so
 //! benchmarks can run many cameras on two cores.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -21,24 +19,25 @@ use openh264::encoder::{
 use openh264::formats::YUVSlices;
 use openh264::OpenH264API;
 
-use super::{EncodedFrame, LumaFrame, VideoError, VideoFormat, VideoSettings, VideoSource};
+pub use super::MotionSwitch;
+use super::{
+    EncodedFrame, LumaFrame, Overlay, VideoError, VideoFormat, VideoSettings, VideoSource,
+};
 
 /// Luma planes for motion detection are the picture scaled down by this.
 pub const LUMA_SCALE: u32 = 8;
 
-/// Turns injected motion on and off from another thread.
-#[derive(Debug, Clone, Default)]
-pub struct MotionSwitch(Arc<AtomicBool>);
-
-impl MotionSwitch {
-    /// Starts or stops the moving block.
-    pub fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Relaxed);
+/// Copies `image` centred onto a `w`×`h` luma plane, clipped to it.
+fn blit_centred(y_plane: &mut [u8], w: usize, h: usize, image: &LumaFrame) {
+    let (iw, ih) = (image.width as usize, image.height as usize);
+    if image.data.len() < iw * ih {
+        return;
     }
-
-    /// Whether motion is being injected.
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+    let (x0, y0) = (w.saturating_sub(iw) / 2, h.saturating_sub(ih) / 2);
+    for row in 0..ih.min(h) {
+        let n = iw.min(w);
+        let dst = (y0 + row) * w + x0;
+        y_plane[dst..dst + n].copy_from_slice(&image.data[row * iw..row * iw + n]);
     }
 }
 
@@ -70,6 +69,7 @@ pub struct SyntheticSource {
     pending_bitrate: Option<u32>,
     force_keyframe: bool,
     luma: Option<LumaFrame>,
+    overlay: Overlay,
 }
 
 impl std::fmt::Debug for SyntheticSource {
@@ -116,7 +116,14 @@ impl SyntheticSource {
             pending_bitrate: None,
             force_keyframe: false,
             luma: None,
+            overlay: Overlay::default(),
         })
+    }
+
+    /// Draws whatever `overlay` shows over the pattern.
+    pub fn with_overlay(mut self, overlay: Overlay) -> Self {
+        self.overlay = overlay;
+        self
     }
 
     fn draw(&mut self, capture_us: u64) {
@@ -164,6 +171,9 @@ impl SyntheticSource {
             (capture_us / 1000) % 1000
         );
         burn_text(y_plane, w, h, &text);
+        if let Some(image) = self.overlay.current() {
+            blit_centred(y_plane, w, h, &image);
+        }
         self.luma = Some(downscale_luma(y_plane, w, h, capture_us));
     }
 }
@@ -290,6 +300,16 @@ impl VideoSource for SyntheticSource {
 
     fn take_luma(&mut self) -> Option<LumaFrame> {
         self.luma.take()
+    }
+
+    fn full_luma(&mut self) -> Option<LumaFrame> {
+        let (w, h) = (self.settings.width, self.settings.height);
+        Some(LumaFrame {
+            width: w,
+            height: h,
+            data: self.yuv[..(w * h) as usize].to_vec(),
+            capture_us: now_us(),
+        })
     }
 }
 

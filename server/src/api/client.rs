@@ -131,6 +131,90 @@ pub async fn get(
     Ok(resp)
 }
 
+/// One `POST` of a JSON body to the local API; returns the JSON answer.
+/// Non-2xx answers become [`ClientError::Status`].
+pub async fn post_json(
+    addr: SocketAddr,
+    token: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, ClientError> {
+    let http = |e: &dyn std::fmt::Display| ClientError::Http {
+        addr,
+        message: e.to_string(),
+    };
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| http(&e))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| http(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("API connection: {e}");
+        }
+    });
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .map_err(|e| http(&e))?;
+    let resp = sender.send_request(req).await.map_err(|e| http(&e))?;
+    let status = resp.status();
+    let bytes = body_bytes(addr, resp).await?;
+    if !status.is_success() {
+        return Err(ClientError::Status {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| http(&e))
+}
+
+/// Sends an admin's command (`keyframe`, `reboot`, `snapshot`) to `camera`
+/// through the running server's API, authenticated with the token in the
+/// data directory; returns the camera's answer.
+pub async fn command(
+    data_dir: &Path,
+    cfg: &ApiConfig,
+    camera: &str,
+    command: &str,
+) -> Result<serde_json::Value, ClientError> {
+    let token_path = cfg.token_path(data_dir);
+    let token = std::fs::read_to_string(&token_path).map_err(|source| ClientError::Token {
+        path: token_path.clone(),
+        source,
+    })?;
+    let addr = connect_addr(cfg.listen);
+    let path = format!(
+        "/api/v1/cameras/{}/commands",
+        percent_encode_segment(camera)
+    );
+    post_json(
+        addr,
+        token.trim(),
+        &path,
+        &serde_json::json!({ "command": command }),
+    )
+    .await
+}
+
+fn percent_encode_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Reads a whole response body.
 pub async fn body_bytes(
     addr: SocketAddr,

@@ -14,8 +14,10 @@
 //! /api/v1/cameras/{camera}/telemetry?start=&end=
 //! /api/v1/cameras/{camera}/export?start=&end=       video/mp4
 //! /api/v1/segments/{id}                             video/mp4, Range
+//! POST /api/v1/cameras/{camera}/commands            {"command": "keyframe"|"reboot"|"snapshot"}
 //! ```
-//! `{camera}` is a camera's endpoint id or its name.
+//! `{camera}` is a camera's endpoint id or its name on this server (the
+//! allowlist's record, never the name a camera gives itself).
 //!
 //! # Layout
 //! * [`token`]: the bearer token file, creation and rotation.
@@ -37,7 +39,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -48,7 +50,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{AuxKind, CameraRow, Db, DbError};
 use crate::recorder::{self, RecordingStatus};
+use crate::sessions::CommandOutcome;
 use crate::web::accounts::{AccountError, Accounts};
+use kodama_proto::{Command, CommandResult};
 
 /// Most rows a telemetry or events query returns.
 pub const MAX_AUX_ROWS: i64 = 10_000;
@@ -100,7 +104,7 @@ impl ApiConfig {
 pub struct CameraStatus {
     /// Endpoint id, as printed by iroh.
     pub endpoint: String,
-    /// Name from the handshake.
+    /// Name on this server (the allowlist's record).
     pub name: String,
     /// Connected now.
     pub online: bool,
@@ -108,10 +112,39 @@ pub struct CameraStatus {
     pub last_seen_us: Option<i64>,
 }
 
+/// An admin's command as the API takes it.
+pub type CommandFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<CommandOutcome, CommandFailure>> + Send>,
+>;
+
+/// Why a command did not reach a camera or got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandFailure {
+    /// Not connected (or its queue is full).
+    #[error("{0}")]
+    Unavailable(String),
+    /// No acknowledgement in time.
+    #[error("the camera did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
 /// Live camera status, implemented by the hub.
 pub trait LiveStatus: Send + Sync + 'static {
     /// All cameras the hub knows.
     fn cameras(&self) -> Vec<CameraStatus>;
+
+    /// The endpoint id of the camera the server's record calls `name`.
+    fn resolve_camera(&self, name: &str) -> Option<String> {
+        let _ = name;
+        None
+    }
+
+    /// Sends `command` to the camera `endpoint`; resolves with its answer.
+    fn command(&self, endpoint: &str, command: Command) -> CommandFuture {
+        let _ = (endpoint, command);
+        Box::pin(async { Err(CommandFailure::Unavailable("commands are not wired".into())) })
+    }
 }
 
 impl<F> LiveStatus for F
@@ -204,6 +237,11 @@ impl ApiState {
         self.0.token.check(presented)
     }
 
+    /// The endpoint id of the camera the server's record calls `name`.
+    pub fn resolve_camera(&self, name: &str) -> Option<String> {
+        self.0.live.resolve_camera(name)
+    }
+
     /// The web accounts.
     pub fn accounts(&self) -> &Arc<Accounts> {
         &self.0.accounts
@@ -285,6 +323,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/cameras/{camera}/telemetry", get(telemetry))
         .route("/api/v1/cameras/{camera}/export", get(export_route))
         .route("/api/v1/segments/{id}", get(segment))
+        .route("/api/v1/cameras/{camera}/commands", post(command_route))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::web::auth::require_auth,
@@ -375,11 +414,24 @@ impl RangeQuery {
     }
 }
 
-pub(crate) fn find_camera(db: &Db, key: &str) -> Result<CameraRow, ApiFailure> {
-    db.cameras()?
-        .into_iter()
-        .find(|c| c.endpoint == key)
-        .or_else(|| db.cameras().ok()?.into_iter().find(|c| c.name == key))
+/// A camera by endpoint id, or by its name on the server's record; only a
+/// name the record no longer has falls back to the index's last known name.
+pub(crate) fn find_camera(
+    db: &Db,
+    key: &str,
+    resolved: Option<&str>,
+) -> Result<CameraRow, ApiFailure> {
+    let rows = db.cameras()?;
+    let endpoint = resolved.unwrap_or(key);
+    rows.iter()
+        .find(|c| c.endpoint == endpoint)
+        .cloned()
+        .or_else(|| {
+            resolved
+                .is_none()
+                .then(|| rows.iter().find(|c| c.name == key).cloned())
+                .flatten()
+        })
         .ok_or_else(|| {
             ApiFailure::not_found(
                 "unknown_camera",
@@ -430,9 +482,10 @@ async fn recordings(
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let (start, end) = q.parse()?;
+    let resolved = state.0.live.resolve_camera(&camera);
     let (cam, segments) = state
         .with_db(move |db, _| {
-            let cam = find_camera(db, &camera)?;
+            let cam = find_camera(db, &camera, resolved.as_deref())?;
             let segs = db.segments_between(cam.id, start, end)?;
             Ok((cam, segs))
         })
@@ -478,9 +531,10 @@ async fn aux(
     kind: AuxKind,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     let (start, end) = q.parse()?;
+    let resolved = state.0.live.resolve_camera(&camera);
     let (cam, rows) = state
         .with_db(move |db, _| {
-            let cam = find_camera(db, &camera)?;
+            let cam = find_camera(db, &camera, resolved.as_deref())?;
             let rows = db.aux_between(kind, cam.id, start, end, MAX_AUX_ROWS + 1)?;
             Ok((cam, rows))
         })
@@ -529,9 +583,10 @@ async fn export_route(
             "an export covers at most 24 hours",
         ));
     }
+    let resolved = state.0.live.resolve_camera(&camera);
     let (cam, plan) = state
         .with_db(move |db, root| {
-            let cam = find_camera(db, &camera)?;
+            let cam = find_camera(db, &camera, resolved.as_deref())?;
             let plan = export::plan(db, root, cam.id, start, end)?;
             Ok((cam, plan))
         })
@@ -566,6 +621,63 @@ async fn export_route(
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok((headers, Body::from_stream(stream)).into_response())
+}
+
+/// How long an admin's command may wait for the camera's answer.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `POST /api/v1/cameras/{camera}/commands` body.
+#[derive(Debug, Deserialize)]
+struct CommandBody {
+    command: String,
+}
+
+async fn command_route(
+    State(state): State<ApiState>,
+    axum::Extension(who): axum::Extension<crate::web::auth::Principal>,
+    UrlPath(camera): UrlPath<String>,
+    Json(body): Json<CommandBody>,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    who.require_admin()?;
+    let command = match body.command.as_str() {
+        "keyframe" => Command::RequestKeyframe,
+        "reboot" => Command::Reboot,
+        "snapshot" => Command::Snapshot,
+        other => {
+            return Err(ApiFailure::bad_request(
+                "unknown_command",
+                format!("unknown command {other:?}; known: keyframe, reboot, snapshot"),
+            ))
+        }
+    };
+    let endpoint = if kodama_net::endpoint::parse_endpoint_id(&camera).is_ok() {
+        camera.clone()
+    } else {
+        state.0.live.resolve_camera(&camera).ok_or_else(|| {
+            ApiFailure::not_found("unknown_camera", format!("no camera named {camera:?}"))
+        })?
+    };
+    let outcome = tokio::time::timeout(COMMAND_TIMEOUT, state.0.live.command(&endpoint, command))
+        .await
+        .map_err(|_| CommandFailure::Timeout(COMMAND_TIMEOUT))
+        .and_then(|r| r)
+        .map_err(|e| match e {
+            CommandFailure::Timeout(_) => {
+                ApiFailure::new(StatusCode::GATEWAY_TIMEOUT, "no_answer", e.to_string())
+            }
+            _ => ApiFailure::new(StatusCode::CONFLICT, "camera_unavailable", e.to_string()),
+        })?;
+    let result = match outcome.result {
+        CommandResult::Ok => "ok",
+        CommandResult::Unsupported => "unsupported",
+        CommandResult::Failed => "failed",
+    };
+    Ok(Json(json!({
+        "camera": endpoint,
+        "command": body.command,
+        "result": result,
+        "detail": outcome.detail,
+    })))
 }
 
 fn sanitize(name: &str) -> String {

@@ -119,11 +119,20 @@ impl TestServer {
         EndpointAddr::new(self.server.node.endpoint().id()).with_ip_addr(self.addr)
     }
 
+    /// Allows a peer under a name made from its key.
     pub fn allow(&self, key: &SecretKey, role: PeerRole) {
         self.server
             .allowlist
-            .add(&key.public().to_string(), role, "test")
+            .add(&key.public().to_string(), role, "")
             .expect("allow");
+    }
+
+    /// Allows a camera under `name` (the server's record of its name).
+    pub fn allow_camera(&self, key: &SecretKey, name: &str) {
+        self.server
+            .allowlist
+            .add(&key.public().to_string(), PeerRole::Camera, name)
+            .expect("allow camera");
     }
 
     pub async fn stop(self) {
@@ -237,6 +246,7 @@ pub async fn start_camera_with(
         bitrate_kbps: 300,
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_millis(500),
+        reboot_command: Vec::new(),
     };
     let io = UplinkIo {
         frames: capture.frames,

@@ -6,7 +6,8 @@
 //! * [`serial`]: the real driver, reading the modem's NMEA port
 //!   (`/dev/ttyUSB1` on the SIM7600; GNSS is switched on by the modem
 //!   module's `AT+CGPS=1`).
-//! * `crate::sim::gnss`: the simulator (log replay or a synthetic track).
+//! * The simulator (log replay or a synthetic track) is test equipment in the
+//!   `kodama-sim` crate: it serves NMEA on a pty that [`serial`] reads.
 //!
 //! [`run`] is the one loop around the reader: it pulls bytes from any [`Gnss`]
 //! source, closes an epoch when the line goes quiet for
@@ -123,23 +124,38 @@ pub struct Fix {
 }
 
 /// Where NMEA comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum GnssSource {
     /// No GNSS: the fix stays `None`.
     Off,
-    /// The real receiver on [`GnssConfig::port`].
+    /// The receiver on [`GnssConfig::port`] (the SIM7600's NMEA port, or the
+    /// `kodama-sim` test equipment's pty).
     #[default]
     Serial,
-    /// The simulator (a synthetic track, or [`GnssConfig::sim_log`] replayed).
-    Simulated,
+}
+
+impl<'de> Deserialize<'de> for GnssSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "off" => Ok(GnssSource::Off),
+            "serial" => Ok(GnssSource::Serial),
+            "simulated" => Err(serde::de::Error::custom(
+                "the GNSS simulator is not part of the camera firmware: run \
+                 `kodama-sim --nmea PATH` (test equipment) and set gnss.port = PATH",
+            )),
+            other => Err(serde::de::Error::custom(format!(
+                "expected \"serial\" or \"off\", got {other:?}"
+            ))),
+        }
+    }
 }
 
 /// `[gnss]` table of the firmware configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GnssConfig {
-    /// `serial`, `simulated` or `off`.
+    /// `serial` or `off`.
     pub source: GnssSource,
     /// NMEA serial port (the SIM7600 exposes NMEA on its second USB interface).
     pub port: PathBuf,
@@ -150,12 +166,6 @@ pub struct GnssConfig {
     pub epoch_gap_ms: u64,
     /// Silence after which the fix is withdrawn (`None`), milliseconds.
     pub stale_after_ms: u64,
-    /// Simulator: an NMEA log to replay in a loop instead of a synthetic track.
-    pub sim_log: Option<PathBuf>,
-    /// Simulator: start of the synthetic track, degrees latitude.
-    pub sim_lat: f64,
-    /// Simulator: start of the synthetic track, degrees longitude.
-    pub sim_lon: f64,
 }
 
 impl Default for GnssConfig {
@@ -166,9 +176,6 @@ impl Default for GnssConfig {
             baud: 115_200,
             epoch_gap_ms: 200,
             stale_after_ms: 5_000,
-            sim_log: None,
-            sim_lat: 35.681236,
-            sim_lon: 139.767125,
         }
     }
 }
@@ -189,14 +196,6 @@ pub enum GnssError {
     /// Reading failed (the modem reset and the USB device went away).
     #[error("reading NMEA failed: {0}")]
     Read(#[source] std::io::Error),
-    /// The simulator's NMEA log (`gnss.sim_log`) could not be read.
-    #[error("cannot read gnss.sim_log {path}: {source}")]
-    SimLog {
-        /// The configured path.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
 }
 
 /// A source of NMEA bytes: the real receiver, the simulator, or a test script.
@@ -310,8 +309,7 @@ pub struct GnssHandle {
     pub task: tokio::task::JoinHandle<NmeaCounts>,
 }
 
-/// Starts the source `cfg` selects: the serial receiver, the simulator (a
-/// replayed log, looping, or a synthetic track), or nothing.
+/// Starts the source `cfg` selects: the serial receiver, or nothing.
 pub fn spawn(cfg: &GnssConfig, cancel: CancellationToken) -> Result<GnssHandle, GnssError> {
     let (out, fix, counts) = GnssOutputs::new();
     let cfg = cfg.clone();
@@ -326,21 +324,6 @@ pub fn spawn(cfg: &GnssConfig, cancel: CancellationToken) -> Result<GnssHandle, 
             let gnss = serial::SerialGnss::new(&cfg);
             tokio::spawn(async move { run(gnss, &cfg, out, cancel).await })
         }
-        GnssSource::Simulated => {
-            use crate::sim::gnss::{SimGnss, Track};
-            let sim = match &cfg.sim_log {
-                Some(path) => {
-                    let text =
-                        std::fs::read_to_string(path).map_err(|source| GnssError::SimLog {
-                            path: path.clone(),
-                            source,
-                        })?;
-                    SimGnss::replay(&text, true)
-                }
-                None => SimGnss::track(Track::circle(cfg.sim_lat, cfg.sim_lon)),
-            };
-            tokio::spawn(async move { run(sim, &cfg, out, cancel).await })
-        }
     };
     Ok(GnssHandle { fix, counts, task })
 }
@@ -348,36 +331,6 @@ pub fn spawn(cfg: &GnssConfig, cancel: CancellationToken) -> Result<GnssHandle, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn spawn_simulated_track_gets_a_fix() {
-        let cfg = GnssConfig {
-            source: GnssSource::Simulated,
-            ..GnssConfig::default()
-        };
-        let cancel = CancellationToken::new();
-        let mut h = spawn(&cfg, cancel.clone()).expect("spawn");
-        let fix = h
-            .fix
-            .wait_for(|f| f.is_some_and(|f| f.mode == FixMode::Fix3d))
-            .await
-            .map(|f| *f)
-            .expect("alive");
-        assert!((fix.and_then(|f| f.lat).unwrap_or_default() - cfg.sim_lat).abs() < 0.01);
-        cancel.cancel();
-        assert!(h.task.await.expect("task").fixes >= 4);
-    }
-
-    #[test]
-    fn spawn_with_a_missing_log_names_it() {
-        let cfg = GnssConfig {
-            source: GnssSource::Simulated,
-            sim_log: Some("/nonexistent/track.nmea".into()),
-            ..GnssConfig::default()
-        };
-        let err = spawn(&cfg, CancellationToken::new()).expect_err("missing");
-        assert!(err.to_string().contains("/nonexistent/track.nmea"), "{err}");
-    }
 
     #[test]
     fn time_round_trips_through_json() {
@@ -401,9 +354,13 @@ mod tests {
 
     #[test]
     fn config_rejects_unknown_keys() {
-        let cfg: GnssConfig = toml::from_str("source = \"simulated\"").expect("toml");
-        assert_eq!(cfg.source, GnssSource::Simulated);
+        let cfg: GnssConfig = toml::from_str("source = \"off\"").expect("toml");
+        assert_eq!(cfg.source, GnssSource::Off);
         assert_eq!(cfg.port, PathBuf::from("/dev/ttyUSB1"));
+        let err = toml::from_str::<GnssConfig>("source = \"simulated\"").expect_err("retired");
+        assert!(err.to_string().contains("kodama-sim --nmea"), "{err}");
+        let err = toml::from_str::<GnssConfig>("source = \"usb\"").expect_err("bad");
+        assert!(err.to_string().contains("\"serial\" or \"off\""), "{err}");
         let err = toml::from_str::<GnssConfig>("prot = \"/dev/x\"").expect_err("typo");
         assert!(err.to_string().contains("prot"), "{err}");
     }

@@ -10,7 +10,12 @@
 //! - [`policy`]: sans-IO recovery ladder (AT reset → PWRKEY, capped backoff);
 //! - [`supervisor`]: bring-up, periodic polling, recovery; publishes
 //!   [`ModemStatus`] on a `watch` channel;
-//! - [`diag`]: `kodama-camera diag modem`.
+//! - [`diag`]: `kodama-camera diag modem`;
+//! - [`netclock`]: steps the system clock to the network's time (NITZ)
+//!   before NTP is reachable.
+//!
+//! The supervisor is the AT port's only writer: the image runs no
+//! ModemManager and its scripts send no AT commands.
 //!
 //! Entry point for the firmware: [`start`].
 
@@ -18,6 +23,7 @@ pub mod client;
 pub mod diag;
 pub mod digest;
 pub mod engine;
+pub mod netclock;
 pub mod policy;
 pub mod sim7600;
 pub mod supervisor;
@@ -31,55 +37,27 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::hw::gpio::{OutputPin, Pwrkey, PwrkeyTiming, RecordingPin};
-use crate::sim::modem::Scenario;
 pub use sim7600::{Registration, SimState};
 pub use supervisor::{ModemState, ModemStatus};
 
-/// Whether the modem is simulated: `simulated = false | true | "<scenario>"`
-/// (`true` = `"healthy"`; names in [`Scenario::NAMES`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Simulation {
-    /// Real modem on `port`.
-    #[default]
-    Off,
-    /// The pty simulator running this scenario.
-    Scenario(Scenario),
-}
+/// The retired `modem.simulated` key. The SIM7600 simulator is test
+/// equipment in the separate `kodama-sim` program and reaches the camera only
+/// through a pseudo-terminal, like the real modem's USB port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetiredSimulated;
 
-impl<'de> Deserialize<'de> for Simulation {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Flag(bool),
-            Name(String),
-        }
-        match Repr::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "expected true, false or one of {}",
-                Scenario::NAMES.join(", ")
-            ))
-        })? {
-            Repr::Flag(false) => Ok(Simulation::Off),
-            Repr::Flag(true) => Ok(Simulation::Scenario(Scenario::Healthy)),
-            Repr::Name(n) => n
-                .parse::<Scenario>()
-                .map(Simulation::Scenario)
-                .map_err(serde::de::Error::custom),
-        }
+/// What to do instead of `modem.simulated`.
+pub const SIMULATED_MOVED: &str = "the modem simulator is not part of the camera firmware: \
+     run `kodama-sim --at PATH` (test equipment) and set modem.port = PATH";
+
+impl<'de> Deserialize<'de> for RetiredSimulated {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(SIMULATED_MOVED))
     }
 }
 
-impl Serialize for Simulation {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Simulation::Off => s.serialize_bool(false),
-            Simulation::Scenario(sc) => s.serialize_str(sc.name()),
-        }
-    }
-}
-
-/// `[modem]` table of `kodama.toml`.
+/// `[modem]` table of `kodama.toml`: the SIM7600, its data session and its
+/// GNSS engine. The supervisor is the AT port's only writer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModemConfig {
@@ -91,8 +69,9 @@ pub struct ModemConfig {
     pub baud: u32,
     /// APN for PDP context 1; unset keeps the modem's stored context.
     pub apn: Option<String>,
-    /// Simulate the modem (see [`Simulation`]).
-    pub simulated: Simulation,
+    /// Retired; any value is refused with [`SIMULATED_MOVED`].
+    #[serde(skip_serializing)]
+    pub simulated: Option<RetiredSimulated>,
     /// BCM GPIO number wired to PWRKEY (Waveshare SIM7600X HAT: 6); unset
     /// disables power cycling.
     pub pwrkey_gpio: Option<u8>,
@@ -130,7 +109,7 @@ impl Default for ModemConfig {
             port: PathBuf::from("/dev/ttyUSB2"),
             baud: 115_200,
             apn: None,
-            simulated: Simulation::Off,
+            simulated: None,
             pwrkey_gpio: None,
             pwrkey_active_high: true,
             gnss: true,
@@ -200,9 +179,6 @@ pub enum StartError {
         /// What is wrong.
         why: String,
     },
-    /// The simulator could not start (pty allocation).
-    #[error("modem simulator: {0}")]
-    Simulator(#[from] crate::sim::modem::SimError),
     /// The PWRKEY GPIO could not be opened.
     #[error("modem PWRKEY: {0}")]
     Gpio(#[from] crate::hw::gpio::GpioError),
@@ -217,7 +193,7 @@ pub enum StartError {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum AnyPin {
-    /// Test double (the simulator observes it).
+    /// Test double (tests give it to the supervisor and observe it).
     Recording(RecordingPin),
     /// Raspberry Pi GPIO.
     #[cfg(feature = "pi")]
@@ -251,8 +227,6 @@ impl OutputPin for AnyPin {
 pub struct ModemHandle {
     /// Latest [`ModemStatus`], for telemetry.
     pub status: watch::Receiver<ModemStatus>,
-    /// The simulator, when `simulated` (keeps its pty alive).
-    pub sim: Option<crate::sim::modem::SimHandle>,
     tasks: JoinSet<()>,
 }
 
@@ -261,14 +235,11 @@ impl ModemHandle {
     /// given to [`start`] first.
     pub async fn join(mut self) {
         while self.tasks.join_next().await.is_some() {}
-        if let Some(sim) = self.sim.take() {
-            sim.join().await;
-        }
     }
 }
 
-/// Start the modem subsystem described by `cfg`: the simulator if configured,
-/// the AT driver on the port, the supervisor. Must be called inside a tokio
+/// Start the modem subsystem described by `cfg`: the AT driver on the port
+/// and the supervisor, the port's only writer. Must be called inside a tokio
 /// runtime. With `enabled = false` nothing runs and the status says
 /// [`ModemState::Disabled`].
 pub async fn start(
@@ -283,30 +254,19 @@ pub async fn start(
         });
         return Ok(ModemHandle {
             status,
-            sim: None,
             tasks: JoinSet::new(),
         });
     }
-    let mut sim = None;
-    let (port, pin) = match cfg.simulated {
-        Simulation::Scenario(scenario) => {
-            let (path, handle) = crate::sim::modem::spawn(scenario, cancel.child_token())?;
-            let pin = AnyPin::Recording(handle.pwrkey_pin());
-            sim = Some(handle);
-            (path, Some(pin))
-        }
-        Simulation::Off => (cfg.port.clone(), open_pwrkey(cfg)?),
-    };
-    let pwrkey = match pin {
+    let pwrkey = match open_pwrkey(cfg)? {
         Some(p) => Some(Pwrkey::new(p, cfg.pwrkey_active_high, cfg.pwrkey_timing())?),
         None => None,
     };
     let opts = supervisor::SupervisorOptions::from_config(cfg, pwrkey.is_some());
-    let connector = supervisor::SerialConnector::new(port, cfg.baud);
+    let connector = supervisor::SerialConnector::new(cfg.port.clone(), cfg.baud);
     let (status, sup) = supervisor::Supervisor::new(connector, pwrkey, opts, cancel);
     let mut tasks = JoinSet::new();
     tasks.spawn(sup.run());
-    Ok(ModemHandle { status, sim, tasks })
+    Ok(ModemHandle { status, tasks })
 }
 
 #[cfg(feature = "pi")]
@@ -337,27 +297,23 @@ mod tests {
 
     #[test]
     fn config_parses_and_rejects_unknown_keys() {
-        let t: Top = toml::from_str(
-            "[modem]\nenabled = true\napn = \"internet\"\nsimulated = \"no-sim\"\npwrkey_gpio = 6\n",
-        )
-        .unwrap();
+        let t: Top =
+            toml::from_str("[modem]\nenabled = true\napn = \"internet\"\npwrkey_gpio = 6\n")
+                .unwrap();
         assert!(t.modem.enabled);
-        assert_eq!(t.modem.simulated, Simulation::Scenario(Scenario::NoSim));
         assert_eq!(t.modem.pwrkey_gpio, Some(6));
         assert_eq!(t.modem.baud, 115_200);
-        let t: Top = toml::from_str("[modem]\nsimulated = true\n").unwrap();
-        assert_eq!(t.modem.simulated, Simulation::Scenario(Scenario::Healthy));
-        let t: Top = toml::from_str("[modem]\nsimulated = false\n").unwrap();
-        assert_eq!(t.modem.simulated, Simulation::Off);
+        for old in ["true", "false", "\"healthy\""] {
+            let e = toml::from_str::<Top>(&format!("[modem]\nsimulated = {old}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("kodama-sim") && e.contains("modem.port"), "{e}");
+        }
 
         let e = toml::from_str::<Top>("[modem]\nbogus = 1\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
-        let e = toml::from_str::<Top>("[modem]\nsimulated = \"nope\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("simulated") && e.contains("healthy"), "{e}");
     }
 
     #[test]

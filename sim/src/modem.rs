@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::hw::gpio::{PinProbe, RecordingPin};
+use kodama_firmware::hw::gpio::{PinProbe, RecordingPin};
 
 /// Scripted behaviours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,6 +180,14 @@ pub struct SimStats {
     pub garbage_bursts: u32,
     /// Bytes dropped because the pty was not read.
     pub dropped_output: u64,
+    /// Unprompted reboots (a brown-out; [`SimHandle::brown_out`]).
+    pub brown_outs: u32,
+    /// The GNSS engine is on (`AT+CGPS=1`): the NMEA port streams.
+    pub gnss_on: bool,
+    /// The RMNET data call is up (`AT$QCRMCALL=1,1`).
+    pub data_session_up: bool,
+    /// An APN has been set on PDP context 1 (`AT+CGDCONT`) since start.
+    pub apn_set: bool,
 }
 
 /// Errors starting or running the simulator.
@@ -257,7 +265,19 @@ impl SimModem {
 
     /// Counters.
     pub fn stats(&self) -> SimStats {
-        self.stats
+        SimStats {
+            gnss_on: self.gps_on && self.power == Power::On,
+            data_session_up: self.data_up && self.power == Power::On,
+            apn_set: !self.apn.is_empty(),
+            ..self.stats
+        }
+    }
+
+    /// The module reboots on its own (supply brown-out, firmware watchdog):
+    /// everything volatile is lost and `RDY` follows after the boot delay.
+    pub fn brown_out(&mut self, now: Instant) {
+        self.stats.brown_outs += 1;
+        self.reboot(now);
     }
 
     /// Whether it currently ignores commands.
@@ -640,10 +660,17 @@ pub struct SimHandle {
     pin: RecordingPin,
     probe: PinProbe,
     stats: Arc<Mutex<SimStats>>,
+    glitch: tokio::sync::mpsc::Sender<()>,
     task: JoinHandle<Result<(), SimError>>,
 }
 
 impl SimHandle {
+    /// Reboot the module unprompted, as a supply brown-out does (the data
+    /// session and GNSS engine go down; `RDY` arrives after the boot delay).
+    pub fn brown_out(&self) {
+        let _ = self.glitch.try_send(());
+    }
+
     /// The pty slave path (open it like `/dev/ttyUSB2`).
     pub fn path(&self) -> &Path {
         &self.path
@@ -665,6 +692,13 @@ impl SimHandle {
             .stats
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A reader of the live counters that outlives borrows of the handle
+    /// (for a GNSS port that streams only while the engine is on).
+    pub fn stats_reader(&self) -> impl Fn() -> SimStats + Send + Sync + 'static {
+        let stats = self.stats.clone();
+        move || *stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Wait for the task to end (cancel its token first).
@@ -701,11 +735,15 @@ pub fn spawn_with(
     let (pin, probe) = RecordingPin::new();
     let stats = Arc::new(Mutex::new(SimStats::default()));
     let model = SimModem::new(opts);
+    let (glitch, glitches) = tokio::sync::mpsc::channel(4);
     let task = tokio::spawn(serve(
         master,
         slave,
         model,
-        probe.clone(),
+        Inputs {
+            probe: probe.clone(),
+            glitches,
+        },
         stats.clone(),
         cancel,
     ));
@@ -716,6 +754,7 @@ pub fn spawn_with(
             pin,
             probe,
             stats,
+            glitch,
             task,
         },
     ))
@@ -724,16 +763,26 @@ pub fn spawn_with(
 /// How long output may wait for the pty to drain before it is dropped.
 const WRITE_WAIT: Duration = Duration::from_millis(500);
 
+/// What reaches the module besides the AT port.
+struct Inputs {
+    probe: PinProbe,
+    glitches: tokio::sync::mpsc::Receiver<()>,
+}
+
 async fn serve(
     mut master: tokio_serial::SerialStream,
     // Held open so the master never sees a hang-up while the engine reopens.
     _slave: tokio_serial::SerialStream,
     mut model: SimModem,
-    probe: PinProbe,
+    inputs: Inputs,
     stats: Arc<Mutex<SimStats>>,
     cancel: CancellationToken,
 ) -> Result<(), SimError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Inputs {
+        probe,
+        mut glitches,
+    } = inputs;
     let mut level = probe.subscribe();
     let mut buf = [0u8; 512];
     let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
@@ -768,6 +817,7 @@ async fn serve(
                 pending.push_back(model.pwrkey(high, Instant::now()));
             }
             _ = sleep_opt(deadline) => pending.push_back(model.tick(Instant::now())),
+            Some(()) = glitches.recv() => model.brown_out(Instant::now()),
         }
     }
 }

@@ -15,8 +15,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::hw::gnss::nmea::with_checksum;
-use crate::hw::gnss::{Gnss, GnssError};
+use kodama_firmware::hw::gnss::nmea::with_checksum;
+use kodama_firmware::hw::gnss::{Gnss, GnssError};
 
 /// Metres per degree of latitude (WGS 84 mean).
 const M_PER_DEG_LAT: f64 = 111_320.0;
@@ -265,7 +265,21 @@ pub enum PtyError {
 /// Returns the path of the terminal to open (as the real driver opens
 /// `/dev/ttyUSB1`) and the task writing to it.
 pub fn serve_pty(
+    sim: SimGnss,
+    cancel: CancellationToken,
+) -> Result<(PathBuf, JoinHandle<()>), PtyError> {
+    serve_pty_while(sim, || true, cancel)
+}
+
+/// How often a gated receiver checks whether it may stream.
+const GATE_POLL: Duration = Duration::from_millis(200);
+
+/// Like [`serve_pty`], but sentences flow only while `engine_on()` says the
+/// receiver is running: the SIM7600's NMEA port is silent until its GNSS
+/// engine is started with `AT+CGPS=1` on the AT port.
+pub fn serve_pty_while(
     mut sim: SimGnss,
+    engine_on: impl Fn() -> bool + Send + 'static,
     cancel: CancellationToken,
 ) -> Result<(PathBuf, JoinHandle<()>), PtyError> {
     use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
@@ -283,6 +297,12 @@ pub fn serve_pty(
         let _slave = slave;
         let mut buf = [0u8; 512];
         loop {
+            if !engine_on() {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(GATE_POLL) => continue,
+                }
+            }
             let n = tokio::select! {
                 () = cancel.cancelled() => break,
                 r = sim.read_nmea(&mut buf) => match r {
@@ -302,9 +322,9 @@ pub fn serve_pty(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hw::gnss::{FixMode, NmeaReader};
+    use kodama_firmware::hw::gnss::{FixMode, NmeaReader};
 
-    fn fixes_of(text: &str) -> Vec<crate::hw::gnss::Fix> {
+    fn fixes_of(text: &str) -> Vec<kodama_firmware::hw::gnss::Fix> {
         let mut r = NmeaReader::new();
         let mut out = Vec::new();
         r.push(text.as_bytes(), |f| out.push(f));
