@@ -4,23 +4,45 @@
 #
 #   scripts/demo.sh                 # 3 cameras, until Ctrl-C
 #   scripts/demo.sh --cameras 5 --duration 60
+#   sudo scripts/demo.sh --testbed  # one camera with Wi-Fi and cellular in a
+#                                   # network test bed; its Wi-Fi is cut every
+#                                   # minute (link down / silent black hole)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cameras=3
 duration=0
 port=7070
+testbed=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --cameras) cameras="$2"; shift 2 ;;
         --duration) duration="$2"; shift 2 ;;
         --port) port="$2"; shift 2 ;;
-        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+        --testbed) testbed=true; shift ;;
+        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
 
 scripts/install-deps.sh
+
+if $testbed; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "--testbed builds network namespaces: run as root (sudo scripts/demo.sh --testbed)" >&2
+        exit 1
+    fi
+    echo "building (first time: a few minutes)…"
+    cargo build --quiet -p kodama-server -p kodama-firmware -p kodama-testbed --bins \
+        --features kodama-firmware/synthetic
+    mkdir -p demo-data-testbed
+    echo "camera 'bedcam' streams over Wi-Fi (wifi0) with cellular (cell0) as warm standby;"
+    echo "watch it fail over and come back. Recordings: demo-data-testbed/recordings. Ctrl-C stops."
+    args=(demo --data-dir "$PWD/demo-data-testbed")
+    [ "$duration" != 0 ] && args+=(--duration "$duration")
+    exec target/debug/kodama-testbed "${args[@]}"
+fi
+
 echo "building (first time: a few minutes)…"
 # The demo's cameras stream the test pattern (the `synthetic` feature: test
 # equipment, never in the SD-card image's firmware); kodama-sim plays each

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Installs what building and testing Kodama needs beyond Rust: nasm (OpenH264's
 # assembly, ~3x faster encoding), ffmpeg (ffprobe validates our H.264/MP4),
-# rauc and squashfs-tools (signed update bundles), and for the web app's tests node/npm and chromium.
+# rauc and squashfs-tools (signed update bundles), iproute2 and nftables (the
+# network-namespace test bed, kodama-testbed), and for the web app's tests
+# node/npm and chromium.
 # Uses apt-get when run as root; otherwise says what is missing.
 set -euo pipefail
 need=()
 command -v nasm >/dev/null || need+=(nasm)
 command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# Signed updates: bundles are built and verified with host RAUC (scripts/update-check.sh).
+command -v rauc >/dev/null || need+=(rauc)
+command -v mksquashfs >/dev/null || need+=(squashfs-tools)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
 command -v openssl >/dev/null || need+=(openssl)
 # The web app's build check and browser tests: node/npm and Debian's chromium.
 command -v npm >/dev/null || need+=(nodejs npm)
 [ -x /usr/bin/chromium ] || need+=(chromium)
-# Signed updates: bundles are built and verified with host RAUC (scripts/update-check.sh).
-command -v rauc >/dev/null || need+=(rauc)
-command -v mksquashfs >/dev/null || need+=(squashfs-tools)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
     echo "installing ${need[*]}…"

@@ -10,6 +10,9 @@
 //!    1 camera × 1 viewer and 8 cameras × 32 viewers (4 per camera).
 //! 4. Server CPU seconds per GB delivered and server RSS, read from
 //!    `/proc/<pid>` of a `kodama-server` child process.
+//! 5. `--only failover` (root): failover gap p50/max per kind of cut, the
+//!    standby uplink's idle bytes per minute, server crash → video again,
+//!    in the network test bed ([`failover`]).
 //!
 //! Build the server next to the bench so it can be found (same profile):
 //! `cargo build --profile bench -p kodama-server -p kodama-bench`, then
@@ -23,6 +26,7 @@
 //! * [`procfs`]: CPU time and RSS from `/proc/<pid>/stat` and `status`.
 
 mod codec;
+mod failover;
 mod pipeline;
 mod procfs;
 mod raw;
@@ -48,6 +52,9 @@ enum Section {
     Raw,
     /// Camera → server → viewer, with server CPU and RSS.
     Pipeline,
+    /// Wi-Fi ↔ cellular failover, standby cost, server crash recovery in
+    /// the network test bed (root; not part of the default set).
+    Failover,
 }
 
 /// Kodama benchmark: figures on loopback (never pass/fail on timings).
@@ -140,7 +147,10 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
         "codec-seconds",
     )?;
     let raw_bytes = args.raw_mb.unwrap_or(if q { 64 } else { 256 }).max(1) * 1_000_000;
-    let wants = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    let wants = |s: Section| {
+        // The failover section needs root and minutes: only when asked for.
+        (args.only.is_empty() && s != Section::Failover) || args.only.contains(&s)
+    };
     let started = Instant::now();
 
     println!(
@@ -268,6 +278,17 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
                 .with_context(|| format!("scenario {}", s.name))?;
             print_scenario(&r, ceiling_bps);
         }
+    }
+    if wants(Section::Failover) {
+        println!();
+        let plan = failover::Plan {
+            cuts: if q { 3 } else { 10 },
+            idle_window: Duration::from_secs(if q { 20 } else { 60 }),
+            restarts: if q { 3 } else { 5 },
+        };
+        tokio::task::spawn_blocking(move || failover::run(plan))
+            .await
+            .context("failover section")??;
     }
     println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());

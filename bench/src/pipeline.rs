@@ -308,12 +308,14 @@ async fn start_camera(
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(1),
             reboot_command: Vec::new(),
+            links: None,
         },
         UplinkIo {
             frames: capture.frames,
             aux: aux_rx,
             control: capture.control,
             state: state_tx,
+            store: None,
         },
         cancel,
     ));

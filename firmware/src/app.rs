@@ -9,7 +9,9 @@ use kodama_net::endpoint::{self, EndpointOptions};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::{Backlog, StoreForward};
 use crate::config::Config;
+use crate::link::{self, LinkSet, LinkSetOptions};
 use crate::onboarding::{self, OnboardingState};
 use crate::pairing::{self, PairedRecord};
 use crate::uplink::{self, LinkState, UplinkIo, UplinkOptions};
@@ -196,6 +198,47 @@ async fn apply_wifi(
     Ok(())
 }
 
+/// Wall-clock µs since the Unix epoch.
+fn wall_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Starts the PIR sensor (`motion.pir_gpio`) as a second source of motion
+/// events next to the picture; `None` when no PIR is configured.
+fn spawn_pir(
+    cfg: &motion::MotionConfig,
+    events: mpsc::Sender<uplink::AuxMessage>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some(pin) = cfg.pir_gpio else {
+        return Ok(None);
+    };
+    #[cfg(feature = "pi")]
+    {
+        let input = hw::gpio::pi::input(pin)
+            .with_context(|| format!("opening the PIR sensor on GPIO {pin}"))?;
+        let (edge_tx, edge_rx) = mpsc::channel(8);
+        let period = Duration::from_millis(cfg.pir_poll_ms);
+        let watch_cancel = cancel.clone();
+        let watcher = tokio::spawn(async move {
+            if let Err(e) = hw::gpio::watch_pir(input, period, edge_tx, watch_cancel).await {
+                tracing::warn!(error = %e, "PIR sensor stopped");
+            }
+        });
+        Ok(Some(tokio::spawn(async move {
+            motion::run_pir(edge_rx, events, wall_us, cancel).await;
+            let _ = watcher.await;
+        })))
+    }
+    #[cfg(not(feature = "pi"))]
+    {
+        let _ = (events, cancel, wall_us);
+        anyhow::bail!("motion.pir_gpio = {pin} needs a firmware built with the `pi` feature")
+    }
+}
+
 /// Runs the camera until `cancel` fires.
 pub async fn run(
     config: Config,
@@ -203,6 +246,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let secret = endpoint::load_or_create_key(&config.camera.key_path)?;
+    let link_secret = secret.clone();
     let ep = endpoint::bind(
         secret,
         &EndpointOptions {
@@ -260,7 +304,19 @@ pub async fn run(
         motion_tx,
         cancel.clone(),
     ));
+    let pir_task = spawn_pir(&config.motion, aux_tx.clone(), cancel.clone())?;
     let (_bitrate_tx, bitrate) = watch::channel(config.video.bitrate_kbps);
+    let mut backlog_cfg = config.backlog.clone();
+    if backlog_cfg.dir.is_none() {
+        // Beside the key: on the image that is the data partition (firstboot
+        // sets it explicitly), in a developer's run the working directory.
+        backlog_cfg.dir = config.camera.key_path.parent().map(|p| p.join("backlog"));
+    }
+    let backlog = if backlog_cfg.enabled {
+        Some(Backlog::open(&backlog_cfg).context("opening the backlog (store-and-forward)")?)
+    } else {
+        None
+    };
     let sampler = telemetry::spawn_sampler(
         config.telemetry.clone(),
         telemetry::Inputs {
@@ -268,12 +324,29 @@ pub async fn run(
             gnss: Some(gnss.fix.clone()),
             bitrate_kbps: Some(bitrate),
             motion: Some(motion_active),
+            backlog: backlog.as_ref().map(|(b, _)| b.status()),
         },
         aux_tx,
         cancel.clone(),
     );
     let (state_tx, _state_rx) = watch::channel(LinkState::Connecting { attempt: 0 });
     let (initial, max) = config.reconnect_bounds();
+    let links = (!config.network.uplinks.is_empty()).then(|| {
+        LinkSet::start(
+            LinkSetOptions {
+                uplinks: config.network.uplinks.clone(),
+                secret: link_secret,
+                offline: config.network.offline,
+                server: server.clone(),
+                return_after: config
+                    .network
+                    .return_after_s
+                    .map_or(link::DEFAULT_RETURN_AFTER, Duration::from_secs_f64),
+                backoff: (Duration::from_millis(initial), Duration::from_millis(max)),
+            },
+            cancel.clone(),
+        )
+    });
     let opts = UplinkOptions {
         server,
         name: config.camera.name.clone(),
@@ -282,18 +355,23 @@ pub async fn run(
         backoff_initial: Duration::from_millis(initial),
         backoff_max: Duration::from_millis(max),
         reboot_command: config.system.reboot_command.clone(),
+        links,
     };
     let io = UplinkIo {
         frames: capture.frames,
         aux: aux_rx,
         control: capture.control,
         state: state_tx,
+        store: backlog.map(|(b, _)| StoreForward::new(b, &backlog_cfg)),
     };
     uplink::run(ep.clone(), opts, io, cancel.clone()).await;
     cancel.cancel();
     ep.close().await;
     let _ = sampler.await;
     let _ = motion_task.await;
+    if let Some(t) = pir_task {
+        let _ = t.await;
+    }
     let _ = gnss.task.await;
     let _ = clock_task.await;
     modem.join().await;

@@ -162,6 +162,26 @@ pub struct NetworkSection {
     pub reconnect_initial_ms: Option<u64>,
     /// Longest reconnect delay in milliseconds.
     pub reconnect_max_ms: Option<u64>,
+    /// Uplinks for failover, most preferred first (e.g. Wi-Fi, then
+    /// cellular). Each keeps its own connection to the server through its
+    /// interface; the camera streams over the best healthy one. Empty: one
+    /// connection over whatever route the system picks.
+    pub uplinks: Vec<UplinkSection>,
+    /// Seconds a more preferred uplink must stay healthy before the camera
+    /// moves back to it (cellular costs money; Wi-Fi that flaps is no better).
+    pub return_after_s: Option<f64>,
+}
+
+/// `[[network.uplinks]]`: one way out.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSection {
+    /// Shown in logs and telemetry, e.g. `wifi`, `cell`.
+    pub name: String,
+    /// The network interface, e.g. `wlan0`, `wwan0`. Its IPv4 address is
+    /// found at run time (DHCP); the image's network script routes traffic
+    /// from that address out of this interface (`ip rule from ADDR`).
+    pub interface: String,
 }
 
 /// `[video]`
@@ -275,6 +295,8 @@ pub struct Config {
     pub telemetry: crate::telemetry::TelemetryConfig,
     /// `[motion]`
     pub motion: crate::motion::MotionConfig,
+    /// `[backlog]`: store-and-forward while the server is unreachable.
+    pub backlog: crate::backlog::BacklogConfig,
 }
 
 impl Config {
@@ -361,6 +383,9 @@ impl Config {
             .source
             .check_built_in()
             .map_err(|message| invalid("video.source", message))?;
+        self.backlog
+            .validate()
+            .map_err(|(field, message)| invalid(field, message))?;
         Ok(())
     }
 
@@ -393,10 +418,75 @@ impl Config {
                 ),
             ));
         }
+        if self.motion.pir_gpio.is_some() && !cfg!(feature = "pi") {
+            return Err(invalid(
+                "motion.pir_gpio",
+                "a PIR sensor needs a firmware built with the `pi` feature (GPIO)".into(),
+            ));
+        }
+        if !(1..=1_000).contains(&self.motion.pir_poll_ms) {
+            return Err(invalid(
+                "motion.pir_poll_ms",
+                format!("must be 1..=1000, got {}", self.motion.pir_poll_ms),
+            ));
+        }
         self.modem.validate().map_err(|e| match e {
             crate::hw::modem::StartError::Config { field, why } => invalid(field, why),
             other => invalid("modem", other.to_string()),
         })?;
+        let uplinks = &self.network.uplinks;
+        if uplinks.len() > 4 {
+            return Err(invalid(
+                "network.uplinks",
+                format!("at most 4 uplinks, got {}", uplinks.len()),
+            ));
+        }
+        if !uplinks.is_empty() && self.network.bind.is_some() {
+            return Err(invalid(
+                "network.bind",
+                "each uplink binds its interface's address; remove network.bind".into(),
+            ));
+        }
+        for (i, u) in uplinks.iter().enumerate() {
+            let bad_name =
+                u.name.is_empty() || u.name.len() > 16 || u.name.chars().any(char::is_control);
+            if bad_name {
+                return Err(invalid(
+                    &format!("network.uplinks[{i}].name"),
+                    format!("must be 1..=16 printable bytes, got {:?}", u.name),
+                ));
+            }
+            let bad_iface = u.interface.is_empty()
+                || u.interface.len() > 15
+                || u.interface.contains(['/', ' '])
+                || u.interface.chars().any(char::is_control);
+            if bad_iface {
+                return Err(invalid(
+                    &format!("network.uplinks[{i}].interface"),
+                    format!(
+                        "must be an interface name like \"wlan0\", got {:?}",
+                        u.interface
+                    ),
+                ));
+            }
+            if uplinks[..i]
+                .iter()
+                .any(|o| o.name == u.name || o.interface == u.interface)
+            {
+                return Err(invalid(
+                    &format!("network.uplinks[{i}]"),
+                    format!("{:?} ({}) is listed twice", u.name, u.interface),
+                ));
+            }
+        }
+        if let Some(s) = self.network.return_after_s {
+            if !(0.0..=3600.0).contains(&s) {
+                return Err(invalid(
+                    "network.return_after_s",
+                    format!("must be 0..=3600 seconds, got {s}"),
+                ));
+            }
+        }
         if let Some(bad) = self
             .time
             .servers
@@ -487,6 +577,33 @@ mod tests {
         assert!(err.to_string().contains("moved into [modem]"), "{err}");
         let err = parse(&format!("{base}[time]\nservers = [\"a b\"]\n")).expect_err("ntp");
         assert!(err.to_string().starts_with("time.servers"), "{err}");
+    }
+
+    #[test]
+    fn uplinks_for_failover_are_parsed_and_checked() {
+        let base = format!("[server]\nnode_id = \"{}\"\n", id());
+        let two = "[[network.uplinks]]\nname = \"wifi\"\ninterface = \"wlan0\"\n[[network.uplinks]]\nname = \"cell\"\ninterface = \"wwan0\"\n";
+        let ok = parse(&format!("{base}[network]\nreturn_after_s = 20\n{two}")).expect("valid");
+        assert_eq!(ok.network.uplinks.len(), 2);
+        assert_eq!(ok.network.uplinks[1].interface, "wwan0");
+        assert_eq!(ok.network.return_after_s, Some(20.0));
+        let dup = "[[network.uplinks]]\nname = \"a\"\ninterface = \"wlan0\"\n[[network.uplinks]]\nname = \"b\"\ninterface = \"wlan0\"\n";
+        let err = parse(&format!("{base}{dup}")).expect_err("twice");
+        assert!(err.to_string().starts_with("network.uplinks[1]"), "{err}");
+        let bad = "[[network.uplinks]]\nname = \"a\"\ninterface = \"../x\"\n";
+        let err = parse(&format!("{base}{bad}")).expect_err("iface");
+        assert!(
+            err.to_string().starts_with("network.uplinks[0].interface"),
+            "{err}"
+        );
+        let err =
+            parse(&format!("{base}[network]\nbind = \"0.0.0.0:0\"\n{two}")).expect_err("bind");
+        assert!(err.to_string().starts_with("network.bind"), "{err}");
+        let err = parse(&format!("{base}[network]\nreturn_after_s = -1\n")).expect_err("neg");
+        assert!(
+            err.to_string().starts_with("network.return_after_s"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -595,6 +712,13 @@ mod tests {
             err.to_string().starts_with("network.reconnect_initial_ms"),
             "{err}"
         );
+        let err = parse(&format!("{base}[backlog]\nmax_mb = 0\n")).expect_err("backlog");
+        assert!(err.to_string().starts_with("backlog.max_mb:"), "{err}");
+        let ok = parse(&format!(
+            "{base}[backlog]\ndir = \"/data/backlog\"\nmax_mb = 64\nupload_kbps = 800\n"
+        ))
+        .expect("backlog table");
+        assert_eq!(ok.backlog.max_bytes(), 64_000_000);
         let err = parse(&format!("{base}[video]\nfps = \"fast\"\n")).expect_err("type");
         assert!(err.to_string().contains("fps"), "{err}");
     }

@@ -175,6 +175,11 @@ impl BootDirs {
     pub fn key_path(&self) -> PathBuf {
         self.data.join(KEY_FILE)
     }
+
+    /// Where the store-and-forward ring lives by default.
+    pub fn backlog_dir(&self) -> PathBuf {
+        self.data.join("backlog")
+    }
 }
 
 /// The outcome of a successful [`prepare`].
@@ -234,6 +239,10 @@ where
     check_config_file(&config_path)?;
     let mut config = resolve(&config_path)?;
     config.camera.key_path = key_path;
+    // The backlog belongs on the data partition unless kodama.toml says otherwise.
+    if config.backlog.dir.is_none() {
+        config.backlog.dir = Some(dirs.backlog_dir());
+    }
     Ok(Prepared {
         config,
         node_id,

@@ -18,15 +18,19 @@
 //! * [`onboarding`]: read the pairing string from a QR code in front of the
 //!   lens while unpaired, with LED feedback.
 //! * [`backoff`]: capped exponential backoff, sans-IO.
+//! * [`backlog`]: store-and-forward: the crash-safe ring of GOPs filmed
+//!   while the server was unreachable, and their upload (backfill).
 //! * [`hw`]: hardware drivers (modem, GNSS, GPIO).
 
 pub mod app;
+pub mod backlog;
 pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod firstboot;
 pub mod hw;
+pub mod link;
 pub mod motion;
 pub mod onboarding;
 pub mod pairing;

@@ -56,6 +56,13 @@ pub struct MotionConfig {
     /// Percentage of blocks changing at once that is taken as a lighting
     /// change (background reset) rather than motion.
     pub global_change_percent: u8,
+    /// BCM GPIO of an optional PIR sensor (`hw/README.md`: GPIO 27), a second
+    /// event source next to the picture; unset means no PIR. Needs the `pi`
+    /// build feature.
+    pub pir_gpio: Option<u8>,
+    /// How often the PIR line is sampled, milliseconds (PIR modules hold
+    /// their output for seconds, so 50 ms loses nothing).
+    pub pir_poll_ms: u64,
 }
 
 impl Default for MotionConfig {
@@ -68,6 +75,8 @@ impl Default for MotionConfig {
             cooldown_ms: 2_000,
             learn_shift: 3,
             global_change_percent: 70,
+            pir_gpio: None,
+            pir_poll_ms: 50,
         }
     }
 }
@@ -130,6 +139,67 @@ pub enum MotionEvent {
         /// Union of all boxes during the event.
         bbox: BoundingBox,
     },
+}
+
+/// A PIR sensor's output changed, sent as JSON on the event channel next to
+/// the picture's [`MotionEvent`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PirEvent {
+    /// The sensor's output went high: a warm body moved in its field.
+    PirStart {
+        /// When, µs since the Unix epoch.
+        at_us: u64,
+    },
+    /// The output went low again (after the module's hold time).
+    PirEnd {
+        /// When, µs since the Unix epoch.
+        at_us: u64,
+    },
+}
+
+impl PirEvent {
+    /// The event for an edge seen at `at_us`.
+    pub fn from_edge(motion: bool, at_us: u64) -> Self {
+        if motion {
+            PirEvent::PirStart { at_us }
+        } else {
+            PirEvent::PirEnd { at_us }
+        }
+    }
+
+    /// The event as an uplink message on [`Channel::Event`].
+    pub fn to_aux(&self) -> AuxMessage {
+        let (PirEvent::PirStart { at_us } | PirEvent::PirEnd { at_us }) = *self;
+        AuxMessage {
+            channel: Channel::Event,
+            capture_us: at_us,
+            payload: Bytes::from(serde_json::to_vec(self).unwrap_or_default()),
+        }
+    }
+}
+
+/// Forwards PIR edges (from [`crate::hw::gpio::watch_pir`]) as [`PirEvent`]s
+/// until the edges end or `cancel` fires; waits when the uplink is behind
+/// (edges are rare), never drops one. `now_us` is the wall clock.
+pub async fn run_pir(
+    mut edges: mpsc::Receiver<crate::hw::gpio::MotionEdge>,
+    events: mpsc::Sender<AuxMessage>,
+    now_us: impl Fn() -> u64,
+    cancel: CancellationToken,
+) {
+    loop {
+        let edge = tokio::select! {
+            () = cancel.cancelled() => break,
+            e = edges.recv() => match e { Some(e) => e, None => break },
+        };
+        let ev = PirEvent::from_edge(edge.motion, now_us());
+        tracing::info!(?ev, "PIR");
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            r = events.send(ev.to_aux()) => if r.is_err() { break },
+        }
+    }
 }
 
 impl MotionEvent {
@@ -396,6 +466,42 @@ pub async fn run(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn pir_edges_become_events_on_the_event_channel() {
+        use crate::hw::gpio::{watch_pir, ScriptedInput};
+        let pin = ScriptedInput::new();
+        let (edge_tx, edge_rx) = mpsc::channel(4);
+        let (aux_tx, mut aux_rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        let watcher = tokio::spawn(watch_pir(
+            pin.clone(),
+            std::time::Duration::from_millis(50),
+            edge_tx,
+            cancel.clone(),
+        ));
+        let forwarder = tokio::spawn(run_pir(
+            edge_rx,
+            aux_tx,
+            || 1_700_000_000_000_000,
+            cancel.clone(),
+        ));
+        // Let the watcher read the idle (low) level first.
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        pin.set(true);
+        let start = aux_rx.recv().await.expect("start event");
+        pin.set(false);
+        let end = aux_rx.recv().await.expect("end event");
+        assert_eq!(start.channel, Channel::Event);
+        let start: serde_json::Value = serde_json::from_slice(&start.payload).expect("json");
+        let end: serde_json::Value = serde_json::from_slice(&end.payload).expect("json");
+        assert_eq!(start["event"], "pir_start");
+        assert_eq!(end["event"], "pir_end");
+        assert_eq!(start["at_us"], 1_700_000_000_000_000u64);
+        cancel.cancel();
+        watcher.await.expect("task").expect("pin never fails");
+        forwarder.await.expect("task");
+    }
 
     const W: u32 = 80;
     const H: u32 = 60;

@@ -9,7 +9,11 @@
 //!
 //! While disconnected the uplink keeps draining `frames` (remembering the
 //! latest SPS/PPS), so the capture thread never stalls, and after a reconnect
-//! it asks for a keyframe: the server sees a clean GOP at once.
+//! it asks for a keyframe: the server sees a clean GOP at once. With a
+//! backlog ([`StoreForward`]) every frame also passes through it: GOPs filmed
+//! while disconnected (or sent live but not confirmed recorded when the link
+//! dropped) go to the ring, and each session runs a backfill uploader
+//! ([`crate::backlog::upload`]) that the server's `Stored` messages drive.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,16 +21,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use kodama_media::h264;
 use kodama_net::control::ControlStream;
+use kodama_net::link::{self, LinkProfile};
 use kodama_net::media_send::{MediaSender, SendOutcome};
 use kodama_net::{codes, Endpoint, EndpointAddr};
 use kodama_proto::{
     CameraInfo, Channel, ClientHandshake, Codec, Command, CommandResult, Frame, FrameFlags,
-    Message, RejectCode, ALPN_CAMERA,
+    Message, RejectCode, Stored, ALPN_CAMERA,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::{upload, StoreForward, DRAIN_ON_STOP};
 use crate::backoff::Backoff;
+use crate::link::LinkSet;
 use crate::video::{VideoControl, VideoFormat};
 
 /// A telemetry or event document for the server.
@@ -77,6 +84,9 @@ pub struct UplinkOptions {
     /// Program and arguments that reboot the camera (`system.reboot_command`);
     /// empty: a reboot command is answered "unsupported".
     pub reboot_command: Vec<String>,
+    /// Failover between uplinks (`network.uplinks`): sessions run on the
+    /// active uplink's warm connection instead of dialling from `endpoint`.
+    pub links: Option<Arc<LinkSet>>,
 }
 
 /// Inputs and outputs of the uplink task.
@@ -90,6 +100,8 @@ pub struct UplinkIo {
     pub control: mpsc::Sender<VideoControl>,
     /// Link state for others to watch.
     pub state: watch::Sender<LinkState>,
+    /// Store-and-forward, if the camera keeps a backlog.
+    pub store: Option<StoreForward>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,6 +152,8 @@ enum SessionEnd {
     Refused(String),
     /// Lost or failed; the bool tells whether it had been streaming.
     Lost(String, bool),
+    /// Failover moved the camera to another uplink: start over there at once.
+    Moved(String),
 }
 
 /// Runs until `cancel` fires or the capture thread ends.
@@ -179,31 +193,55 @@ pub async fn run(
                     backoff.reset();
                     attempt = 0;
                 }
+                // With failover the next session waits for whichever
+                // uplink's warm connection the decider picks: no backoff.
+                if opts.links.is_some() && was_streaming {
+                    tracing::warn!("server link lost ({reason}); failing over");
+                    continue;
+                }
                 let d = backoff.next_delay(rand::random::<f64>());
                 tracing::warn!("server link lost ({reason}); reconnecting in {d:?}");
                 d
+            }
+            SessionEnd::Moved(reason) => {
+                tracing::info!("{reason}");
+                backoff.reset();
+                attempt = 0;
+                continue;
             }
         };
         // Keep draining frames while we wait, so capture never stalls.
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
-        loop {
+        while !cancel.is_cancelled() && !io.frames.is_closed() {
             tokio::select! {
-                _ = cancel.cancelled() => {
-                    let _ = io.state.send(LinkState::Stopped);
-                    return;
-                }
+                _ = cancel.cancelled() => break,
                 _ = &mut sleep => break,
                 f = io.frames.recv() => match f {
-                    Some(f) => params.observe(&f),
-                    None => {
-                        let _ = io.state.send(LinkState::Stopped);
-                        return;
+                    Some(f) => {
+                        params.observe(&f);
+                        if let Some(s) = io.store.as_mut() {
+                            s.on_frame(f).await;
+                        }
                     }
+                    None => break,
                 },
                 a = io.aux.recv(), if aux_open => aux_open = a.is_some(),
             }
         }
+        if cancel.is_cancelled() || io.frames.is_closed() {
+            break;
+        }
+    }
+    if let Some(mut store) = io.store.take() {
+        // Whatever is still on its way from the capture thread is kept:
+        // a restart (or a reboot) must not lose the last second.
+        store.set_online(false).await;
+        let deadline = tokio::time::Instant::now() + DRAIN_ON_STOP;
+        while let Ok(Some(f)) = tokio::time::timeout_at(deadline, io.frames.recv()).await {
+            store.on_frame(f).await;
+        }
+        store.flush().await;
     }
     let _ = io.state.send(LinkState::Stopped);
 }
@@ -226,6 +264,9 @@ async fn session(
                 f = io.frames.recv() => match f {
                     Some(f) => {
                         params.observe(&f);
+                        if let Some(s) = io.store.as_mut() {
+                            s.on_frame(f).await;
+                        }
                         if !params.sps.is_empty() { break; }
                     }
                     None => return SessionEnd::SourceGone,
@@ -233,70 +274,70 @@ async fn session(
             }
         }
     }
-    let conn = tokio::select! {
-        _ = cancel.cancelled() => return SessionEnd::Cancelled,
-        c = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect(opts.server.clone(), ALPN_CAMERA)) => match c {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return SessionEnd::Lost(format!("connect: {e}"), false),
-            Err(_) => return SessionEnd::Lost(format!("connect: no answer within {CONNECT_TIMEOUT:?}"), false),
-        },
-    };
-    let info = CameraInfo {
-        name: opts.name.clone(),
-        codec: Codec::H264,
-        width: opts.format.width as u16,
-        height: opts.format.height as u16,
-        fps_milli: opts.format.fps * 1000,
-        bitrate_kbps: opts.bitrate_kbps,
-        sps: params.sps.clone(),
-        pps: params.pps.clone(),
-        firmware: env!("CARGO_PKG_VERSION").into(),
-    };
-    let mut handshake = ClientHandshake::camera(info);
-    let mut control = match ControlStream::open(&conn).await {
-        Ok(c) => c,
-        Err(e) => return SessionEnd::Lost(format!("control stream: {e}"), false),
-    };
-    if let Err(e) = control.send(handshake.hello()).await {
-        return SessionEnd::Lost(format!("hello: {e}"), false);
-    }
-    let reply = match control.recv_timeout(HANDSHAKE_TIMEOUT).await {
-        Ok(m) => m,
-        Err(e) => {
-            // A refused peer sees its connection closed with a reason.
-            let reason = conn
-                .close_reason()
-                .map_or_else(|| e.to_string(), |r| r.to_string());
-            return SessionEnd::Lost(format!("handshake: {reason}"), false);
+    // Connecting can take seconds (a silent server): keep draining frames
+    // meanwhile, so capture never stalls and the backlog misses nothing.
+    let connecting = connect(endpoint, opts, params.clone());
+    tokio::pin!(connecting);
+    let (conn, control, uplink) = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return SessionEnd::Cancelled,
+            r = &mut connecting => match r {
+                Ok(c) => break c,
+                Err(end) => return end,
+            },
+            f = io.frames.recv() => match f {
+                Some(f) => {
+                    params.observe(&f);
+                    if let Some(s) = io.store.as_mut() {
+                        s.on_frame(f).await;
+                    }
+                }
+                None => return SessionEnd::SourceGone,
+            },
+            a = io.aux.recv(), if *aux_open => *aux_open = a.is_some(),
         }
     };
-    match handshake.handle(reply) {
-        Ok(server) => tracing::info!(%server, "connected; streaming"),
-        Err(kodama_proto::HandshakeError::Rejected { code, reason }) => {
-            conn.close(codes::NORMAL, b"refused");
-            let hint = if code == RejectCode::NotAllowed {
-                format!(
-                    " — on the server run: kodama-server allow add {} --camera",
-                    endpoint.id()
-                )
-            } else {
-                String::new()
-            };
-            return SessionEnd::Refused(format!("{reason}{hint}"));
-        }
-        Err(e) => {
-            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
-            return SessionEnd::Refused(e.to_string());
-        }
-    }
     let _ = io.state.send(LinkState::Streaming);
     let _ = io.control.try_send(VideoControl::Keyframe);
 
     let session_cancel = cancel.child_token();
     let mut media = MediaSender::new(conn.clone(), session_cancel.clone());
+    let (backfill_acks, acks_rx) = mpsc::channel(64);
+    let uploader = match io.store.as_mut() {
+        Some(store) => {
+            store.set_online(true).await;
+            Some(tokio::spawn(upload::run(
+                conn.clone(),
+                store.backlog().clone(),
+                acks_rx,
+                store.upload_options(),
+                session_cancel.child_token(),
+            )))
+        }
+        None => None,
+    };
     let (mut ctl_rx, mut ctl_tx) = control.split();
     let mut awaiting: Vec<AwaitingKeyframe> = Vec::new();
     let mut last_sequence: Option<u64> = None;
+    // A crashed server or a black-holed path announces nothing: notice the
+    // silence within a second instead of waiting for the idle timeout.
+    let silent = link::until_silent(&conn, link::SILENCE);
+    tokio::pin!(silent);
+    // Failover may move the session to a better uplink.
+    let moved = async {
+        match (&opts.links, uplink) {
+            (Some(links), Some(from)) => {
+                let to = links.moved_from(from).await;
+                format!(
+                    "moving from uplink {} to {}",
+                    links.name(from),
+                    to.map_or("none", |t| links.name(t))
+                )
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::pin!(moved);
     let end = loop {
         let next_deadline = awaiting.iter().map(|a| a.deadline).min();
         tokio::select! {
@@ -324,12 +365,23 @@ async fn session(
                     }
                 }
             }
+            quiet = &mut silent => {
+                conn.close(codes::NORMAL, b"server silent");
+                break SessionEnd::Lost(format!("nothing from the server for {quiet:?}"), true);
+            }
+            why = &mut moved => break SessionEnd::Moved(why),
             f = io.frames.recv() => {
                 let Some(f) = f else { break SessionEnd::SourceGone };
                 params.observe(&f);
+                if let Some(s) = io.store.as_mut() {
+                    s.on_frame(f.clone()).await;
+                }
                 let (sequence, keyframe, capture_us) = (f.sequence, f.is_keyframe(), f.capture_us);
                 let sent = media.send(f);
                 if sent == SendOutcome::GroupAbandoned {
+                    if let Some(s) = io.store.as_mut() {
+                        s.live_lost();
+                    }
                     let _ = io.control.try_send(VideoControl::Keyframe);
                 }
                 if keyframe && !awaiting.is_empty() {
@@ -394,6 +446,16 @@ async fn session(
                         }
                     }
                 }
+                Ok(Message::Stored(Stored::LiveThrough { capture_us })) => {
+                    if let Some(s) = io.store.as_mut() {
+                        s.confirmed(capture_us);
+                    }
+                }
+                Ok(Message::Stored(Stored::Backfill { id })) => {
+                    // Full means the uploader is gone or far behind; the
+                    // record is sent again and the server skips it.
+                    let _ = backfill_acks.try_send(id);
+                }
                 Ok(other) => tracing::debug!("ignoring control message {other:?}"),
                 Err(e) => break SessionEnd::Lost(format!("control: {e}"), true),
             },
@@ -404,10 +466,107 @@ async fn session(
         // Hand what is queued to QUIC, then close politely.
         let _ = tokio::time::timeout(Duration::from_secs(2), media.finish()).await;
         conn.close(codes::NORMAL, b"camera stopping");
-    } else {
-        session_cancel.cancel();
+    }
+    session_cancel.cancel();
+    if let Some(task) = uploader {
+        let _ = task.await;
+    }
+    if let Some(s) = io.store.as_mut() {
+        s.set_online(false).await;
     }
     end
+}
+
+/// Dials the server and says hello; the error is how the session ended.
+async fn connect(
+    endpoint: &Endpoint,
+    opts: &UplinkOptions,
+    params: ParamSets,
+) -> Result<(kodama_net::Connection, ControlStream, Option<usize>), SessionEnd> {
+    let (conn, uplink) = match &opts.links {
+        // Failover: the active uplink's connection is already up (warm).
+        Some(links) => match links.connection(CONNECT_TIMEOUT).await {
+            Some(r) => {
+                tracing::info!(uplink = links.name(r.uplink), "streaming over uplink");
+                (r.conn, Some(r.uplink))
+            }
+            None => {
+                return Err(SessionEnd::Lost(
+                    format!("no uplink reached the server within {CONNECT_TIMEOUT:?}"),
+                    false,
+                ))
+            }
+        },
+        None => match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            link::connect(
+                endpoint,
+                opts.server.clone(),
+                ALPN_CAMERA,
+                LinkProfile::Live,
+            ),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => (conn, None),
+            Ok(Err(e)) => return Err(SessionEnd::Lost(format!("connect: {e}"), false)),
+            Err(_) => {
+                return Err(SessionEnd::Lost(
+                    format!("connect: no answer within {CONNECT_TIMEOUT:?}"),
+                    false,
+                ))
+            }
+        },
+    };
+    let info = CameraInfo {
+        name: opts.name.clone(),
+        codec: Codec::H264,
+        width: opts.format.width as u16,
+        height: opts.format.height as u16,
+        fps_milli: opts.format.fps * 1000,
+        bitrate_kbps: opts.bitrate_kbps,
+        sps: params.sps,
+        pps: params.pps,
+        firmware: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut handshake = ClientHandshake::camera(info);
+    let mut control = match ControlStream::open(&conn).await {
+        Ok(c) => c,
+        Err(e) => return Err(SessionEnd::Lost(format!("control stream: {e}"), false)),
+    };
+    if let Err(e) = control.send(handshake.hello()).await {
+        return Err(SessionEnd::Lost(format!("hello: {e}"), false));
+    }
+    let reply = match control.recv_timeout(HANDSHAKE_TIMEOUT).await {
+        Ok(m) => m,
+        Err(e) => {
+            // A refused peer sees its connection closed with a reason.
+            let reason = conn
+                .close_reason()
+                .map_or_else(|| e.to_string(), |r| r.to_string());
+            return Err(SessionEnd::Lost(format!("handshake: {reason}"), false));
+        }
+    };
+    match handshake.handle(reply) {
+        Ok(server) => tracing::info!(%server, "connected; streaming"),
+        Err(kodama_proto::HandshakeError::Rejected { code, reason }) => {
+            conn.close(codes::NORMAL, b"refused");
+            let hint = if code == RejectCode::NotAllowed {
+                format!(
+                    " — pair it (on the server: kodama-server camera add NAME, then server.pair in kodama.toml) or allow it: kodama-server allow add {} --camera --label NAME",
+                    endpoint.id()
+                )
+            } else {
+                String::new()
+            };
+            return Err(SessionEnd::Refused(format!("{reason}{hint}")));
+        }
+        Err(e) => {
+            conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
+            return Err(SessionEnd::Refused(e.to_string()));
+        }
+    }
+    Ok((conn, control, uplink))
 }
 
 /// Hands a request to the capture thread. A keyframe is acknowledged later,

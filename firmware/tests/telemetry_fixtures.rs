@@ -113,6 +113,7 @@ async fn sampler_sends_json_with_every_input() {
         gnss: Some(gnss),
         bitrate_kbps: Some(rate),
         motion: Some(motion),
+        backlog: None,
     };
     let (tx, mut rx) = mpsc::channel(8);
     let cancel = CancellationToken::new();

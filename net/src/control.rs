@@ -39,7 +39,7 @@ impl ControlStream {
 
     fn new(send: SendStream, recv: RecvStream) -> Self {
         // The control stream outranks every media stream.
-        let _ = send.set_priority(i32::MAX);
+        let _ = send.set_priority(crate::policy::send::PRIORITY_CONTROL);
         Self {
             reader: ControlReader {
                 recv,

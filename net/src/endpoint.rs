@@ -17,7 +17,7 @@ use iroh::endpoint::{presets, EndpointHooks, PortmapperConfig, QuicTransportConf
 use iroh::{Endpoint, EndpointAddr, EndpointId, NetReportConfig, RelayMode, SecretKey};
 use iroh_tickets::endpoint::EndpointTicket;
 
-use crate::error::EndpointError;
+pub use crate::error::EndpointError;
 
 /// How an endpoint is built.
 #[derive(Debug, Clone)]
@@ -88,11 +88,17 @@ pub const STREAM_WINDOW: u32 = 256 * 1024;
 /// Unread bytes a peer may have in flight on the whole connection.
 pub const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
-fn transport_config() -> QuicTransportConfig {
+/// The transport settings every Kodama connection shares (stream limits,
+/// flow-control windows); callers add keep-alive and idle timeout.
+pub(crate) fn transport_config_builder() -> iroh::endpoint::QuicTransportConfigBuilder {
     QuicTransportConfig::builder()
         .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
         .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
         .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
+}
+
+fn transport_config() -> QuicTransportConfig {
+    transport_config_builder()
         .keep_alive_interval(KEEP_ALIVE)
         .max_idle_timeout(Some(
             IDLE_TIMEOUT

@@ -30,6 +30,9 @@ pub enum EndpointError {
         /// What iroh said.
         message: String,
     },
+    /// Dialling a peer failed.
+    #[error("connecting: {0}")]
+    Connect(String),
     /// A node id, address or ticket could not be parsed.
     #[error("cannot parse {what} {value:?}: {message}")]
     Parse {

@@ -16,14 +16,23 @@
 //! * [`media_recv`]: accepts a peer's media streams, validates them with
 //!   [`kodama_proto::GroupReceiver`] and hands frames to the caller.
 //! * [`pair`]: redeeming a one-time pairing code on the pairing ALPN.
+//! * [`backfill`]: uploads one recorded GOP on its own stream, below every
+//!   live stream's priority (store-and-forward).
+//! * [`link`]: link liveness (silence detection within a second) and the
+//!   live/standby connection profiles (keep-alive, idle timeout).
+//! * [`policy`]: sans-IO decisions the drivers above follow (the GOP send
+//!   policy; the rate controller).
 //! * [`error`]: the error enums.
 
+pub mod backfill;
 pub mod control;
 pub mod endpoint;
 pub mod error;
+pub mod link;
 pub mod media_recv;
 pub mod media_send;
 pub mod pair;
+pub mod policy;
 
 /// The iroh crate itself, for the few places (protocol handlers, hooks) that need more.
 pub use iroh;
@@ -49,4 +58,6 @@ pub mod codes {
     pub const SHUTDOWN: VarInt = VarInt::from_u32(5);
     /// The peer exceeded a resource limit (flood).
     pub const OVER_LIMIT: VarInt = VarInt::from_u32(6);
+    /// A newer connection from the same camera replaced this one.
+    pub const REPLACED: VarInt = VarInt::from_u32(7);
 }

@@ -34,7 +34,13 @@ pub const REORDER_BUDGET: usize = 1024 * 1024;
 
 /// Receives media on `conn` until it closes, `cancel` fires, or a stream
 /// violates the protocol (returned as the error). A connection closed by the
-/// peer ends with `Ok(())`. Video is delivered group by group.
+/// peer ends with `Ok(())` once everything its streams delivered has been
+/// handed to `tx`. Video is delivered group by group.
+///
+/// Never hangs: readers and the hand-over to `tx` both watch `cancel`, and
+/// after the connection ends the readers' channel is drained *while* they
+/// are joined (a reader blocked on a full channel could otherwise never
+/// finish).
 pub async fn receive_media(
     conn: Connection,
     tx: mpsc::Sender<Received>,
@@ -44,53 +50,75 @@ pub async fn receive_media(
     // Small: buffering belongs to QUIC's flow-control windows, so a slow
     // consumer pushes back on the sender promptly.
     let (raw_tx, mut raw_rx) = mpsc::channel::<Received>(8);
+    // `None` once the connection has ended: no new readers, and the channel
+    // closes when the last reader drops its sender.
+    let mut raw_tx = Some(raw_tx);
     let mut orderer = GroupOrderer::new(REORDER_BUDGET);
     let mut ordered = Vec::new();
     let result = loop {
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => break Ok(()),
-            accepted = conn.accept_uni() => match accepted {
-                Ok(stream) => {
-                    readers.spawn(read_stream(stream, raw_tx.clone(), cancel.clone()));
-                }
-                Err(_) => {
-                    // Connection over: deliver what the readers still hold.
-                    drop(raw_tx);
-                    while let Some(done) = readers.join_next().await {
-                        if let Ok(Err(e)) = done {
-                            return Err(e);
-                        }
-                    }
-                    while let Ok(event) = raw_rx.try_recv() {
-                        orderer.push(event, &mut ordered);
-                    }
-                    for event in ordered.drain(..) {
-                        if tx.send(event).await.is_err() {
-                            break;
-                        }
-                    }
-                    return Ok(());
-                }
-            },
-            Some(event) = raw_rx.recv() => {
-                orderer.push(event, &mut ordered);
-                for event in ordered.drain(..) {
-                    if tx.send(event).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
             Some(done) = readers.join_next() => match done {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => break Err(e),
-                Err(join) => {
-                    tracing::error!("media reader task failed: {join}");
+                Err(join) => tracing::error!("media reader task failed: {join}"),
+            },
+            event = raw_rx.recv() => match event {
+                Some(event) => {
+                    orderer.push(event, &mut ordered);
+                    if !deliver(&tx, &mut ordered, &cancel).await {
+                        break Ok(());
+                    }
                 }
+                // Connection over and every reader has dropped its sender:
+                // all delivered. Their tasks are ending; collect a late error.
+                None => {
+                    let mut end = Ok(());
+                    while let Some(done) = readers.join_next().await {
+                        if let Ok(Err(e)) = done {
+                            end = Err(e);
+                        }
+                    }
+                    break end;
+                }
+            },
+            accepted = conn.accept_uni(), if raw_tx.is_some() => match accepted {
+                Ok(stream) => {
+                    if let Some(raw_tx) = &raw_tx {
+                        readers.spawn(read_stream(stream, raw_tx.clone(), cancel.clone()));
+                    }
+                }
+                // Connection over: keep draining what the readers still hold.
+                Err(_) => raw_tx = None,
             },
         }
     };
     readers.abort_all();
     result
+}
+
+/// Hands `ordered` to the caller; false if the caller is gone or `cancel` fired.
+async fn deliver(
+    tx: &mpsc::Sender<Received>,
+    ordered: &mut Vec<Received>,
+    cancel: &CancellationToken,
+) -> bool {
+    for event in ordered.drain(..) {
+        if !forward(tx, event, cancel).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sends one item, giving up when `cancel` fires; false if not sent.
+async fn forward(tx: &mpsc::Sender<Received>, item: Received, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => false,
+        sent = tx.send(item) => sent.is_ok(),
+    }
 }
 
 async fn read_stream(
@@ -109,23 +137,21 @@ async fn read_stream(
             Ok(None) => {
                 rx.finish()?;
                 if let Some(header) = rx.header() {
-                    let _ = tx
-                        .send(Received::Ended {
-                            header,
-                            complete: true,
-                        })
-                        .await;
+                    let ended = Received::Ended {
+                        header,
+                        complete: true,
+                    };
+                    forward(&tx, ended, &cancel).await;
                 }
                 return Ok(());
             }
             Err(ReadError::Reset(_)) => {
                 if let Some(header) = rx.header() {
-                    let _ = tx
-                        .send(Received::Ended {
-                            header,
-                            complete: false,
-                        })
-                        .await;
+                    let ended = Received::Ended {
+                        header,
+                        complete: false,
+                    };
+                    forward(&tx, ended, &cancel).await;
                 }
                 return Ok(());
             }
@@ -140,7 +166,7 @@ async fn read_stream(
                     None => continue,
                 },
             };
-            if tx.send(item).await.is_err() {
+            if !forward(&tx, item, &cancel).await {
                 return Ok(());
             }
         }

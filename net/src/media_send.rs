@@ -12,8 +12,13 @@
 //!   priority above all video, so they never wait behind a keyframe.
 //!
 //! Nothing here blocks the caller: frames go into bounded per-stream queues
-//! with `try_send`; a full group queue abandons the group (the caller should
-//! ask its encoder for a keyframe), a full aux queue drops that frame.
+//! with `try_send`; a group whose queue is full or never drains is abandoned
+//! (the caller should ask its encoder for a keyframe), a full aux queue drops
+//! that frame.
+//!
+//! Every decision (which group, supersede or abandon, finish or reset, which
+//! priority) is made by the sans-IO [`SendPolicy`]; this module is its
+//! driver: it owns the QUIC streams, the queues and the counters.
 //!
 //! Channels: per stream one `mpsc` of capacity [`GROUP_QUEUE`] / [`AUX_QUEUE`]
 //! from the caller to that stream's writer task.
@@ -21,6 +26,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use iroh::endpoint::{Connection, SendStream};
@@ -31,22 +37,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codes;
 use crate::error::MediaError;
+use crate::policy::send::{end_superseded, AuxPlan, GroupEnd, SendConfig, SendPolicy, VideoPlan};
 
-/// Frames a group's writer may hold before the group is abandoned.
-/// 256 frames is over 8 s at 30 fps: only a stalled link fills it.
+/// Frames a group's writer may hold before the group is abandoned
+/// ([`SendConfig::group_queue`]).
 pub const GROUP_QUEUE: usize = 256;
 
-/// Frames an aux stream's writer may hold before frames are dropped.
+/// Frames an aux stream's writer may hold before frames are dropped
+/// ([`SendConfig::aux_queue`]).
 pub const AUX_QUEUE: usize = 64;
-
-const PRIORITY_AUDIO: i32 = i32::MAX - 1;
-const PRIORITY_AUX: i32 = i32::MAX - 2;
-
-/// A group's priority: newer groups higher, below audio and telemetry.
-/// Masking to 30 bits wraps after ~10^9 groups (decades of GOPs).
-fn group_priority(group: u64) -> i32 {
-    (group & 0x3FFF_FFFF) as i32
-}
 
 /// Counters, shared with the writer tasks.
 #[derive(Debug, Default)]
@@ -96,12 +95,19 @@ struct GroupHandle {
     superseded: CancellationToken,
 }
 
+impl GroupHandle {
+    /// Frames queued but not yet taken by the writer.
+    fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
 /// Sends one peer's media over a connection.
 #[derive(Debug)]
 pub struct MediaSender {
     conn: Connection,
+    policy: SendPolicy,
     current: Option<GroupHandle>,
-    next_group: u64,
     aux: HashMap<Channel, mpsc::Sender<Arc<Frame>>>,
     tasks: JoinSet<Result<(), MediaError>>,
     stats: Arc<SendStats>,
@@ -113,8 +119,12 @@ impl MediaSender {
     pub fn new(conn: Connection, cancel: CancellationToken) -> Self {
         Self {
             conn,
+            policy: SendPolicy::new(SendConfig {
+                group_queue: GROUP_QUEUE,
+                aux_queue: AUX_QUEUE,
+                ..SendConfig::default()
+            }),
             current: None,
-            next_group: 0,
             aux: HashMap::new(),
             tasks: JoinSet::new(),
             stats: Arc::new(SendStats::default()),
@@ -138,20 +148,42 @@ impl MediaSender {
     }
 
     fn send_video(&mut self, frame: Arc<Frame>) -> SendOutcome {
-        if frame.is_keyframe() {
-            self.start_group();
-        }
-        let Some(group) = &self.current else {
-            SendStats::add(&self.stats.frames_dropped, 1);
-            return SendOutcome::Dropped;
+        // A writer that died (stream stopped by the peer) ends its group.
+        let dead = self
+            .current
+            .as_ref()
+            .filter(|g| g.tx.is_closed())
+            .map(|g| g.id);
+        let plan = match dead.and_then(|id| self.policy.stream_closed(id)) {
+            Some(plan) if !frame.is_keyframe() => plan,
+            _ => {
+                let queued = self.current.as_ref().map_or(0, GroupHandle::queued);
+                self.policy
+                    .video(Instant::now(), frame.is_keyframe(), queued)
+            }
         };
-        match group.tx.try_send(frame) {
-            Ok(()) => SendOutcome::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
-                    group = group.id,
-                    "group queue overflowed; abandoning the group"
-                );
+        match plan {
+            VideoPlan::StartGroup {
+                group,
+                priority,
+                supersede,
+            } => {
+                // The superseded group's writer decides finish-or-reset
+                // (`end_superseded`) when told.
+                if let Some(old) = self.current.take() {
+                    tracing::trace!(old = old.id, ?supersede, group, "group superseded");
+                    old.superseded.cancel();
+                }
+                self.start_group(group, priority);
+                self.queue_video(frame)
+            }
+            VideoPlan::Queue { .. } => self.queue_video(frame),
+            VideoPlan::Drop => {
+                SendStats::add(&self.stats.frames_dropped, 1);
+                SendOutcome::Dropped
+            }
+            VideoPlan::Abandon { group, reason } => {
+                tracing::warn!(group, ?reason, "abandoning the group");
                 SendStats::add(&self.stats.groups_abandoned, 1);
                 SendStats::add(&self.stats.frames_dropped, 1);
                 if let Some(g) = self.current.take() {
@@ -159,22 +191,27 @@ impl MediaSender {
                 }
                 SendOutcome::GroupAbandoned
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                // The writer failed (stream stopped by the peer); wait for a new group.
-                self.current = None;
+        }
+    }
+
+    fn queue_video(&mut self, frame: Arc<Frame>) -> SendOutcome {
+        let Some(group) = &self.current else {
+            SendStats::add(&self.stats.frames_dropped, 1);
+            return SendOutcome::Dropped;
+        };
+        match group.tx.try_send(frame) {
+            Ok(()) => SendOutcome::Queued,
+            // The policy abandons before the queue is full, and a closed
+            // writer is noticed at the next frame; either way this frame is lost.
+            Err(_) => {
                 SendStats::add(&self.stats.frames_dropped, 1);
-                SendOutcome::GroupAbandoned
+                SendOutcome::Dropped
             }
         }
     }
 
-    fn start_group(&mut self) {
-        if let Some(old) = self.current.take() {
-            old.superseded.cancel();
-        }
-        let id = self.next_group;
-        self.next_group += 1;
-        let (tx, rx) = mpsc::channel(GROUP_QUEUE);
+    fn start_group(&mut self, id: u64, priority: i32) {
+        let (tx, rx) = mpsc::channel(self.policy.config().group_queue);
         let superseded = self.cancel.child_token();
         SendStats::add(&self.stats.groups_started, 1);
         self.tasks.spawn(write_group(
@@ -183,6 +220,7 @@ impl MediaSender {
                 channel: Channel::Video,
                 group: id,
             },
+            priority,
             rx,
             superseded.clone(),
             self.stats.clone(),
@@ -192,11 +230,21 @@ impl MediaSender {
 
     fn send_aux(&mut self, frame: Arc<Frame>) -> SendOutcome {
         let channel = frame.channel;
+        let queued = self
+            .aux
+            .get(&channel)
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity());
+        let AuxPlan::Queue { priority } = self.policy.aux(channel == Channel::Audio, queued) else {
+            SendStats::add(&self.stats.frames_dropped, 1);
+            return SendOutcome::Dropped;
+        };
+        let capacity = self.policy.config().aux_queue;
         let tx = self.aux.entry(channel).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(AUX_QUEUE);
+            let (tx, rx) = mpsc::channel(capacity);
             self.tasks.spawn(write_aux(
                 self.conn.clone(),
                 channel,
+                priority,
                 rx,
                 self.cancel.clone(),
                 self.stats.clone(),
@@ -236,7 +284,7 @@ impl MediaSender {
     }
 }
 
-async fn open_stream(
+pub(crate) async fn open_stream(
     conn: &Connection,
     header: StreamHeader,
     priority: i32,
@@ -255,7 +303,7 @@ fn frame_chunks(frame: &Frame) -> Result<[Bytes; 2], MediaError> {
     Ok([header.freeze(), frame.payload.clone()])
 }
 
-async fn write_frame(
+pub(crate) async fn write_frame(
     stream: &mut SendStream,
     frame: &Frame,
     stats: &SendStats,
@@ -270,6 +318,7 @@ async fn write_frame(
 async fn write_group(
     conn: Connection,
     header: StreamHeader,
+    priority: i32,
     mut rx: mpsc::Receiver<Arc<Frame>>,
     superseded: CancellationToken,
     stats: Arc<SendStats>,
@@ -281,7 +330,7 @@ async fn write_group(
         SendStats::add(&stats.groups_superseded, 1);
     };
     let mut stream = tokio::select! {
-        s = open_stream(&conn, header, group_priority(header.group)) => s?,
+        s = open_stream(&conn, header, priority) => s?,
         _ = superseded.cancelled() => {
             // Never got a stream: everything queued is unsent.
             drop_queued(&mut rx, 0);
@@ -293,12 +342,14 @@ async fn write_group(
             biased;
             f = rx.recv() => f,
             _ = superseded.cancelled() => {
-                if rx.is_empty() {
-                    // Everything was handed to QUIC: let it arrive.
-                    let _ = stream.finish();
-                } else {
-                    let _ = stream.reset(codes::GROUP_SUPERSEDED);
-                    drop_queued(&mut rx, 0);
+                match end_superseded(rx.len(), false) {
+                    GroupEnd::Finish => {
+                        let _ = stream.finish();
+                    }
+                    GroupEnd::Reset => {
+                        let _ = stream.reset(codes::GROUP_SUPERSEDED);
+                        drop_queued(&mut rx, 0);
+                    }
                 }
                 return Ok(());
             }
@@ -311,6 +362,7 @@ async fn write_group(
             r = write_frame(&mut stream, &frame, &stats) => r?,
             _ = superseded.cancelled() => {
                 // Mid-write on a stalled link: the rest of this group is stale.
+                debug_assert_eq!(end_superseded(rx.len(), true), GroupEnd::Reset);
                 let _ = stream.reset(codes::GROUP_SUPERSEDED);
                 drop_queued(&mut rx, 1);
                 return Ok(());
@@ -322,15 +374,11 @@ async fn write_group(
 async fn write_aux(
     conn: Connection,
     channel: Channel,
+    priority: i32,
     mut rx: mpsc::Receiver<Arc<Frame>>,
     cancel: CancellationToken,
     stats: Arc<SendStats>,
 ) -> Result<(), MediaError> {
-    let priority = if channel == Channel::Audio {
-        PRIORITY_AUDIO
-    } else {
-        PRIORITY_AUX
-    };
     let header = StreamHeader { channel, group: 0 };
     let mut stream = tokio::select! {
         s = open_stream(&conn, header, priority) => s?,

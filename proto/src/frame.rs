@@ -4,7 +4,7 @@
 //! ```text
 //! offset size field
 //!      0    4 payload length, u32 BE, at most MAX_PAYLOAD (2 MiB)
-//!      4    1 channel: 0 video, 1 audio, 2 telemetry, 3 event
+//!      4    1 channel: 0 video, 1 audio, 2 telemetry, 3 event, 4 backfill
 //!      5    1 flags: bit 0 keyframe, bit 1 codec config; other bits must be 0
 //!      6    8 capture timestamp, µs on the camera's clock, u64 BE
 //!     14    8 sequence number, per channel, u64 BE
@@ -34,16 +34,27 @@ pub enum Channel {
     Telemetry = 2,
     /// JSON events (motion, GPIO, modem state changes).
     Event = 3,
+    /// H.264 access units the camera recorded while it could not reach the
+    /// server, uploaded later behind live video (store-and-forward). Same
+    /// group rules as [`Channel::Video`]; capture times are the originals.
+    Backfill = 4,
 }
 
 impl Channel {
     /// All channels, in wire order.
-    pub const ALL: [Channel; 4] = [
+    pub const ALL: [Channel; 5] = [
         Channel::Video,
         Channel::Audio,
         Channel::Telemetry,
         Channel::Event,
+        Channel::Backfill,
     ];
+
+    /// Whether frames of this channel are H.264 groups of pictures (live or
+    /// backfilled): each stream one GOP, keyframe first, consecutive sequences.
+    pub fn is_video(self) -> bool {
+        matches!(self, Channel::Video | Channel::Backfill)
+    }
 
     /// The channel for a wire byte.
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -57,6 +68,7 @@ impl Channel {
             Channel::Audio => "audio",
             Channel::Telemetry => "telemetry",
             Channel::Event => "event",
+            Channel::Backfill => "backfill",
         }
     }
 }

@@ -71,6 +71,7 @@ fn message_name(msg: &Message) -> &'static str {
         Message::CommandAck { .. } => "CommandAck",
         Message::PairRequest { .. } => "PairRequest",
         Message::Paired { .. } => "Paired",
+        Message::Stored(_) => "Stored",
     }
 }
 

@@ -19,6 +19,7 @@
 //! 0x08 CommandAck   id u32, result u8 (0 ok, 1 unsupported, 2 failed), detail str
 //! 0x09 PairRequest  version u16, role u8 (0 camera, 1 viewer), code str, name str
 //! 0x0A Paired       name str, server str
+//! 0x0B Stored       kind u8 (0 live, 1 backfill), id u64
 //!
 //! Reject codes: 1 version, 2 role, 3 not allowed, 4 unknown camera, 5 bad
 //! hello, 6 shutdown; pairing: 7 wrong code, 8 code expired, 9 code used,
@@ -174,6 +175,23 @@ pub enum CommandResult {
     Failed = 2,
 }
 
+/// What a [`Message::Stored`] acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Live video is durably recorded up to and including the GOP whose
+    /// keyframe was captured at this time (µs, camera clock).
+    LiveThrough {
+        /// Capture time of that GOP's keyframe.
+        capture_us: u64,
+    },
+    /// The backfilled GOP with this backlog record id (the stream's group
+    /// id) is durably recorded, or was already: the camera may forget it.
+    Backfill {
+        /// The record id.
+        id: u64,
+    },
+}
+
 /// A control-stream message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -254,6 +272,9 @@ pub enum Message {
         /// The server's name, for display.
         server: String,
     },
+    /// Server → camera: video is durably recorded (store-and-forward: the
+    /// camera keeps what is not acknowledged and uploads it later).
+    Stored(Stored),
 }
 
 /// Why a control message could not be decoded.
@@ -326,6 +347,7 @@ const T_COMMAND: u8 = 0x07;
 const T_COMMAND_ACK: u8 = 0x08;
 const T_PAIR_REQUEST: u8 = 0x09;
 const T_PAIRED: u8 = 0x0A;
+const T_STORED: u8 = 0x0B;
 
 impl CameraInfo {
     fn encode(&self, out: &mut BytesMut) {
@@ -391,6 +413,7 @@ impl Message {
             Message::CommandAck { .. } => T_COMMAND_ACK,
             Message::PairRequest { .. } => T_PAIR_REQUEST,
             Message::Paired { .. } => T_PAIRED,
+            Message::Stored(_) => T_STORED,
         }
     }
 
@@ -469,6 +492,16 @@ impl Message {
                 put_string16(out, name);
                 put_string16(out, server);
             }
+            Message::Stored(stored) => match stored {
+                Stored::LiveThrough { capture_us } => {
+                    out.put_u8(0);
+                    out.put_u64(*capture_us);
+                }
+                Stored::Backfill { id } => {
+                    out.put_u8(1);
+                    out.put_u64(*id);
+                }
+            },
         }
         let body_len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
@@ -609,6 +642,25 @@ impl Message {
                 name: r.string16("name")?,
                 server: r.string16("server")?,
             },
+            T_STORED => {
+                let at = r.offset();
+                let stored = match r.u8("stored.kind")? {
+                    0 => Stored::LiveThrough {
+                        capture_us: r.u64("stored.id")?,
+                    },
+                    1 => Stored::Backfill {
+                        id: r.u64("stored.id")?,
+                    },
+                    v => {
+                        return Err(FieldError::UnknownValue {
+                            field: "stored.kind",
+                            offset: at,
+                            value: v.into(),
+                        })
+                    }
+                };
+                Message::Stored(stored)
+            }
             _ => unreachable_kind(kind)?,
         };
         r.finish()?;
@@ -627,7 +679,7 @@ fn unreachable_kind(kind: u8) -> Result<Message, FieldError> {
 }
 
 fn known_kind(kind: u8) -> bool {
-    (T_CAMERA_HELLO..=T_PAIRED).contains(&kind)
+    (T_CAMERA_HELLO..=T_STORED).contains(&kind)
 }
 
 /// Incremental control-message decoder; same contract as
@@ -911,6 +963,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn golden_stored() {
+        golden(
+            Message::Stored(Stored::LiveThrough { capture_us: 0x0102 }),
+            "0000000a0b000000000000000102",
+        );
+        golden(
+            Message::Stored(Stored::Backfill { id: 3 }),
+            "0000000a0b010000000000000003",
+        );
+        assert!(matches!(
+            decode_one(&hex::decode("0000000a0b020000000000000003").expect("hex")),
+            Err(MessageError::Field {
+                source: FieldError::UnknownValue {
+                    field: "stored.kind",
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn oversized_message_refused_before_body() {
         let err = decode_one(&((MAX_MESSAGE_LEN as u32) + 1).to_be_bytes());
         assert!(matches!(err, Err(MessageError::TooLarge { offset: 0, .. })));
@@ -1050,6 +1124,8 @@ pub(crate) mod tests {
                 result: CommandResult::Failed,
                 detail
             }),
+            any::<u64>().prop_map(|capture_us| Message::Stored(Stored::LiveThrough { capture_us })),
+            any::<u64>().prop_map(|id| Message::Stored(Stored::Backfill { id })),
         ]
     }
 

@@ -6,12 +6,15 @@
 //!      0    1 magic 0x4B ('K'), so a stray stream is refused at its first byte
 //!      1    1 channel the stream carries (see crate::Channel)
 //!      2    8 group id, u64 BE: for video the GOP number (newer = larger);
+//!             for backfill the camera's backlog record id (the server
+//!             acknowledges it with `Message::Stored` once recorded);
 //!             0 for the long-lived audio/telemetry/event streams
 //!     10    … frames (crate::frame), until FIN or reset
 //! ```
 //! A video stream carries exactly one group of pictures: its first frame is a
 //! keyframe and no other frame in it is, and its sequence numbers increase by
-//! exactly one (a gap inside a GOP would break decoding). On the long-lived
+//! exactly one (a gap inside a GOP would break decoding). A backfill stream
+//! (channel 4) follows the same rules: it is one GOP recorded while offline. On the long-lived
 //! audio, telemetry and event streams sequence numbers strictly increase; gaps
 //! there are frames a sender dropped for a slow receiver. A sender abandons an old group with a stream reset; the
 //! receiver treats a reset as "skip the rest of that group", not as an error.
@@ -33,7 +36,7 @@ pub type StreamKind = Channel;
 pub struct StreamHeader {
     /// What the stream carries.
     pub channel: Channel,
-    /// GOP number for video; 0 otherwise.
+    /// GOP number for video, backlog record id for backfill; 0 otherwise.
     pub group: u64,
 }
 
@@ -217,7 +220,7 @@ impl GroupReceiver {
                 sequence: frame.sequence,
             });
         }
-        if header.channel == Channel::Video {
+        if header.channel.is_video() {
             let first = self.received == 0;
             if first != frame.is_keyframe() {
                 return Err(StreamError::BadGroup {
@@ -233,7 +236,7 @@ impl GroupReceiver {
             }
         }
         if let Some(previous) = self.last_sequence {
-            let in_order = if header.channel == Channel::Video {
+            let in_order = if header.channel.is_video() {
                 previous.checked_add(1) == Some(frame.sequence)
             } else {
                 frame.sequence > previous
@@ -306,6 +309,39 @@ mod tests {
         };
         assert_eq!(hex::encode(h.to_array()), "4b000000000000000102");
         assert_eq!(StreamHeader::decode(&h.to_array()), Ok(h));
+    }
+
+    #[test]
+    fn golden_backfill_header_and_group_rules() {
+        let h = StreamHeader {
+            channel: Channel::Backfill,
+            group: 7,
+        };
+        assert_eq!(hex::encode(h.to_array()), "4b040000000000000007");
+        let backfill = |seq: u64, key: bool| Frame {
+            channel: Channel::Backfill,
+            ..video(seq, key)
+        };
+        let mut rx = GroupReceiver::new();
+        rx.push(&stream(h, &[backfill(5, true), backfill(6, false)]));
+        assert_eq!(drain(&mut rx).expect("valid").len(), 3);
+        // A backfilled GOP obeys the video rules: keyframe first, no gaps.
+        let mut rx = GroupReceiver::new();
+        rx.push(&stream(h, &[backfill(5, true), backfill(7, false)]));
+        assert!(matches!(
+            drain(&mut rx),
+            Err(StreamError::SequenceGap { .. })
+        ));
+        let mut rx = GroupReceiver::new();
+        rx.push(&stream(h, &[backfill(5, false)]));
+        assert!(matches!(drain(&mut rx), Err(StreamError::BadGroup { .. })));
+        // Live frames on a backfill stream are refused.
+        let mut rx = GroupReceiver::new();
+        rx.push(&stream(h, &[video(5, true)]));
+        assert!(matches!(
+            drain(&mut rx),
+            Err(StreamError::ChannelMismatch { .. })
+        ));
     }
 
     #[test]

@@ -282,6 +282,7 @@ fn main() {
                 codec: "avc1.42c01e",
                 width: 640,
                 height: 480,
+                backfill: false,
                 open: false,
             })
             .expect("segment");

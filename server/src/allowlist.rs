@@ -250,6 +250,24 @@ fn named(peers: &[Peer]) -> Vec<NamedPeer> {
     out
 }
 
+/// Takes an exclusive lock on `<path>.lock` (created if need be), held until
+/// the returned file is dropped: read-modify-write cycles of the server and
+/// of `kodama-server camera …` in another process never interleave.
+pub(crate) fn lock_beside(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_file_name(name))?;
+    file.lock()?;
+    Ok(file)
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -343,6 +361,10 @@ impl Allowlist {
         change: impl FnOnce(&mut File) -> Result<T, AllowlistError>,
     ) -> Result<T, AllowlistError> {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _file_lock = lock_beside(&self.path).map_err(|source| AllowlistError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         let mut file = self.read()?;
         let out = change(&mut file)?;
         self.write(&file)?;

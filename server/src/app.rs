@@ -61,10 +61,12 @@ impl Server {
         // The recorder reconciles index and files before anything is accepted.
         let mut recording = config.recording.clone();
         recording.data_dir = config.server.data_dir.clone();
-        let recorder = Recorder::open(recording, Arc::new(SystemClock::new()))
+        let mut recorder = Recorder::open(recording, Arc::new(SystemClock::new()))
             .context("opening the recordings")?;
         let (feed, feed_rx) = feed::channel("recorder", RECORDER_QUEUE);
         let hub = Hub::new(vec![feed]);
+        recorder.set_acks(hub.acks().clone());
+        know_cameras(&hub, &recorder, &allowlist);
 
         let sessions = Sessions::new();
         let pairing = Arc::new(PairingService::new(
@@ -315,6 +317,33 @@ impl api::LiveStatus for LiveView {
             }
             Ok(outcome)
         })
+    }
+}
+
+/// Tells the hub about every camera the server's own records name (the
+/// allowlist first — its names are the record — then cameras only the
+/// recording index still knows), so that right after a restart viewers find
+/// them by name and wait for them to reconnect.
+fn know_cameras(hub: &Hub, recorder: &Recorder, allowlist: &Allowlist) {
+    for peer in allowlist.list().unwrap_or_default() {
+        if peer.role != PeerRole::Camera {
+            continue;
+        }
+        if let Ok(id) = endpoint::parse_endpoint_id(&peer.id) {
+            let name = if peer.label.is_empty() {
+                &peer.id
+            } else {
+                &peer.label
+            };
+            hub.know(id, name, std::time::UNIX_EPOCH);
+        }
+    }
+    for row in recorder.known_cameras() {
+        if let Ok(id) = endpoint::parse_endpoint_id(&row.endpoint) {
+            let seen = std::time::UNIX_EPOCH
+                + Duration::from_micros(u64::try_from(row.last_seen_us).unwrap_or(0));
+            hub.know(id, &row.name, seen);
+        }
     }
 }
 
@@ -685,7 +714,14 @@ pub async fn view(
             Err(_) => CameraSelector::Name(c.clone()),
         },
     };
-    let client = ViewerClient::connect(&ep, server, selector).await?;
+    let wait = Duration::from_secs_f64(args.wait.max(0.0));
+    let client = ViewerClient::connect_waiting(&ep, server, selector, wait, |camera| {
+        eprintln!(
+            "camera {camera} is offline; waiting up to {:.0} s for it to connect (--wait)",
+            wait.as_secs_f64()
+        );
+    })
+    .await?;
     viewer::watch(
         client,
         ViewOptions {

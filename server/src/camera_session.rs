@@ -4,8 +4,14 @@
 //! The camera's name is the server's record (the allowlist), never the name
 //! in its hello: a camera claiming another's name in its hello gains nothing.
 //!
+//! Backfill streams (GOPs the camera kept while offline) are collected whole
+//! here ([`Backfills`], bounded) and handed to the recorder; the recorder's
+//! `Stored` acknowledgements come back on this session's route
+//! ([`crate::feed::StoredAcks`]) and go to the camera on the control stream.
+//!
 //! Channels: a bounded `mpsc` (capacity [`MEDIA_QUEUE`]) from the media
-//! receiver task to this session. Any protocol violation (malformed or
+//! receiver task to this session; a bounded `mpsc` of acknowledgements
+//! ([`crate::feed::ACK_QUEUE`]) from the recorder. Any protocol violation (malformed or
 //! oversized frame, a GOP without a keyframe, a GOP over the hub's limits)
 //! disconnects this camera with a logged reason; other cameras and viewers
 //! are unaffected.
@@ -17,13 +23,14 @@ use std::time::{Duration, Instant};
 use kodama_net::media_recv::{receive_media, Received};
 use kodama_net::{codes, Connection};
 use kodama_proto::handshake::Hello;
-use kodama_proto::{Channel, CommandResult, Message, Role};
+use kodama_proto::{Channel, CommandResult, Frame, Message, Role, StreamHeader};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::allowlist::{Allowlist, PeerRole};
+use crate::feed::Group;
 use crate::hello;
-use crate::hub::Hub;
+use crate::hub::{Hub, MAX_GROUP_BYTES, MAX_GROUP_FRAMES};
 use crate::sessions::{CommandOutcome, Sessions};
 
 /// What camera and viewer sessions share besides the hub.
@@ -37,6 +44,56 @@ pub struct SessionContext {
 
 /// Items buffered between the media reader and the hub.
 pub const MEDIA_QUEUE: usize = 128;
+
+/// Backfill streams a camera may have open at once (its uploader keeps
+/// three in flight).
+pub const MAX_BACKFILL_STREAMS: usize = 8;
+
+/// Backfilled GOPs being received, by backlog record id.
+#[derive(Debug, Default)]
+pub struct Backfills {
+    open: HashMap<u64, (Vec<Arc<Frame>>, usize)>,
+}
+
+impl Backfills {
+    /// A backfill stream began.
+    pub fn start(&mut self, h: StreamHeader) -> Result<(), String> {
+        if self.open.len() >= MAX_BACKFILL_STREAMS {
+            return Err(format!(
+                "more than {MAX_BACKFILL_STREAMS} backfill streams at once"
+            ));
+        }
+        self.open.insert(h.group, (Vec::new(), 0));
+        Ok(())
+    }
+
+    /// A frame of backfill stream `h`.
+    pub fn frame(&mut self, h: StreamHeader, f: Frame) -> Result<(), String> {
+        let Some((frames, bytes)) = self.open.get_mut(&h.group) else {
+            return Ok(());
+        };
+        *bytes += f.payload.len();
+        if frames.len() >= MAX_GROUP_FRAMES || *bytes > MAX_GROUP_BYTES {
+            return Err(format!(
+                "backfilled GOP {} exceeds {MAX_GROUP_FRAMES} frames or {MAX_GROUP_BYTES} bytes",
+                h.group
+            ));
+        }
+        frames.push(Arc::new(f));
+        Ok(())
+    }
+
+    /// Stream `h` ended: the whole GOP if it finished normally (a reset or
+    /// lost one is sent again by the camera).
+    pub fn end(&mut self, h: StreamHeader, complete: bool) -> Option<Group> {
+        let (frames, _) = self.open.remove(&h.group)?;
+        (complete && !frames.is_empty()).then_some(Group {
+            id: h.group,
+            frames,
+            truncated: false,
+        })
+    }
+}
 
 /// How often a camera's telemetry is summarised in the log.
 const TELEMETRY_LOG_EVERY: Duration = Duration::from_secs(30);
@@ -85,7 +142,12 @@ pub async fn run(
         "camera online"
     );
     let name = info.name.clone();
+    // Registered before the publisher, so the recorder's first
+    // acknowledgement for this session finds it.
+    let (_ack_route, mut acks) = hub.acks().register(camera);
+    let mut backfills = Backfills::default();
     let mut publisher = hub.publish(camera, info);
+    let replaced = publisher.replaced();
     let session = cancel.child_token();
     let (tx, mut rx) = mpsc::channel(MEDIA_QUEUE);
     let receiver = tokio::spawn(receive_media(conn.clone(), tx, session.clone()));
@@ -98,11 +160,30 @@ pub async fn run(
                 conn.close(codes::SHUTDOWN, b"server shutting down");
                 break None;
             }
+            _ = replaced.cancelled() => {
+                // The camera connected again (restart, failover): this
+                // connection is stale; the newer session owns the camera.
+                tracing::info!(%camera, %name, generation = publisher.generation(), "camera reconnected; closing its older connection");
+                conn.close(codes::REPLACED, b"replaced by a newer connection from this camera");
+                break None;
+            }
             item = rx.recv() => match item {
                 Some(Received::Started(h)) if h.channel == Channel::Video => {
                     publisher.start_group(h.group);
                 }
+                Some(Received::Started(h)) if h.channel == Channel::Backfill => {
+                    if let Err(why) = backfills.start(h) {
+                        conn.close(codes::OVER_LIMIT, why.as_bytes());
+                        break Some(why);
+                    }
+                }
                 Some(Received::Started(_)) => {}
+                Some(Received::Frame(h, f)) if h.channel == Channel::Backfill => {
+                    if let Err(why) = backfills.frame(h, f) {
+                        conn.close(codes::OVER_LIMIT, why.as_bytes());
+                        break Some(why);
+                    }
+                }
                 Some(Received::Frame(h, f)) if h.channel == Channel::Video => {
                     frames += 1;
                     if let Err(limit) = publisher.video(h.group, f) {
@@ -122,10 +203,22 @@ pub async fn run(
                 Some(Received::Ended { header, complete }) => {
                     if header.channel == Channel::Video {
                         publisher.end_group(header.group, complete);
+                    } else if header.channel == Channel::Backfill {
+                        if let Some(group) = backfills.end(header, complete) {
+                            let id = group.id;
+                            if !hub.backfill(camera, Arc::new(group)) {
+                                tracing::warn!(%camera, id, "recorder busy; the camera will send this backfilled GOP again");
+                            }
+                        }
                     }
                 }
                 None => break None,
             },
+            Some(stored) = acks.recv() => {
+                if let Err(e) = ctl_tx.send(&Message::Stored(stored)).await {
+                    tracing::debug!(%camera, "cannot acknowledge recorded video: {e}");
+                }
+            }
             Some(request) = commands.recv() => {
                 next_command = next_command.wrapping_add(1);
                 let id = next_command;

@@ -285,6 +285,10 @@ pub struct ViewArgs {
     /// Seconds between statistics lines.
     #[arg(long, default_value_t = 2.0)]
     pub stats_every: f64,
+    /// Seconds to wait for a known camera that is offline (e.g. right after
+    /// a server restart) before giving up.
+    #[arg(long, default_value_t = 30.0)]
+    pub wait: f64,
     /// Play back a recording from this time (RFC 3339) instead of live video.
     #[arg(long, requires = "to")]
     pub from: Option<String>,

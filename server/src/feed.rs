@@ -4,13 +4,15 @@
 //! Channels: the hub `try_send`s into a bounded `mpsc` per consumer. When a
 //! consumer's queue is full the hub drops the event (a whole GOP at a time,
 //! never part of one), counts it in [`FeedStats`], and logs it: a slow disk
-//! never blocks live routing.
+//! never blocks live routing. Acknowledgements travel back to a camera's
+//! session through [`StoredAcks`] (one bounded `mpsc` per connected camera).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kodama_net::EndpointId;
-use kodama_proto::{CameraInfo, Frame};
+use kodama_proto::{CameraInfo, Frame, Stored};
 
 /// One complete group of pictures: a keyframe and the frames that follow it
 /// up to (not including) the next keyframe.
@@ -56,6 +58,16 @@ pub enum FeedEvent {
         camera: EndpointId,
         /// The frame.
         frame: Arc<Frame>,
+    },
+    /// A GOP the camera kept while it could not reach the server, uploaded
+    /// later (store-and-forward). Its frames are on [`kodama_proto::Channel::Backfill`]
+    /// with their original capture times; `group.id` is the camera's backlog
+    /// record id, which the recorder acknowledges once the GOP is durable.
+    Backfill {
+        /// The camera.
+        camera: EndpointId,
+        /// The GOP.
+        group: Arc<Group>,
     },
     /// The camera's connection ended.
     CameraOffline {
@@ -112,6 +124,69 @@ impl FeedSender {
                 tracing::warn!(consumer = self.name, "consumer is behind; dropped {what}");
             }
             Err(TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// Acknowledgements queued per camera session before newer ones are dropped
+/// (a lost live watermark is superseded by the next; a lost backfill ack
+/// makes the camera send that GOP again, which is recognised and skipped).
+pub const ACK_QUEUE: usize = 64;
+
+/// Routes `Message::Stored` acknowledgements from the recorder to the
+/// session of the camera they concern. A reconnecting camera's new session
+/// replaces the old one's route; the old one's drop leaves the new in place.
+#[derive(Debug, Clone, Default)]
+pub struct StoredAcks(Arc<Mutex<HashMap<EndpointId, AckSender>>>);
+
+/// A session's generation and its acknowledgement queue.
+type AckSender = (u64, tokio::sync::mpsc::Sender<Stored>);
+
+/// A session's route; removing it on drop unless a newer session took over.
+#[derive(Debug)]
+pub struct AckRoute {
+    acks: StoredAcks,
+    camera: EndpointId,
+    generation: u64,
+}
+
+impl StoredAcks {
+    /// Registers the current session of `camera`.
+    pub fn register(&self, camera: EndpointId) -> (AckRoute, tokio::sync::mpsc::Receiver<Stored>) {
+        static GENERATION: AtomicU64 = AtomicU64::new(0);
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::mpsc::channel(ACK_QUEUE);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(camera, (generation, tx));
+        (
+            AckRoute {
+                acks: self.clone(),
+                camera,
+                generation,
+            },
+            rx,
+        )
+    }
+
+    /// Sends an acknowledgement to `camera`'s session, if it is connected.
+    pub fn send(&self, camera: EndpointId, stored: Stored) {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, tx)) = map.get(&camera) {
+            let _ = tx.try_send(stored);
+        }
+    }
+}
+
+impl Drop for AckRoute {
+    fn drop(&mut self) {
+        let mut map = self.acks.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map
+            .get(&self.camera)
+            .is_some_and(|(g, _)| *g == self.generation)
+        {
+            map.remove(&self.camera);
         }
     }
 }

@@ -13,6 +13,10 @@ use kodama_proto::{Message, Role, ServerHandshake};
 /// How long a peer has to open its control stream and send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a camera's connection may stay a silent standby (no control
+/// stream yet) before the server closes it; the camera then dials a new one.
+pub const STANDBY_MAX: Duration = Duration::from_secs(24 * 3600);
+
 /// How long a refused peer gets to read the Reject before the close.
 const REJECT_GRACE: Duration = Duration::from_millis(500);
 
@@ -28,7 +32,16 @@ pub(crate) struct Accepted {
 /// the peer has been refused (logged, told, closed) and `None` returned.
 pub(crate) async fn accept(conn: &Connection, role: Role, server_name: String) -> Option<Accepted> {
     let peer = conn.remote_id();
-    let mut control = match tokio::time::timeout(HELLO_TIMEOUT, ControlStream::accept(conn)).await {
+    // A camera may hold a connection open without a session: the warm
+    // standby over its second uplink, which says hello only when the camera
+    // fails over to it. It is already authenticated (allowlist hook) and the
+    // transport's keep-alives and idle timeout bound how long a dead one
+    // lingers. Viewers must speak at once.
+    let wait = match role {
+        Role::Camera => STANDBY_MAX,
+        Role::Viewer => HELLO_TIMEOUT,
+    };
+    let mut control = match tokio::time::timeout(wait, ControlStream::accept(conn)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::warn!(%peer, "{role} opened no control stream: {e}");
@@ -36,7 +49,7 @@ pub(crate) async fn accept(conn: &Connection, role: Role, server_name: String) -
             return None;
         }
         Err(_) => {
-            tracing::warn!(%peer, "{role} sent no hello within {HELLO_TIMEOUT:?}");
+            tracing::warn!(%peer, "{role} sent no hello within {wait:?}");
             conn.close(codes::HANDSHAKE, b"hello timeout");
             return None;
         }

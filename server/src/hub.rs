@@ -15,6 +15,13 @@
 //! Channels: per camera a `watch` of the newest group, a `watch` of the
 //! camera's info/online state, and a `broadcast` (capacity [`AUX_CAPACITY`]) of
 //! telemetry and event frames; per group a `watch` of its frame count.
+//!
+//! Sessions are replaceable: a camera that reconnects while its old
+//! connection still lingers (a firmware restart, a link failover) publishes
+//! again, and each [`Hub::publish`] gets a higher *generation*. Only the
+//! current generation may change shared state (status, newest group, feeds);
+//! an older publisher is told through [`Publisher::replaced`] so its session
+//! closes the stale connection, and its drop leaves the camera online.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +31,9 @@ use std::time::SystemTime;
 use kodama_net::EndpointId;
 use kodama_proto::{CameraInfo, CameraSelector, Frame};
 use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::feed::{FeedEvent, FeedSender, Group};
+use crate::feed::{FeedEvent, FeedSender, Group, StoredAcks};
 
 /// Telemetry/event frames a viewer may lag behind before it misses some.
 pub const AUX_CAPACITY: usize = 64;
@@ -150,6 +158,13 @@ pub struct CameraTrack {
     last_seen_ms: AtomicU64,
     /// Frames from a group that was no longer current when they arrived.
     pub stale_frames: AtomicU64,
+    /// The current publisher's generation (0: never published). Written only
+    /// under `session`; read without it on the per-frame path.
+    generation: AtomicU64,
+    /// The current publisher's generation and its "replaced" token. Every
+    /// change of shared state by a publisher happens under this lock, so a
+    /// replaced publisher can never undo what its successor did.
+    session: Mutex<(u64, CancellationToken)>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -180,6 +195,11 @@ impl CameraTrack {
     pub fn aux(&self) -> broadcast::Receiver<Arc<Frame>> {
         self.aux.subscribe()
     }
+
+    /// The generation of the session currently publishing (0: none yet).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
 }
 
 /// The camera side's handle to its track while connected.
@@ -187,6 +207,8 @@ impl CameraTrack {
 pub struct Publisher {
     hub: Arc<Hub>,
     track: Arc<CameraTrack>,
+    generation: u64,
+    replaced: CancellationToken,
     /// Camera's stream group id → the live group it maps to (only the newest).
     current: Option<(u64, Arc<LiveGroup>, bool)>,
 }
@@ -196,6 +218,7 @@ pub struct Publisher {
 pub struct Hub {
     cameras: Mutex<HashMap<EndpointId, Arc<CameraTrack>>>,
     feeds: Vec<FeedSender>,
+    acks: StoredAcks,
 }
 
 impl Hub {
@@ -204,7 +227,32 @@ impl Hub {
         Arc::new(Self {
             cameras: Mutex::new(HashMap::new()),
             feeds,
+            acks: StoredAcks::default(),
         })
+    }
+
+    /// The routes of recording acknowledgements back to camera sessions
+    /// (the recorder sends on them, sessions register).
+    pub fn acks(&self) -> &StoredAcks {
+        &self.acks
+    }
+
+    /// Hands a backfilled GOP to the consumers; `false` if one of them had
+    /// no room (the camera is not acknowledged and sends it again later).
+    pub fn backfill(&self, camera: EndpointId, group: Arc<Group>) -> bool {
+        let mut all = true;
+        for f in &self.feeds {
+            if f.tx
+                .try_send(FeedEvent::Backfill {
+                    camera,
+                    group: group.clone(),
+                })
+                .is_err()
+            {
+                all = false;
+            }
+        }
+        all
     }
 
     fn offer(&self, event: FeedEvent) {
@@ -257,6 +305,44 @@ impl Hub {
         names
     }
 
+    /// Registers a camera the server knows from its own records (the
+    /// recording index, the allowlist) before it connects, offline, so that
+    /// after a restart viewers and the API find it by name and can wait for
+    /// it. A camera already known is left as it is.
+    pub fn know(&self, id: EndpointId, name: &str, last_seen: SystemTime) {
+        let mut map = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id).or_insert_with(|| {
+            let info = CameraInfo {
+                name: name.to_owned(),
+                codec: kodama_proto::Codec::H264,
+                width: 0,
+                height: 0,
+                fps_milli: 0,
+                bitrate_kbps: 0,
+                sps: Default::default(),
+                pps: Default::default(),
+                firmware: String::new(),
+            };
+            let status = CameraStatus {
+                id,
+                info,
+                online: false,
+                last_seen,
+            };
+            Arc::new(CameraTrack {
+                id,
+                status: watch::channel(status).0,
+                group: watch::channel(None).0,
+                aux: broadcast::channel(AUX_CAPACITY).0,
+                next_group: AtomicU64::new(0),
+                last_seen_ms: AtomicU64::new(unix_ms(last_seen)),
+                stale_frames: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
+                session: Mutex::new((0, CancellationToken::new())),
+            })
+        });
+    }
+
     /// A camera connected: (re)registers its track and returns its publisher.
     pub fn publish(self: &Arc<Self>, id: EndpointId, info: CameraInfo) -> Publisher {
         let status = CameraStatus {
@@ -277,18 +363,35 @@ impl Hub {
                         next_group: AtomicU64::new(0),
                         last_seen_ms: AtomicU64::new(unix_ms(SystemTime::now())),
                         stale_frames: AtomicU64::new(0),
+                        generation: AtomicU64::new(0),
+                        session: Mutex::new((0, CancellationToken::new())),
                     })
                 })
                 .clone()
         };
-        track
-            .last_seen_ms
-            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
-        track.status.send_replace(status);
-        self.offer(FeedEvent::CameraOnline { camera: id, info });
+        let replaced = CancellationToken::new();
+        let generation = {
+            let mut session = track.session.lock().unwrap_or_else(|p| p.into_inner());
+            // The older session (if any) is stale from here on.
+            session.1.cancel();
+            let generation = session.0 + 1;
+            *session = (generation, replaced.clone());
+            track.generation.store(generation, Ordering::Release);
+            track
+                .last_seen_ms
+                .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+            track.status.send_replace(status);
+            self.offer(FeedEvent::CameraOnline { camera: id, info });
+            generation
+        };
+        if generation > 1 {
+            tracing::debug!(camera = %id, generation, "camera session replaces an older one");
+        }
         Publisher {
             hub: self.clone(),
             track,
+            generation,
+            replaced,
             current: None,
         }
     }
@@ -300,17 +403,48 @@ impl Publisher {
         &self.track
     }
 
+    /// This session's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether this is still the camera's current session.
+    pub fn is_current(&self) -> bool {
+        self.track.generation() == self.generation
+    }
+
+    /// Fires when a newer session of the same camera has published: this
+    /// one's connection is stale and should be closed.
+    pub fn replaced(&self) -> CancellationToken {
+        self.replaced.clone()
+    }
+
+    /// Runs `change` with the session lock held if this is the current
+    /// session; a replaced session changes nothing.
+    fn if_current<R>(&self, change: impl FnOnce() -> R) -> Option<R> {
+        let session = self.track.session.lock().unwrap_or_else(|p| p.into_inner());
+        (session.0 == self.generation).then(change)
+    }
+
     /// A video stream started: a new group begins and becomes the newest.
     pub fn start_group(&mut self, stream_group: u64) {
         self.close_current(false);
         let id = self.track.next_group.fetch_add(1, Ordering::Relaxed);
         let group = Arc::new(LiveGroup::new(id));
-        self.track.group.send_replace(Some(group.clone()));
-        self.current = Some((stream_group, group, true));
+        let published = self.if_current(|| {
+            self.track.group.send_replace(Some(group.clone()));
+        });
+        if published.is_some() {
+            self.current = Some((stream_group, group, true));
+        }
     }
 
     /// A video frame on the camera's stream `stream_group`.
     pub fn video(&mut self, stream_group: u64, frame: Frame) -> Result<(), GroupLimit> {
+        if !self.is_current() {
+            self.track.stale_frames.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         self.touch();
         match &self.current {
             Some((g, live, _)) if *g == stream_group => live.push(Arc::new(frame)),
@@ -339,18 +473,27 @@ impl Publisher {
         if frames.is_empty() {
             return;
         }
-        self.hub.offer(FeedEvent::Group {
+        let group = FeedEvent::Group {
             camera: self.track.id,
             group: Arc::new(Group {
                 id: live.id,
                 frames,
                 truncated: !(complete && ended_by_stream),
             }),
-        });
+        };
+        // A replaced session's last group would land in its successor's
+        // recording, out of order: it is dropped (the successor starts at a
+        // keyframe of its own).
+        if self.if_current(|| self.hub.offer(group)).is_none() {
+            tracing::debug!(camera = %self.track.id, generation = self.generation, "dropped the last group of a replaced session");
+        }
     }
 
     /// A telemetry or event frame.
     pub fn aux(&mut self, frame: Frame) {
+        if !self.is_current() {
+            return;
+        }
         self.touch();
         let frame = Arc::new(frame);
         let _ = self.track.aux.send(frame.clone());
@@ -370,12 +513,16 @@ impl Publisher {
 impl Drop for Publisher {
     fn drop(&mut self) {
         self.close_current(false);
-        self.track.status.send_modify(|s| {
-            s.online = false;
-            s.last_seen = SystemTime::now();
-        });
-        self.hub.offer(FeedEvent::CameraOffline {
-            camera: self.track.id,
+        // Only the current session may take the camera offline: a replaced
+        // one ending must not touch its successor's status or recording.
+        self.if_current(|| {
+            self.track.status.send_modify(|s| {
+                s.online = false;
+                s.last_seen = SystemTime::now();
+            });
+            self.hub.offer(FeedEvent::CameraOffline {
+                camera: self.track.id,
+            });
         });
     }
 }
@@ -451,6 +598,79 @@ mod tests {
         drop(p);
         assert!(matches!(rx.try_recv(), Ok(FeedEvent::CameraOffline { .. })));
         assert!(!hub.cameras()[0].online);
+    }
+
+    #[test]
+    fn a_replaced_session_cannot_take_the_camera_offline_or_feed_the_recorder() {
+        let (feed, mut rx) = crate::feed::channel("test", 16);
+        let hub = Hub::new(vec![feed]);
+        let cam = id();
+        let mut old = hub.publish(cam, info("a"));
+        old.start_group(0);
+        old.video(0, frame(0, true, 10)).expect("fits");
+        let replaced = old.replaced();
+        assert!(!replaced.is_cancelled());
+        // The camera restarted; its old connection lingers.
+        let mut new = hub.publish(cam, info("a"));
+        assert!(replaced.is_cancelled(), "the old session is told");
+        assert!(new.is_current() && !old.is_current());
+        assert_eq!(new.generation(), old.generation() + 1);
+        new.start_group(0);
+        new.video(0, frame(1, true, 10)).expect("fits");
+        // Late traffic on the old connection changes nothing.
+        old.video(0, frame(2, false, 10)).expect("ignored");
+        old.start_group(1);
+        let newest = new.track().groups().borrow().clone().expect("group");
+        assert_eq!(newest.len(), 1, "the new session's group stays newest");
+        drop(old);
+        assert!(
+            hub.cameras()[0].online,
+            "still online after the old session ended"
+        );
+        let events: Vec<FeedEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, FeedEvent::CameraOffline { .. })),
+            "no offline event from the stale session: {events:?}"
+        );
+        let groups = events
+            .iter()
+            .filter(|e| matches!(e, FeedEvent::Group { .. }))
+            .count();
+        assert_eq!(
+            groups, 0,
+            "the stale session fed nothing after its successor"
+        );
+        drop(new);
+        assert!(!hub.cameras()[0].online);
+        let events: Vec<FeedEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert!(
+            matches!(
+                events.as_slice(),
+                [FeedEvent::Group { .. }, FeedEvent::CameraOffline { .. }]
+            ),
+            "the current session's end feeds its group, then goes offline: {events:?}"
+        );
+    }
+
+    #[test]
+    fn known_cameras_are_found_offline_and_come_online_when_they_publish() {
+        let hub = Hub::new(vec![]);
+        let cam = id();
+        hub.know(cam, "porch", SystemTime::UNIX_EPOCH);
+        let track = hub
+            .find(&CameraSelector::Name("porch".into()))
+            .expect("known by name before it connects");
+        let mut status = track.status();
+        assert!(!status.borrow_and_update().online);
+        assert!(hub.find(&CameraSelector::FirstOnline).is_none());
+        let _p = hub.publish(cam, info("porch"));
+        assert!(status.has_changed().expect("open"));
+        assert!(status.borrow_and_update().online);
+        // Knowing it again (a re-read allowlist) does not disturb it.
+        hub.know(cam, "porch", SystemTime::UNIX_EPOCH);
+        assert!(track.current_status().online);
     }
 
     #[test]

@@ -154,6 +154,14 @@ impl PairingStore {
         &self.path
     }
 
+    /// Excludes other processes (`camera add` while the server redeems).
+    fn lock_file(&self) -> Result<std::fs::File, PairingStoreError> {
+        crate::allowlist::lock_beside(&self.path).map_err(|source| PairingStoreError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
     fn read(&self) -> Result<File, PairingStoreError> {
         match std::fs::read_to_string(&self.path) {
             Ok(t) => toml::from_str(&t).map_err(|e| PairingStoreError::Parse {
@@ -224,6 +232,7 @@ impl PairingStore {
         let salt: [u8; 32] = rand::random();
         let expires_at = now + ttl.as_secs().max(1);
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _file_lock = self.lock_file()?;
         let mut file = self.read()?;
         file.code.retain(|e| {
             let replaced = e.role == role && e.name == name && e.used_at.is_none();
@@ -262,6 +271,7 @@ impl PairingStore {
     /// Withdraws the unused codes for `name`; returns how many.
     pub fn cancel(&self, role: PeerRole, name: &str) -> Result<usize, PairingStoreError> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _file_lock = self.lock_file()?;
         let mut file = self.read()?;
         let before = file.code.len();
         file.code
@@ -287,6 +297,7 @@ impl PairingStore {
             return Err(RedeemError::Wrong);
         };
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _file_lock = self.lock_file()?;
         let mut file = self.read()?;
         // Hash against every entry, no early exit: the time taken does not
         // depend on which entry (if any) matches.

@@ -39,7 +39,18 @@ pub enum ViewerError {
     /// The server did not send the stream description.
     #[error("expected StreamInfo after Welcome, got {0:?}")]
     NoStreamInfo(Box<Message>),
+    /// The camera is known to the server but did not come online in time.
+    #[error("camera {camera} is offline and did not come online within {waited:?}")]
+    CameraOffline {
+        /// The camera asked for.
+        camera: String,
+        /// How long we waited.
+        waited: Duration,
+    },
 }
+
+/// How long [`ViewerClient::connect`] waits for a known camera that is offline.
+pub const DEFAULT_OFFLINE_WAIT: Duration = Duration::from_secs(10);
 
 /// What a viewer receives.
 #[derive(Debug)]
@@ -68,12 +79,32 @@ pub struct ViewerClient {
 }
 
 impl ViewerClient {
-    /// Connects to `server` and asks for `selector`.
+    /// Connects to `server` and asks for `selector`, waiting up to
+    /// [`DEFAULT_OFFLINE_WAIT`] for a known camera that is offline.
     pub async fn connect(
         endpoint: &Endpoint,
         server: EndpointAddr,
         selector: CameraSelector,
     ) -> Result<Self, ViewerError> {
+        Self::connect_waiting(endpoint, server, selector, DEFAULT_OFFLINE_WAIT, |_| {}).await
+    }
+
+    /// Connects to `server` and asks for `selector`. If the server knows the
+    /// camera but it is offline (e.g. the server just restarted and the
+    /// camera has not reconnected yet), calls `on_offline` with the camera
+    /// asked for and waits up to `wait` for it to come online.
+    pub async fn connect_waiting(
+        endpoint: &Endpoint,
+        server: EndpointAddr,
+        selector: CameraSelector,
+        wait: Duration,
+        on_offline: impl FnOnce(&str),
+    ) -> Result<Self, ViewerError> {
+        let wanted = match &selector {
+            CameraSelector::Name(n) => n.clone(),
+            CameraSelector::Id(id) => id.iter().map(|b| format!("{b:02x}")).collect(),
+            CameraSelector::FirstOnline => "(first online)".into(),
+        };
         let conn = endpoint
             .connect(server, ALPN_VIEWER)
             .await
@@ -93,6 +124,27 @@ impl ViewerClient {
         handshake.handle(reply)?;
         let (camera, info) = match control.recv_timeout(Duration::from_secs(10)).await? {
             Message::StreamInfo { camera, info } => (camera, info),
+            Message::CameraState { online: false, .. } => {
+                on_offline(&wanted);
+                let offline = || ViewerError::CameraOffline {
+                    camera: wanted.clone(),
+                    waited: wait,
+                };
+                match tokio::time::timeout(wait, control.recv()).await {
+                    Ok(Ok(Message::StreamInfo { camera, info })) => (camera, info),
+                    Ok(Ok(Message::Reject { .. })) | Err(_) => {
+                        conn.close(codes::NORMAL, b"camera offline");
+                        return Err(offline());
+                    }
+                    Ok(Ok(other)) => return Err(ViewerError::NoStreamInfo(Box::new(other))),
+                    Ok(Err(e)) => {
+                        return Err(match conn.close_reason() {
+                            Some(r) => ViewerError::Connect(r.to_string()),
+                            None => e.into(),
+                        })
+                    }
+                }
+            }
             other => return Err(ViewerError::NoStreamInfo(Box::new(other))),
         };
         let cancel = CancellationToken::new();
@@ -186,7 +238,7 @@ pub async fn watch(
     );
     let started = Instant::now();
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut stats: [ChannelStats; 4] = Default::default();
+    let mut stats: [ChannelStats; Channel::ALL.len()] = Default::default();
     let mut last_print = Instant::now();
     let mut written = 0u64;
     let mut telemetry: Option<String> = None;
@@ -246,7 +298,11 @@ pub async fn watch(
     Ok(written)
 }
 
-fn print_stats(stats: &mut [ChannelStats; 4], telemetry: Option<&str>, window: Duration) {
+fn print_stats(
+    stats: &mut [ChannelStats; Channel::ALL.len()],
+    telemetry: Option<&str>,
+    window: Duration,
+) {
     for c in Channel::ALL {
         if let Some(line) = stats[c as usize].report(window) {
             eprintln!("{:>9}: {line}", c.name());

@@ -25,6 +25,10 @@ use crate::hub::{CameraStatus, Hub, LiveGroup};
 
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Longest a viewer may wait for a known camera that is offline; the viewer
+/// usually gives up sooner (`kodama-server view --wait`).
+pub const OFFLINE_WAIT: Duration = Duration::from_secs(600);
+
 fn stream_info(status: &CameraStatus) -> Message {
     Message::StreamInfo {
         camera: *status.id.as_bytes(),
@@ -92,8 +96,42 @@ pub async fn run(
         return;
     };
     let mut status = track.status();
+    if control.send(&welcome).await.is_err() {
+        return;
+    }
     let first = status.borrow_and_update().clone();
-    if control.send(&welcome).await.is_err() || control.send(&stream_info(&first)).await.is_err() {
+    if !first.online {
+        // A camera the server knows (index, allowlist) but that is not
+        // connected right now, e.g. just after a server restart: say so and
+        // wait for it while the viewer stays.
+        let offline = Message::CameraState {
+            camera: *first.id.as_bytes(),
+            online: false,
+        };
+        if control.send(&offline).await.is_err() {
+            return;
+        }
+        tracing::info!(%viewer, camera = %first.info.name, "viewer waits for an offline camera");
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                conn.close(codes::SHUTDOWN, b"server shutting down");
+                return;
+            }
+            _ = conn.closed() => return,
+            online = async {
+                matches!(tokio::time::timeout(OFFLINE_WAIT, status.wait_for(|s| s.online)).await, Ok(Ok(_)))
+            } => {
+                if !online {
+                    let reason = format!("camera {} stayed offline for {OFFLINE_WAIT:?}", first.info.name);
+                    let reject = Message::Reject { code: RejectCode::UnknownCamera, reason: reason.clone() };
+                    hello::refuse(&conn, &mut control, &reject, &reason).await;
+                    return;
+                }
+            }
+        }
+    }
+    let first = status.borrow_and_update().clone();
+    if control.send(&stream_info(&first)).await.is_err() {
         return;
     }
     tracing::info!(%viewer, camera = %first.info.name, "viewer watching");

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::BacklogStatus;
 use crate::hw::gnss::Fix;
 use crate::uplink::AuxMessage;
 
@@ -77,6 +78,8 @@ pub struct Sample {
     pub bitrate_kbps: Option<u32>,
     /// Motion event in progress.
     pub motion: bool,
+    /// Store-and-forward: GOPs waiting for upload, upload progress, drops.
+    pub backlog: Option<BacklogStatus>,
 }
 
 /// The other subsystems' state the sampler reports; any may be absent.
@@ -92,6 +95,8 @@ pub struct Inputs<M = serde_json::Value> {
     pub bitrate_kbps: Option<watch::Receiver<u32>>,
     /// Motion active.
     pub motion: Option<watch::Receiver<bool>>,
+    /// The backlog's status.
+    pub backlog: Option<watch::Receiver<BacklogStatus>>,
 }
 
 impl<M> Default for Inputs<M> {
@@ -101,6 +106,7 @@ impl<M> Default for Inputs<M> {
             gnss: None,
             bitrate_kbps: None,
             motion: None,
+            backlog: None,
         }
     }
 }
@@ -115,6 +121,7 @@ impl<M: Serialize> Inputs<M> {
         sample.gnss = self.gnss.as_ref().and_then(|g| *g.borrow());
         sample.bitrate_kbps = self.bitrate_kbps.as_ref().map(|b| *b.borrow());
         sample.motion = self.motion.as_ref().is_some_and(|m| *m.borrow());
+        sample.backlog = self.backlog.as_ref().map(|b| *b.borrow());
     }
 }
 

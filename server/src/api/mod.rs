@@ -232,14 +232,14 @@ impl ApiState {
         })))
     }
 
+    /// The endpoint id of the camera named `name` on the server's record.
+    pub(crate) fn resolve_camera(&self, name: &str) -> Option<String> {
+        self.0.live.resolve_camera(name)
+    }
+
     /// Whether `presented` is the bearer token.
     pub fn check_token(&self, presented: &str) -> bool {
         self.0.token.check(presented)
-    }
-
-    /// The endpoint id of the camera the server's record calls `name`.
-    pub fn resolve_camera(&self, name: &str) -> Option<String> {
-        self.0.live.resolve_camera(name)
     }
 
     /// The web accounts.
@@ -441,11 +441,24 @@ pub(crate) fn find_camera(
 }
 
 async fn cameras(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiFailure> {
-    let rows = state.with_db(|db, _| Ok(db.cameras()?)).await?;
+    let rows = state
+        .with_db(|db, _| {
+            let mut out = Vec::new();
+            for row in db.cameras()? {
+                let backlog = db
+                    .latest_aux(AuxKind::Telemetry, row.id)?
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t.json).ok())
+                    .and_then(|mut v| v.get_mut("backlog").map(serde_json::Value::take))
+                    .filter(|b| !b.is_null());
+                out.push((row, backlog));
+            }
+            Ok(out)
+        })
+        .await?;
     let live = state.0.live.cameras();
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for row in &rows {
+    for (row, backlog) in &rows {
         let l = live.iter().find(|l| l.endpoint == row.endpoint);
         let last = l
             .and_then(|l| l.last_seen_us)
@@ -460,6 +473,11 @@ async fn cameras(State(state): State<ApiState>) -> Result<Json<serde_json::Value
             "last_seen": rfc3339(last),
             "recording": rec.recording,
             "fragments_dropped": rec.fragments_dropped,
+            "backlog": backlog,
+            "backfill": {
+                "fragments": rec.backfill_fragments,
+                "last": rec.last_backfill_us.map(rfc3339),
+            },
         }));
     }
     // Cameras online but not yet recorded (recorder not reached yet).
@@ -509,6 +527,7 @@ async fn recordings(
             "width": s.width,
             "height": s.height,
             "recording": s.open,
+            "backfill": s.backfill,
             "url": format!("/api/v1/segments/{}", s.id),
         }));
     }
@@ -638,6 +657,7 @@ async fn command_route(
     UrlPath(camera): UrlPath<String>,
     Json(body): Json<CommandBody>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
+    // Commands act on a camera: only the owner's token or an admin session.
     who.require_admin()?;
     let command = match body.command.as_str() {
         "keyframe" => Command::RequestKeyframe,

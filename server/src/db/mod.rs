@@ -19,6 +19,7 @@ const SCHEMA: &str = include_str!("schema.sql");
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_fragment_index.sql"),
+    include_str!("migrations/0003_backfill.sql"),
 ];
 
 /// The schema version this code writes.
@@ -102,6 +103,8 @@ pub struct SegmentRow {
     pub height: i64,
     /// Still being appended to.
     pub open: bool,
+    /// Written from GOPs the camera uploaded after an outage.
+    pub backfill: bool,
 }
 
 /// A new segment, as the recorder creates it.
@@ -123,6 +126,8 @@ pub struct NewSegment<'a> {
     pub height: i64,
     /// Whether the recorder keeps appending (false when re-indexing).
     pub open: bool,
+    /// Written from backfilled GOPs.
+    pub backfill: bool,
 }
 
 /// A fragment row.
@@ -140,6 +145,15 @@ pub struct FragmentRow {
     pub len: i64,
     /// Frames.
     pub frames: i64,
+}
+
+/// Where a fragment came from on the camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentOrigin {
+    /// Capture time of the keyframe, µs on the camera's clock.
+    pub capture_us: i64,
+    /// The keyframe's sequence number.
+    pub first_seq: i64,
 }
 
 /// Which side table an auxiliary row goes to.
@@ -190,11 +204,12 @@ fn segment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SegmentRow> {
         width: r.get(10)?,
         height: r.get(11)?,
         open: r.get(12)?,
+        backfill: r.get(13)?,
     })
 }
 
 const SEGMENT_COLUMNS: &str =
-    "id, camera_id, path, start_us, end_us, bytes, init_bytes, frames, fragments, codec, width, height, open";
+    "id, camera_id, path, start_us, end_us, bytes, init_bytes, frames, fragments, codec, width, height, open, backfill";
 
 impl Db {
     /// Opens (creating if needed) and migrates the index at `path`.
@@ -326,8 +341,8 @@ impl Db {
     pub fn insert_segment(&self, s: &NewSegment<'_>) -> Result<i64, DbError> {
         self.conn.execute(
             "INSERT INTO segment (camera_id, path, start_us, end_us, bytes, init_bytes, frames,
-               codec, width, height, open, fragments)
-             VALUES (?1, ?2, ?3, ?3, ?4, ?4, 0, ?5, ?6, ?7, ?8, 0)",
+               codec, width, height, open, fragments, backfill)
+             VALUES (?1, ?2, ?3, ?3, ?4, ?4, 0, ?5, ?6, ?7, ?8, 0, ?9)",
             params![
                 s.camera_id,
                 s.path,
@@ -336,7 +351,8 @@ impl Db {
                 s.codec,
                 s.width,
                 s.height,
-                s.open
+                s.open,
+                s.backfill
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -379,6 +395,77 @@ impl Db {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Indexes one fragment the recorder wrote, with where it came from on
+    /// the camera, in one transaction (bytes durable first, invariant 1).
+    pub fn add_fragment_from(
+        &mut self,
+        segment_id: i64,
+        f: &FragmentRow,
+        origin: FragmentOrigin,
+    ) -> Result<(), DbError> {
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO fragment (segment_id, seq, start_us, duration_us, offset, len, frames,
+               capture_us, first_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            segment_id,
+            f.seq,
+            f.start_us,
+            f.duration_us,
+            f.offset,
+            f.len,
+            f.frames,
+            origin.capture_us,
+            origin.first_seq
+        ])?;
+        tx.prepare_cached(
+            "UPDATE segment SET end_us = max(end_us, ?2), bytes = max(bytes, ?3),
+               frames = frames + ?4, fragments = fragments + 1 WHERE id = ?1",
+        )?
+        .execute(params![
+            segment_id,
+            f.start_us + f.duration_us,
+            f.offset + f.len,
+            f.frames
+        ])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The most frames any fragment of `camera_id` holds for the GOP whose
+    /// keyframe was captured at `capture_us` (camera clock), if one exists:
+    /// how the recorder recognises a GOP it already has.
+    pub fn frames_recorded_at(
+        &self,
+        camera_id: i64,
+        capture_us: i64,
+    ) -> Result<Option<i64>, DbError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT max(f.frames) FROM fragment f JOIN segment s ON s.id = f.segment_id
+                 WHERE s.camera_id = ?1 AND f.capture_us = ?2",
+            )?
+            .query_row(params![camera_id, capture_us], |r| r.get(0))?)
+    }
+
+    /// Every fragment of a camera with a known origin, as (keyframe capture
+    /// µs, keyframe sequence, frames, backfilled), in capture order.
+    pub fn fragment_origins(&self, camera_id: i64) -> Result<Vec<(i64, i64, i64, bool)>, DbError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT f.capture_us, f.first_seq, f.frames, s.backfill
+             FROM fragment f JOIN segment s ON s.id = f.segment_id
+             WHERE s.camera_id = ?1 AND f.capture_us IS NOT NULL AND f.first_seq IS NOT NULL
+             ORDER BY f.capture_us",
+        )?;
+        let rows = st.query_map(params![camera_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Marks a segment closed.
@@ -522,6 +609,24 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The newest telemetry or event row of a camera.
+    pub fn latest_aux(&self, kind: AuxKind, camera_id: i64) -> Result<Option<AuxRow>, DbError> {
+        let sql = format!(
+            "SELECT time_us, json FROM {} WHERE camera_id = ?1 ORDER BY time_us DESC, id DESC LIMIT 1",
+            kind.table()
+        );
+        Ok(self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![camera_id], |r| {
+                Ok(AuxRow {
+                    time_us: r.get(0)?,
+                    json: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
     /// Deletes telemetry and event rows older than `before_us` (retention).
     pub fn delete_aux_before(&self, before_us: i64) -> Result<usize, DbError> {
         let a = self.conn.execute(
@@ -657,6 +762,7 @@ mod tests {
                 width: 640,
                 height: 480,
                 open: true,
+                backfill: false,
             })
             .expect("segment");
         let frag = FragmentRow {

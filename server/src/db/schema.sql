@@ -1,4 +1,4 @@
--- Kodama recording index, current schema (version 2). Times are µs since the
+-- Kodama recording index, current schema (version 3). Times are µs since the
 -- Unix epoch (UTC, wall clock as estimated by the recorder); paths are
 -- relative to <data>/recordings. See docs/design/recording.md.
 
@@ -26,7 +26,11 @@ CREATE TABLE segment (
   height INTEGER NOT NULL,
   -- 1 while the recorder appends to it; 0 once closed or reconciled.
   open INTEGER NOT NULL DEFAULT 0,
-  fragments INTEGER NOT NULL DEFAULT 0
+  fragments INTEGER NOT NULL DEFAULT 0,
+  -- 1 when written from GOPs the camera kept while offline and uploaded
+  -- later (store-and-forward); its time range may lie before live segments
+  -- written at the same moment.
+  backfill INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE INDEX segment_camera_start ON segment (camera_id, start_us);
@@ -42,8 +46,14 @@ CREATE TABLE fragment (
   offset INTEGER NOT NULL,
   len INTEGER NOT NULL,
   frames INTEGER NOT NULL,
+  -- The keyframe's capture time (µs, camera clock) and sequence number on
+  -- the camera; NULL for fragments indexed from files alone.
+  capture_us INTEGER,
+  first_seq INTEGER,
   PRIMARY KEY (segment_id, seq)
 ) WITHOUT ROWID;
+
+CREATE INDEX fragment_capture ON fragment (capture_us);
 
 CREATE TABLE telemetry (
   id INTEGER PRIMARY KEY,

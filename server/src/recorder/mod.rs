@@ -33,8 +33,9 @@ use kodama_proto::{CameraInfo, Channel, Frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{AuxKind, Db, DbError, FragmentRow, NewSegment};
-use crate::feed::{FeedEvent, Group};
+use crate::db::{AuxKind, Db, DbError, FragmentOrigin, FragmentRow, NewSegment};
+use crate::feed::{FeedEvent, Group, StoredAcks};
+use kodama_proto::Stored;
 
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use reconcile::{reconcile, ReconcileReport};
@@ -53,6 +54,18 @@ const FULL_DISK_MARGIN: u64 = 1 << 20;
 /// A capture-clock jump forward within a connection beyond which a new
 /// segment starts, so the gap shows in the index.
 const GAP_US: u64 = 1_000_000;
+
+/// A backfill segment that received nothing for this long is closed (the
+/// camera's backlog is empty or it went away).
+const BACKFILL_IDLE: Duration = Duration::from_secs(10);
+
+/// Which of a camera's two open segments: live video, or GOPs uploaded
+/// after an outage (which arrive concurrently and lie in the past).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Live,
+    Backfill,
+}
 
 /// `[recording]` in the server configuration.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -166,6 +179,11 @@ pub struct RecorderStats {
     pub aux_stored: AtomicU64,
     /// Telemetry and event frames rejected (not JSON, too large) or lost.
     pub aux_dropped: AtomicU64,
+    /// Backfilled GOPs written.
+    pub backfill_written: AtomicU64,
+    /// Backfilled GOPs the index already had (uploaded twice), acknowledged
+    /// without writing.
+    pub backfill_duplicates: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -183,6 +201,10 @@ pub struct CameraRecording {
     pub last_fragment_us: Option<i64>,
     /// Fragments of this camera dropped by the recorder.
     pub fragments_dropped: u64,
+    /// Backfilled GOPs written since the server started.
+    pub backfill_fragments: u64,
+    /// Capture-derived wall time of the newest backfilled GOP written.
+    pub last_backfill_us: Option<i64>,
 }
 
 /// Live recording state per camera endpoint, shared with the API.
@@ -229,6 +251,18 @@ struct CameraState {
     mapper: WallMapper,
     segment: Option<OpenSegment>,
     last_group: Option<u64>,
+    /// The segment backfilled GOPs go to, and when it last got one.
+    backfill: Option<OpenSegment>,
+    backfill_at: Duration,
+}
+
+impl CameraState {
+    fn lane(&mut self, lane: Lane) -> &mut Option<OpenSegment> {
+        match lane {
+            Lane::Live => &mut self.segment,
+            Lane::Backfill => &mut self.backfill,
+        }
+    }
 }
 
 /// The recorder. Create with [`Recorder::open`], then drive with
@@ -244,6 +278,7 @@ pub struct Recorder {
     status: RecordingStatus,
     reconciled: ReconcileReport,
     last_retention: Duration,
+    acks: Option<StoredAcks>,
 }
 
 /// One unit of work for the blocking pool.
@@ -288,6 +323,7 @@ impl Recorder {
             stats: Arc::default(),
             status: RecordingStatus::default(),
             reconciled,
+            acks: None,
         };
         rec.retention(0);
         Ok(rec)
@@ -301,6 +337,27 @@ impl Recorder {
     /// The counters.
     pub fn stats(&self) -> Arc<RecorderStats> {
         self.stats.clone()
+    }
+
+    /// Sends `Message::Stored` acknowledgements to camera sessions through
+    /// `acks` (the hub's routes): live video recorded, backfill recorded.
+    pub fn set_acks(&mut self, acks: StoredAcks) {
+        self.acks = Some(acks);
+    }
+
+    fn ack(&self, camera: EndpointId, stored: Stored) {
+        if let Some(a) = &self.acks {
+            a.send(camera, stored);
+        }
+    }
+
+    /// Every camera in the index (endpoint id, name, last seen), so the
+    /// server knows its cameras after a restart before they reconnect.
+    pub fn known_cameras(&self) -> Vec<crate::db::CameraRow> {
+        self.db.cameras().unwrap_or_else(|e| {
+            tracing::warn!("cannot list indexed cameras: {e}");
+            Vec::new()
+        })
     }
 
     /// The live per-camera recording state (for the API).
@@ -363,11 +420,13 @@ impl Recorder {
             Work::Event(FeedEvent::Group { camera, group }) => self.on_group(camera, &group),
             Work::Event(FeedEvent::Aux { camera, frame }) => self.on_aux(camera, &frame),
             Work::Event(FeedEvent::CameraOffline { camera }) => self.on_offline(camera),
+            Work::Event(FeedEvent::Backfill { camera, group }) => self.on_backfill(camera, &group),
             Work::Retention => self.retention(0),
             Work::Shutdown => {
                 let cams: Vec<EndpointId> = self.cameras.keys().copied().collect();
                 for c in cams {
                     self.close_segment(c);
+                    self.close_lane(c, Lane::Backfill);
                 }
             }
         }
@@ -406,6 +465,8 @@ impl Recorder {
                             mapper: WallMapper::default(),
                             segment: None,
                             last_group: None,
+                            backfill: None,
+                            backfill_at: Duration::ZERO,
                         },
                     );
                 }
@@ -427,6 +488,7 @@ impl Recorder {
         // A new connection: the capture clock may have restarted, and the
         // gap while offline must show, so the segment ends here.
         self.close_segment(camera);
+        self.close_lane(camera, Lane::Backfill);
         let name = info.name.clone();
         if let Some(cam) = self.camera(camera, Some(&name)) {
             cam.info = Some(info);
@@ -437,16 +499,21 @@ impl Recorder {
 
     fn on_offline(&mut self, camera: EndpointId) {
         self.close_segment(camera);
+        self.close_lane(camera, Lane::Backfill);
         if let Some(cam) = self.cameras.get_mut(&camera) {
             cam.last_group = None;
         }
     }
 
     fn close_segment(&mut self, camera: EndpointId) {
+        self.close_lane(camera, Lane::Live);
+    }
+
+    fn close_lane(&mut self, camera: EndpointId, lane: Lane) {
         let Some(cam) = self.cameras.get_mut(&camera) else {
             return;
         };
-        let Some(seg) = cam.segment.take() else {
+        let Some(seg) = cam.lane(lane).take() else {
             return;
         };
         let endpoint = cam.endpoint.clone();
@@ -459,6 +526,9 @@ impl Recorder {
         } else if let Err(e) = self.db.close_segment(seg.id) {
             bump(&self.stats.index_errors, 1);
             tracing::warn!(segment = seg.id, "cannot mark segment closed: {e}");
+        }
+        if lane == Lane::Backfill {
+            return;
         }
         self.status.update(&endpoint, |s| {
             s.recording = false;
@@ -473,6 +543,13 @@ impl Recorder {
     }
 
     fn on_group(&mut self, camera: EndpointId, group: &Group) {
+        let mono = self.clock.monotonic();
+        let backfill_idle = self.cameras.get(&camera).is_some_and(|c| {
+            c.backfill.is_some() && mono.saturating_sub(c.backfill_at) >= BACKFILL_IDLE
+        });
+        if backfill_idle {
+            self.close_lane(camera, Lane::Backfill);
+        }
         let now = self.clock.wall_us();
         let segment_us = u64::from(self.cfg.segment_minutes) * 60_000_000;
         let frames: Vec<&Frame> = group
@@ -537,12 +614,114 @@ impl Recorder {
                 tracing::debug!(camera = %endpoint, reason, "rolling segment");
             }
             self.close_segment(camera);
-            if !self.open_segment(camera, track, first.capture_us, wall_us) {
+            if !self.open_segment(camera, track, first.capture_us, wall_us, Lane::Live) {
                 self.drop_fragment(&endpoint, "cannot open a segment");
                 return;
             }
         }
-        self.append(camera, &frames, nominal_us, wall_us);
+        if self.append(camera, &frames, nominal_us, wall_us, Lane::Live) {
+            self.ack(
+                camera,
+                Stored::LiveThrough {
+                    capture_us: first.capture_us,
+                },
+            );
+        }
+    }
+
+    /// A GOP the camera kept while offline: written to the camera's backfill
+    /// segment with its original capture times (wall time from the camera's
+    /// clock mapping), then acknowledged so the camera can forget it. A GOP
+    /// the index already has in full is acknowledged without writing.
+    fn on_backfill(&mut self, camera: EndpointId, group: &Group) {
+        let now = self.clock.monotonic();
+        let segment_us = u64::from(self.cfg.segment_minutes) * 60_000_000;
+        let frames: Vec<&Frame> = group
+            .frames
+            .iter()
+            .filter(|f| f.channel.is_video())
+            .map(|f| f.as_ref())
+            .collect();
+        let (Some(first), Some(last)) = (frames.first().copied(), frames.last().copied()) else {
+            return;
+        };
+        let Some(cam) = self.camera(camera, None) else {
+            return;
+        };
+        let endpoint = cam.endpoint.clone();
+        let db_id = cam.db_id;
+        let unplayable = |why: &str| {
+            tracing::warn!(camera = %endpoint, record = group.id, "backfilled GOP cannot be recorded ({why}); acknowledging it so the camera stops sending it");
+        };
+        match self.db.frames_recorded_at(db_id, first.capture_us as i64) {
+            Ok(Some(n)) if n >= frames.len() as i64 => {
+                bump(&self.stats.backfill_duplicates, 1);
+                self.ack(camera, Stored::Backfill { id: group.id });
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Unsure whether it is a duplicate: not acknowledged, so the
+                // camera sends it again later.
+                tracing::warn!(camera = %endpoint, "cannot check the index for a backfilled GOP: {e}");
+                return;
+            }
+        }
+        let Some(cam) = self.cameras.get_mut(&camera) else {
+            return;
+        };
+        let track = match h264::parameter_sets(&first.payload) {
+            (Some(sps), Some(pps)) => VideoTrack::new(sps, pps),
+            _ => match &cam.info {
+                Some(info) => VideoTrack::new(&info.sps, &info.pps),
+                None => {
+                    unplayable("no SPS/PPS known");
+                    self.ack(camera, Stored::Backfill { id: group.id });
+                    return;
+                }
+            },
+        };
+        let track = match track {
+            Ok(t) => t,
+            Err(e) => {
+                unplayable(&format!("unusable parameter sets: {e}"));
+                self.ack(camera, Stored::Backfill { id: group.id });
+                return;
+            }
+        };
+        // The camera's clock, mapped like live video once live video has
+        // been seen on this connection; its own clock otherwise.
+        let wall_us = cam
+            .mapper
+            .wall_us(first.capture_us)
+            .unwrap_or(first.capture_us as i64);
+        let nominal_us = nominal_frame_us(cam.info.as_ref(), &frames);
+        cam.backfill_at = now;
+        let roll = match &cam.backfill {
+            None => true,
+            Some(seg) => {
+                seg.track != track
+                    || first.capture_us < seg.next_capture_us.saturating_sub(nominal_us / 2)
+                    || first.capture_us > seg.next_capture_us + GAP_US
+                    || first.capture_us - seg.start_capture_us >= segment_us
+            }
+        };
+        if roll {
+            self.close_lane(camera, Lane::Backfill);
+            if !self.open_segment(camera, track, first.capture_us, wall_us, Lane::Backfill) {
+                tracing::warn!(camera = %endpoint, "cannot open a backfill segment; the camera will retry");
+                return;
+            }
+        }
+        if self.append(camera, &frames, nominal_us, wall_us, Lane::Backfill) {
+            bump(&self.stats.backfill_written, 1);
+            self.status.update(&endpoint, |s| {
+                s.backfill_fragments += 1;
+                s.last_backfill_us = Some(wall_us);
+            });
+            tracing::debug!(camera = %endpoint, record = group.id, frames = frames.len(), capture_us = first.capture_us, last_us = last.capture_us, "backfilled GOP recorded");
+            self.ack(camera, Stored::Backfill { id: group.id });
+        }
     }
 
     fn open_segment(
@@ -551,6 +730,7 @@ impl Recorder {
         track: VideoTrack,
         capture_us: u64,
         wall_us: i64,
+        lane: Lane,
     ) -> bool {
         let Some(cam) = self.cameras.get(&camera) else {
             return false;
@@ -589,6 +769,7 @@ impl Recorder {
             width: i64::from(track.width),
             height: i64::from(track.height),
             open: true,
+            backfill: lane == Lane::Backfill,
         };
         let id = match self.db.insert_segment(&new).or_else(|e| {
             if e.is_disk_full() {
@@ -608,7 +789,7 @@ impl Recorder {
         bump(&self.stats.segments_opened, 1);
         bump(&self.stats.file_bytes, file.len());
         if let Some(cam) = self.cameras.get_mut(&camera) {
-            cam.segment = Some(OpenSegment {
+            *cam.lane(lane) = Some(OpenSegment {
                 id,
                 file,
                 track,
@@ -618,10 +799,12 @@ impl Recorder {
                 next_sequence: 1,
             });
         }
-        self.status.update(&endpoint, |s| {
-            s.recording = true;
-            s.segment_id = Some(id);
-        });
+        if lane == Lane::Live {
+            self.status.update(&endpoint, |s| {
+                s.recording = true;
+                s.segment_id = Some(id);
+            });
+        }
         self.retention(0);
         true
     }
@@ -646,14 +829,22 @@ impl Recorder {
         None
     }
 
-    fn append(&mut self, camera: EndpointId, frames: &[&Frame], nominal_us: u64, wall_us: i64) {
+    /// Writes and indexes one GOP; whether it is durable.
+    fn append(
+        &mut self,
+        camera: EndpointId,
+        frames: &[&Frame],
+        nominal_us: u64,
+        wall_us: i64,
+        lane: Lane,
+    ) -> bool {
         let Some(cam) = self.cameras.get_mut(&camera) else {
-            return;
+            return false;
         };
         let endpoint = cam.endpoint.clone();
         let camera_db = cam.db_id;
-        let Some(seg) = cam.segment.as_mut() else {
-            return;
+        let Some(seg) = cam.lane(lane).as_mut() else {
+            return false;
         };
         let built = match build_fragment(
             frames,
@@ -666,7 +857,7 @@ impl Recorder {
             Ok(b) => b,
             Err(e) => {
                 self.drop_fragment(&endpoint, &format!("cannot build fragment: {e}"));
-                return;
+                return false;
             }
         };
         let mut result = seg.file.append(&built);
@@ -678,10 +869,10 @@ impl Recorder {
                 result = match self
                     .cameras
                     .get_mut(&camera)
-                    .and_then(|c| c.segment.as_mut())
+                    .and_then(|c| c.lane(lane).as_mut())
                 {
                     Some(seg) => seg.file.append(&built),
-                    None => return,
+                    None => return false,
                 };
             }
         }
@@ -691,16 +882,16 @@ impl Recorder {
                 self.drop_fragment(&endpoint, &format!("write failed: {e}"));
                 // A segment that cannot be appended to is ended; the next GOP
                 // starts a new one (after retention made room, or not).
-                self.close_segment(camera);
-                return;
+                self.close_lane(camera, lane);
+                return false;
             }
         };
         let Some(seg) = self
             .cameras
             .get_mut(&camera)
-            .and_then(|c| c.segment.as_mut())
+            .and_then(|c| c.lane(lane).as_mut())
         else {
-            return;
+            return false;
         };
         let duration = built.duration_ticks();
         let row = FragmentRow {
@@ -721,11 +912,15 @@ impl Recorder {
         bump(&self.stats.fragments_written, 1);
         bump(&self.stats.payload_bytes, payload);
         bump(&self.stats.file_bytes, built.len());
-        let mut indexed = self.db.add_fragments(seg_id, &[row]);
+        let origin = FragmentOrigin {
+            capture_us: frames.first().map_or(0, |f| f.capture_us as i64),
+            first_seq: frames.first().map_or(0, |f| f.sequence as i64),
+        };
+        let mut indexed = self.db.add_fragment_from(seg_id, &row, origin);
         if let Err(e) = &indexed {
             if e.is_disk_full() {
                 self.retention(FULL_DISK_MARGIN);
-                indexed = self.db.add_fragments(seg_id, &[row]);
+                indexed = self.db.add_fragment_from(seg_id, &row, origin);
             }
         }
         if let Err(e) = indexed {
@@ -733,8 +928,13 @@ impl Recorder {
             tracing::warn!(camera = %endpoint, "fragment written but not indexed (re-indexed at next start): {e}");
         }
         let _ = self.db.camera_seen(camera_db, self.clock.wall_us());
-        self.status
-            .update(&endpoint, |s| s.last_fragment_us = Some(wall_us));
+        if lane == Lane::Live {
+            self.status
+                .update(&endpoint, |s| s.last_fragment_us = Some(wall_us));
+        }
+        // The bytes are durable (the file was synced); a failed index update
+        // is repaired from the file at the next start.
+        true
     }
 
     fn on_aux(&mut self, camera: EndpointId, frame: &Frame) {
@@ -785,7 +985,8 @@ impl Recorder {
         let protected: HashSet<i64> = self
             .cameras
             .values()
-            .filter_map(|c| c.segment.as_ref().map(|s| s.id))
+            .flat_map(|c| [&c.segment, &c.backfill])
+            .filter_map(|s| s.as_ref().map(|s| s.id))
             .collect();
         match retention::enforce(&mut self.db, &self.root, &limits, need_free, &protected) {
             Ok(r) => {

@@ -260,6 +260,7 @@ pub fn reconcile(db: &mut Db, root: &Path) -> Result<ReconcileReport, ReconcileE
             width: i64::from(track.width),
             height: i64::from(track.height),
             open: false,
+            backfill: false,
         })?;
         db.add_fragments(id, &rows)?;
         report.files_indexed += 1;

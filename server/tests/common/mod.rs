@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use kodama_firmware::backlog::{Backlog, BacklogConfig, BacklogStatus, StoreForward};
 use kodama_firmware::uplink::{self, AuxMessage, LinkState, UplinkIo, UplinkOptions};
 use kodama_firmware::video::synthetic::ReplaySource;
 use kodama_firmware::video::{
@@ -89,6 +90,27 @@ impl TestServer {
 
     /// Starts a server in `data_dir` on `port` (0 = any).
     pub async fn start_in(data_dir: std::path::PathBuf, port: Option<u16>) -> Self {
+        Self::try_start_in(data_dir, port)
+            .await
+            .expect("server starts")
+    }
+
+    /// Like [`TestServer::start_in`], retrying (bounded) while the port is
+    /// still held by a server that just stopped without a goodbye.
+    pub async fn restart_in(data_dir: std::path::PathBuf, port: u16) -> Self {
+        for _ in 0..50 {
+            match Self::try_start_in(data_dir.clone(), Some(port)).await {
+                Ok(s) => return s,
+                Err(e) => {
+                    tracing::info!("restart: {e:#}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        panic!("the server could not bind port {port} again within 2.5 s");
+    }
+
+    async fn try_start_in(data_dir: std::path::PathBuf, port: Option<u16>) -> anyhow::Result<Self> {
         logs();
         let mut config = Config::default();
         config.server.data_dir = data_dir;
@@ -96,9 +118,7 @@ impl TestServer {
         config.server.offline = true;
         config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let cancel = CancellationToken::new();
-        let server = Server::start(&config, cancel.clone())
-            .await
-            .expect("server starts");
+        let server = Server::start(&config, cancel.clone()).await?;
         let addr = server
             .node
             .endpoint()
@@ -106,13 +126,13 @@ impl TestServer {
             .into_iter()
             .find(SocketAddr::is_ipv4)
             .expect("bound");
-        Self {
+        Ok(Self {
             server,
             addr,
             config,
             cancel,
             _dir: None,
-        }
+        })
     }
 
     pub fn dial_addr(&self) -> EndpointAddr {
@@ -208,6 +228,10 @@ pub struct TestCamera {
     pub aux: mpsc::Sender<AuxMessage>,
     pub cancel: CancellationToken,
     pub endpoint: Endpoint,
+    /// The backlog's status, when the camera keeps one.
+    pub backlog: Option<watch::Receiver<BacklogStatus>>,
+    /// The uplink task (ends after a stop, once the backlog is flushed).
+    pub uplink: tokio::task::JoinHandle<()>,
 }
 
 pub async fn start_camera(name: &str, server: EndpointAddr, key: SecretKey) -> TestCamera {
@@ -221,6 +245,28 @@ pub async fn start_camera_with(
     key: SecretKey,
     settings: VideoSettings,
     pad_to: usize,
+) -> TestCamera {
+    start_camera_full(name, server, key, settings, pad_to, None).await
+}
+
+/// A camera that keeps a store-and-forward backlog in `backlog_dir` (the
+/// same directory across a simulated reboot).
+pub async fn start_camera_with_backlog(
+    name: &str,
+    server: EndpointAddr,
+    key: SecretKey,
+    backlog_dir: &std::path::Path,
+) -> TestCamera {
+    start_camera_full(name, server, key, settings(), 0, Some(backlog_dir)).await
+}
+
+async fn start_camera_full(
+    name: &str,
+    server: EndpointAddr,
+    key: SecretKey,
+    settings: VideoSettings,
+    pad_to: usize,
+    backlog_dir: Option<&std::path::Path>,
 ) -> TestCamera {
     let source = tokio::task::spawn_blocking(move || ReplaySource::prerender(settings, 2, true))
         .await
@@ -247,14 +293,30 @@ pub async fn start_camera_with(
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_millis(500),
         reboot_command: Vec::new(),
+        links: None,
     };
     let io = UplinkIo {
         frames: capture.frames,
         aux: aux_rx,
         control: capture.control,
         state: state_tx,
+        store: None,
     };
-    tokio::spawn(uplink::run(endpoint.clone(), opts, io, cancel.clone()));
+    let mut io = io;
+    let mut backlog = None;
+    if let Some(dir) = backlog_dir {
+        let cfg = BacklogConfig {
+            dir: Some(dir.to_owned()),
+            max_mb: 64,
+            upload_kbps: 4_000,
+            ..BacklogConfig::default()
+        };
+        let (b, recovery) = Backlog::open(&cfg).expect("backlog opens");
+        eprintln!("camera {name}: backlog recovered {recovery:?}");
+        backlog = Some(b.status());
+        io.store = Some(StoreForward::new(b, &cfg));
+    }
+    let uplink = tokio::spawn(uplink::run(endpoint.clone(), opts, io, cancel.clone()));
     TestCamera {
         key,
         name: name.into(),
@@ -263,6 +325,8 @@ pub async fn start_camera_with(
         aux: aux_tx,
         cancel,
         endpoint,
+        backlog,
+        uplink,
     }
 }
 
@@ -334,4 +398,99 @@ pub fn probe_video(path: &std::path::Path) -> Option<serde_json::Value> {
     );
     let v: serde_json::Value = serde_json::from_slice(&probe.stdout).expect("json");
     Some(v["streams"][0].clone())
+}
+
+/// A UDP "cable" between peers on loopback that the test can cut: packets
+/// in either direction vanish silently, as when a process is killed or a
+/// link fails with nothing announcing it. Clients dial [`UdpCable::addr`].
+pub struct UdpCable {
+    pub addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
+}
+
+impl UdpCable {
+    /// Forwards datagrams between clients of the returned address and `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let front = Arc::new(
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind cable"),
+        );
+        let addr = front.local_addr().expect("addr");
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let cut = cut.clone();
+            let stop = stop.clone();
+            async move {
+                // One upstream socket per client, so the target sees distinct peers.
+                let mut upstream: HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = HashMap::new();
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let received = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = front.recv_from(&mut buf) => r,
+                    };
+                    let Ok((n, from)) = received else {
+                        return;
+                    };
+                    if cut.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let up = match upstream.get(&from) {
+                        Some(s) => s.clone(),
+                        None => {
+                            let s = Arc::new(
+                                tokio::net::UdpSocket::bind("127.0.0.1:0")
+                                    .await
+                                    .expect("bind upstream"),
+                            );
+                            upstream.insert(from, s.clone());
+                            let (front, cut, s2) = (front.clone(), cut.clone(), s.clone());
+                            let stop = stop.clone();
+                            tokio::spawn(async move {
+                                let mut buf = vec![0u8; 65536];
+                                loop {
+                                    let n = tokio::select! {
+                                        _ = stop.cancelled() => return,
+                                        r = s2.recv(&mut buf) => match r { Ok(n) => n, Err(_) => return },
+                                    };
+                                    if !cut.load(Ordering::Relaxed) {
+                                        let _ = front.send_to(&buf[..n], from).await;
+                                    }
+                                }
+                            });
+                            s.connect(target).await.expect("connect upstream");
+                            s
+                        }
+                    };
+                    let _ = up.send(&buf[..n]).await;
+                }
+            }
+        });
+        Self { addr, cut, stop }
+    }
+
+    /// Drops everything from now on, silently.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Carries packets again.
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for UdpCable {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The server's address as reached through `cable`.
+pub fn dial_via(server: &TestServer, cable: &UdpCable) -> EndpointAddr {
+    EndpointAddr::new(server.server.node.endpoint().id()).with_ip_addr(cable.addr)
 }

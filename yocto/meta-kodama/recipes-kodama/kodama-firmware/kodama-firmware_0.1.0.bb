@@ -55,5 +55,6 @@ do_install:append() {
 PACKAGES =+ "${PN}-image-files"
 FILES:${PN}-image-files = "${sysconfdir} ${libexecdir}/kodama ${datadir}/udhcpc /boot /data"
 RDEPENDS:${PN}-image-files = "busybox e2fsprogs-mke2fs e2fsprogs-e2fsck e2fsprogs-resize2fs \
-    util-linux-sfdisk util-linux-partx util-linux-blkid dosfstools wpa-supplicant chrony"
+    util-linux-sfdisk util-linux-partx util-linux-blkid dosfstools wpa-supplicant chrony \
+    iproute2-ip"
 RDEPENDS:${PN} += "${PN}-image-files"

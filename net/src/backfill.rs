@@ -1,0 +1,46 @@
+//! Backfill: a GOP the camera recorded while it could not reach the server,
+//! uploaded later on its own unidirectional stream ([`Channel::Backfill`],
+//! group id = the camera's backlog record id).
+//!
+//! Its priority is below every live stream's (live video groups are
+//! `0..2^30`, audio and telemetry above), so QUIC sends backfill bytes only
+//! when live has nothing queued: the live picture keeps its bandwidth and
+//! backfill fills what is left. Pacing and the number of groups in flight
+//! are the caller's (the camera's backlog uploader).
+
+use std::sync::Arc;
+
+use iroh::endpoint::Connection;
+use kodama_proto::{Channel, Frame, StreamHeader};
+
+use crate::error::MediaError;
+use crate::media_send::{open_stream, write_frame, SendStats};
+
+/// Stream priority of backfill: below all live video.
+pub const PRIORITY_BACKFILL: i32 = -1;
+
+/// Sends one whole GOP as backfill record `id` and finishes the stream.
+/// Frames must be video frames of one GOP (keyframe first); they go out on
+/// the wire as [`Channel::Backfill`] with their original capture times and
+/// sequence numbers. Returns the bytes handed to QUIC.
+pub async fn send_backfill_group(
+    conn: &Connection,
+    id: u64,
+    frames: &[Arc<Frame>],
+) -> Result<u64, MediaError> {
+    let header = StreamHeader {
+        channel: Channel::Backfill,
+        group: id,
+    };
+    let mut stream = open_stream(conn, header, PRIORITY_BACKFILL).await?;
+    let stats = SendStats::default();
+    for f in frames {
+        let frame = Frame {
+            channel: Channel::Backfill,
+            ..Frame::clone(f)
+        };
+        write_frame(&mut stream, &frame, &stats).await?;
+    }
+    stream.finish().map_err(|_| MediaError::ClosedStream)?;
+    Ok(SendStats::get(&stats.bytes_sent))
+}
