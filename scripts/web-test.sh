@@ -25,6 +25,6 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 npm run --silent check
 cd ../..
-cargo build --quiet -p kodama-server -p kodama-firmware --bins --features kodama-firmware/synthetic
+cargo build --quiet -p kodama-server -p kodama-firmware -p kodama-sim --bins --features kodama-firmware/synthetic
 cd server/web
 npm test

@@ -300,14 +300,6 @@ impl Db {
         )?)
     }
 
-    /// Renames a camera (the web app's rename); false if it is not indexed.
-    pub fn rename_camera(&self, endpoint: &str, name: &str) -> Result<bool, DbError> {
-        Ok(self.conn.execute(
-            "UPDATE camera SET name = ?2 WHERE endpoint = ?1",
-            params![endpoint, name],
-        )? > 0)
-    }
-
     /// The row id of a camera, creating it (named after its endpoint) if it
     /// is unknown; an existing name is kept. Used when re-indexing files.
     pub fn ensure_camera(&self, endpoint: &str, seen_us: i64) -> Result<i64, DbError> {

@@ -47,7 +47,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::allowlist::{Allowlist, PeerRole};
+use crate::allowlist::{Allowlist, AllowlistError, PeerRole};
 use crate::api::{self, ApiFailure, ApiState};
 use crate::hub::Hub;
 use crate::thumbs::{self, ThumbError, Thumbs};
@@ -205,10 +205,18 @@ async fn asset(body: &'static str, content_type: &'static str) -> Response {
     (h, body).into_response()
 }
 
-fn find_track(hub: &Hub, camera: &str) -> Option<Arc<crate::hub::CameraTrack>> {
-    match kodama_net::endpoint::parse_endpoint_id(camera) {
-        Ok(id) => hub.find(&CameraSelector::Id(*id.as_bytes())),
-        Err(_) => hub.find(&CameraSelector::Name(camera.to_owned())),
+/// The live track of a camera named by endpoint id or by its name on the
+/// server's record.
+fn find_track(web: &WebState, camera: &str) -> Option<Arc<crate::hub::CameraTrack>> {
+    let id = kodama_net::endpoint::parse_endpoint_id(camera)
+        .ok()
+        .or_else(|| {
+            let endpoint = web.api.resolve_camera(camera)?;
+            kodama_net::endpoint::parse_endpoint_id(&endpoint).ok()
+        });
+    match id {
+        Some(id) => web.hub.find(&CameraSelector::Id(*id.as_bytes())),
+        None => web.hub.find(&CameraSelector::Name(camera.to_owned())),
     }
 }
 
@@ -225,7 +233,7 @@ async fn live_socket(
             "WebSocket upgrades from other sites are refused",
         ));
     }
-    let track = find_track(&web.hub, &camera).ok_or_else(|| {
+    let track = find_track(&web, &camera).ok_or_else(|| {
         ApiFailure::not_found("unknown_camera", format!("no live camera {camera:?}"))
     })?;
     let cancel = web.cancel.child_token();
@@ -242,7 +250,7 @@ async fn camera_status(
     State(web): State<WebState>,
     UrlPath(camera): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
-    let track = find_track(&web.hub, &camera).ok_or_else(|| {
+    let track = find_track(&web, &camera).ok_or_else(|| {
         ApiFailure::not_found(
             "unknown_camera",
             format!("{camera:?} has not connected since the server started"),
@@ -312,25 +320,21 @@ struct Rename {
     name: String,
 }
 
-/// The allowlist entry of a camera named by endpoint id or current name.
-fn camera_endpoint(web: &WebState, camera: &str) -> Result<String, ApiFailure> {
-    if kodama_net::endpoint::parse_endpoint_id(camera).is_ok() {
-        return Ok(camera.to_owned());
+fn allowlist_failure(e: AllowlistError) -> ApiFailure {
+    match e {
+        AllowlistError::Unknown { .. } => ApiFailure::not_found("unknown_camera", e.to_string()),
+        AllowlistError::NameTaken { .. } => {
+            ApiFailure::new(StatusCode::CONFLICT, "name_taken", e.to_string())
+        }
+        AllowlistError::BadName { .. } | AllowlistError::BadId(_) => {
+            ApiFailure::bad_request("bad_name", e.to_string())
+        }
+        other => ApiFailure::internal(other.to_string()),
     }
-    if let Some(t) = find_track(&web.hub, camera) {
-        return Ok(t.id.to_string());
-    }
-    let peers = web
-        .allowlist
-        .list()
-        .map_err(|e| ApiFailure::internal(e.to_string()))?;
-    peers
-        .into_iter()
-        .find(|p| p.role == PeerRole::Camera && p.label == camera)
-        .map(|p| p.id)
-        .ok_or_else(|| ApiFailure::not_found("unknown_camera", format!("no camera {camera:?}")))
 }
 
+/// `POST /api/v1/cameras/{camera}/rename` (admin): the server's record of the
+/// camera gets a new name (as `kodama-server camera rename`).
 async fn rename_camera(
     State(web): State<WebState>,
     Extension(who): Extension<Principal>,
@@ -338,44 +342,30 @@ async fn rename_camera(
     Json(r): Json<Rename>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     who.require_admin()?;
-    let name = r.name.trim().to_owned();
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiFailure::bad_request(
-            "bad_name",
-            "a camera name has 1 to 64 bytes and no control characters",
-        ));
-    }
-    let endpoint = camera_endpoint(&web, &camera)?;
-    web.allowlist
-        .rename(PeerRole::Camera, &endpoint, &name)
-        .map_err(|e| ApiFailure::bad_request("allowlist", e.to_string()))?;
-    let (ep, n) = (endpoint.clone(), name.clone());
-    web.api
-        .with_db(move |db, _| Ok(db.rename_camera(&ep, &n)?))
-        .await?;
-    tracing::info!(camera = %endpoint, %name, "camera renamed");
-    Ok(Json(json!({"id": endpoint, "name": name})))
+    let renamed = web
+        .allowlist
+        .rename(PeerRole::Camera, &camera, r.name.trim())
+        .map_err(allowlist_failure)?;
+    tracing::info!(camera = %renamed.id, name = %renamed.name, "camera renamed from the web app");
+    Ok(Json(
+        json!({"id": renamed.id.to_string(), "name": renamed.name}),
+    ))
 }
 
+/// `DELETE /api/v1/cameras/{camera}` (admin): off the allowlist and revoked
+/// for good (as `kodama-server camera remove`); its recordings stay.
 async fn remove_camera(
     State(web): State<WebState>,
     Extension(who): Extension<Principal>,
     UrlPath(camera): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiFailure> {
     who.require_admin()?;
-    let endpoint = camera_endpoint(&web, &camera)?;
-    let n = web
+    let gone = web
         .allowlist
-        .remove(&endpoint, Some(PeerRole::Camera))
-        .map_err(|e| ApiFailure::bad_request("allowlist", e.to_string()))?;
-    if n == 0 {
-        return Err(ApiFailure::not_found(
-            "not_allowed",
-            format!("{endpoint} is not on the allowlist"),
-        ));
-    }
-    tracing::info!(camera = %endpoint, "camera removed from the allowlist");
-    Ok(Json(json!({"id": endpoint, "revoked": true})))
+        .remove_named(PeerRole::Camera, &camera)
+        .map_err(allowlist_failure)?;
+    tracing::info!(camera = %gone.id, name = %gone.name, "camera removed and revoked from the web app");
+    Ok(Json(json!({"id": gone.id.to_string(), "revoked": true})))
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 // Test equipment for the browser tests and the web benchmark: a real
-// kodama-server (offline, loopback) with simulated cameras (kodama-camera,
-// synthetic video, simulated SIM7600 and GPS), and headless Debian chromium
-// driven by playwright-core. Builds nothing: run `cargo build -p
-// kodama-server -p kodama-firmware --bins` first (scripts/test.sh does).
+// kodama-server (offline, loopback) with simulated cameras (kodama-camera
+// with the synthetic test pattern; its SIM7600 and GPS served by kodama-sim
+// on ptys), and headless Debian chromium driven by playwright-core. Builds
+// nothing: run BUILD (below) first (scripts/web-test.sh does).
 
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, existsSync, rmSync, readFileSync } from 'node:fs';
@@ -15,6 +15,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const repo = resolve(here, '../../..');
 const targetDir = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(repo, 'target');
 export const bin = (name) => join(targetDir, process.env.KODAMA_PROFILE ?? 'debug', name);
+export const BUILD = 'cargo build -p kodama-server -p kodama-firmware -p kodama-sim --bins --features kodama-firmware/synthetic';
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -49,8 +50,8 @@ export class Rig {
   }
 
   async start({ cameras = 1, fps = 30, width = 640, height = 480 } = {}) {
-    for (const b of ['kodama-server', 'kodama-camera']) {
-      if (!existsSync(bin(b))) throw new Error(`${bin(b)} is missing: cargo build -p kodama-server -p kodama-firmware --bins`);
+    for (const b of ['kodama-server', 'kodama-camera', 'kodama-sim']) {
+      if (!existsSync(bin(b))) throw new Error(`${bin(b)} is missing: ${BUILD}`);
     }
     this.quicPort = await freePort();
     this.apiPort = await freePort();
@@ -58,6 +59,11 @@ export class Rig {
     const serverId = execFileSync(this.server()[0], [...this.server().slice(1), 'id']).toString().trim();
     for (let i = 1; i <= cameras; i++) {
       const conf = join(this.data, `cam-${i}.toml`);
+      // The camera's SIM7600 and GPS: kodama-sim on ptys, opened by the
+      // firmware's real serial drivers.
+      const at = join(this.data, `cam-${i}.at`), nmea = join(this.data, `cam-${i}.nmea`);
+      this.spawn(`sim-${i}`, bin('kodama-sim'), ['--at', at, '--nmea', nmea, '--scenario', 'healthy', '--lat', String(35.6586 + i * 0.01), '--lon', '139.7454']);
+      await until('kodama-sim ptys', () => existsSync(at) && existsSync(nmea), 10000, 50);
       writeFileSync(conf, `
 [camera]
 name = "cam-${i}"
@@ -78,11 +84,10 @@ bitrate_kbps = 800
 keyframe_interval = ${fps}
 [modem]
 enabled = true
-simulated = "healthy"
+port = "${at}"
+apn = "internet"
 [gnss]
-source = "simulated"
-sim_lat = ${35.6586 + i * 0.01}
-sim_lon = 139.7454
+port = "${nmea}"
 `);
       const id = execFileSync(bin('kodama-camera'), ['id', '--config', conf]).toString().trim();
       execFileSync(this.server()[0], [...this.server().slice(1), 'allow', 'add', id, '--camera', '--label', `cam-${i}`]);
