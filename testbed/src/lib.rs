@@ -723,7 +723,10 @@ fn binaries_are_fresh(root: &Path, bins: &[&Path]) -> bool {
             continue;
         };
         if meta.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target" || n == "node_modules") {
+            if path
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "node_modules")
+            {
                 continue;
             }
             if let Ok(entries) = std::fs::read_dir(&path) {
