@@ -33,8 +33,8 @@ if $testbed; then
         exit 1
     fi
     echo "building (first time: a few minutes)…"
-    cargo build --quiet -p kodama-server -p kodama-firmware -p kodama-testbed --bins \
-        --features kodama-firmware/synthetic
+    cargo build --quiet -p kodama-server -p kodama-testbed --bins
+    cargo build --quiet -p kodama-firmware --bins --features synthetic
     mkdir -p demo-data-testbed
     echo "camera 'bedcam' streams over Wi-Fi (wifi0) with cellular (cell0) as warm standby;"
     echo "watch it fail over and come back. Recordings: demo-data-testbed/recordings. Ctrl-C stops."
@@ -47,8 +47,8 @@ echo "building (first time: a few minutes)…"
 # The demo's cameras stream the test pattern (the `synthetic` feature: test
 # equipment, never in the SD-card image's firmware); kodama-sim plays each
 # camera's SIM7600 and GPS on pseudo-terminals, outside the camera process.
-cargo build --quiet -p kodama-server -p kodama-firmware -p kodama-sim --bins \
-    --features kodama-firmware/synthetic
+cargo build --quiet -p kodama-server -p kodama-sim --bins
+cargo build --quiet -p kodama-firmware --bins --features synthetic
 bin=target/debug
 data=demo-data
 mkdir -p "$data/cameras"

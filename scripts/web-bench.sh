@@ -4,7 +4,8 @@
 #   scripts/web-bench.sh [--quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --profile bench -p kodama-server -p kodama-firmware -p kodama-sim --bins --features kodama-firmware/synthetic
+cargo build --quiet --profile bench -p kodama-server -p kodama-sim --bins
+cargo build --quiet --profile bench -p kodama-firmware --bins --features synthetic
 cd server/web
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
 KODAMA_PROFILE=release node scripts/bench.mjs "$@"

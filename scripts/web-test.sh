@@ -25,6 +25,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 npm run --silent check
 cd ../..
-cargo build --quiet -p kodama-server -p kodama-firmware -p kodama-sim --bins --features kodama-firmware/synthetic
+cargo build --quiet -p kodama-server -p kodama-sim --bins
+# The camera with the synthetic source (test equipment). Its own build: beside
+# another -p, --features kodama-firmware/synthetic would not reach the camera.
+cargo build --quiet -p kodama-firmware --bins --features synthetic
 cd server/web
 npm test

@@ -665,32 +665,37 @@ pub fn workspace_binaries() -> Result<(PathBuf, PathBuf), BedError> {
         return Ok(bins);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let args = [
-        "build",
-        "--quiet",
-        "-p",
-        "kodama-server",
-        "-p",
-        "kodama-firmware",
-        "--bins",
-        // The camera streams the test pattern (test equipment; QEMU and
-        // these namespaces have no camera).
-        "--features",
-        "kodama-firmware/synthetic",
+    // Two builds: `--features kodama-firmware/synthetic` beside another `-p`
+    // would name the server's dependency, not the camera package.
+    let builds: [&[&str]; 2] = [
+        &["build", "--quiet", "-p", "kodama-server", "--bins"],
+        // The camera streams the test pattern (test equipment; these
+        // namespaces have no camera).
+        &[
+            "build",
+            "--quiet",
+            "-p",
+            "kodama-firmware",
+            "--bins",
+            "--features",
+            "synthetic",
+        ],
     ];
-    let status = Command::new(&cargo)
-        .args(args)
-        .current_dir(&root)
-        .status()
-        .map_err(|source| BedError::Spawn {
-            command: format!("{cargo} {}", args.join(" ")),
-            source,
-        })?;
-    if !status.success() {
-        return Err(BedError::Command {
-            command: format!("{cargo} {}", args.join(" ")),
-            stderr: format!("exit status {status}"),
-        });
+    for args in builds {
+        let status = Command::new(&cargo)
+            .args(args)
+            .current_dir(&root)
+            .status()
+            .map_err(|source| BedError::Spawn {
+                command: format!("{cargo} {}", args.join(" ")),
+                source,
+            })?;
+        if !status.success() {
+            return Err(BedError::Command {
+                command: format!("{cargo} {}", args.join(" ")),
+                stderr: format!("exit status {status}"),
+            });
+        }
     }
     Ok(bins)
 }

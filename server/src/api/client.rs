@@ -101,19 +101,7 @@ pub async fn get(
         addr,
         message: e.to_string(),
     };
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| http(&e))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| http(&e))?;
-    // The connection task ends when the response body is done or dropped.
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("API connection: {e}");
-        }
-    });
+    let mut sender = connect(addr).await?;
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, addr.to_string())
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
@@ -131,6 +119,35 @@ pub async fn get(
     Ok(resp)
 }
 
+/// An HTTP/1 connection to the local API. Its task ends when the last
+/// response body is done or dropped.
+async fn connect<B>(
+    addr: SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<B>, ClientError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let http = |e: &dyn std::fmt::Display| ClientError::Http {
+        addr,
+        message: e.to_string(),
+    };
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| http(&e))?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| http(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("API connection: {e}");
+        }
+    });
+    Ok(sender)
+}
+
 /// One `POST` of a JSON body to the local API; returns the JSON answer.
 /// Non-2xx answers become [`ClientError::Status`].
 pub async fn post_json(
@@ -143,18 +160,7 @@ pub async fn post_json(
         addr,
         message: e.to_string(),
     };
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| http(&e))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| http(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("API connection: {e}");
-        }
-    });
+    let mut sender = connect(addr).await?;
     let req = hyper::Request::post(path)
         .header(hyper::header::HOST, addr.to_string())
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
