@@ -61,9 +61,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# `id` first: it creates the server's key, which `run` then reads (two
+# processes creating it at once would race).
+server_id=$("${server[@]}" id)
 "${server[@]}" run >"$data/server.out" 2>"$data/server.log" &
 pids+=($!)
-server_id=$("${server[@]}" id)
 
 for i in $(seq 1 "$cameras"); do
     key="$data/cameras/cam-$i.key"
