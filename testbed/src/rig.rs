@@ -61,21 +61,10 @@ pub struct Rig {
 }
 
 fn run_ok(program: &Path, args: &[&str]) -> Result<String, BedError> {
-    let command = format!("{} {}", program.display(), args.join(" "));
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|source| BedError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(BedError::Command {
-            command,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let program = program.to_string_lossy();
+    let mut command = vec![program.as_ref()];
+    command.extend_from_slice(args);
+    Ok(crate::run(&command)?.trim().to_owned())
 }
 
 impl Rig {
