@@ -16,14 +16,14 @@ use kodama_net::endpoint::{self, EndpointOptions};
 use kodama_net::iroh::endpoint::{AfterHandshakeOutcome, EndpointHooks};
 use kodama_net::iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use kodama_net::{codes, Connection, Endpoint, EndpointTicket, SecretKey};
-use kodama_proto::{role_for_alpn, Role, ALPN_CAMERA, ALPN_PAIR, ALPN_VIEWER};
+use kodama_proto::{role_for_alpn, Role, ALPN_CAMERA, ALPN_PAIR, ALPN_RELAY, ALPN_VIEWER};
 use tokio_util::sync::CancellationToken;
 
 use crate::allowlist::Allowlist;
 use crate::hub::Hub;
 use crate::pair_session::{self, PairingService};
 use crate::sessions::Sessions;
-use crate::{camera_session, viewer_session};
+use crate::{camera_session, relay_session, viewer_session};
 
 /// How often the allowlist is checked for removals.
 pub const REVOCATION_CHECK: Duration = Duration::from_millis(200);
@@ -66,6 +66,7 @@ impl EndpointHooks for AllowlistHook {
 enum Kind {
     Camera,
     Viewer,
+    Relay,
     Pair,
 }
 
@@ -90,6 +91,7 @@ impl ProtocolHandler for Handler {
         match self.kind {
             Kind::Camera => camera_session::run(conn, hub, ctx, name, cancel).await,
             Kind::Viewer => viewer_session::run(conn, hub, ctx, name, cancel).await,
+            Kind::Relay => relay_session::run(conn, hub, ctx, name, cancel).await,
             Kind::Pair => pair_session::run(conn, self.pairing.clone(), name, cancel).await,
         }
         Ok(())
@@ -130,6 +132,7 @@ impl ServerNode {
         opts.endpoint.alpns = vec![
             ALPN_CAMERA.to_vec(),
             ALPN_VIEWER.to_vec(),
+            ALPN_RELAY.to_vec(),
             ALPN_PAIR.to_vec(),
         ];
         let ep = endpoint::bind_with_hooks(
@@ -150,6 +153,7 @@ impl ServerNode {
         let router = Router::builder(ep)
             .accept(ALPN_CAMERA, handler(Kind::Camera))
             .accept(ALPN_VIEWER, handler(Kind::Viewer))
+            .accept(ALPN_RELAY, handler(Kind::Relay))
             .accept(ALPN_PAIR, handler(Kind::Pair))
             .spawn();
         tokio::spawn(watch_revocations(
