@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kodama_net::endpoint::{self, EndpointOptions};
-use kodama_net::iroh::endpoint::{AfterHandshakeOutcome, EndpointHooks};
+use kodama_net::iroh::endpoint::{AfterHandshakeOutcome, EndpointHooks, Side};
 use kodama_net::iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use kodama_net::{codes, Connection, Endpoint, EndpointTicket, SecretKey};
 use kodama_proto::{role_for_alpn, Role, ALPN_CAMERA, ALPN_PAIR, ALPN_RELAY, ALPN_VIEWER};
@@ -35,6 +35,11 @@ struct AllowlistHook(Arc<Allowlist>);
 impl EndpointHooks for AllowlistHook {
     async fn after_handshake(&self, conn: &Connection) -> AfterHandshakeOutcome {
         let id = conn.remote_id();
+        if conn.side() == Side::Client {
+            // A connection this server dialled (forwarding to an upstream):
+            // the upstream's own allowlist decides; ours is for who dials us.
+            return AfterHandshakeOutcome::Accept;
+        }
         if conn.alpn() == ALPN_PAIR {
             // Any key, even a revoked one: the pairing handler refuses it
             // with a reason the peer can show.
@@ -50,10 +55,16 @@ impl EndpointHooks for AllowlistHook {
         if self.0.allows(&id, role) {
             return AfterHandshakeOutcome::Accept;
         }
+        let how = match role {
+            Role::Relay => format!("kodama-server allow add {id} --role relay --carry CAMERA_ID"),
+            _ => format!(
+                "kodama-server {role} add NAME, or: kodama-server allow add {id} --role {role}"
+            ),
+        };
         tracing::warn!(
             peer = %id,
             %role,
-            "refused {role} {id}: not on the allowlist (pair it with: kodama-server {role} add NAME, or: kodama-server allow add {id} --role {role})"
+            "refused {role} {id}: not on the allowlist (allow it with: {how})"
         );
         AfterHandshakeOutcome::Reject {
             error_code: codes::NOT_ALLOWED,

@@ -31,7 +31,8 @@
 //!
 //! Channels: the hub's feed per upstream ([`FEED_QUEUE`]); per camera a
 //! bounded `mpsc` of completed GOPs ([`CAMERA_QUEUE`]) from the dispatcher;
-//! backfill sends run as tasks (at most [`BACKFILL_IN_FLIGHT`] per camera).
+//! backfill sends run as tasks (at most [`BACKFILL_IN_FLIGHT`] GOPs per
+//! camera sent and not yet acknowledged).
 
 pub mod pace;
 pub mod pending;
@@ -65,7 +66,8 @@ pub const FEED_QUEUE: usize = 256;
 /// Completed GOPs queued per forwarded camera.
 pub const CAMERA_QUEUE: usize = 64;
 
-/// Backfilled GOPs a forwarder has on the wire at once.
+/// Backfilled GOPs a forwarder has sent and not yet seen acknowledged (the
+/// upstream allows a peer 8 open backfill streams).
 pub const BACKFILL_IN_FLIGHT: usize = 3;
 
 /// Longest a connection attempt (dial and hello) may take.
@@ -386,6 +388,7 @@ async fn forward(
         backoff = BACKOFF_INITIAL;
         let before = pending.stats();
         tracing::info!(%camera, %upstream, name = %track.current_status().info.name, waiting_gops = before.gops, "forwarding the camera upstream");
+        pending.connected();
         let stop = session(
             &shared,
             &track,
@@ -469,9 +472,9 @@ async fn session(
         return false;
     }
     let mut groups = track.groups();
-    // Live starts with the next GOP to begin (the current one is completed
-    // and backfilled whole, if it is recorded upstream at all).
-    let mut seen_group = groups.borrow_and_update().as_ref().map(|g| g.id);
+    // Live starts at the current GOP's keyframe, as for a viewer: what
+    // left before it is backfilled, nothing after it waits for a grace.
+    let mut seen_group: Option<u64> = None;
     let mut current: Option<LiveCursor> = None;
     let mut frames_rx: Option<tokio::sync::watch::Receiver<usize>> = None;
     let mut aux = track.aux();
@@ -504,7 +507,7 @@ async fn session(
             }
             hand_over(shared, &mut current, &mut media, pending, now, &mut wake);
         }
-        while backfills.len() < BACKFILL_IN_FLIGHT {
+        while pending.in_flight(now) < BACKFILL_IN_FLIGHT {
             let Some((id, group)) = pending.next_due(now) else {
                 break;
             };
@@ -529,9 +532,7 @@ async fn session(
             });
         }
         if let Some(due) = pending.next_deadline() {
-            if backfills.len() < BACKFILL_IN_FLIGHT {
-                wake = Some(wake.map_or(due, |w| w.min(due)));
-            }
+            wake = Some(wake.map_or(due, |w| w.min(due)));
         }
         if last_log.elapsed() >= PROGRESS_LOG_EVERY {
             last_log = Instant::now();
@@ -579,8 +580,8 @@ async fn session(
                 None => return true,
             },
             Some(done) = backfills.join_next(), if !backfills.is_empty() => {
-                if let Ok((id, ok)) = done {
-                    if ok { pending.send_done(id) } else { pending.send_failed(id, Instant::now()) }
+                if let Ok((id, false)) = done {
+                    pending.send_failed(id, Instant::now());
                 }
             }
             m = ctl_rx.recv() => match m {

@@ -9,8 +9,10 @@
 //! whole GOP went out live ([`Pending::live_sent`]), a backfill one always.
 //! A GOP still here [`GRACE`] after it completed — its live copy was cut
 //! short, the link was down, or the acknowledgement never came — is due
-//! for backfill, oldest first; one sent as backfill and not acknowledged
-//! within [`RESEND`] (or whose connection ended) is due again.
+//! for backfill, oldest first. A backfilled GOP counts as in flight until
+//! its acknowledgement (the upstream bounds the backfill streams a peer may
+//! have open, as it does for cameras); one not acknowledged within
+//! [`RESEND`], whose send failed, or whose connection ended is due again.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -67,6 +69,9 @@ pub struct Pending {
     live: VecDeque<(u64, usize)>,
     /// Acknowledgements that came before their GOP completed here (bounded).
     early_acks: VecDeque<u64>,
+    /// Whether a connection to the upstream is up (GOPs completed without
+    /// one cannot have gone out live: due at once).
+    connected: bool,
     stats: PendingStats,
 }
 
@@ -80,6 +85,7 @@ impl Pending {
             gops: BTreeMap::new(),
             live: VecDeque::new(),
             early_acks: VecDeque::new(),
+            connected: false,
             stats: PendingStats::default(),
         }
     }
@@ -139,7 +145,7 @@ impl Pending {
                 group,
                 source,
                 bytes,
-                due: now + GRACE,
+                due: if self.connected { now + GRACE } else { now },
                 live_frames,
                 in_flight: false,
             },
@@ -185,13 +191,18 @@ impl Pending {
     /// The oldest GOP due for backfill at `now`, marked in flight; its id
     /// on the wire is its keyframe's capture time.
     pub fn next_due(&mut self, now: Instant) -> Option<(u64, Arc<Group>)> {
-        let (capture_us, e) = self
-            .gops
-            .iter_mut()
-            .find(|(_, e)| !e.in_flight && e.due <= now)?;
+        let (capture_us, e) = self.gops.iter_mut().find(|(_, e)| e.due <= now)?;
         e.in_flight = true;
         e.due = now + RESEND;
         Some((*capture_us, e.group.clone()))
+    }
+
+    /// Backfilled GOPs sent and not yet acknowledged (nor given up on) at `now`.
+    pub fn in_flight(&self, now: Instant) -> usize {
+        self.gops
+            .values()
+            .filter(|e| e.in_flight && e.due > now)
+            .count()
     }
 
     /// The backfill of `capture_us` did not go out (stream or connection
@@ -203,33 +214,28 @@ impl Pending {
         }
     }
 
-    /// A backfill send finished; the acknowledgement may still come until
-    /// its resend time.
-    pub fn send_done(&mut self, capture_us: u64) {
-        if let Some(e) = self.gops.get_mut(&capture_us) {
-            e.in_flight = false;
-        }
+    /// A connection to the upstream is up: GOPs completing from now on
+    /// may go out live and get a grace for their acknowledgement.
+    pub fn connected(&mut self) {
+        self.connected = true;
     }
 
-    /// The connection ended: nothing is in flight any more, and what was
-    /// sent as backfill without an acknowledgement is due again at once.
+    /// The connection ended: nothing is in flight any more, and everything
+    /// held is due at once on the next connection (what did arrive is
+    /// recognised upstream and acknowledged without being written again).
     pub fn disconnected(&mut self, now: Instant) {
         for e in self.gops.values_mut() {
-            if e.in_flight || e.due > now + GRACE {
-                e.due = now;
-            }
+            e.due = e.due.min(now);
             e.in_flight = false;
         }
         self.live.clear();
+        self.connected = false;
     }
 
-    /// When the next GOP falls due, if any is held and not in flight.
+    /// When the next GOP falls due (or an unacknowledged one is given up
+    /// on), if any is held.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.gops
-            .values()
-            .filter(|e| !e.in_flight)
-            .map(|e| e.due)
-            .min()
+        self.gops.values().map(|e| e.due).min()
     }
 }
 
@@ -265,6 +271,7 @@ mod tests {
     fn a_gop_sent_whole_live_leaves_on_its_live_acknowledgement() {
         let t0 = Instant::now();
         let mut p = Pending::new(1 << 20);
+        p.connected();
         p.live_sent(100, 3);
         p.push(gop(100, 3, 10), Source::Live, t0);
         assert_eq!(p.live_acknowledged(100), Some(Source::Live));
@@ -276,6 +283,7 @@ mod tests {
     fn a_gop_cut_short_live_is_backfilled_after_the_grace() {
         let t0 = Instant::now();
         let mut p = Pending::new(1 << 20);
+        p.connected();
         p.live_sent(100, 2);
         p.push(gop(100, 3, 10), Source::Live, t0);
         assert_eq!(
@@ -287,7 +295,8 @@ mod tests {
         let (id, g) = p.next_due(t0 + GRACE).expect("due");
         assert_eq!((id, g.frames.len()), (100, 3));
         assert!(p.next_due(t0 + GRACE).is_none(), "in flight");
-        p.send_done(100);
+        assert_eq!(p.in_flight(t0 + GRACE), 1);
+        assert_eq!(p.in_flight(t0 + GRACE + RESEND), 0, "given up on");
         assert!(
             p.next_due(t0 + GRACE + RESEND / 2).is_none(),
             "waits for its ack"
@@ -304,6 +313,7 @@ mod tests {
     fn an_outage_is_backfilled_oldest_first_and_again_after_a_failed_send() {
         let t0 = Instant::now();
         let mut p = Pending::new(1 << 20);
+        p.connected();
         for c in [300, 100, 200] {
             p.push(gop(c, 2, 10), Source::Live, t0);
         }
@@ -324,9 +334,28 @@ mod tests {
     }
 
     #[test]
+    fn gops_completed_without_a_connection_are_due_at_once() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(1 << 20);
+        p.push(gop(100, 2, 10), Source::Live, t0);
+        assert_eq!(p.next_due(t0).map(|(c, _)| c), Some(100));
+        p.connected();
+        p.push(gop(200, 2, 10), Source::Live, t0);
+        assert!(
+            p.next_due(t0).is_none(),
+            "on a live connection: after the grace"
+        );
+        p.disconnected(t0);
+        p.push(gop(300, 2, 10), Source::Live, t0);
+        let due: Vec<u64> = std::iter::from_fn(|| p.next_due(t0).map(|(c, _)| c)).collect();
+        assert_eq!(due, vec![100, 200, 300]);
+    }
+
+    #[test]
     fn memory_is_bounded_and_the_oldest_go_first() {
         let t0 = Instant::now();
         let mut p = Pending::new(100);
+        p.connected();
         for c in 0..10 {
             p.push(gop(c * 10, 2, 20), Source::Live, t0);
         }
@@ -340,6 +369,7 @@ mod tests {
     fn an_acknowledgement_before_the_gop_completes_here_counts() {
         let t0 = Instant::now();
         let mut p = Pending::new(1 << 20);
+        p.connected();
         p.live_sent(100, 2);
         assert_eq!(p.live_acknowledged(100), None);
         p.push(gop(100, 2, 10), Source::Live, t0);
