@@ -49,7 +49,7 @@ export class Rig {
     return [bin('kodama-server'), '--data-dir', this.data, '--listen', `127.0.0.1:${this.quicPort}`, '--offline'];
   }
 
-  async start({ cameras = 1, fps = 30, width = 640, height = 480 } = {}) {
+  async start({ cameras = 1, fps = 30, width = 640, height = 480, motion = null } = {}) {
     for (const b of ['kodama-server', 'kodama-camera', 'kodama-sim']) {
       if (!existsSync(bin(b))) throw new Error(`${bin(b)} is missing: ${BUILD}`);
     }
@@ -82,6 +82,7 @@ height = ${height}
 fps = ${fps}
 bitrate_kbps = 800
 keyframe_interval = ${fps}
+${motion ? `synthetic_motion = { every_s = ${motion.every_s}, for_s = ${motion.for_s} }` : ''}
 [modem]
 enabled = true
 port = "${at}"
