@@ -19,8 +19,9 @@ const shots = process.env.KODAMA_SCREENSHOTS;
 
 before(async () => {
   // Two cameras (synced playback); the synthetic picture shows motion for
-  // 3 s of every 12, so there are motion events to list.
-  await rig.start({ cameras: 2, motion: { every_s: 12, for_s: 3 } });
+  // 3 s of every 12, so there are motion events to list. The second camera
+  // is small: it only has to be recorded.
+  await rig.start({ cameras: 2, motion: { every_s: 12, for_s: 3 }, secondary: { width: 320, height: 240, fps: 15 } });
   // Record a little, then take the server down for a few seconds: the
   // timeline must show that gap.
   await sleep(6000);
