@@ -543,7 +543,8 @@ async fn drive(
         }
         let mut clients = Vec::new();
         for (i, key) in viewer_keys.into_iter().enumerate() {
-            let camera = format!("bench-cam-{}", i / scenario.viewers_per_camera.max(1));
+            // The server's record names the camera (its allowlist label), not its hello.
+            let camera = format!("bench camera {}", i / scenario.viewers_per_camera.max(1));
             let ep = bind_local(key).await?;
             viewer_endpoints.push(ep.clone());
             clients.push(connect_viewer(&ep, viewers_at, &camera).await?);
