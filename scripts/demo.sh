@@ -99,6 +99,9 @@ width = 640
 height = 480
 fps = 30
 bitrate_kbps = 1000
+# Test equipment: a moving block for 4 s of every 30, so the events page and
+# the timeline have motion to show.
+synthetic_motion = { every_s = 30, for_s = 4 }
 
 [modem]
 enabled = true

@@ -205,6 +205,31 @@ fn wall_us() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// Test equipment (`video.synthetic_motion`): holds the synthetic source's
+/// moving block in front of the lens for `for_s` out of every `every_s`
+/// seconds (here: `on` after `off`, repeated), so the motion detector, the
+/// recorder's events and the web app's events list have something to show in
+/// the demo and the browser tests.
+async fn run_synthetic_motion(
+    on: Duration,
+    off: Duration,
+    motion: MotionSwitch,
+    cancel: CancellationToken,
+) {
+    loop {
+        for (state, hold) in [(false, off), (true, on)] {
+            motion.set(state);
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    motion.set(false);
+                    return;
+                }
+                () = tokio::time::sleep(hold) => {}
+            }
+        }
+    }
+}
+
 /// Starts the PIR sensor (`motion.pir_gpio`) as a second source of motion
 /// events next to the picture; `None` when no PIR is configured.
 fn spawn_pir(
@@ -305,6 +330,14 @@ pub async fn run(
         cancel.clone(),
     ));
     let pir_task = spawn_pir(&config.motion, aux_tx.clone(), cancel.clone())?;
+    let synthetic_motion_task = config.video.synthetic_motion.map(|schedule| {
+        tokio::spawn(run_synthetic_motion(
+            Duration::from_secs(u64::from(schedule.for_s)),
+            Duration::from_secs(u64::from(schedule.every_s - schedule.for_s)),
+            handles.motion.clone(),
+            cancel.clone(),
+        ))
+    });
     let (_bitrate_tx, bitrate) = watch::channel(config.video.bitrate_kbps);
     let mut backlog_cfg = config.backlog.clone();
     if backlog_cfg.dir.is_none() {
@@ -372,6 +405,9 @@ pub async fn run(
     if let Some(t) = pir_task {
         let _ = t.await;
     }
+    if let Some(t) = synthetic_motion_task {
+        let _ = t.await;
+    }
     let _ = gnss.task.await;
     let _ = clock_task.await;
     modem.join().await;
@@ -379,5 +415,50 @@ pub async fn run(
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e).context("video source failed"),
         Ok(Err(_)) | Err(_) => anyhow::bail!("capture thread panicked"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `motion` until it reads `want`, for at most `within`.
+    async fn reaches(motion: &MotionSwitch, want: bool, within: Duration) -> bool {
+        let end = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < end {
+            if motion.get() == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn synthetic_motion_comes_and_goes_on_its_schedule_and_stops_on_cancel() {
+        let motion = MotionSwitch::default();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_synthetic_motion(
+            Duration::from_millis(150),
+            Duration::from_millis(150),
+            motion.clone(),
+            cancel.clone(),
+        ));
+        let second = Duration::from_secs(1);
+        assert!(
+            reaches(&motion, true, second).await,
+            "motion starts after the quiet part"
+        );
+        assert!(
+            reaches(&motion, false, second).await,
+            "and ends after its part"
+        );
+        assert!(reaches(&motion, true, second).await, "and repeats");
+        cancel.cancel();
+        tokio::time::timeout(second, task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+        assert!(!motion.get(), "cancelled with the block off");
     }
 }

@@ -200,6 +200,21 @@ pub struct VideoSection {
     pub bitrate_kbps: u32,
     /// Frames per GOP.
     pub keyframe_interval: u32,
+    /// Test equipment for the `synthetic` source only: a moving block held
+    /// in front of the lens on a schedule, so the demo and the browser tests
+    /// have motion events to show. `{ every_s = 30, for_s = 4 }`.
+    pub synthetic_motion: Option<SyntheticMotion>,
+}
+
+/// When the synthetic source shows motion: for `for_s` seconds out of every
+/// `every_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticMotion {
+    /// The period, in seconds (2..=86400).
+    pub every_s: u32,
+    /// How long the motion lasts within each period (1..every_s).
+    pub for_s: u32,
 }
 
 impl Default for VideoSection {
@@ -211,6 +226,7 @@ impl Default for VideoSection {
             fps: 30,
             bitrate_kbps: 1500,
             keyframe_interval: 30,
+            synthetic_motion: None,
         }
     }
 }
@@ -418,6 +434,23 @@ impl Config {
                 ),
             ));
         }
+        if let Some(m) = self.video.synthetic_motion {
+            if self.video.source != VideoSourceKind::Synthetic {
+                return Err(invalid(
+                    "video.synthetic_motion",
+                    "is test equipment for video.source = \"synthetic\" only; a real camera sees real motion".into(),
+                ));
+            }
+            if !(2..=86_400).contains(&m.every_s) || m.for_s == 0 || m.for_s >= m.every_s {
+                return Err(invalid(
+                    "video.synthetic_motion",
+                    format!(
+                        "needs 2 <= every_s <= 86400 and 1 <= for_s < every_s, got every_s = {}, for_s = {}",
+                        m.every_s, m.for_s
+                    ),
+                ));
+            }
+        }
         if self.motion.pir_gpio.is_some() && !cfg!(feature = "pi") {
             return Err(invalid(
                 "motion.pir_gpio",
@@ -545,6 +578,37 @@ mod tests {
         .expect("valid");
         assert_eq!(c.video.fps, 30);
         assert_eq!(c.camera.name, "camera");
+    }
+
+    #[test]
+    fn synthetic_motion_only_with_the_synthetic_source_and_a_sane_schedule() {
+        let base = format!("[server]\nnode_id = \"{}\"\n", id());
+        let err = parse(&format!(
+            "{base}[video]\nsource = \"pi\"\nsynthetic_motion = {{ every_s = 30, for_s = 4 }}\n"
+        ))
+        .expect_err("a real camera");
+        assert!(
+            err.to_string().starts_with("video.synthetic_motion"),
+            "{err}"
+        );
+        if cfg!(feature = "synthetic") {
+            let ok = parse(&format!(
+                "{base}[video]\nsource = \"synthetic\"\nsynthetic_motion = {{ every_s = 30, for_s = 4 }}\n"
+            ))
+            .expect("valid");
+            assert_eq!(
+                ok.video.synthetic_motion,
+                Some(SyntheticMotion {
+                    every_s: 30,
+                    for_s: 4
+                })
+            );
+            let err = parse(&format!(
+                "{base}[video]\nsource = \"synthetic\"\nsynthetic_motion = {{ every_s = 4, for_s = 4 }}\n"
+            ))
+            .expect_err("always on");
+            assert!(err.to_string().contains("for_s < every_s"), "{err}");
+        }
     }
 
     #[test]
