@@ -174,14 +174,6 @@ pub enum ApiError {
     /// The accounts database could not be opened.
     #[error("web accounts: {0}")]
     Accounts(#[from] AccountError),
-    /// The listen address could not be bound.
-    #[error("listening on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
     /// The server failed while running.
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
@@ -333,21 +325,6 @@ pub fn router(state: ApiState) -> Router {
         .merge(authed)
         .fallback(|| async { ApiFailure::not_found("no_route", "no such route") })
         .with_state(state)
-}
-
-/// Serves the API until `cancel` fires.
-pub async fn serve(
-    cfg: ApiConfig,
-    state: ApiState,
-    cancel: CancellationToken,
-) -> Result<(), ApiError> {
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ApiError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    serve_on(listener, state, cancel).await
 }
 
 /// Serves the API on a bound listener until `cancel` fires (tests bind port 0).
