@@ -97,6 +97,9 @@ pub enum ServerCommand {
     },
     /// Watch a camera live, or save a recorded range (`--from`/`--to`).
     View(ViewArgs),
+    /// Relay-only mode: accept this site's cameras and forward them to
+    /// the `[[upstream]]` servers; no recording, no HTTP API.
+    Relay,
     /// Manage the HTTP API token.
     Token {
         /// What to do.
@@ -128,6 +131,10 @@ pub enum AllowAction {
         /// A label for humans.
         #[arg(long, default_value = "")]
         label: String,
+        /// With `--role relay`: a camera's node id the relay may forward
+        /// here (repeatable; added to what it may already carry).
+        #[arg(long = "carry")]
+        carries: Vec<String>,
     },
     /// List allowed peers.
     List,

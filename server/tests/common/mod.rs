@@ -71,6 +71,17 @@ pub fn settings() -> VideoSettings {
     }
 }
 
+/// The configuration test servers run with: offline, loopback, any free
+/// API port, data in `data_dir`, QUIC on `port` (0 or `None`: any).
+pub fn test_config(data_dir: std::path::PathBuf, port: Option<u16>) -> Config {
+    let mut config = Config::default();
+    config.server.data_dir = data_dir;
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
+    config.server.offline = true;
+    config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config
+}
+
 /// A running test server.
 pub struct TestServer {
     pub server: Server,
@@ -111,12 +122,12 @@ impl TestServer {
     }
 
     async fn try_start_in(data_dir: std::path::PathBuf, port: Option<u16>) -> anyhow::Result<Self> {
+        Self::start_config(test_config(data_dir, port)).await
+    }
+
+    /// Starts a server with `config` (see [`test_config`]).
+    pub async fn start_config(config: Config) -> anyhow::Result<Self> {
         logs();
-        let mut config = Config::default();
-        config.server.data_dir = data_dir;
-        config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
-        config.server.offline = true;
-        config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let cancel = CancellationToken::new();
         let server = Server::start(&config, cancel.clone()).await?;
         let addr = server
