@@ -70,6 +70,8 @@ pub struct Config {
     pub recording: crate::recorder::RecorderConfig,
     /// `[api]`
     pub api: crate::api::ApiConfig,
+    /// `[metrics]`
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 impl Config {

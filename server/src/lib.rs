@@ -23,6 +23,8 @@
 //! * [`web`]: the embedded web app: accounts and sessions, live video over
 //!   WebSocket, camera administration, HTTPS.
 //! * [`thumbs`]: preview thumbnails decoded from recorded keyframes.
+//! * [`metrics`]: Prometheus `/metrics` and the JSON overview behind
+//!   `kodama-server top`; the in-memory ring of recent log events.
 
 pub mod allowlist;
 pub mod api;
@@ -34,6 +36,7 @@ pub mod db;
 pub mod feed;
 pub mod hello;
 pub mod hub;
+pub mod metrics;
 pub mod pair_session;
 pub mod pairing;
 pub mod ratelimit;

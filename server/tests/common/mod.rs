@@ -110,13 +110,32 @@ impl TestServer {
         panic!("the server could not bind port {port} again within 2.5 s");
     }
 
+    /// Starts a server with `configure` applied over the test defaults.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::try_start_configured(dir.path().to_owned(), None, configure)
+            .await
+            .expect("server starts");
+        s._dir = Some(dir);
+        s
+    }
+
     async fn try_start_in(data_dir: std::path::PathBuf, port: Option<u16>) -> anyhow::Result<Self> {
+        Self::try_start_configured(data_dir, port, |_| {}).await
+    }
+
+    async fn try_start_configured(
+        data_dir: std::path::PathBuf,
+        port: Option<u16>,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         logs();
         let mut config = Config::default();
         config.server.data_dir = data_dir;
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
         config.server.offline = true;
         config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        configure(&mut config);
         let cancel = CancellationToken::new();
         let server = Server::start(&config, cancel.clone()).await?;
         let addr = server
