@@ -281,6 +281,22 @@ pub async fn run(
         },
     )
     .await?;
+    // Closed on every path, errors included: the server sees a goodbye, not
+    // a peer that vanished (and iroh does not abort it ungracefully).
+    let result = run_on(config, handles, &ep, link_secret, &cancel).await;
+    ep.close().await;
+    result
+}
+
+async fn run_on(
+    config: Config,
+    handles: AppHandles,
+    ep: &kodama_net::Endpoint,
+    link_secret: kodama_net::SecretKey,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let cancel = cancel.clone();
+    let ep = ep.clone();
     let mut source = make_source(&config, &handles)?;
     let server = match resolve_server(&config, &ep, &cancel).await {
         Ok(Some(s)) => s,

@@ -65,9 +65,9 @@ pub fn rotate_token(data_dir: &Path, cfg: &ApiConfig) -> std::io::Result<PathBuf
     Ok(path)
 }
 
-/// Where to reach the API from this machine: a wildcard listen address is
-/// reached over loopback.
-fn connect_addr(listen: SocketAddr) -> SocketAddr {
+/// Where to reach a server (the API, or the QUIC node for `view`) from this
+/// machine: its listen address, or loopback when it listens on every address.
+pub fn connect_addr(listen: SocketAddr) -> SocketAddr {
     let mut a = listen;
     if a.ip().is_unspecified() {
         a.set_ip(if a.is_ipv4() {
