@@ -614,12 +614,19 @@ pub async fn camera(config: &Config, action: CameraAction) -> anyhow::Result<()>
             return Ok(());
         }
         CameraAction::Remove { name } => return remove_role(config, role, &name),
-        CameraAction::Reboot { name } => (name, "reboot"),
-        CameraAction::Keyframe { name } => (name, "keyframe"),
-        CameraAction::Snapshot { name } => (name, "snapshot"),
+        CameraAction::Reboot { name } => (name, "reboot", None),
+        CameraAction::Keyframe { name } => (name, "keyframe", None),
+        CameraAction::Snapshot { name } => (name, "snapshot", None),
+        CameraAction::Tier { name, mode, rung } => (
+            name,
+            "tier",
+            Some(serde_json::json!({ "command": "tier", "mode": mode, "rung": rung })),
+        ),
     };
-    let (name, what) = command;
-    let answer = api::client::command(&config.server.data_dir, &config.api, &name, what).await?;
+    let (name, what, body) = command;
+    let body = body.unwrap_or_else(|| serde_json::json!({ "command": what }));
+    let answer =
+        api::client::command_with(&config.server.data_dir, &config.api, &name, body).await?;
     let result = answer["result"].as_str().unwrap_or("?");
     let detail = answer["detail"].as_str().unwrap_or("");
     println!(

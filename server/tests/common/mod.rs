@@ -325,6 +325,9 @@ async fn start_camera_full(
         backoff_max: Duration::from_millis(500),
         reboot_command: Vec::new(),
         links: None,
+        // A replayed stream has a fixed bitrate.
+        abr: false,
+        congestion: Default::default(),
     };
     let io = UplinkIo {
         frames: capture.frames,
@@ -332,6 +335,8 @@ async fn start_camera_full(
         control: capture.control,
         state: state_tx,
         store: None,
+        tier: capture.tier,
+        status: watch::channel(Default::default()).0,
     };
     let mut io = io;
     let mut backlog = None;
