@@ -42,12 +42,10 @@ pub use frame::{
 pub use handshake::{ClientHandshake, HandshakeError, Hello, ServerHandshake};
 pub use message::{
     CameraInfo, CameraSelector, Codec, Command, CommandResult, Message, MessageDecoder,
-    MessageError, RejectCode, Role, Stored, MAX_MESSAGE_LEN,
+    MessageError, RejectCode, Role, Stored, TierLimit, MAX_MESSAGE_LEN,
 };
 pub use order::{GroupOrderer, MediaEvent};
-pub use stream::{
-    GroupReceiver, StreamError, StreamEvent, StreamHeader, StreamKind, STREAM_HEADER_LEN,
-};
+pub use stream::{GroupReceiver, StreamError, StreamEvent, StreamHeader, STREAM_HEADER_LEN};
 
 /// Protocol version carried in every hello and welcome. Bumped on any
 /// incompatible change to this crate's wire format.

@@ -167,6 +167,21 @@ pub enum Command {
     /// Produce a keyframe now and say which one, so the server can keep it
     /// as a still picture.
     Snapshot,
+    /// Limit the camera's adaptive bitrate: let it decide, cap it at a rung
+    /// of its tier ladder, or pin it to one.
+    SetTier(TierLimit),
+}
+
+/// What the server allows a camera's adaptive bitrate (rungs index the
+/// camera's tier ladder, 0 = lowest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierLimit {
+    /// The camera decides from its link.
+    Auto,
+    /// The camera decides, at most this rung.
+    Cap(u8),
+    /// Always this rung.
+    Pin(u8),
 }
 
 /// How a camera answered a command.
@@ -486,6 +501,16 @@ impl Message {
                     }
                     Command::Reboot => out.put_u8(2),
                     Command::Snapshot => out.put_u8(3),
+                    Command::SetTier(limit) => {
+                        out.put_u8(4);
+                        let (mode, rung) = match limit {
+                            TierLimit::Auto => (0, 0),
+                            TierLimit::Cap(r) => (1, *r),
+                            TierLimit::Pin(r) => (2, *r),
+                        };
+                        out.put_u8(mode);
+                        out.put_u8(rung);
+                    }
                 }
             }
             Message::CommandAck { id, result, detail } => {
@@ -615,6 +640,23 @@ impl Message {
                     },
                     2 => Command::Reboot,
                     3 => Command::Snapshot,
+                    4 => {
+                        let at = r.offset();
+                        let mode = r.u8("command.tier_mode")?;
+                        let rung = r.u8("command.tier_rung")?;
+                        Command::SetTier(match mode {
+                            0 => TierLimit::Auto,
+                            1 => TierLimit::Cap(rung),
+                            2 => TierLimit::Pin(rung),
+                            v => {
+                                return Err(FieldError::UnknownValue {
+                                    field: "command.tier_mode",
+                                    offset: at,
+                                    value: v.into(),
+                                })
+                            }
+                        })
+                    }
                     v => {
                         return Err(FieldError::UnknownValue {
                             field: "command",
@@ -998,6 +1040,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn golden_tier_limits() {
+        golden(
+            Message::Command {
+                id: 2,
+                command: Command::SetTier(TierLimit::Cap(1)),
+            },
+            "000000080700000002040101",
+        );
+        golden(
+            Message::Command {
+                id: 2,
+                command: Command::SetTier(TierLimit::Auto),
+            },
+            "000000080700000002040000",
+        );
+        // An unknown mode is an error naming the field, not a panic.
+        let bad = hex::decode("000000080700000002040300").expect("hex");
+        assert!(decode_one(&bad).is_err());
+    }
+
+    #[test]
     fn golden_stored() {
         golden(
             Message::Stored(Stored::LiveThrough { capture_us: 0x0102 }),
@@ -1135,12 +1198,15 @@ pub(crate) mod tests {
                 id,
                 command: Command::SetBitrate { kbps }
             }),
-            (any::<u32>(), 0u8..4).prop_map(|(id, k)| Message::Command {
+            (any::<u32>(), 0u8..7, any::<u8>()).prop_map(|(id, k, rung)| Message::Command {
                 id,
                 command: match k {
                     0 => Command::RequestKeyframe,
                     1 => Command::Reboot,
                     2 => Command::Snapshot,
+                    3 => Command::SetTier(TierLimit::Auto),
+                    4 => Command::SetTier(TierLimit::Cap(rung)),
+                    5 => Command::SetTier(TierLimit::Pin(rung)),
                     _ => Command::SetBitrate { kbps: id },
                 }
             }),

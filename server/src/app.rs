@@ -66,6 +66,7 @@ impl Server {
         let mut recorder = Recorder::open(recording, Arc::new(SystemClock::new()))
             .context("opening the recordings")?;
         let (feed, feed_rx) = feed::channel("recorder", RECORDER_QUEUE);
+        let recorder_feed = feed.clone();
         let (upstream_feeds, upstreams) = crate::upstream::feeds(&config.upstreams);
         let hub = Hub::new(std::iter::once(feed).chain(upstream_feeds).collect());
         recorder.set_acks(hub.acks().clone());
@@ -109,6 +110,18 @@ impl Server {
             .accounts()
             .begin_setup(&web_url)
             .context("preparing the web app's first-run setup")?;
+        let metrics = Arc::new(crate::metrics::Sources {
+            name: config.server.name.clone(),
+            hub: hub.clone(),
+            allowlist: allowlist.clone(),
+            recorder: recorder.stats(),
+            recording: recorder.status(),
+            recorder_feed,
+            data_dir: config.server.data_dir.clone(),
+            started: std::time::Instant::now(),
+            config: config.metrics.clone(),
+        });
+        let metrics_router = crate::metrics::router(metrics, api_state.clone());
         let own = cancel.child_token();
         let recorder = tokio::spawn(recorder.run(feed_rx, own.child_token()));
         let api_cancel = own.child_token();
@@ -122,8 +135,8 @@ impl Server {
         );
         tracing::info!(addr = %api_addr, tls = tls.is_some(), "HTTP API and web app listening");
         let api = tokio::spawn(async move {
-            if let Err(e) = web::tls::serve(listener, web::router(web_state), tls, api_cancel).await
-            {
+            let routes = web::router(web_state).merge(metrics_router);
+            if let Err(e) = web::tls::serve(listener, routes, tls, api_cancel).await {
                 tracing::error!("HTTP API stopped: {e}");
             }
         });
@@ -601,12 +614,19 @@ pub async fn camera(config: &Config, action: CameraAction) -> anyhow::Result<()>
             return Ok(());
         }
         CameraAction::Remove { name } => return remove_role(config, role, &name),
-        CameraAction::Reboot { name } => (name, "reboot"),
-        CameraAction::Keyframe { name } => (name, "keyframe"),
-        CameraAction::Snapshot { name } => (name, "snapshot"),
+        CameraAction::Reboot { name } => (name, "reboot", None),
+        CameraAction::Keyframe { name } => (name, "keyframe", None),
+        CameraAction::Snapshot { name } => (name, "snapshot", None),
+        CameraAction::Tier { name, mode, rung } => (
+            name,
+            "tier",
+            Some(serde_json::json!({ "command": "tier", "mode": mode, "rung": rung })),
+        ),
     };
-    let (name, what) = command;
-    let answer = api::client::command(&config.server.data_dir, &config.api, &name, what).await?;
+    let (name, what, body) = command;
+    let body = body.unwrap_or_else(|| serde_json::json!({ "command": what }));
+    let answer =
+        api::client::command_with(&config.server.data_dir, &config.api, &name, body).await?;
     let result = answer["result"].as_str().unwrap_or("?");
     let detail = answer["detail"].as_str().unwrap_or("");
     println!(
@@ -711,9 +731,9 @@ pub async fn view(
         if !list.allows(&secret.public(), Role::Viewer) {
             list.add(&secret.public().to_string(), PeerRole::Viewer, "")?;
         }
-        let port = config.server.listen.port();
         let addrs = if args.server_addr.is_empty() {
-            vec![SocketAddr::from(([127, 0, 0, 1], port))]
+            // Its listen address, or loopback when it listens on every address.
+            vec![api::client::connect_addr(config.server.listen)]
         } else {
             args.server_addr.clone()
         };
@@ -728,6 +748,19 @@ pub async fn view(
         },
     )
     .await?;
+    // Closed on every path, so the server sees a goodbye rather than a
+    // vanished peer (and iroh does not abort the endpoint ungracefully).
+    let watched = watch_live(&ep, server, &args, cancel).await;
+    ep.close().await;
+    watched
+}
+
+async fn watch_live(
+    ep: &kodama_net::Endpoint,
+    server: kodama_net::EndpointAddr,
+    args: &ViewArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let selector = match &args.camera {
         None => CameraSelector::FirstOnline,
         Some(c) => match endpoint::parse_endpoint_id(c) {
@@ -736,7 +769,7 @@ pub async fn view(
         },
     };
     let wait = Duration::from_secs_f64(args.wait.max(0.0));
-    let client = ViewerClient::connect_waiting(&ep, server, selector, wait, |camera| {
+    let client = ViewerClient::connect_waiting(ep, server, selector, wait, |camera| {
         eprintln!(
             "camera {camera} is offline; waiting up to {:.0} s for it to connect (--wait)",
             wait.as_secs_f64()
@@ -754,6 +787,28 @@ pub async fn view(
         cancel,
     )
     .await?;
-    ep.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_dials_the_listen_address_unless_it_is_unspecified() {
+        let at = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            api::client::connect_addr(at("10.1.2.3:7070")),
+            at("10.1.2.3:7070")
+        );
+        assert_eq!(
+            api::client::connect_addr(at("0.0.0.0:7070")),
+            at("127.0.0.1:7070")
+        );
+        assert_eq!(api::client::connect_addr(at("[::]:7071")), at("[::1]:7071"));
+        assert_eq!(
+            api::client::connect_addr(at("[fd00::5]:7072")),
+            at("[fd00::5]:7072")
+        );
+    }
 }

@@ -213,6 +213,19 @@ pub enum CameraAction {
         /// Its name.
         name: String,
     },
+    /// Limit the camera's adaptive bitrate: `auto`, `cap N` (at most rung
+    /// N) or `pin N` (always rung N). Rungs: 0=360p15 500 kbit/s,
+    /// 1=480p15 1 Mbit/s, 2=720p15 2 Mbit/s, 3=720p30 4 Mbit/s.
+    Tier {
+        /// Its name.
+        name: String,
+        /// `auto`, `cap` or `pin`.
+        #[arg(value_parser = ["auto", "cap", "pin"])]
+        mode: String,
+        /// The rung, for `cap` and `pin` (0 = the lowest).
+        #[arg(required_if_eq_any([("mode", "cap"), ("mode", "pin")]))]
+        rung: Option<u8>,
+    },
 }
 
 /// `viewer` subcommands.

@@ -73,6 +73,8 @@ pub struct Config {
     /// `[[upstream]]`: servers this one forwards cameras to.
     #[serde(rename = "upstream")]
     pub upstreams: Vec<crate::upstream::UpstreamConfig>,
+    /// `[metrics]`
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 impl Config {

@@ -28,6 +28,8 @@
 //!   upstream has not recorded; [`relay_session`]: the upstream's side of one
 //!   forwarded camera; [`relay_mode`]: `kodama-server relay` (no recording,
 //!   no API).
+//! * [`metrics`]: Prometheus `/metrics` and the JSON overview behind
+//!   `kodama-server top`; the in-memory ring of recent log events.
 
 pub mod allowlist;
 pub mod api;
@@ -39,6 +41,7 @@ pub mod db;
 pub mod feed;
 pub mod hello;
 pub mod hub;
+pub mod metrics;
 pub mod pair_session;
 pub mod pairing;
 pub mod ratelimit;

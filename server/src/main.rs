@@ -4,6 +4,8 @@ use clap::Parser;
 use kodama_server::app;
 use kodama_server::cli::{Cli, ServerCommand, TokenAction};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -13,6 +15,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        // Recent events for `kodama-server top` (GET /api/v1/overview).
+        .with(kodama_server::metrics::recent::RecentLayer)
         .init();
     let cli = Cli::parse();
     let config = cli.common.resolve()?;

@@ -137,6 +137,7 @@ pub async fn run(
         return;
     }
     tracing::info!(%viewer, camera = %first.info.name, "viewer watching");
+    let _watching = track.viewer_guard();
 
     let session = cancel.child_token();
     let mut media = MediaSender::new(conn.clone(), session.clone());

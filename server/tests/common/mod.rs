@@ -121,8 +121,28 @@ impl TestServer {
         panic!("the server could not bind port {port} again within 2.5 s");
     }
 
+    /// Starts a server with `configure` applied over the test defaults.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::try_start_configured(dir.path().to_owned(), None, configure)
+            .await
+            .expect("server starts");
+        s._dir = Some(dir);
+        s
+    }
+
     async fn try_start_in(data_dir: std::path::PathBuf, port: Option<u16>) -> anyhow::Result<Self> {
         Self::start_config(test_config(data_dir, port)).await
+    }
+
+    async fn try_start_configured(
+        data_dir: std::path::PathBuf,
+        port: Option<u16>,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        let mut config = test_config(data_dir, port);
+        configure(&mut config);
+        Self::start_config(config).await
     }
 
     /// Starts a server with `config` (see [`test_config`]).
@@ -305,6 +325,9 @@ async fn start_camera_full(
         backoff_max: Duration::from_millis(500),
         reboot_command: Vec::new(),
         links: None,
+        // A replayed stream has a fixed bitrate.
+        abr: false,
+        congestion: Default::default(),
     };
     let io = UplinkIo {
         frames: capture.frames,
@@ -312,6 +335,8 @@ async fn start_camera_full(
         control: capture.control,
         state: state_tx,
         store: None,
+        tier: capture.tier,
+        status: watch::channel(Default::default()).0,
     };
     let mut io = io;
     let mut backlog = None;
