@@ -53,15 +53,29 @@ pub const MAX_BACKFILL_STREAMS: usize = 8;
 #[derive(Debug, Default)]
 pub struct Backfills {
     open: HashMap<u64, (Vec<Arc<Frame>>, usize)>,
+    /// Streams allowed at once (0: [`MAX_BACKFILL_STREAMS`]).
+    limit: usize,
 }
 
 impl Backfills {
+    /// Backfills allowing `limit` streams at once (a relay forwarding an
+    /// outage keeps more in flight than a camera's uploader).
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            open: HashMap::new(),
+            limit,
+        }
+    }
+
     /// A backfill stream began.
     pub fn start(&mut self, h: StreamHeader) -> Result<(), String> {
-        if self.open.len() >= MAX_BACKFILL_STREAMS {
-            return Err(format!(
-                "more than {MAX_BACKFILL_STREAMS} backfill streams at once"
-            ));
+        let limit = if self.limit == 0 {
+            MAX_BACKFILL_STREAMS
+        } else {
+            self.limit
+        };
+        if self.open.len() >= limit {
+            return Err(format!("more than {limit} backfill streams at once"));
         }
         self.open.insert(h.group, (Vec::new(), 0));
         Ok(())

@@ -138,7 +138,8 @@ pub async fn run(
     tracing::info!(%relay, %camera, %name, "relay forwards a camera");
     hub.know(camera, &name, std::time::SystemTime::now());
     let (_ack_route, mut acks) = hub.acks().register(camera);
-    let mut backfills = Backfills::default();
+    // QUIC's own stream limit bounds what a relay can have open.
+    let mut backfills = Backfills::with_limit(kodama_net::endpoint::MAX_UNI_STREAMS as usize);
     let mut publisher: Option<Publisher> = None;
     let mut outcomes = LiveOutcomes::default();
     let session = cancel.child_token();

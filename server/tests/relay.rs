@@ -223,12 +223,17 @@ async fn offsite_copy_matches_home_survives_a_cut_link_and_the_loss_of_home() {
     );
 
     // Home and offsite hold the same frames over the forwarded window.
-    let at_home = recorded(&home_dir, &cam);
     let now = sequences(&cam).len() as u64;
     let window = first..now.saturating_sub(60);
-    let home_window: BTreeSet<u64> = at_home.range(window.clone()).copied().collect();
-    let gaps = wait_recorded(&offsite_dir, &cam, window.clone(), Duration::from_secs(10)).await;
+    // Both indexes commit every few seconds (`recording.flush_seconds`).
+    let gaps = wait_recorded(&offsite_dir, &cam, window.clone(), Duration::from_secs(15)).await;
     assert!(gaps.is_empty(), "offsite misses {gaps:?}");
+    let gaps = wait_recorded(&home_dir, &cam, window.clone(), Duration::from_secs(15)).await;
+    assert!(gaps.is_empty(), "home misses {gaps:?}");
+    let home_window: BTreeSet<u64> = recorded(&home_dir, &cam)
+        .range(window.clone())
+        .copied()
+        .collect();
     let offsite_window: BTreeSet<u64> = recorded(&offsite_dir, &cam)
         .range(window.clone())
         .copied()
@@ -259,7 +264,13 @@ async fn offsite_copy_matches_home_survives_a_cut_link_and_the_loss_of_home() {
     let lost_at = sequences(&cam).len() as u64;
     home.stop().await;
     cam.stop();
-    let kept = recorded(&offsite_dir, &cam);
+    // What arrived is committed within the offsite's flush interval.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut kept = recorded(&offsite_dir, &cam);
+    while kept.last().is_none_or(|l| l + 60 < lost_at) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        kept = recorded(&offsite_dir, &cam);
+    }
     let last = *kept.last().expect("frames");
     let holes = missing(&kept, first..=last);
     assert!(
@@ -376,7 +387,13 @@ async fn relay_only_mode_passes_frames_through_exactly() {
     // recorded at the server.
     let total = sequences(&cam).len() as u64;
     let data = server.config.server.data_dir.clone();
-    let first = *recorded(&data, &cam).first().expect("recorded");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut at_server = recorded(&data, &cam);
+    while at_server.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        at_server = recorded(&data, &cam);
+    }
+    let first = *at_server.first().expect("recorded");
     let gaps = wait_recorded(&data, &cam, first..total, Duration::from_secs(20)).await;
     assert!(
         gaps.is_empty(),

@@ -31,8 +31,8 @@
 //!
 //! Channels: the hub's feed per upstream ([`FEED_QUEUE`]); per camera a
 //! bounded `mpsc` of completed GOPs ([`CAMERA_QUEUE`]) from the dispatcher;
-//! backfill sends run as tasks (at most [`BACKFILL_IN_FLIGHT`] GOPs per
-//! camera sent and not yet acknowledged).
+//! backfill sends run as tasks (at most [`BACKFILL_IN_FLIGHT`] at once and
+//! [`BACKFILL_UNACKNOWLEDGED`] GOPs per camera sent and not yet acknowledged).
 
 pub mod pace;
 pub mod pending;
@@ -66,9 +66,13 @@ pub const FEED_QUEUE: usize = 256;
 /// Completed GOPs queued per forwarded camera.
 pub const CAMERA_QUEUE: usize = 64;
 
-/// Backfilled GOPs a forwarder has sent and not yet seen acknowledged (the
-/// upstream allows a peer 8 open backfill streams).
+/// Backfill streams a forwarder writes at once.
 pub const BACKFILL_IN_FLIGHT: usize = 3;
+
+/// Backfilled GOPs sent and not yet acknowledged: the upstream acknowledges
+/// once per commit (every few seconds), so this, not the link, bounds the
+/// backfill rate (e.g. 64 one-second GOPs per 5 s commit interval).
+pub const BACKFILL_UNACKNOWLEDGED: usize = 64;
 
 /// Longest a connection attempt (dial and hello) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -507,7 +511,9 @@ async fn session(
             }
             hand_over(shared, &mut current, &mut media, pending, now, &mut wake);
         }
-        while pending.in_flight(now) < BACKFILL_IN_FLIGHT {
+        while backfills.len() < BACKFILL_IN_FLIGHT
+            && pending.in_flight(now) < BACKFILL_UNACKNOWLEDGED
+        {
             let Some((id, group)) = pending.next_due(now) else {
                 break;
             };

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use crate::feed::Group;
 
 /// How long a completed GOP waits for the upstream's live acknowledgement
-/// before it is due for backfill.
-pub const GRACE: Duration = Duration::from_secs(3);
+/// before it is due for backfill: above the upstream recorder's commit
+/// interval (`recording.flush_seconds`, 5 s by default), which acknowledges
+/// only what is durable.
+pub const GRACE: Duration = Duration::from_secs(12);
 
 /// How long a backfilled GOP waits for its acknowledgement before it is sent again.
 pub const RESEND: Duration = Duration::from_secs(20);
