@@ -46,6 +46,8 @@ pub struct Server {
     pub setup_link: Option<String>,
     recorder: tokio::task::JoinHandle<()>,
     api: tokio::task::JoinHandle<()>,
+    /// Forwarders to `[[upstream]]` servers.
+    forwarders: tokio::task::JoinSet<()>,
     cancel: CancellationToken,
 }
 
@@ -65,7 +67,8 @@ impl Server {
             .context("opening the recordings")?;
         let (feed, feed_rx) = feed::channel("recorder", RECORDER_QUEUE);
         let recorder_feed = feed.clone();
-        let hub = Hub::new(vec![feed]);
+        let (upstream_feeds, upstreams) = crate::upstream::feeds(&config.upstreams);
+        let hub = Hub::new(std::iter::once(feed).chain(upstream_feeds).collect());
         recorder.set_acks(hub.acks().clone());
         know_cameras(&hub, &recorder, &allowlist);
 
@@ -154,6 +157,13 @@ impl Server {
             own.clone(),
         )
         .await?;
+        let forwarders = upstreams.start(
+            node.endpoint().clone(),
+            hub.clone(),
+            allowlist.clone(),
+            false,
+            own.child_token(),
+        )?;
         // `camera add` (another process) puts this in pairing strings.
         let ticket = node.ticket().to_string();
         if let Err(e) = std::fs::write(config.ticket_path(), format!("{ticket}\n")) {
@@ -171,13 +181,14 @@ impl Server {
             setup_link,
             recorder,
             api,
+            forwarders,
             cancel: own,
         })
     }
 
     /// Stops accepting, closes sessions, lets the recorder write what it has
     /// queued and close its segments, and stops the API.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.node.shutdown().await;
         // The hub (and so the recorder's feed) lives until the sessions end.
         self.cancel.cancel();
@@ -187,6 +198,7 @@ impl Server {
         {
             tracing::warn!("the recorder did not finish within 10 s");
         }
+        while self.forwarders.join_next().await.is_some() {}
         let _ = self.api.await;
     }
 }
@@ -290,7 +302,9 @@ impl api::LiveStatus for LiveView {
     fn resolve_camera(&self, name: &str) -> Option<String> {
         self.allowlist
             .resolve(PeerRole::Camera, name)
-            .map(|p| p.id.to_string())
+            .map(|p| p.id)
+            .or_else(|| crate::relay_session::forwarded_by_name(&self.hub, &self.allowlist, name))
+            .map(|id| id.to_string())
     }
 
     fn command(&self, endpoint: &str, command: kodama_proto::Command) -> api::CommandFuture {
@@ -419,27 +433,33 @@ pub fn allow(config: &Config, action: AllowAction) -> anyhow::Result<()> {
             role,
             camera,
             label,
+            carries,
         } => {
             let role = if camera { PeerRole::Camera } else { role };
-            let added = list.add(&id, role, &label)?;
-            println!(
-                "{} {id} as {}",
-                if added { "allowed" } else { "updated" },
-                if role == PeerRole::Camera {
-                    "camera"
-                } else {
-                    "viewer"
+            let added = match role {
+                PeerRole::Relay => list.add_relay(&id, &label, &carries)?,
+                _ if !carries.is_empty() => {
+                    anyhow::bail!("--carry is for relays: add --role relay")
                 }
+                _ => list.add(&id, role, &label)?,
+            };
+            println!(
+                "{} {id} as {role}",
+                if added { "allowed" } else { "updated" }
             );
+            if role == PeerRole::Relay && carries.is_empty() {
+                println!("note: it may forward no camera yet; add --carry CAMERA_ID");
+            }
         }
         AllowAction::List => {
             for p in list.list()? {
-                let role = if p.role == PeerRole::Camera {
-                    "camera"
+                let role = p.role.to_string();
+                let carries = if p.carries.is_empty() {
+                    String::new()
                 } else {
-                    "viewer"
+                    format!(" (carries {})", p.carries.join(", "))
                 };
-                println!("{} {role:6} {}", p.id, p.label);
+                println!("{} {role:6} {}{carries}", p.id, p.label);
             }
         }
         AllowAction::Remove { id, role } => {
@@ -520,6 +540,7 @@ fn add_with_code(
             "put it in the camera's kodama.toml as  [server] pair = \"…\"  or hold the QR code in front of its lens at first boot"
         ),
         PeerRole::Viewer => println!("on the viewer's machine run:  kodama-server view --pair '{text}'"),
+        PeerRole::Relay => {}
     }
     if !args.no_qr {
         let qr = qrcode::QrCode::new(text.as_bytes())
@@ -593,12 +614,19 @@ pub async fn camera(config: &Config, action: CameraAction) -> anyhow::Result<()>
             return Ok(());
         }
         CameraAction::Remove { name } => return remove_role(config, role, &name),
-        CameraAction::Reboot { name } => (name, "reboot"),
-        CameraAction::Keyframe { name } => (name, "keyframe"),
-        CameraAction::Snapshot { name } => (name, "snapshot"),
+        CameraAction::Reboot { name } => (name, "reboot", None),
+        CameraAction::Keyframe { name } => (name, "keyframe", None),
+        CameraAction::Snapshot { name } => (name, "snapshot", None),
+        CameraAction::Tier { name, mode, rung } => (
+            name,
+            "tier",
+            Some(serde_json::json!({ "command": "tier", "mode": mode, "rung": rung })),
+        ),
     };
-    let (name, what) = command;
-    let answer = api::client::command(&config.server.data_dir, &config.api, &name, what).await?;
+    let (name, what, body) = command;
+    let body = body.unwrap_or_else(|| serde_json::json!({ "command": what }));
+    let answer =
+        api::client::command_with(&config.server.data_dir, &config.api, &name, body).await?;
     let result = answer["result"].as_str().unwrap_or("?");
     let detail = answer["detail"].as_str().unwrap_or("");
     println!(

@@ -87,11 +87,6 @@ impl LiveGroup {
         (self.len.subscribe(), self.closed.subscribe())
     }
 
-    /// Whether the group is complete (or abandoned).
-    pub fn is_closed(&self) -> bool {
-        *self.closed.borrow()
-    }
-
     fn push(&self, frame: Arc<Frame>) -> Result<(), GroupLimit> {
         let bytes = self
             .bytes

@@ -32,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command.unwrap_or(ServerCommand::Run) {
             ServerCommand::Run => app::run(config, cancel).await,
             ServerCommand::Id => app::print_id(&config),
+            ServerCommand::Relay => kodama_server::relay_mode::run(config, cancel).await,
             ServerCommand::Allow { action } => app::allow(&config, action),
             ServerCommand::Camera { action } => app::camera(&config, action).await,
             ServerCommand::Viewer { action } => app::viewer_cmd(&config, action),

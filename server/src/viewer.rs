@@ -359,5 +359,17 @@ fn summarise_telemetry(frame: &Frame) -> String {
         }
     }
     parts.sort();
-    parts.join(" ")
+    let stream = v.get("stream").filter(|s| s.is_object()).map(|s| {
+        let text = |k: &str| s.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_owned();
+        let num = |k: &str| s.get(k).and_then(serde_json::Value::as_u64);
+        format!(
+            "tier {} ({} kbit/s, estimate {}, limit {}) over {} | ",
+            text("tier"),
+            num("kbps").map_or("-".into(), |k| k.to_string()),
+            num("estimate_kbps").map_or("-".into(), |k| format!("{k} kbit/s")),
+            text("limit"),
+            text("uplink"),
+        )
+    });
+    format!("{}{}", stream.unwrap_or_default(), parts.join(" "))
 }

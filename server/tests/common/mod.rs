@@ -71,6 +71,17 @@ pub fn settings() -> VideoSettings {
     }
 }
 
+/// The configuration test servers run with: offline, loopback, any free
+/// API port, data in `data_dir`, QUIC on `port` (0 or `None`: any).
+pub fn test_config(data_dir: std::path::PathBuf, port: Option<u16>) -> Config {
+    let mut config = Config::default();
+    config.server.data_dir = data_dir;
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
+    config.server.offline = true;
+    config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config
+}
+
 /// A running test server.
 pub struct TestServer {
     pub server: Server,
@@ -121,7 +132,7 @@ impl TestServer {
     }
 
     async fn try_start_in(data_dir: std::path::PathBuf, port: Option<u16>) -> anyhow::Result<Self> {
-        Self::try_start_configured(data_dir, port, |_| {}).await
+        Self::start_config(test_config(data_dir, port)).await
     }
 
     async fn try_start_configured(
@@ -129,13 +140,14 @@ impl TestServer {
         port: Option<u16>,
         configure: impl FnOnce(&mut Config),
     ) -> anyhow::Result<Self> {
-        logs();
-        let mut config = Config::default();
-        config.server.data_dir = data_dir;
-        config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
-        config.server.offline = true;
-        config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = test_config(data_dir, port);
         configure(&mut config);
+        Self::start_config(config).await
+    }
+
+    /// Starts a server with `config` (see [`test_config`]).
+    pub async fn start_config(config: Config) -> anyhow::Result<Self> {
+        logs();
         let cancel = CancellationToken::new();
         let server = Server::start(&config, cancel.clone()).await?;
         let addr = server
@@ -313,6 +325,9 @@ async fn start_camera_full(
         backoff_max: Duration::from_millis(500),
         reboot_command: Vec::new(),
         links: None,
+        // A replayed stream has a fixed bitrate.
+        abr: false,
+        congestion: Default::default(),
     };
     let io = UplinkIo {
         frames: capture.frames,
@@ -320,6 +335,8 @@ async fn start_camera_full(
         control: capture.control,
         state: state_tx,
         store: None,
+        tier: capture.tier,
+        status: watch::channel(Default::default()).0,
     };
     let mut io = io;
     let mut backlog = None;
