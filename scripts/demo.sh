@@ -100,6 +100,11 @@ height = 480
 fps = 30
 bitrate_kbps = 1000
 
+# A speech-like synthetic microphone: recordings get an Opus track.
+[audio]
+enabled = true
+source = "synthetic"
+
 [modem]
 enabled = true
 port = "$at"

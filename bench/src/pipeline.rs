@@ -309,6 +309,7 @@ async fn start_camera(
             backoff_max: Duration::from_secs(1),
             reboot_command: Vec::new(),
             links: None,
+            audio: None,
         },
         UplinkIo {
             frames: capture.frames,

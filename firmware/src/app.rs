@@ -305,6 +305,19 @@ pub async fn run(
         cancel.clone(),
     ));
     let pir_task = spawn_pir(&config.motion, aux_tx.clone(), cancel.clone())?;
+    let audio_task = if config.audio.enabled {
+        let mic = crate::audio::open_capture(&config.audio).context("opening the microphone")?;
+        let encoder = crate::audio::OpusPacketizer::new(config.audio.bitrate_kbps)
+            .context("starting the Opus encoder")?;
+        Some(crate::audio::spawn_audio(
+            mic,
+            encoder,
+            aux_tx.clone(),
+            cancel.clone(),
+        )?)
+    } else {
+        None
+    };
     let (_bitrate_tx, bitrate) = watch::channel(config.video.bitrate_kbps);
     let mut backlog_cfg = config.backlog.clone();
     if backlog_cfg.dir.is_none() {
@@ -356,6 +369,7 @@ pub async fn run(
         backoff_max: Duration::from_millis(max),
         reboot_command: config.system.reboot_command.clone(),
         links,
+        audio: audio_task.as_ref().map(|a| a.info),
     };
     let io = UplinkIo {
         frames: capture.frames,
@@ -374,6 +388,11 @@ pub async fn run(
     }
     let _ = gnss.task.await;
     let _ = clock_task.await;
+    if let Some(a) = audio_task {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.join()).await {
+            tracing::warn!("audio stopped: {e}");
+        }
+    }
     modem.join().await;
     match tokio::task::spawn_blocking(move || capture.thread.join()).await {
         Ok(Ok(Ok(()))) => Ok(()),

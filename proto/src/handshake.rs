@@ -113,6 +113,7 @@ impl ClientHandshake {
                     sps: Default::default(),
                     pps: Default::default(),
                     firmware: String::new(),
+                    audio: None,
                 }),
             },
             Role::Viewer => Message::ViewerHello {

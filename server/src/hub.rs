@@ -322,6 +322,7 @@ impl Hub {
                 sps: Default::default(),
                 pps: Default::default(),
                 firmware: String::new(),
+                audio: None,
             };
             let status = CameraStatus {
                 id,
@@ -544,6 +545,7 @@ mod tests {
             sps: Bytes::new(),
             pps: Bytes::new(),
             firmware: String::new(),
+            audio: None,
         }
     }
 
