@@ -310,6 +310,8 @@ async fn start_camera(
             reboot_command: Vec::new(),
             links: None,
             audio: None,
+            abr: false,
+            congestion: Default::default(),
         },
         UplinkIo {
             frames: capture.frames,
@@ -317,6 +319,8 @@ async fn start_camera(
             control: capture.control,
             state: state_tx,
             store: None,
+            tier: capture.tier,
+            status: watch::channel(Default::default()).0,
         },
         cancel,
     ));
