@@ -10,6 +10,10 @@ need=()
 command -v nasm >/dev/null || need+=(nasm)
 command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# Opus (the camera's audio encoder, libopus through the `opus` crate) and
+# ALSA headers (the `pi` build's microphone driver).
+pkg-config --exists opus 2>/dev/null || need+=(libopus-dev)
+pkg-config --exists alsa 2>/dev/null || need+=(libasound2-dev)
 # Signed updates: bundles are built and verified with host RAUC (scripts/update-check.sh).
 command -v rauc >/dev/null || need+=(rauc)
 command -v mksquashfs >/dev/null || need+=(squashfs-tools)
