@@ -312,6 +312,7 @@ async fn start_camera(
             backoff_max: Duration::from_secs(1),
             reboot_command: Vec::new(),
             links: None,
+            audio: None,
             abr: false,
             congestion: Default::default(),
         },
