@@ -100,6 +100,9 @@ pub enum ServerCommand {
     /// Relay-only mode: accept this site's cameras and forward them to
     /// the `[[upstream]]` servers; no recording, no HTTP API.
     Relay,
+    /// A live dashboard of the running server in this terminal (cameras,
+    /// links, bitrates, viewers, recording, recent events).
+    Top,
     /// Manage the HTTP API token.
     Token {
         /// What to do.

@@ -30,6 +30,7 @@
 //!   no API).
 //! * [`metrics`]: Prometheus `/metrics` and the JSON overview behind
 //!   `kodama-server top`; the in-memory ring of recent log events.
+//! * [`top`]: `kodama-server top`, the terminal dashboard over that overview.
 
 pub mod allowlist;
 pub mod api;
@@ -51,6 +52,7 @@ pub mod relay_session;
 pub mod sessions;
 pub mod stats;
 pub mod thumbs;
+pub mod top;
 pub mod transport;
 pub mod upstream;
 pub mod viewer;

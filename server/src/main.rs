@@ -37,6 +37,9 @@ fn main() -> anyhow::Result<()> {
             ServerCommand::Camera { action } => app::camera(&config, action).await,
             ServerCommand::Viewer { action } => app::viewer_cmd(&config, action),
             ServerCommand::View(args) => app::view(&config, args, cancel).await,
+            ServerCommand::Top => {
+                kodama_server::top::run(&config.server.data_dir, &config.api, cancel).await
+            }
             ServerCommand::Token {
                 action: TokenAction::Rotate,
             } => app::rotate_token(&config),

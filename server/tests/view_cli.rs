@@ -98,8 +98,8 @@ async fn view_reaches_a_specific_listen_address_closes_cleanly_and_reports_a_ser
     })
     .await
     .unwrap_or_else(|_| panic!("the viewer starts watching: {seen}"));
-    cam.stop();
     server.stop().await;
+    cam.stop();
     let status = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
             seen.push_str(&line);

@@ -206,8 +206,11 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Reads the link and tier from a telemetry document. Link: the firmware's
-/// `link {kind, iface}`; tier: `tier`, or `abr.tier`, whatever its type.
+/// Reads the link, tier and encoder bitrate from a telemetry document (the
+/// firmware's `telemetry::Sample`): the link is `link {kind, iface}`, prefixed
+/// by the failover uplink's name (`stream.uplink`) when there is one; the
+/// tier is `stream.tier` (adaptive bitrate on); the bitrate `stream.kbps`,
+/// else `bitrate_kbps`.
 fn telemetry_fields(payload: &[u8]) -> (Option<String>, Option<String>, Option<u64>) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
         return (None, None, None);
@@ -217,18 +220,24 @@ fn telemetry_fields(payload: &[u8]) -> (Option<String>, Option<String>, Option<u
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     };
-    let link = v.get("link").and_then(|l| {
+    let stream = v.get("stream");
+    let field = |key: &str| stream.and_then(|s| s.get(key)).and_then(text);
+    let kind = v.get("link").and_then(|l| {
         let kind = l.get("kind").and_then(text)?;
         Some(match l.get("iface").and_then(text) {
             Some(iface) => format!("{kind} ({iface})"),
             None => kind,
         })
     });
-    let tier = v
-        .get("tier")
-        .and_then(text)
-        .or_else(|| v.get("abr").and_then(|a| a.get("tier")).and_then(text));
-    let kbps = v.get("bitrate_kbps").and_then(serde_json::Value::as_u64);
+    let link = match (field("uplink"), kind) {
+        (Some(uplink), Some(kind)) => Some(format!("{uplink}: {kind}")),
+        (uplink, kind) => uplink.or(kind),
+    };
+    let tier = field("tier");
+    let kbps = stream
+        .and_then(|s| s.get("kbps"))
+        .and_then(serde_json::Value::as_u64)
+        .or_else(|| v.get("bitrate_kbps").and_then(serde_json::Value::as_u64));
     (link, tier, kbps)
 }
 
@@ -651,16 +660,19 @@ mod tests {
     }
 
     #[test]
-    fn telemetry_link_and_tier_are_read_whatever_their_shape() {
+    fn telemetry_link_tier_and_bitrate_are_read_from_the_sample() {
         let (link, tier, kbps) = telemetry_fields(
-            br#"{"link":{"kind":"cellular","iface":"wwan0","up":["wwan0"]},"bitrate_kbps":800,"abr":{"tier":2}}"#,
+            br#"{"link":{"kind":"cellular","iface":"wwan0","up":["wwan0"]},"bitrate_kbps":800,
+                "stream":{"uplink":"cell0","tier":"480p15","kbps":600,"limit":"auto"}}"#,
         );
-        assert_eq!(link.as_deref(), Some("cellular (wwan0)"));
-        assert_eq!(tier.as_deref(), Some("2"));
-        assert_eq!(kbps, Some(800));
-        let (link, tier, _) = telemetry_fields(br#"{"link":{"kind":"wifi"},"tier":"720p-2M"}"#);
+        assert_eq!(link.as_deref(), Some("cell0: cellular (wwan0)"));
+        assert_eq!(tier.as_deref(), Some("480p15"));
+        assert_eq!(kbps, Some(600));
+        let (link, tier, kbps) =
+            telemetry_fields(br#"{"link":{"kind":"wifi"},"bitrate_kbps":800,"stream":null}"#);
         assert_eq!(link.as_deref(), Some("wifi"));
-        assert_eq!(tier.as_deref(), Some("720p-2M"));
+        assert_eq!(tier, None);
+        assert_eq!(kbps, Some(800));
         assert_eq!(telemetry_fields(b"not json"), (None, None, None));
     }
 

@@ -22,6 +22,7 @@ use kodama_server::config::Config;
 use kodama_server::viewer::ViewerClient;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
 
 /// Captured log output of the whole test binary.
 pub fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
@@ -33,7 +34,9 @@ pub fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
             .with_env_filter("info,iroh=warn,noq=warn")
             .with_ansi(false)
             .with_writer(move || LogWriter(writer.clone()))
-            .finish();
+            .finish()
+            // As `kodama-server` does: recent events for the overview and `top`.
+            .with(kodama_server::metrics::recent::RecentLayer);
         let _ = tracing::subscriber::set_global_default(subscriber);
         buf
     })
