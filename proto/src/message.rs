@@ -17,9 +17,10 @@
 //! 0x06 CameraState  camera id [u8;32], online u8 (0|1)
 //! 0x07 Command      id u32, kind u8 (0 keyframe, 1 bitrate: kbps u32, 2 reboot, 3 snapshot)
 //! 0x08 CommandAck   id u32, result u8 (0 ok, 1 unsupported, 2 failed), detail str
-//! 0x09 PairRequest  version u16, role u8 (0 camera, 1 viewer), code str, name str
+//! 0x09 PairRequest  version u16, role u8 (0 camera, 1 viewer, 2 relay), code str, name str
 //! 0x0A Paired       name str, server str
 //! 0x0B Stored       kind u8 (0 live, 1 backfill), id u64
+//! 0x0C RelayHello   version u16, camera id [u8;32], CameraInfo   (relay ALPN: one forwarded camera)
 //!
 //! Reject codes: 1 version, 2 role, 3 not allowed, 4 unknown camera, 5 bad
 //! hello, 6 shutdown; pairing: 7 wrong code, 8 code expired, 9 code used,
@@ -46,6 +47,9 @@ pub enum Role {
     Camera,
     /// A viewer watching one camera.
     Viewer,
+    /// Another Kodama server forwarding cameras it may carry (one camera
+    /// per connection).
+    Relay,
 }
 
 impl std::fmt::Display for Role {
@@ -53,6 +57,7 @@ impl std::fmt::Display for Role {
         f.write_str(match self {
             Role::Camera => "camera",
             Role::Viewer => "viewer",
+            Role::Relay => "relay",
         })
     }
 }
@@ -162,6 +167,21 @@ pub enum Command {
     /// Produce a keyframe now and say which one, so the server can keep it
     /// as a still picture.
     Snapshot,
+    /// Limit the camera's adaptive bitrate: let it decide, cap it at a rung
+    /// of its tier ladder, or pin it to one.
+    SetTier(TierLimit),
+}
+
+/// What the server allows a camera's adaptive bitrate (rungs index the
+/// camera's tier ladder, 0 = lowest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierLimit {
+    /// The camera decides from its link.
+    Auto,
+    /// The camera decides, at most this rung.
+    Cap(u8),
+    /// Always this rung.
+    Pin(u8),
 }
 
 /// How a camera answered a command.
@@ -275,6 +295,18 @@ pub enum Message {
     /// Server → camera: video is durably recorded (store-and-forward: the
     /// camera keeps what is not acknowledged and uploads it later).
     Stored(Stored),
+    /// Relay (an origin server) → upstream server, on the relay ALPN: the
+    /// connection carries this one camera, under the name the origin
+    /// recorded. Whether the camera is online follows as `StreamInfo` /
+    /// `CameraState`.
+    RelayHello {
+        /// The relay's protocol version.
+        version: u16,
+        /// The forwarded camera's endpoint id.
+        camera: [u8; 32],
+        /// Its stream as the origin last knew it (name: the origin's record).
+        info: CameraInfo,
+    },
 }
 
 /// Why a control message could not be decoded.
@@ -348,6 +380,7 @@ const T_COMMAND_ACK: u8 = 0x08;
 const T_PAIR_REQUEST: u8 = 0x09;
 const T_PAIRED: u8 = 0x0A;
 const T_STORED: u8 = 0x0B;
+const T_RELAY_HELLO: u8 = 0x0C;
 
 impl CameraInfo {
     fn encode(&self, out: &mut BytesMut) {
@@ -414,6 +447,7 @@ impl Message {
             Message::PairRequest { .. } => T_PAIR_REQUEST,
             Message::Paired { .. } => T_PAIRED,
             Message::Stored(_) => T_STORED,
+            Message::RelayHello { .. } => T_RELAY_HELLO,
         }
     }
 
@@ -467,6 +501,16 @@ impl Message {
                     }
                     Command::Reboot => out.put_u8(2),
                     Command::Snapshot => out.put_u8(3),
+                    Command::SetTier(limit) => {
+                        out.put_u8(4);
+                        let (mode, rung) = match limit {
+                            TierLimit::Auto => (0, 0),
+                            TierLimit::Cap(r) => (1, *r),
+                            TierLimit::Pin(r) => (2, *r),
+                        };
+                        out.put_u8(mode);
+                        out.put_u8(rung);
+                    }
                 }
             }
             Message::CommandAck { id, result, detail } => {
@@ -484,6 +528,7 @@ impl Message {
                 out.put_u8(match role {
                     Role::Camera => 0,
                     Role::Viewer => 1,
+                    Role::Relay => 2,
                 });
                 put_string16(out, code);
                 put_string16(out, name);
@@ -502,6 +547,15 @@ impl Message {
                     out.put_u64(*id);
                 }
             },
+            Message::RelayHello {
+                version,
+                camera,
+                info,
+            } => {
+                out.put_u16(*version);
+                out.put_slice(camera);
+                info.encode(out);
+            }
         }
         let body_len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
@@ -586,6 +640,23 @@ impl Message {
                     },
                     2 => Command::Reboot,
                     3 => Command::Snapshot,
+                    4 => {
+                        let at = r.offset();
+                        let mode = r.u8("command.tier_mode")?;
+                        let rung = r.u8("command.tier_rung")?;
+                        Command::SetTier(match mode {
+                            0 => TierLimit::Auto,
+                            1 => TierLimit::Cap(rung),
+                            2 => TierLimit::Pin(rung),
+                            v => {
+                                return Err(FieldError::UnknownValue {
+                                    field: "command.tier_mode",
+                                    offset: at,
+                                    value: v.into(),
+                                })
+                            }
+                        })
+                    }
                     v => {
                         return Err(FieldError::UnknownValue {
                             field: "command",
@@ -623,6 +694,7 @@ impl Message {
                 let role = match r.u8("role")? {
                     0 => Role::Camera,
                     1 => Role::Viewer,
+                    2 => Role::Relay,
                     v => {
                         return Err(FieldError::UnknownValue {
                             field: "role",
@@ -661,6 +733,11 @@ impl Message {
                 };
                 Message::Stored(stored)
             }
+            T_RELAY_HELLO => Message::RelayHello {
+                version: r.u16("version")?,
+                camera: r.array("camera")?,
+                info: CameraInfo::decode(&mut r)?,
+            },
             _ => unreachable_kind(kind)?,
         };
         r.finish()?;
@@ -679,7 +756,7 @@ fn unreachable_kind(kind: u8) -> Result<Message, FieldError> {
 }
 
 fn known_kind(kind: u8) -> bool {
-    (T_CAMERA_HELLO..=T_STORED).contains(&kind)
+    (T_CAMERA_HELLO..=T_RELAY_HELLO).contains(&kind)
 }
 
 /// Incremental control-message decoder; same contract as
@@ -963,6 +1040,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn golden_tier_limits() {
+        golden(
+            Message::Command {
+                id: 2,
+                command: Command::SetTier(TierLimit::Cap(1)),
+            },
+            "000000080700000002040101",
+        );
+        golden(
+            Message::Command {
+                id: 2,
+                command: Command::SetTier(TierLimit::Auto),
+            },
+            "000000080700000002040000",
+        );
+        // An unknown mode is an error naming the field, not a panic.
+        let bad = hex::decode("000000080700000002040300").expect("hex");
+        assert!(decode_one(&bad).is_err());
+    }
+
+    #[test]
     fn golden_stored() {
         golden(
             Message::Stored(Stored::LiveThrough { capture_us: 0x0102 }),
@@ -1100,12 +1198,15 @@ pub(crate) mod tests {
                 id,
                 command: Command::SetBitrate { kbps }
             }),
-            (any::<u32>(), 0u8..4).prop_map(|(id, k)| Message::Command {
+            (any::<u32>(), 0u8..7, any::<u8>()).prop_map(|(id, k, rung)| Message::Command {
                 id,
                 command: match k {
                     0 => Command::RequestKeyframe,
                     1 => Command::Reboot,
                     2 => Command::Snapshot,
+                    3 => Command::SetTier(TierLimit::Auto),
+                    4 => Command::SetTier(TierLimit::Cap(rung)),
+                    5 => Command::SetTier(TierLimit::Pin(rung)),
                     _ => Command::SetBitrate { kbps: id },
                 }
             }),
@@ -1126,6 +1227,13 @@ pub(crate) mod tests {
             }),
             any::<u64>().prop_map(|capture_us| Message::Stored(Stored::LiveThrough { capture_us })),
             any::<u64>().prop_map(|id| Message::Stored(Stored::Backfill { id })),
+            (any::<u16>(), any::<[u8; 32]>(), arb_info()).prop_map(|(version, camera, info)| {
+                Message::RelayHello {
+                    version,
+                    camera,
+                    info,
+                }
+            }),
         ]
     }
 
