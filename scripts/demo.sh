@@ -105,6 +105,11 @@ bitrate_kbps = 1000
 # the timeline have motion to show.
 synthetic_motion = { every_s = 30, for_s = 4 }
 
+# A speech-like synthetic microphone: recordings get an Opus track.
+[audio]
+enabled = true
+source = "synthetic"
+
 [modem]
 enabled = true
 port = "$at"

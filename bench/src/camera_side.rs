@@ -79,7 +79,7 @@ pub async fn run(
         "bench camera",
     )?;
     let scope = cancel.child_token();
-    let (server, server_addr) = Running::start(mode, &data_dir, scope.child_token()).await?;
+    let (server, server_addr) = Running::start(mode, &data_dir, None, scope.child_token()).await?;
     let firmware = one(
         CameraKind::Firmware,
         &server_addr,

@@ -63,6 +63,9 @@ enum Section {
     Ingest,
     /// One camera process (1080p30 replay): firmware uplink vs. raw iroh sender.
     Camera,
+    /// Forwarding to an upstream server: the origin's CPU per forwarded GB
+    /// against raw iroh, and the delay it adds before an upstream viewer.
+    Relay,
     /// Wi-Fi ↔ cellular failover, standby cost, server crash recovery in
     /// the network test bed (root; not part of the default set).
     Failover,
@@ -247,10 +250,23 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
     }
 
     let mut ceiling_bps = None;
+    let mut raw_cpu_per_gb: Option<f64> = None;
     if wants(Section::Raw) {
         println!();
         println!("2. Raw iroh, one unidirectional stream, two offline endpoints on 127.0.0.1 (the ceiling)");
+        let cpu_before = procfs::cpu(None)?;
         let r = raw::run(raw_bytes, cancel.clone()).await?;
+        let cpu = procfs::ticks_to_duration(
+            procfs::cpu(None)?
+                .total()
+                .saturating_sub(cpu_before.total()),
+        );
+        raw_cpu_per_gb = Some(cpu.as_secs_f64() / (r.bytes as f64 / 1e9));
+        println!(
+            "   CPU {:.2} s for sender and receiver together = {:.2} CPU s per GB",
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() / (r.bytes as f64 / 1e9)
+        );
         println!(
             "   {:.0} MB in {:.2} s = {:.0} Mbit/s",
             r.bytes as f64 / 1e6,
@@ -260,6 +276,27 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
         ceiling_bps = Some(r.mbit_per_sec() * 1e6);
     }
 
+    let mut stream_cache = None;
+    if wants(Section::Relay) {
+        let settings = VideoSettings {
+            width: args.width,
+            height: args.height,
+            fps: args.fps,
+            bitrate_kbps: args.bitrate_kbps,
+            keyframe_interval: args.keyframe_interval,
+        };
+        settings.validate()?;
+        let prerender_secs = (2 * settings.keyframe_interval)
+            .div_ceil(settings.fps)
+            .max(if q { 1 } else { 4 });
+        let t = Instant::now();
+        let pad = !args.no_pad;
+        let stream =
+            tokio::task::spawn_blocking(move || Stream::prerender(settings, prerender_secs, pad))
+                .await??;
+        stream_cache = Some((stream, prerender_secs, t.elapsed()));
+    }
+    let mut direct_latency = None;
     if wants(Section::Pipeline) {
         println!();
         let mode = server_mode(&args)?;
@@ -295,6 +332,7 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
                 viewers_per_camera: viewers / cameras,
                 warmup,
                 measure: window,
+                relay: false,
             };
             for round in 1..=args.repeat.max(1) {
                 if cancel.is_cancelled() {
@@ -303,6 +341,9 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
                 let r = pipeline::run(&s, &stream, &mode, cancel.clone())
                     .await
                     .with_context(|| format!("scenario {}", s.name))?;
+                if s.cameras == 1 && s.viewers_per_camera == 1 {
+                    direct_latency = r.latency;
+                }
                 print_scenario(&r, ceiling_bps);
                 let raw = rawnet::run(
                     cameras,
@@ -353,6 +394,7 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
                 viewers_per_camera: 0,
                 warmup,
                 measure: window,
+                relay: false,
             };
             let r = pipeline::run(&s, &stream, &mode, cancel.clone())
                 .await
@@ -419,6 +461,87 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
                 );
             }
             println!("   #{round} ratio     firmware ÷ raw = {}", opt(ratio, 2));
+        }
+    }
+    if wants(Section::Relay) {
+        println!();
+        let mode = server_mode(&args)?;
+        let Some((stream, _, _)) = &stream_cache else {
+            bail!("no stream");
+        };
+        println!(
+            "4. Forwarding to an upstream server ([[upstream]], relay ALPN), one {:.0} kbit/s camera; the upstream runs in this process",
+            stream.bitrate_bps / 1000.0
+        );
+        let scenario = |name: &str, viewers, relay| Scenario {
+            name: name.into(),
+            cameras: 1,
+            viewers_per_camera: viewers,
+            warmup,
+            measure: window,
+            relay,
+        };
+        let mut plan = vec![
+            scenario("recording only (no viewer, no upstream)", 0, false),
+            scenario(
+                "recording and forwarding, 1 viewer at the upstream",
+                1,
+                true,
+            ),
+        ];
+        if direct_latency.is_none() {
+            plan.push(scenario(
+                "1 viewer at the server itself (latency baseline)",
+                1,
+                false,
+            ));
+        }
+        let mut results = Vec::new();
+        for s in &plan {
+            if cancel.is_cancelled() {
+                bail!("interrupted");
+            }
+            let r = pipeline::run(s, stream, &mode, cancel.clone())
+                .await
+                .with_context(|| format!("scenario {}", s.name))?;
+            print_scenario(&r, ceiling_bps);
+            results.push(r);
+        }
+        if let Some(r) = results.get(2) {
+            direct_latency = r.latency;
+        }
+        let (alone, forwarding) = (&results[0], &results[1]);
+        if let (Some(a), Some(f)) = (alone.server_cpu, forwarding.server_cpu) {
+            let forwarded_gb =
+                forwarding.ingest_offered_bps / 8.0 * forwarding.window.as_secs_f64() / 1e9;
+            let extra = f.as_secs_f64()
+                - a.as_secs_f64() * forwarding.window.as_secs_f64()
+                    / alone.window.as_secs_f64().max(1e-9);
+            let per_gb = extra / forwarded_gb.max(1e-12);
+            println!(
+                "   forwarding cost at the origin: {:.2} CPU s over the window = {:.1} CPU s per forwarded GB{}",
+                extra,
+                per_gb,
+                raw_cpu_per_gb.map_or_else(String::new, |raw| format!(
+                    " = {:.2} × raw iroh (sender and receiver together, {:.1} CPU s per GB)",
+                    per_gb / raw.max(1e-12),
+                    raw
+                ))
+            );
+        } else {
+            println!("   forwarding cost: in process, not separable (build kodama-server next to kodama-bench)");
+        }
+        match (direct_latency, forwarding.latency) {
+            (Some(d), Some(f)) => println!(
+                "   delay added by the hop: p50 {:+.1} ms, p99 {:+.1} ms (camera → upstream viewer {:.1} / {:.1} ms vs camera → server viewer {:.1} / {:.1} ms)",
+                f.p50_ms - d.p50_ms,
+                f.p99_ms - d.p99_ms,
+                f.p50_ms,
+                f.p99_ms,
+                d.p50_ms,
+                d.p99_ms
+            ),
+            _ => println!("   delay added: no latency samples"),
         }
     }
     if wants(Section::Failover) {

@@ -349,6 +349,19 @@ async fn run_on(
         cancel.clone(),
     ));
     let pir_task = spawn_pir(&config.motion, aux_tx.clone(), cancel.clone())?;
+    let audio_task = if config.audio.enabled {
+        let mic = crate::audio::open_capture(&config.audio).context("opening the microphone")?;
+        let encoder = crate::audio::OpusPacketizer::new(config.audio.bitrate_kbps)
+            .context("starting the Opus encoder")?;
+        Some(crate::audio::spawn_audio(
+            mic,
+            encoder,
+            aux_tx.clone(),
+            cancel.clone(),
+        )?)
+    } else {
+        None
+    };
     let synthetic_motion_task = config.video.synthetic_motion.map(|schedule| {
         tokio::spawn(run_synthetic_motion(
             Duration::from_secs(u64::from(schedule.for_s)),
@@ -410,6 +423,7 @@ async fn run_on(
         backoff_max: Duration::from_millis(max),
         reboot_command: config.system.reboot_command.clone(),
         links,
+        audio: audio_task.as_ref().map(|a| a.info),
         abr: config.video.abr,
         congestion: config.network.congestion.to_net(),
     };
@@ -435,6 +449,11 @@ async fn run_on(
     }
     let _ = gnss.task.await;
     let _ = clock_task.await;
+    if let Some(a) = audio_task {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.join()).await {
+            tracing::warn!("audio stopped: {e}");
+        }
+    }
     modem.join().await;
     match tokio::task::spawn_blocking(move || capture.thread.join()).await {
         Ok(Ok(Ok(()))) => Ok(()),

@@ -347,6 +347,8 @@ pub struct Config {
     pub motion: crate::motion::MotionConfig,
     /// `[backlog]`: store-and-forward while the server is unreachable.
     pub backlog: crate::backlog::BacklogConfig,
+    /// `[audio]`: microphone and Opus encoding.
+    pub audio: crate::audio::AudioConfig,
 }
 
 impl Config {
@@ -434,6 +436,9 @@ impl Config {
             .check_built_in()
             .map_err(|message| invalid("video.source", message))?;
         self.backlog
+            .validate()
+            .map_err(|(field, message)| invalid(field, message))?;
+        self.audio
             .validate()
             .map_err(|(field, message)| invalid(field, message))?;
         Ok(())

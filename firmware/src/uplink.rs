@@ -167,10 +167,10 @@ fn request_tier(control: &mpsc::Sender<VideoControl>, rung: &Rung) -> Result<(),
         .map_err(|e| format!("capture busy: {e}"))
 }
 
-/// A telemetry or event document for the server.
+/// A telemetry or event document, or an audio packet, for the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuxMessage {
-    /// [`Channel::Telemetry`] or [`Channel::Event`].
+    /// [`Channel::Telemetry`], [`Channel::Event`] or [`Channel::Audio`] (one Opus packet).
     pub channel: Channel,
     /// When it was measured, µs since the Unix epoch.
     pub capture_us: u64,
@@ -218,6 +218,9 @@ pub struct UplinkOptions {
     /// Failover between uplinks (`network.uplinks`): sessions run on the
     /// active uplink's warm connection instead of dialling from `endpoint`.
     pub links: Option<Arc<LinkSet>>,
+    /// The audio stream announced in the hello (its packets arrive on
+    /// `aux` as [`Channel::Audio`]); `None`: no microphone.
+    pub audio: Option<kodama_proto::AudioInfo>,
     /// Adaptive bitrate (`video.abr`).
     pub abr: bool,
     /// The congestion controller of a connection the uplink dials itself
@@ -792,6 +795,7 @@ async fn connect(
         sps: params.sps,
         pps: params.pps,
         firmware: env!("CARGO_PKG_VERSION").into(),
+        audio: opts.audio,
     };
     let mut handshake = ClientHandshake::camera(info);
     let mut control = match ControlStream::open(&conn).await {

@@ -123,6 +123,7 @@ impl ClientHandshake {
             sps: Default::default(),
             pps: Default::default(),
             firmware: String::new(),
+            audio: None,
         });
         let hello = match role {
             Role::Camera => Message::CameraHello { version, info },

@@ -41,8 +41,8 @@ pub use frame::{
 };
 pub use handshake::{ClientHandshake, HandshakeError, Hello, ServerHandshake};
 pub use message::{
-    CameraInfo, CameraSelector, Codec, Command, CommandResult, Message, MessageDecoder,
-    MessageError, RejectCode, Role, Stored, TierLimit, MAX_MESSAGE_LEN,
+    AudioCodec, AudioInfo, CameraInfo, CameraSelector, Codec, Command, CommandResult, Message,
+    MessageDecoder, MessageError, RejectCode, Role, Stored, TierLimit, MAX_MESSAGE_LEN,
 };
 pub use order::{GroupOrderer, MediaEvent};
 pub use stream::{GroupReceiver, StreamError, StreamEvent, StreamHeader, STREAM_HEADER_LEN};

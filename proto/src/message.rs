@@ -27,7 +27,9 @@
 //! 10 rate limited, 11 revoked key, 12 name taken.
 //!
 //! CameraInfo: name str, codec u8 (1 = H.264), width u16, height u16,
-//!             fps_milli u32, bitrate_kbps u32, sps bytes, pps bytes, firmware str
+//!             fps_milli u32, bitrate_kbps u32, sps bytes, pps bytes, firmware str,
+//!             then, only for a camera with a microphone:
+//!             audio codec u8 (1 = Opus), sample_rate u32, channels u8, pre_skip u16
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -90,6 +92,31 @@ pub struct CameraInfo {
     pub pps: Bytes,
     /// Firmware version string.
     pub firmware: String,
+    /// The audio stream, if the camera has a microphone. Encoded after the
+    /// other fields only when present, so hellos without audio keep their
+    /// earlier shape.
+    pub audio: Option<AudioInfo>,
+}
+
+/// Audio codec of a camera's audio stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AudioCodec {
+    /// Opus (RFC 6716): each audio frame's payload is one Opus packet.
+    Opus = 1,
+}
+
+/// What a camera tells the server about its audio stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AudioInfo {
+    /// Audio codec.
+    pub codec: AudioCodec,
+    /// Input sample rate in Hz (Opus decodes at 48 kHz whatever it was).
+    pub sample_rate: u32,
+    /// Channel count (1 mono, 2 stereo).
+    pub channels: u8,
+    /// Samples at 48 kHz the decoder drops at the start (the encoder's
+    /// look-ahead; the `pre_skip` of RFC 7845 and of MP4's `dOps`).
+    pub pre_skip: u16,
 }
 
 /// Which camera a viewer asks for.
@@ -393,6 +420,12 @@ impl CameraInfo {
         put_bytes16(out, &self.sps);
         put_bytes16(out, &self.pps);
         put_string16(out, &self.firmware);
+        if let Some(audio) = &self.audio {
+            out.put_u8(audio.codec as u8);
+            out.put_u32(audio.sample_rate);
+            out.put_u8(audio.channels);
+            out.put_u16(audio.pre_skip);
+        }
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, FieldError> {
@@ -408,7 +441,7 @@ impl CameraInfo {
                 })
             }
         };
-        Ok(CameraInfo {
+        let mut info = CameraInfo {
             name,
             codec,
             width: r.u16("camera.width")?,
@@ -418,7 +451,12 @@ impl CameraInfo {
             sps: r.bytes16("camera.sps")?,
             pps: r.bytes16("camera.pps")?,
             firmware: r.string16("camera.firmware")?,
-        })
+            audio: None,
+        };
+        if !r.is_empty() {
+            info.audio = Some(AudioInfo::decode(r)?);
+        }
+        Ok(info)
     }
 
     /// Checks the fields a server relies on.
@@ -430,6 +468,46 @@ impl CameraInfo {
             });
         }
         Ok(())
+    }
+}
+
+impl AudioInfo {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, FieldError> {
+        let codec_at = r.offset();
+        let codec = match r.u8("camera.audio.codec")? {
+            1 => AudioCodec::Opus,
+            v => {
+                return Err(FieldError::UnknownValue {
+                    field: "camera.audio.codec",
+                    offset: codec_at,
+                    value: v.into(),
+                })
+            }
+        };
+        let rate_at = r.offset();
+        let sample_rate = r.u32("camera.audio.sample_rate")?;
+        if !(8_000..=48_000).contains(&sample_rate) {
+            return Err(FieldError::UnknownValue {
+                field: "camera.audio.sample_rate",
+                offset: rate_at,
+                value: sample_rate.into(),
+            });
+        }
+        let channels_at = r.offset();
+        let channels = r.u8("camera.audio.channels")?;
+        if !(1..=2).contains(&channels) {
+            return Err(FieldError::UnknownValue {
+                field: "camera.audio.channels",
+                offset: channels_at,
+                value: channels.into(),
+            });
+        }
+        Ok(AudioInfo {
+            codec,
+            sample_rate,
+            channels,
+            pre_skip: r.u16("camera.audio.pre_skip")?,
+        })
     }
 }
 
@@ -863,6 +941,7 @@ pub(crate) mod tests {
             sps: Bytes::from_static(&[0x67, 0x42]),
             pps: Bytes::from_static(&[0x68]),
             firmware: "0.1".into(),
+            audio: None,
         }
     }
 
@@ -899,6 +978,73 @@ pub(crate) mod tests {
                 "0003302e31"      // firmware "0.1"
             ),
         );
+    }
+
+    #[test]
+    fn golden_camera_hello_with_audio() {
+        let mut info = info();
+        info.audio = Some(AudioInfo {
+            codec: AudioCodec::Opus,
+            sample_rate: 48_000,
+            channels: 1,
+            pre_skip: 312,
+        });
+        golden(
+            Message::CameraHello { version: 1, info },
+            concat!(
+                "0000002b",       // body length 43
+                "01",             // CameraHello
+                "0001",           // version
+                "0005706f726368", // name "porch"
+                "01",             // codec H.264
+                "028001e0",       // 640 x 480
+                "00007530",       // 30000 millifps
+                "000005dc",       // 1500 kbit/s
+                "00026742",       // sps
+                "000168",         // pps
+                "0003302e31",     // firmware "0.1"
+                "01",             // audio codec Opus
+                "0000bb80",       // 48000 Hz
+                "01",             // mono
+                "0138"            // pre-skip 312
+            ),
+        );
+    }
+
+    #[test]
+    fn audio_info_refuses_unknown_codec_and_bad_shape() {
+        let mut info = info();
+        info.audio = Some(AudioInfo {
+            codec: AudioCodec::Opus,
+            sample_rate: 48_000,
+            channels: 1,
+            pre_skip: 0,
+        });
+        let good = Message::CameraHello { version: 1, info }
+            .to_bytes()
+            .to_vec();
+        let n = good.len();
+        // codec at n-8, rate n-7..n-3, channels n-3, pre-skip n-2..n
+        for (at, value, field) in [
+            (n - 8, 9u8, "camera.audio.codec"),
+            (n - 3, 3, "camera.audio.channels"),
+            (n - 3, 0, "camera.audio.channels"),
+            (n - 7, 0xff, "camera.audio.sample_rate"),
+        ] {
+            let mut bad = good.clone();
+            bad[at] = value;
+            match decode_one(&bad) {
+                Err(MessageError::Field {
+                    source: FieldError::UnknownValue { field: f, .. },
+                    ..
+                }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        // A truncated audio description is an error, not a silent "no audio".
+        let mut cut = good[..n - 1].to_vec();
+        cut[3] -= 1;
+        assert!(decode_one(&cut).is_err());
     }
 
     #[test]
@@ -1156,18 +1302,27 @@ pub(crate) mod tests {
             proptest::collection::vec(any::<u8>(), 0..64),
             proptest::collection::vec(any::<u8>(), 0..16),
             "\\PC{0,16}",
+            proptest::option::of((8_000u32..=48_000, 1u8..=2, any::<u16>())),
         )
             .prop_map(
-                |(name, width, height, fps_milli, bitrate_kbps, sps, pps, firmware)| CameraInfo {
-                    name,
-                    codec: Codec::H264,
-                    width,
-                    height,
-                    fps_milli,
-                    bitrate_kbps,
-                    sps: sps.into(),
-                    pps: pps.into(),
-                    firmware,
+                |(name, width, height, fps_milli, bitrate_kbps, sps, pps, firmware, audio)| {
+                    CameraInfo {
+                        name,
+                        codec: Codec::H264,
+                        width,
+                        height,
+                        fps_milli,
+                        bitrate_kbps,
+                        sps: sps.into(),
+                        pps: pps.into(),
+                        firmware,
+                        audio: audio.map(|(sample_rate, channels, pre_skip)| AudioInfo {
+                            codec: AudioCodec::Opus,
+                            sample_rate,
+                            channels,
+                            pre_skip,
+                        }),
+                    }
                 },
             )
     }

@@ -161,6 +161,7 @@ fn main() {
                 sps: Bytes::from_static(SPS),
                 pps: Bytes::from_static(PPS),
                 firmware: "bench".into(),
+                audio: None,
             },
         });
     }

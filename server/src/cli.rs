@@ -356,6 +356,31 @@ mod tests {
             })
         ));
         assert!(Cli::try_parse_from(["kodama-server", "camera", "reboot", "porch"]).is_ok());
+        let relay = Cli::try_parse_from([
+            "kodama-server",
+            "allow",
+            "add",
+            "ID",
+            "--role",
+            "relay",
+            "--carry",
+            "A",
+            "--carry",
+            "B",
+        ])
+        .expect("relay parses");
+        assert!(matches!(
+            relay.command,
+            Some(ServerCommand::Allow {
+                action: AllowAction::Add { role: PeerRole::Relay, ref carries, .. }
+            }) if carries == &["A".to_owned(), "B".to_owned()]
+        ));
+        assert!(matches!(
+            Cli::try_parse_from(["kodama-server", "relay"])
+                .expect("relay mode")
+                .command,
+            Some(ServerCommand::Relay)
+        ));
         assert!(
             Cli::try_parse_from(["kodama-server", "camera", "add", "x", "--wifi-psk", "p"])
                 .is_err()

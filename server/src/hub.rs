@@ -393,6 +393,7 @@ impl Hub {
                 sps: Default::default(),
                 pps: Default::default(),
                 firmware: String::new(),
+                audio: None,
             };
             let status = CameraStatus {
                 id,
@@ -606,6 +607,7 @@ mod tests {
             sps: Bytes::new(),
             pps: Bytes::new(),
             firmware: String::new(),
+            audio: None,
         }
     }
 

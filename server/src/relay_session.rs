@@ -34,6 +34,9 @@ use crate::camera_session::{Backfills, SessionContext, MEDIA_QUEUE};
 use crate::hello;
 use crate::hub::{Hub, Publisher};
 
+/// How often a session checks that its relay may still carry the camera.
+const CARRY_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Live GOPs whose outcome (complete or reset) is remembered for filtering
 /// the recorder's acknowledgements.
 const LIVE_OUTCOMES: usize = 64;
@@ -143,6 +146,8 @@ pub async fn run(
     let receiver = tokio::spawn(receive_media(conn.clone(), tx, session.clone()));
     let (mut ctl_rx, mut ctl_tx) = control.split();
     let never = CancellationToken::new();
+    let mut recheck = tokio::time::interval(CARRY_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reason: Option<String> = loop {
         let replaced = publisher
             .as_ref()
@@ -151,6 +156,15 @@ pub async fn run(
             _ = cancel.cancelled() => {
                 conn.close(codes::SHUTDOWN, b"server shutting down");
                 break None;
+            }
+            _ = recheck.tick() => {
+                // Taken off the relay's `carries` (the relay itself being
+                // removed closes the connection through `sessions`).
+                if !ctx.allowlist.may_carry(&relay, &camera) {
+                    tracing::warn!(%relay, %camera, %name, "the relay may no longer forward this camera; closing");
+                    conn.close(codes::NOT_ALLOWED, b"no longer allowed to forward this camera");
+                    break None;
+                }
             }
             _ = replaced.cancelled() => {
                 // The camera connected here directly (or through another

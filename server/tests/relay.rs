@@ -399,6 +399,7 @@ fn info(name: &str) -> CameraInfo {
         sps: Default::default(),
         pps: Default::default(),
         firmware: String::new(),
+        audio: None,
     }
 }
 

@@ -826,6 +826,123 @@ mod tests {
         assert_eq!(migrated.all_segments().expect("rows")[0].fragments, 0);
     }
 
+    fn new_segment(camera_id: i64, path: &str) -> NewSegment<'_> {
+        NewSegment {
+            camera_id,
+            path,
+            start_us: 1_000,
+            init_bytes: 700,
+            codec: "avc1.42c01e",
+            width: 640,
+            height: 480,
+            open: true,
+            backfill: false,
+        }
+    }
+
+    #[test]
+    fn check_constraints_reject_nonsense_rows_in_fresh_and_migrated_databases() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old_path = dir.path().join("old.db");
+        {
+            let mut conn = Connection::open(&old_path).expect("open");
+            Db::migrate(&mut conn, 0, 3).expect("to v3");
+        }
+        for db in [
+            Db::open_in_memory().expect("fresh"),
+            Db::open(&old_path).expect("migrated"),
+        ] {
+            let cam = db.upsert_camera("ep", "door", 1).expect("camera");
+            let bad = [
+                // Ends before it starts.
+                "INSERT INTO segment (camera_id, path, start_us, end_us, bytes, init_bytes, frames, codec, width, height)
+                 VALUES (?1, 'a', 10, 5, 700, 700, 0, 'avc1', 640, 480)",
+                // Fewer bytes than its init segment.
+                "INSERT INTO segment (camera_id, path, start_us, end_us, bytes, init_bytes, frames, codec, width, height)
+                 VALUES (?1, 'b', 1, 5, 10, 700, 0, 'avc1', 640, 480)",
+                // No size.
+                "INSERT INTO segment (camera_id, path, start_us, end_us, bytes, init_bytes, frames, codec, width, height)
+                 VALUES (?1, 'c', 1, 5, 700, 700, 0, 'avc1', 0, 480)",
+                // A flag that is neither 0 nor 1.
+                "INSERT INTO segment (camera_id, path, start_us, end_us, bytes, init_bytes, frames, codec, width, height, open)
+                 VALUES (?1, 'd', 1, 5, 700, 700, 0, 'avc1', 640, 480, 2)",
+            ];
+            for sql in bad {
+                let e = db.connection().execute(sql, params![cam]).expect_err(sql);
+                assert!(e.to_string().contains("CHECK"), "{e}");
+            }
+            let seg = db
+                .insert_segment(&new_segment(cam, "ok.mp4"))
+                .expect("valid");
+            let e = db
+                .connection()
+                .execute(
+                    "INSERT INTO fragment (segment_id, seq, start_us, duration_us, offset, len, frames)
+                     VALUES (?1, 1, 1, 10, 700, 0, 1)",
+                    params![seg],
+                )
+                .expect_err("empty fragment");
+            assert!(e.to_string().contains("CHECK"), "{e}");
+        }
+    }
+
+    #[test]
+    fn retiring_segments_leaves_garbage_until_forgotten() {
+        let mut db = Db::open_in_memory().expect("db");
+        let cam = db.upsert_camera("ep", "door", 1).expect("camera");
+        let a = db.insert_segment(&new_segment(cam, "ep/a.mp4")).expect("a");
+        let b = db.insert_segment(&new_segment(cam, "ep/b.mp4")).expect("b");
+        db.add_fragments(
+            a,
+            &[FragmentRow {
+                seq: 1,
+                start_us: 1_000,
+                duration_us: 10,
+                offset: 700,
+                len: 100,
+                frames: 3,
+            }],
+        )
+        .expect("fragment");
+        assert_eq!(db.bytes_per_camera().expect("usage"), vec![(cam, 1_500)]);
+        db.retire_segments(&[(a, "ep/a.mp4")]).expect("retire");
+        assert_eq!(db.segment(a).expect("q"), None);
+        assert!(db.fragments(a).expect("frags").is_empty());
+        assert_eq!(db.garbage().expect("garbage"), vec!["ep/a.mp4".to_owned()]);
+        assert_eq!(db.bytes_per_camera().expect("usage"), vec![(cam, 700)]);
+        assert_eq!(
+            db.oldest_segments(None, 10).expect("page")[0].id,
+            b,
+            "the retired segment is no longer listed"
+        );
+        db.forget_garbage(&["ep/a.mp4".to_owned()]).expect("forget");
+        assert!(db.garbage().expect("garbage").is_empty());
+    }
+
+    #[test]
+    fn oldest_segments_pages_by_start_then_id() {
+        let db = Db::open_in_memory().expect("db");
+        let cam = db.upsert_camera("ep", "door", 1).expect("camera");
+        let mut ids = Vec::new();
+        for (i, start) in [30, 10, 10, 20].into_iter().enumerate() {
+            let path = format!("ep/{i}.mp4");
+            let mut s = new_segment(cam, &path);
+            s.start_us = start;
+            ids.push((start, db.insert_segment(&s).expect("insert")));
+        }
+        ids.sort();
+        let first = db.oldest_segments(None, 3).expect("page");
+        let rest = db
+            .oldest_segments(first.last().map(|s| (s.start_us, s.id)), 3)
+            .expect("page");
+        let got: Vec<(i64, i64)> = first
+            .iter()
+            .chain(&rest)
+            .map(|s| (s.start_us, s.id))
+            .collect();
+        assert_eq!(got, ids);
+    }
+
     #[test]
     fn refuses_newer_schema() {
         let dir = tempfile::tempdir().expect("tempdir");

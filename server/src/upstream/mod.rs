@@ -640,3 +640,81 @@ fn hand_over(
         pending.live_sent(keyframe_us, c.next);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> String {
+        kodama_net::SecretKey::generate().public().to_string()
+    }
+
+    #[test]
+    fn upstream_sections_parse_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.toml");
+        let node = id();
+        std::fs::write(
+            &path,
+            format!(
+                "[[upstream]]\nnode_id = \"{node}\"\naddrs = [\"127.0.0.1:7070\"]\ncameras = [\"porch\"]\nmax_kbps = 2000\n"
+            ),
+        )
+        .expect("write");
+        let c = crate::config::Config::load(&path).expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.upstreams.len(), 1);
+        let u = &c.upstreams[0];
+        assert!(u.live && u.recordings, "both on by default");
+        assert_eq!((u.max_kbps, u.buffer_mb), (2000, 256));
+        assert_eq!(u.dial_addr().expect("addr").id.to_string(), node);
+
+        let bad = |text: &str| {
+            std::fs::write(&path, text).expect("write");
+            match crate::config::Config::load(&path) {
+                Ok(c) => c.validate().expect_err("invalid").to_string(),
+                Err(e) => e.to_string(),
+            }
+        };
+        assert!(bad("[[upstream]]\ncameras = []\n").starts_with("upstream[0].ticket"));
+        assert!(bad("[[upstream]]\nnode_id = \"nope\"\n").starts_with("upstream[0].node_id"));
+        assert!(bad(&format!(
+            "[[upstream]]\nnode_id = \"{node}\"\nlive = false\nrecordings = false\n"
+        ))
+        .starts_with("upstream[0].live"));
+        assert!(bad(&format!(
+            "[[upstream]]\nnode_id = \"{node}\"\nbuffer_mb = 0\n"
+        ))
+        .starts_with("upstream[0].buffer_mb"));
+        assert!(bad(&format!(
+            "[[upstream]]\nnode_id = \"{node}\"\nmax_kpbs = 1\n"
+        ))
+        .contains("max_kpbs"));
+    }
+
+    #[test]
+    fn cameras_are_chosen_by_name_or_id_or_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = Allowlist::new(dir.path().join("allowlist.toml"));
+        let (porch, garden) = (
+            kodama_net::SecretKey::generate().public(),
+            kodama_net::SecretKey::generate().public(),
+        );
+        list.add(&porch.to_string(), PeerRole::Camera, "porch")
+            .expect("add");
+        list.add(&garden.to_string(), PeerRole::Camera, "garden")
+            .expect("add");
+        let all = UpstreamConfig::default();
+        assert!(all.forwards(&list, &porch) && all.forwards(&list, &garden));
+        let by_name = UpstreamConfig {
+            cameras: vec!["porch".into()],
+            ..UpstreamConfig::default()
+        };
+        assert!(by_name.forwards(&list, &porch) && !by_name.forwards(&list, &garden));
+        let by_id = UpstreamConfig {
+            cameras: vec![garden.to_string()],
+            ..UpstreamConfig::default()
+        };
+        assert!(!by_id.forwards(&list, &porch) && by_id.forwards(&list, &garden));
+    }
+}

@@ -338,6 +338,7 @@ mod tests {
             sps: Bytes::new(),
             pps: Bytes::new(),
             firmware: String::new(),
+            audio: None,
         }
     }
 

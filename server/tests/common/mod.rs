@@ -277,7 +277,7 @@ pub async fn start_camera_with(
     settings: VideoSettings,
     pad_to: usize,
 ) -> TestCamera {
-    start_camera_full(name, server, key, settings, pad_to, None).await
+    start_camera_full(name, server, key, settings, pad_to, None, false).await
 }
 
 /// A camera that keeps a store-and-forward backlog in `backlog_dir` (the
@@ -288,7 +288,16 @@ pub async fn start_camera_with_backlog(
     key: SecretKey,
     backlog_dir: &std::path::Path,
 ) -> TestCamera {
-    start_camera_full(name, server, key, settings(), 0, Some(backlog_dir)).await
+    start_camera_full(name, server, key, settings(), 0, Some(backlog_dir), false).await
+}
+
+/// A camera with a (synthetic, speech-like) microphone: Opus on the audio channel.
+pub async fn start_camera_with_audio(
+    name: &str,
+    server: EndpointAddr,
+    key: SecretKey,
+) -> TestCamera {
+    start_camera_full(name, server, key, settings(), 0, None, true).await
 }
 
 async fn start_camera_full(
@@ -298,6 +307,7 @@ async fn start_camera_full(
     settings: VideoSettings,
     pad_to: usize,
     backlog_dir: Option<&std::path::Path>,
+    audio: bool,
 ) -> TestCamera {
     let source = tokio::task::spawn_blocking(move || ReplaySource::prerender(settings, 2, true))
         .await
@@ -313,7 +323,13 @@ async fn start_camera_full(
     let format = recording.format();
     let cancel = CancellationToken::new();
     let capture = spawn_capture(Box::new(recording), cancel.clone()).expect("capture");
-    let (aux_tx, aux_rx) = mpsc::channel(16);
+    let (aux_tx, aux_rx) = mpsc::channel(64);
+    let audio = audio.then(|| {
+        use kodama_firmware::audio;
+        let encoder = audio::OpusPacketizer::new(24).expect("opus encoder");
+        let mic = Box::new(audio::synthetic::SpeechLike::new());
+        audio::spawn_audio(mic, encoder, aux_tx.clone(), cancel.clone()).expect("audio thread")
+    });
     let (state_tx, state) = watch::channel(LinkState::Connecting { attempt: 0 });
     let endpoint = offline_endpoint(key.clone()).await;
     let opts = UplinkOptions {
@@ -325,6 +341,7 @@ async fn start_camera_full(
         backoff_max: Duration::from_millis(500),
         reboot_command: Vec::new(),
         links: None,
+        audio: audio.as_ref().map(|a| a.info),
         // A replayed stream has a fixed bitrate.
         abr: false,
         congestion: Default::default(),
