@@ -470,7 +470,7 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
             bail!("no stream");
         };
         println!(
-            "4. Forwarding to an upstream server ([[upstream]], relay ALPN), one {:.0} kbit/s camera; the upstream runs in this process",
+            "6. Forwarding to an upstream server ([[upstream]], relay ALPN), one {:.0} kbit/s camera; the upstream runs in this process",
             stream.bitrate_bps / 1000.0
         );
         let scenario = |name: &str, viewers, relay| Scenario {
