@@ -27,11 +27,14 @@
 //! * [`server`]: the server under test, as a child process or in process.
 //! * [`procfs`]: CPU time and RSS from `/proc/<pid>/stat` and `status`.
 
+mod camera_side;
 mod codec;
 mod failover;
+mod node;
 mod pipeline;
 mod procfs;
 mod raw;
+mod rawnet;
 mod server;
 
 use std::path::PathBuf;
@@ -52,8 +55,14 @@ enum Section {
     Codec,
     /// Raw iroh single-stream throughput.
     Raw,
-    /// Camera → server → viewer, with server CPU and RSS.
+    /// Camera → server → viewer fan-out topologies, each beside the raw
+    /// iroh relay carrying the same connections, streams and bytes.
     Pipeline,
+    /// N cameras × 0 viewers with recording on, N doubling until the
+    /// server uses one core; beside the raw relay.
+    Ingest,
+    /// One camera process (1080p30 replay): firmware uplink vs. raw iroh sender.
+    Camera,
     /// Forwarding to an upstream server: the origin's CPU per forwarded GB
     /// against raw iroh, and the delay it adds before an upstream viewer.
     Relay,
@@ -113,6 +122,36 @@ struct Args {
     /// Run the server inside this process (no server CPU/RSS figures).
     #[arg(long)]
     in_process: bool,
+    /// Fan-out topologies, CAMERASxVIEWERS (viewers in total, split evenly).
+    #[arg(long, value_delimiter = ',', default_value = "1x1,1x8,1x32,1x128,8x32")]
+    topology: Vec<Topology>,
+    /// Measure each topology (server, then raw relay) this many times.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Most cameras the ingest section tries.
+    #[arg(long, default_value_t = 32)]
+    ingest_max: usize,
+    /// The camera section's picture: WIDTHxHEIGHT.
+    #[arg(long, default_value = "1920x1080")]
+    camera_size: Topology,
+    /// The camera section's bitrate, kbit/s.
+    #[arg(long, default_value_t = 6000)]
+    camera_kbps: u32,
+}
+
+/// `AxB`: cameras × viewers, or width × height.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Topology(u32, u32);
+
+impl std::str::FromStr for Topology {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (a, b) = s
+            .split_once(['x', 'X', '×'])
+            .ok_or_else(|| format!("'{s}': expected AxB, e.g. 1x32"))?;
+        let num = |v: &str| v.trim().parse::<u32>().map_err(|e| format!("'{s}': {e}"));
+        Ok(Topology(num(a)?, num(b)?))
+    }
 }
 
 fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
@@ -121,6 +160,16 @@ fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(node::NODE_ARG) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn,iroh=error,noq=error".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        return node::main(node::NodeArgs::parse_from(std::env::args().skip(1)));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -228,7 +277,7 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
     }
 
     let mut stream_cache = None;
-    if wants(Section::Pipeline) || wants(Section::Relay) {
+    if wants(Section::Relay) {
         let settings = VideoSettings {
             width: args.width,
             height: args.height,
@@ -251,67 +300,167 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
     if wants(Section::Pipeline) {
         println!();
         let mode = server_mode(&args)?;
-        let Some((stream, prerender_secs, encode_time)) = &stream_cache else {
-            bail!("no stream");
-        };
-        let (stream, prerender_secs) = (stream.clone(), *prerender_secs);
         println!(
-            "3. Camera → server → viewer: {}x{} @ {} fps, GOP {} frames, OpenH264 target {} kbit/s; its {} s replay loop (encoded in {:.1} s) averages {:.0} kbit/s",
-            stream.format.width,
-            stream.format.height,
-            stream.format.fps,
-            stream.gop_frames,
-            stream.target_kbps,
-            prerender_secs,
-            encode_time.as_secs_f64(),
-            stream.encoded_bps / 1000.0,
+            "3. Camera → server → viewer fan-out, each topology beside the raw iroh relay (same connections, streams per GOP, bytes)"
         );
-        if stream.pad_factor > 1.0 {
-            println!(
-                "   OpenH264 cannot reach the target on this simple pattern: each access unit is padded ×{:.2} with an \
-                 H.264 filler-data NAL unit (type 12) to {:.0} kbit/s per camera (--no-pad to send the raw rate)",
-                stream.pad_factor,
-                stream.bitrate_bps / 1000.0
-            );
-        } else if stream.bitrate_bps < 0.9 * f64::from(stream.target_kbps) * 1000.0 {
-            println!(
-                "   note: the stream is below its {} kbit/s target; figures use the actual rate",
-                stream.target_kbps
-            );
-        }
+        let stream = prerender(&args, q, None).await?;
         match &mode {
             Mode::Child(bin) => println!("   server: {} as a child process", bin.display()),
             Mode::InProcess => println!("   server: in this process (no server CPU/RSS figures)"),
         }
-        let scenarios = [
-            Scenario {
-                name: "1 camera × 1 viewer".into(),
-                cameras: 1,
-                viewers_per_camera: 1,
+        let mut summary = Vec::new();
+        for t in &args.topology {
+            let (cameras, viewers) = (t.0 as usize, t.1 as usize);
+            if cameras == 0 || viewers % cameras != 0 {
+                bail!(
+                    "--topology {}x{}: viewers must be a multiple of cameras (and cameras > 0)",
+                    t.0,
+                    t.1
+                );
+            }
+            let s = Scenario {
+                name: format!(
+                    "{cameras} camera{} × {viewers} viewers{}",
+                    if cameras == 1 { "" } else { "s" },
+                    if cameras > 1 {
+                        format!(" ({} per camera)", viewers / cameras)
+                    } else {
+                        String::new()
+                    }
+                ),
+                cameras,
+                viewers_per_camera: viewers / cameras,
                 warmup,
                 measure: window,
                 relay: false,
-            },
-            Scenario {
-                name: "8 cameras × 32 viewers (4 per camera)".into(),
-                cameras: 8,
-                viewers_per_camera: 4,
-                warmup,
-                measure: window,
-                relay: false,
-            },
-        ];
-        for s in &scenarios {
+            };
+            for round in 1..=args.repeat.max(1) {
+                if cancel.is_cancelled() {
+                    bail!("interrupted");
+                }
+                let r = pipeline::run(&s, &stream, &mode, cancel.clone())
+                    .await
+                    .with_context(|| format!("scenario {}", s.name))?;
+                if s.cameras == 1 && s.viewers_per_camera == 1 {
+                    direct_latency = r.latency;
+                }
+                print_scenario(&r, ceiling_bps);
+                let raw = rawnet::run(
+                    cameras,
+                    viewers / cameras,
+                    &stream,
+                    warmup,
+                    window,
+                    cancel.clone(),
+                )
+                .await
+                .with_context(|| format!("raw relay, {}", s.name))?;
+                let ratio = print_raw(&raw, r.offered_bps, r.cpu_secs_per_gb());
+                summary.push((
+                    format!("{}x{} #{round}", t.0, t.1),
+                    r.cpu_secs_per_gb(),
+                    raw.cpu_secs_per_gb(),
+                    ratio,
+                ));
+            }
+        }
+        print_summary("fan-out: CPU s per GB delivered to viewers", &summary);
+    }
+
+    if wants(Section::Ingest) {
+        println!();
+        let mode = server_mode(&args)?;
+        let ingest_max = if q {
+            args.ingest_max.min(2)
+        } else {
+            args.ingest_max
+        };
+        println!(
+            "4. Ingest with recording on: N cameras × 0 viewers, N doubling up to {ingest_max} or until the server uses one core"
+        );
+        let stream = prerender(&args, q, None).await?;
+        let mut summary = Vec::new();
+        let mut n = 1;
+        while n <= ingest_max.max(1) {
             if cancel.is_cancelled() {
                 bail!("interrupted");
             }
-            let r = pipeline::run(s, &stream, &mode, cancel.clone())
+            let s = Scenario {
+                name: format!(
+                    "{n} camera{} × 0 viewers, recording",
+                    if n == 1 { "" } else { "s" }
+                ),
+                cameras: n,
+                viewers_per_camera: 0,
+                warmup,
+                measure: window,
+                relay: false,
+            };
+            let r = pipeline::run(&s, &stream, &mode, cancel.clone())
                 .await
                 .with_context(|| format!("scenario {}", s.name))?;
-            if s.cameras == 1 && s.viewers_per_camera == 1 {
-                direct_latency = r.latency;
+            let raw = rawnet::run(n, 0, &stream, warmup, window, cancel.clone())
+                .await
+                .with_context(|| format!("raw relay, {}", s.name))?;
+            let ingest_gb = r.ingest_offered_bps * r.window.as_secs_f64() / 8e9;
+            let Some(cpu) = r.server_cpu else {
+                println!("   {:>3} cameras: server in process, no CPU figure", n);
+                break;
+            };
+            let cores = cpu.as_secs_f64() / r.window.as_secs_f64();
+            let per_gb = (ingest_gb > 0.0).then(|| cpu.as_secs_f64() / ingest_gb);
+            let raw_per_gb = raw.cpu_secs_per_gb();
+            let ratio = per_gb.zip(raw_per_gb).map(|(a, b)| a / b);
+            println!(
+                "   {:>3} cameras: server {:.2} cores = {} cameras recorded per core; {} CPU s/GB ingested; raw relay {} CPU s/GB; ratio {}; server RSS {:.1} MiB",
+                n,
+                cores,
+                if cores > 0.0 { format!("{:.0}", n as f64 / cores) } else { "n/a".into() },
+                opt(per_gb, 2),
+                opt(raw_per_gb, 2),
+                opt(ratio, 2),
+                r.server_memory.map_or(0.0, |m| m.rss_kib as f64 / 1024.0),
+            );
+            summary.push((format!("{n}x0"), per_gb, raw_per_gb, ratio));
+            if cores >= 0.9 {
+                println!("   the server uses a core at {n} cameras: stopping");
+                break;
             }
-            print_scenario(&r, ceiling_bps);
+            n *= 2;
+        }
+        print_summary(
+            "ingest: CPU s per GB ingested (server records; raw relay only reads)",
+            &summary,
+        );
+    }
+
+    if wants(Section::Camera) {
+        println!();
+        let mode = server_mode(&args)?;
+        let size = args.camera_size;
+        println!(
+            "5. Camera process: firmware capture + uplink → kodama-server, then the same capture + a raw iroh sender → raw relay"
+        );
+        let stream = prerender(&args, q, Some((size.0, size.1, args.camera_kbps))).await?;
+        for round in 1..=args.repeat.max(1) {
+            let (fw, raw) =
+                camera_side::run(&stream, &mode, warmup, window, cancel.clone()).await?;
+            let ratio = fw
+                .cpu_secs_per_gb()
+                .zip(raw.cpu_secs_per_gb())
+                .map(|(a, b)| a / b);
+            for (name, c) in [("firmware", fw), ("raw", raw)] {
+                println!(
+                    "   #{round} {name:<9} {:.2} CPU s for {:.1} MB in {:.1} s = {} CPU s per GB sent; RSS {:.1} MiB (peak {:.1} MiB)",
+                    c.cpu.as_secs_f64(),
+                    c.bytes as f64 / 1e6,
+                    c.window.as_secs_f64(),
+                    opt(c.cpu_secs_per_gb(), 2),
+                    c.memory.rss_kib as f64 / 1024.0,
+                    c.memory.hwm_kib as f64 / 1024.0
+                );
+            }
+            println!("   #{round} ratio     firmware ÷ raw = {}", opt(ratio, 2));
         }
     }
     if wants(Section::Relay) {
@@ -321,7 +470,7 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
             bail!("no stream");
         };
         println!(
-            "4. Forwarding to an upstream server ([[upstream]], relay ALPN), one {:.0} kbit/s camera; the upstream runs in this process",
+            "6. Forwarding to an upstream server ([[upstream]], relay ALPN), one {:.0} kbit/s camera; the upstream runs in this process",
             stream.bitrate_bps / 1000.0
         );
         let scenario = |name: &str, viewers, relay| Scenario {
@@ -416,6 +565,108 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
     println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Encodes the replay loop once: the main settings, or `size` (width,
+/// height, kbit/s) for the camera section. Prints what it made.
+async fn prerender(
+    args: &Args,
+    quick: bool,
+    size: Option<(u32, u32, u32)>,
+) -> anyhow::Result<Stream> {
+    let (width, height, bitrate_kbps) =
+        size.unwrap_or((args.width, args.height, args.bitrate_kbps));
+    let settings = VideoSettings {
+        width,
+        height,
+        fps: args.fps,
+        bitrate_kbps,
+        keyframe_interval: args.keyframe_interval,
+    };
+    settings.validate()?;
+    // Two GOPs at least, so the loop is not one keyframe repeated.
+    let prerender_secs = (2 * settings.keyframe_interval)
+        .div_ceil(settings.fps)
+        .max(if quick { 1 } else { 4 });
+    let t = Instant::now();
+    let pad = !args.no_pad;
+    let stream =
+        tokio::task::spawn_blocking(move || Stream::prerender(settings, prerender_secs, pad))
+            .await??;
+    println!(
+        "   stream: {}x{} @ {} fps, GOP {} frames, OpenH264 target {} kbit/s; its {} s replay loop (encoded in {:.1} s) averages {:.0} kbit/s",
+        stream.format.width,
+        stream.format.height,
+        stream.format.fps,
+        stream.gop_frames,
+        stream.target_kbps,
+        prerender_secs,
+        t.elapsed().as_secs_f64(),
+        stream.encoded_bps / 1000.0,
+    );
+    if stream.pad_factor > 1.0 {
+        println!(
+            "   OpenH264 cannot reach the target on this simple pattern: each access unit is padded ×{:.2} with an \
+             H.264 filler-data NAL unit (type 12) to {:.0} kbit/s per camera (--no-pad to send the raw rate)",
+            stream.pad_factor,
+            stream.bitrate_bps / 1000.0
+        );
+    } else if stream.bitrate_bps < 0.9 * f64::from(stream.target_kbps) * 1000.0 {
+        println!(
+            "   note: the stream is below its {} kbit/s target; figures use the actual rate",
+            stream.target_kbps
+        );
+    }
+    Ok(stream)
+}
+
+/// `Some(1.234)` → "1.23"; `None` → "n/a".
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// Prints the raw relay's figures under a scenario; returns server ÷ raw.
+fn print_raw(raw: &rawnet::RawFanout, offered_bps: f64, server_per_gb: Option<f64>) -> Option<f64> {
+    let secs = raw.window.as_secs_f64().max(1e-9);
+    let delivered_bps = raw.delivered_bytes as f64 * 8.0 / secs;
+    let raw_per_gb = raw.cpu_secs_per_gb();
+    println!(
+        "      raw relay    {:8.1} Mbit/s to viewers ({:.1} % of offered); {:.2} CPU s in the window = {} CPU s per GB; RSS {:.1} MiB",
+        delivered_bps / 1e6,
+        100.0 * delivered_bps / offered_bps.max(1.0),
+        raw.relay_cpu.as_secs_f64(),
+        opt(raw_per_gb, 2),
+        raw.relay_memory.rss_kib as f64 / 1024.0
+    );
+    let ratio = server_per_gb.zip(raw_per_gb).map(|(a, b)| a / b);
+    println!(
+        "      ratio        server ÷ raw relay = {} (CPU per GB delivered)",
+        opt(ratio, 2)
+    );
+    ratio
+}
+
+type SummaryRow = (String, Option<f64>, Option<f64>, Option<f64>);
+
+fn print_summary(title: &str, rows: &[SummaryRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!("   summary, {title}");
+    println!(
+        "   {:<12} {:>10} {:>10} {:>8}",
+        "topology", "server", "raw", "ratio"
+    );
+    for (name, server, raw, ratio) in rows {
+        println!(
+            "   {:<12} {:>10} {:>10} {:>8}",
+            name,
+            opt(*server, 2),
+            opt(*raw, 2),
+            opt(*ratio, 2)
+        );
+    }
 }
 
 fn server_mode(args: &Args) -> anyhow::Result<Mode> {

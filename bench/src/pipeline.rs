@@ -10,6 +10,7 @@
 //! Only frames received inside the measurement window count; the warm-up
 //! before it lets every viewer get past the cached GOP it starts with.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
@@ -64,10 +65,12 @@ pub struct Scenario {
     pub relay: bool,
 }
 
-/// A camera's stream, encoded once and shared by every simulated camera.
+/// A camera's stream, encoded once and shared by every simulated camera
+/// (and by the raw baseline's senders, so both send the same bytes).
 #[derive(Debug, Clone)]
 pub struct Stream {
-    replay: ReplaySource,
+    /// The replay loop, already padded: whole GOPs, starting on a keyframe.
+    pub frames: Arc<Vec<EncodedFrame>>,
     /// What the replay loop averages, payload bits per second.
     pub bitrate_bps: f64,
     /// Its format.
@@ -87,8 +90,7 @@ impl Stream {
     /// `pad`, a stream below the target bitrate (the pattern compresses
     /// well) is padded up to it with filler data.
     pub fn prerender(settings: VideoSettings, seconds: u32, pad: bool) -> Result<Self, VideoError> {
-        // Unpaced: [`Paced`] paces each copy from its own first frame.
-        let replay = ReplaySource::prerender(settings, seconds, false)?;
+        let mut replay = ReplaySource::prerender(settings, seconds, false)?;
         let encoded_bps = replay.bitrate_kbps() as f64 * 1000.0;
         let target_bps = f64::from(settings.bitrate_kbps) * 1000.0;
         let pad_factor = if pad && encoded_bps > 0.0 && encoded_bps < target_bps {
@@ -96,28 +98,69 @@ impl Stream {
         } else {
             1.0
         };
+        // The loop `ReplaySource::prerender` made: whole GOPs covering `seconds`.
+        let gop = settings.keyframe_interval.max(1);
+        let count = (seconds * settings.fps).max(1).div_ceil(gop) * gop;
+        let frames = (0..count)
+            .map(|_| {
+                let mut f = replay.next_frame()?;
+                if pad_factor > 1.0 {
+                    f.data = pad_with_filler(&f.data, pad_factor);
+                }
+                Ok(f)
+            })
+            .collect::<Result<Vec<_>, VideoError>>()?;
+        Self::from_frames(frames, replay.format(), settings, encoded_bps, pad_factor)
+    }
+
+    /// A stream replaying `frames` (e.g. read back by a child process).
+    pub fn from_frames(
+        frames: Vec<EncodedFrame>,
+        format: VideoFormat,
+        settings: VideoSettings,
+        encoded_bps: f64,
+        pad_factor: f64,
+    ) -> Result<Self, VideoError> {
+        if !frames.first().is_some_and(|f| f.keyframe) {
+            return Err(VideoError::Encoder(
+                "a replay loop must start with a keyframe".into(),
+            ));
+        }
+        let bytes: usize = frames.iter().map(|f| f.data.len()).sum();
+        let secs = frames.len() as f64 / f64::from(format.fps.max(1));
         Ok(Self {
-            bitrate_bps: encoded_bps * pad_factor,
+            bitrate_bps: bytes as f64 * 8.0 / secs,
+            frames: Arc::new(frames),
             encoded_bps,
             pad_factor,
-            format: replay.format(),
+            format,
             target_kbps: settings.bitrate_kbps,
             gop_frames: settings.keyframe_interval.max(1),
-            replay,
         })
+    }
+
+    /// A source replaying the loop in real time from its first frame.
+    pub fn paced(&self) -> Paced {
+        Paced {
+            frames: self.frames.clone(),
+            fps: self.format.fps.max(1),
+            format: self.format,
+            start: None,
+            index: 0,
+        }
     }
 }
 
-/// Paces a source at its frame rate, counting from the first frame asked
-/// for. (`ReplaySource`'s own pacing counts from when it was prerendered, so
-/// a copy started later would burst its backlog first.) The capture
-/// timestamp is taken after the wait, by the inner source.
-struct Paced {
-    inner: ReplaySource,
+/// Paces a replay loop at its frame rate, counting from the first frame
+/// asked for, so copies started at different times each run in real time.
+/// The capture timestamp is taken after the wait.
+#[derive(Debug)]
+pub struct Paced {
+    frames: Arc<Vec<EncodedFrame>>,
+    fps: u32,
+    format: VideoFormat,
     start: Option<Instant>,
     index: u64,
-    /// Each access unit grows by this factor (see [`pad_with_filler`]).
-    pad_factor: f64,
 }
 
 /// Bytes a filler-data NAL unit needs besides its 0xFF payload: a 4-byte
@@ -145,31 +188,37 @@ pub fn pad_with_filler(access_unit: &Bytes, factor: f64) -> Bytes {
 
 impl VideoSource for Paced {
     fn format(&self) -> VideoFormat {
-        self.inner.format()
+        self.format
     }
 
     fn next_frame(&mut self) -> Result<EncodedFrame, VideoError> {
         let start = *self.start.get_or_insert_with(Instant::now);
-        let fps = u64::from(self.inner.format().fps.max(1));
-        let due = start + Duration::from_micros(self.index * 1_000_000 / fps);
+        let due = start + Duration::from_micros(self.index * 1_000_000 / u64::from(self.fps));
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
         }
+        let n = self.frames.len() as u64;
+        let mut frame = self.frames[(self.index % n) as usize].clone();
         self.index += 1;
-        let mut frame = self.inner.next_frame()?;
-        if self.pad_factor > 1.0 {
-            frame.data = pad_with_filler(&frame.data, self.pad_factor);
-        }
+        frame.capture_us = now_us();
         Ok(frame)
     }
 
-    fn set_bitrate(&mut self, kbps: u32) -> Result<(), VideoError> {
-        self.inner.set_bitrate(kbps)
+    fn set_bitrate(&mut self, _kbps: u32) -> Result<(), VideoError> {
+        Err(VideoError::Encoder(
+            "a replayed stream has a fixed bitrate".into(),
+        ))
     }
 
     fn request_keyframe(&mut self) {
-        self.inner.request_keyframe();
+        // The loop is whole GOPs: jump to the next keyframe in it.
+        let n = self.frames.len() as u64;
+        if let Some(next) =
+            (self.index..self.index + n).find(|i| self.frames[(i % n) as usize].keyframe)
+        {
+            self.index = next;
+        }
     }
 }
 
@@ -274,31 +323,45 @@ async fn bind_local(secret: SecretKey) -> anyhow::Result<Endpoint> {
     .await?)
 }
 
-/// One simulated camera.
-struct Camera {
-    endpoint: Endpoint,
+/// One simulated camera: the firmware's capture thread and uplink.
+pub struct Camera {
+    /// Its endpoint.
+    pub endpoint: Endpoint,
     uplink: tokio::task::JoinHandle<()>,
     capture: std::thread::JoinHandle<Result<(), VideoError>>,
     /// Kept open: the uplink treats a closed aux channel as "no telemetry".
     _aux: mpsc::Sender<AuxMessage>,
-    state: watch::Receiver<LinkState>,
+    /// The uplink's state.
+    pub state: watch::Receiver<LinkState>,
 }
 
-async fn start_camera(
+impl Camera {
+    /// Waits (bounded) for the uplink and capture thread to end after their
+    /// cancel token fired, then closes the endpoint.
+    pub async fn stop(self) {
+        let _ = tokio::time::timeout(TEARDOWN_LIMIT, self.uplink).await;
+        let capture = self.capture;
+        let joined = tokio::task::spawn_blocking(move || capture.join());
+        match tokio::time::timeout(TEARDOWN_LIMIT, joined).await {
+            Ok(Ok(Ok(Err(e)))) => tracing::warn!("capture thread failed: {e}"),
+            Ok(Ok(Ok(Ok(())))) => {}
+            _ => tracing::warn!("capture thread did not stop cleanly"),
+        }
+        let _ = tokio::time::timeout(TEARDOWN_LIMIT, self.endpoint.close()).await;
+    }
+}
+
+/// Starts a camera replaying `source` (a [`Paced`] copy of `stream`) to `server`.
+pub async fn start_camera(
     secret: SecretKey,
     name: String,
+    source: Box<dyn VideoSource>,
     stream: &Stream,
     server: EndpointAddr,
     cancel: CancellationToken,
 ) -> anyhow::Result<Camera> {
     let endpoint = bind_local(secret).await?;
-    let source = Paced {
-        inner: stream.replay.clone(),
-        start: None,
-        index: 0,
-        pad_factor: stream.pad_factor,
-    };
-    let capture = spawn_capture(Box::new(source), cancel.clone())?;
+    let capture = spawn_capture(source, cancel.clone())?;
     let (aux_tx, aux_rx) = mpsc::channel(4);
     let (state_tx, state) = watch::channel(LinkState::Connecting { attempt: 0 });
     let uplink = tokio::spawn(uplink::run(
@@ -536,7 +599,7 @@ async fn drive(
             if i > 0 {
                 tokio::time::sleep(stagger).await;
             }
-            let mut cam = start_camera(key, format!("bench-cam-{i}"), stream, server_addr.clone(), cancel.clone()).await?;
+            let mut cam = start_camera(key, format!("bench-cam-{i}"), Box::new(stream.paced()), stream, server_addr.clone(), cancel.clone()).await?;
             let streaming = tokio::time::timeout(CAMERA_CONNECT_LIMIT, cam.state.wait_for(|s| *s == LinkState::Streaming))
                 .await
                 .map(|r| r.map(|_| ()));
@@ -619,17 +682,7 @@ async fn drive(
     cancel.cancel();
     let mut closing = JoinSet::new();
     for cam in cameras {
-        closing.spawn(async move {
-            let _ = tokio::time::timeout(TEARDOWN_LIMIT, cam.uplink).await;
-            let capture = cam.capture;
-            let joined = tokio::task::spawn_blocking(move || capture.join());
-            match tokio::time::timeout(TEARDOWN_LIMIT, joined).await {
-                Ok(Ok(Ok(Err(e)))) => tracing::warn!("capture thread failed: {e}"),
-                Ok(Ok(Ok(Ok(())))) => {}
-                _ => tracing::warn!("capture thread did not stop cleanly"),
-            }
-            let _ = tokio::time::timeout(TEARDOWN_LIMIT, cam.endpoint.close()).await;
-        });
+        closing.spawn(cam.stop());
     }
     for ep in viewer_endpoints {
         closing.spawn(async move {

@@ -1,0 +1,159 @@
+//! The camera's cost: one camera child process streaming a replayed loop
+//! (1080p30 by default) for a window, measuring its own CPU and memory,
+//! once with the firmware's capture thread and uplink to a real
+//! `kodama-server`, once with the same capture thread and a plain iroh
+//! stream per GOP to the raw relay. Both send the same bytes at the same
+//! pace; the ratio of their CPU per GB sent is what the firmware's uplink
+//! (framing, send policy, control stream, telemetry plumbing) costs over
+//! iroh itself.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kodama_net::EndpointAddr;
+use kodama_server::allowlist::{Allowlist, PeerRole};
+use tokio_util::sync::CancellationToken;
+
+use crate::node::{write_frames, CameraKind, ChildNode};
+use crate::pipeline::Stream;
+use crate::procfs::Memory;
+use crate::server::{Mode, Running};
+
+/// What one camera child measured.
+#[derive(Debug, Clone, Copy)]
+pub struct CameraCost {
+    /// CPU (user + system) in the window.
+    pub cpu: Duration,
+    /// Access-unit bytes handed to the sender in the window.
+    pub bytes: u64,
+    /// The window.
+    pub window: Duration,
+    /// Memory at the end of the window.
+    pub memory: Memory,
+}
+
+impl CameraCost {
+    /// CPU seconds per 10^9 bytes sent.
+    pub fn cpu_secs_per_gb(&self) -> Option<f64> {
+        (self.bytes > 0).then(|| self.cpu.as_secs_f64() / (self.bytes as f64 / 1e9))
+    }
+
+    fn parse(line: &str) -> anyhow::Result<Self> {
+        let field = |key: &str| -> anyhow::Result<u64> {
+            line.split_ascii_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("camera result lacks {key}: {line}"))
+        };
+        Ok(Self {
+            cpu: crate::procfs::ticks_to_duration(field("cpu_ticks")?),
+            bytes: field("bytes")?,
+            window: Duration::from_micros(field("window_us")?),
+            memory: Memory {
+                rss_kib: field("rss_kib")?,
+                hwm_kib: field("hwm_kib")?,
+            },
+        })
+    }
+}
+
+/// Firmware camera → server, then raw camera → relay.
+pub async fn run(
+    stream: &Stream,
+    mode: &Mode,
+    warmup: Duration,
+    window: Duration,
+    cancel: CancellationToken,
+) -> anyhow::Result<(CameraCost, CameraCost)> {
+    let dir = tempfile::tempdir().context("temporary dir")?;
+    let frames = dir.path().join("loop.bin");
+    write_frames(&frames, &stream.frames)?;
+    let key = dir.path().join("camera.key");
+    let camera_id = kodama_net::endpoint::load_or_create_key(&key)?.public();
+
+    let data_dir = dir.path().join("server");
+    std::fs::create_dir_all(&data_dir)?;
+    Allowlist::new(data_dir.join("allowlist.toml")).add(
+        &camera_id.to_string(),
+        PeerRole::Camera,
+        "bench camera",
+    )?;
+    let scope = cancel.child_token();
+    let (server, server_addr) = Running::start(mode, &data_dir, None, scope.child_token()).await?;
+    let firmware = one(
+        CameraKind::Firmware,
+        &server_addr,
+        &key,
+        &frames,
+        stream,
+        warmup,
+        window,
+    )
+    .await;
+    scope.cancel();
+    server.stop().await;
+    let firmware = firmware.context("firmware camera")?;
+
+    let (relay, relay_addr) = ChildNode::relay().await?;
+    let raw = one(
+        CameraKind::Raw,
+        &relay_addr,
+        &key,
+        &frames,
+        stream,
+        warmup,
+        window,
+    )
+    .await;
+    relay.stop().await;
+    Ok((firmware, raw.context("raw camera")?))
+}
+
+async fn one(
+    kind: CameraKind,
+    peer: &EndpointAddr,
+    key: &std::path::Path,
+    frames: &std::path::Path,
+    stream: &Stream,
+    warmup: Duration,
+    window: Duration,
+) -> anyhow::Result<CameraCost> {
+    let addr = peer
+        .ip_addrs()
+        .next()
+        .copied()
+        .context("the peer has no address")?;
+    let f = stream.format;
+    let mut args: Vec<String> = vec!["camera".into(), "--kind".into()];
+    args.push(match kind {
+        CameraKind::Firmware => "firmware".into(),
+        CameraKind::Raw => "raw".into(),
+    });
+    for (k, v) in [
+        ("--peer-id", peer.id.to_string()),
+        ("--peer-addr", addr.to_string()),
+        ("--key", key.display().to_string()),
+        ("--frames", frames.display().to_string()),
+        ("--width", f.width.to_string()),
+        ("--height", f.height.to_string()),
+        ("--fps", f.fps.to_string()),
+        ("--gop", stream.gop_frames.to_string()),
+        ("--kbps", stream.target_kbps.to_string()),
+        ("--warmup-ms", warmup.as_millis().to_string()),
+        ("--window-ms", window.as_millis().to_string()),
+    ] {
+        args.push(k.into());
+        args.push(v);
+    }
+    let mut child = ChildNode::start(&args)?;
+    let result = async {
+        child.line("camera-ready", Duration::from_secs(30)).await?;
+        let line = child
+            .line("result ", warmup + window + Duration::from_secs(30))
+            .await?;
+        CameraCost::parse(&line)
+    }
+    .await;
+    child.stop().await;
+    result
+}
