@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs the Debian 12 packages the aarch64 cross build, the qemu smoke
-# test and the emulated boot test need. Run as root. Idempotent.
+# test and the emulated boot test need (cmake: the bundled libopus the
+# `opus` crate builds for the target). Run as root. Idempotent.
 set -eu
 
 need=""
 for p in rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu g++-aarch64-linux-gnu \
 	libc6-dev-arm64-cross qemu-user-static qemu-system-arm squashfs-tools \
-	cpio dosfstools mtools ffmpeg fdisk e2fsprogs "$@"; do
+	cpio dosfstools mtools ffmpeg fdisk e2fsprogs cmake "$@"; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
 		need="$need $p"
 	fi

@@ -17,6 +17,9 @@ cargo test --workspace
 
 $quick && exit 0
 
+echo "=== Debian package: built from the tested binary, installed with dpkg -i, unit verified"
+bash scripts/deb-check.sh target/debug/kodama-server
+
 echo "=== pi feature: libcamera + V4L2 encoder build check"
 bash scripts/check-pi.sh
 

@@ -200,6 +200,7 @@ fn messages() -> Vec<Message> {
         ]),
         pps: Bytes::from_static(&[0x68, 0xce, 0x3c, 0x80]),
         firmware: "0.1.0".into(),
+        audio: None,
     };
     vec![
         Message::CameraHello {

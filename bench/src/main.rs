@@ -13,6 +13,8 @@
 //! 5. `--only failover` (root): failover gap p50/max per kind of cut, the
 //!    standby uplink's idle bytes per minute, server crash → video again,
 //!    in the network test bed ([`failover`]).
+//! 6. `--only abr` (root): adaptive bitrate's settle time under a 1 Mbit/s
+//!    cap and its climb back after the cap lifts, BBRv3 vs Cubic.
 //!
 //! Build the server next to the bench so it can be found (same profile):
 //! `cargo build --profile bench -p kodama-server -p kodama-bench`, then
@@ -52,9 +54,15 @@ enum Section {
     Raw,
     /// Camera → server → viewer, with server CPU and RSS.
     Pipeline,
+    /// Forwarding to an upstream server: the origin's CPU per forwarded GB
+    /// against raw iroh, and the delay it adds before an upstream viewer.
+    Relay,
     /// Wi-Fi ↔ cellular failover, standby cost, server crash recovery in
     /// the network test bed (root; not part of the default set).
     Failover,
+    /// Adaptive bitrate under a rate cap in the network test bed, BBRv3
+    /// and Cubic (root; not part of the default set).
+    Abr,
 }
 
 /// Kodama benchmark: figures on loopback (never pass/fail on timings).
@@ -149,7 +157,8 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
     let raw_bytes = args.raw_mb.unwrap_or(if q { 64 } else { 256 }).max(1) * 1_000_000;
     let wants = |s: Section| {
         // The failover section needs root and minutes: only when asked for.
-        (args.only.is_empty() && s != Section::Failover) || args.only.contains(&s)
+        (args.only.is_empty() && !matches!(s, Section::Failover | Section::Abr))
+            || args.only.contains(&s)
     };
     let started = Instant::now();
 
@@ -192,10 +201,23 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
     }
 
     let mut ceiling_bps = None;
+    let mut raw_cpu_per_gb: Option<f64> = None;
     if wants(Section::Raw) {
         println!();
         println!("2. Raw iroh, one unidirectional stream, two offline endpoints on 127.0.0.1 (the ceiling)");
+        let cpu_before = procfs::cpu(None)?;
         let r = raw::run(raw_bytes, cancel.clone()).await?;
+        let cpu = procfs::ticks_to_duration(
+            procfs::cpu(None)?
+                .total()
+                .saturating_sub(cpu_before.total()),
+        );
+        raw_cpu_per_gb = Some(cpu.as_secs_f64() / (r.bytes as f64 / 1e9));
+        println!(
+            "   CPU {:.2} s for sender and receiver together = {:.2} CPU s per GB",
+            cpu.as_secs_f64(),
+            cpu.as_secs_f64() / (r.bytes as f64 / 1e9)
+        );
         println!(
             "   {:.0} MB in {:.2} s = {:.0} Mbit/s",
             r.bytes as f64 / 1e6,
@@ -205,9 +227,8 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
         ceiling_bps = Some(r.mbit_per_sec() * 1e6);
     }
 
-    if wants(Section::Pipeline) {
-        println!();
-        let mode = server_mode(&args)?;
+    let mut stream_cache = None;
+    if wants(Section::Pipeline) || wants(Section::Relay) {
         let settings = VideoSettings {
             width: args.width,
             height: args.height,
@@ -216,7 +237,6 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
             keyframe_interval: args.keyframe_interval,
         };
         settings.validate()?;
-        // Two GOPs at least, so the loop is not one keyframe repeated.
         let prerender_secs = (2 * settings.keyframe_interval)
             .div_ceil(settings.fps)
             .max(if q { 1 } else { 4 });
@@ -225,6 +245,16 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
         let stream =
             tokio::task::spawn_blocking(move || Stream::prerender(settings, prerender_secs, pad))
                 .await??;
+        stream_cache = Some((stream, prerender_secs, t.elapsed()));
+    }
+    let mut direct_latency = None;
+    if wants(Section::Pipeline) {
+        println!();
+        let mode = server_mode(&args)?;
+        let Some((stream, prerender_secs, encode_time)) = &stream_cache else {
+            bail!("no stream");
+        };
+        let (stream, prerender_secs) = (stream.clone(), *prerender_secs);
         println!(
             "3. Camera → server → viewer: {}x{} @ {} fps, GOP {} frames, OpenH264 target {} kbit/s; its {} s replay loop (encoded in {:.1} s) averages {:.0} kbit/s",
             stream.format.width,
@@ -233,7 +263,7 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
             stream.gop_frames,
             stream.target_kbps,
             prerender_secs,
-            t.elapsed().as_secs_f64(),
+            encode_time.as_secs_f64(),
             stream.encoded_bps / 1000.0,
         );
         if stream.pad_factor > 1.0 {
@@ -260,6 +290,7 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
                 viewers_per_camera: 1,
                 warmup,
                 measure: window,
+                relay: false,
             },
             Scenario {
                 name: "8 cameras × 32 viewers (4 per camera)".into(),
@@ -267,6 +298,7 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
                 viewers_per_camera: 4,
                 warmup,
                 measure: window,
+                relay: false,
             },
         ];
         for s in &scenarios {
@@ -276,7 +308,91 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
             let r = pipeline::run(s, &stream, &mode, cancel.clone())
                 .await
                 .with_context(|| format!("scenario {}", s.name))?;
+            if s.cameras == 1 && s.viewers_per_camera == 1 {
+                direct_latency = r.latency;
+            }
             print_scenario(&r, ceiling_bps);
+        }
+    }
+    if wants(Section::Relay) {
+        println!();
+        let mode = server_mode(&args)?;
+        let Some((stream, _, _)) = &stream_cache else {
+            bail!("no stream");
+        };
+        println!(
+            "4. Forwarding to an upstream server ([[upstream]], relay ALPN), one {:.0} kbit/s camera; the upstream runs in this process",
+            stream.bitrate_bps / 1000.0
+        );
+        let scenario = |name: &str, viewers, relay| Scenario {
+            name: name.into(),
+            cameras: 1,
+            viewers_per_camera: viewers,
+            warmup,
+            measure: window,
+            relay,
+        };
+        let mut plan = vec![
+            scenario("recording only (no viewer, no upstream)", 0, false),
+            scenario(
+                "recording and forwarding, 1 viewer at the upstream",
+                1,
+                true,
+            ),
+        ];
+        if direct_latency.is_none() {
+            plan.push(scenario(
+                "1 viewer at the server itself (latency baseline)",
+                1,
+                false,
+            ));
+        }
+        let mut results = Vec::new();
+        for s in &plan {
+            if cancel.is_cancelled() {
+                bail!("interrupted");
+            }
+            let r = pipeline::run(s, stream, &mode, cancel.clone())
+                .await
+                .with_context(|| format!("scenario {}", s.name))?;
+            print_scenario(&r, ceiling_bps);
+            results.push(r);
+        }
+        if let Some(r) = results.get(2) {
+            direct_latency = r.latency;
+        }
+        let (alone, forwarding) = (&results[0], &results[1]);
+        if let (Some(a), Some(f)) = (alone.server_cpu, forwarding.server_cpu) {
+            let forwarded_gb =
+                forwarding.ingest_offered_bps / 8.0 * forwarding.window.as_secs_f64() / 1e9;
+            let extra = f.as_secs_f64()
+                - a.as_secs_f64() * forwarding.window.as_secs_f64()
+                    / alone.window.as_secs_f64().max(1e-9);
+            let per_gb = extra / forwarded_gb.max(1e-12);
+            println!(
+                "   forwarding cost at the origin: {:.2} CPU s over the window = {:.1} CPU s per forwarded GB{}",
+                extra,
+                per_gb,
+                raw_cpu_per_gb.map_or_else(String::new, |raw| format!(
+                    " = {:.2} × raw iroh (sender and receiver together, {:.1} CPU s per GB)",
+                    per_gb / raw.max(1e-12),
+                    raw
+                ))
+            );
+        } else {
+            println!("   forwarding cost: in process, not separable (build kodama-server next to kodama-bench)");
+        }
+        match (direct_latency, forwarding.latency) {
+            (Some(d), Some(f)) => println!(
+                "   delay added by the hop: p50 {:+.1} ms, p99 {:+.1} ms (camera → upstream viewer {:.1} / {:.1} ms vs camera → server viewer {:.1} / {:.1} ms)",
+                f.p50_ms - d.p50_ms,
+                f.p99_ms - d.p99_ms,
+                f.p50_ms,
+                f.p99_ms,
+                d.p50_ms,
+                d.p99_ms
+            ),
+            _ => println!("   delay added: no latency samples"),
         }
     }
     if wants(Section::Failover) {
@@ -289,6 +405,13 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || failover::run(plan))
             .await
             .context("failover section")??;
+    }
+    if wants(Section::Abr) {
+        println!();
+        let rounds = if q { 1 } else { 3 };
+        tokio::task::spawn_blocking(move || failover::run_abr(rounds))
+            .await
+            .context("abr section")??;
     }
     println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());

@@ -59,6 +59,9 @@ pub struct Scenario {
     pub warmup: Duration,
     /// The measurement window.
     pub measure: Duration,
+    /// Forward every camera to a second (upstream) server in this process
+    /// and put the viewers there: camera → server → upstream → viewer.
+    pub relay: bool,
 }
 
 /// A camera's stream, encoded once and shared by every simulated camera.
@@ -309,6 +312,9 @@ async fn start_camera(
             backoff_max: Duration::from_secs(1),
             reboot_command: Vec::new(),
             links: None,
+            audio: None,
+            abr: false,
+            congestion: Default::default(),
         },
         UplinkIo {
             frames: capture.frames,
@@ -316,6 +322,8 @@ async fn start_camera(
             control: capture.control,
             state: state_tx,
             store: None,
+            tier: capture.tier,
+            status: watch::channel(Default::default()).0,
         },
         cancel,
     ));
@@ -432,18 +440,70 @@ pub async fn run(
     }
 
     let scope = cancel.child_token();
-    let (server, server_addr) = Running::start(mode, &data_dir, scope.child_token()).await?;
+    // Relay: an upstream server in this process that allows the server
+    // under test as a relay carrying every camera, with the viewers there.
+    let upstream = if scenario.relay {
+        let up_dir = dir.path().join("upstream");
+        let home = kodama_net::endpoint::load_or_create_key(&data_dir.join("server.key"))?.public();
+        let up_list = Allowlist::new(up_dir.join("allowlist.toml"));
+        let carried: Vec<String> = camera_keys.iter().map(|k| k.public().to_string()).collect();
+        up_list.add_relay(&home.to_string(), "bench home", &carried)?;
+        for (i, k) in viewer_keys.iter().enumerate() {
+            up_list.add(
+                &k.public().to_string(),
+                PeerRole::Viewer,
+                &format!("bench viewer {i}"),
+            )?;
+        }
+        let mut config = kodama_server::config::Config::default();
+        config.server.data_dir = up_dir;
+        config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        config.server.offline = true;
+        config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let up = kodama_server::app::Server::start(&config, scope.child_token()).await?;
+        let addr = up
+            .node
+            .endpoint()
+            .bound_sockets()
+            .first()
+            .copied()
+            .context("the upstream has no bound socket")?;
+        let dial = EndpointAddr::new(up.node.endpoint().id()).with_ip_addr(addr);
+        Some((up, dial))
+    } else {
+        None
+    };
+    let started = Running::start(
+        mode,
+        &data_dir,
+        upstream.as_ref().map(|(_, a)| a),
+        scope.child_token(),
+    )
+    .await;
+    let (server, server_addr) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some((up, _)) = upstream {
+                up.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
+    let viewers_at = upstream.as_ref().map_or(&server_addr, |(_, a)| a).clone();
     let outcome = drive(
         scenario,
         stream,
         &server,
-        &server_addr,
+        (&server_addr, &viewers_at),
         camera_keys,
         viewer_keys,
         scope.clone(),
     )
     .await;
     scope.cancel();
+    if let Some((up, _)) = upstream {
+        up.shutdown().await;
+    }
     let log = server.log().map(ToOwned::to_owned);
     server.stop().await;
     outcome.map_err(
@@ -458,7 +518,8 @@ async fn drive(
     scenario: &Scenario,
     stream: &Stream,
     server: &Running,
-    server_addr: &EndpointAddr,
+    // Where cameras dial, and where viewers do (an upstream when relaying).
+    (server_addr, viewers_at): (&EndpointAddr, &EndpointAddr),
     camera_keys: Vec<SecretKey>,
     viewer_keys: Vec<SecretKey>,
     cancel: CancellationToken,
@@ -487,10 +548,11 @@ async fn drive(
         }
         let mut clients = Vec::new();
         for (i, key) in viewer_keys.into_iter().enumerate() {
-            let camera = format!("bench-cam-{}", i / scenario.viewers_per_camera.max(1));
+            // The server's record names the camera (its allowlist label), not its hello.
+            let camera = format!("bench camera {}", i / scenario.viewers_per_camera.max(1));
             let ep = bind_local(key).await?;
             viewer_endpoints.push(ep.clone());
-            clients.push(connect_viewer(&ep, server_addr, &camera).await?);
+            clients.push(connect_viewer(&ep, viewers_at, &camera).await?);
         }
         let start = tokio::time::Instant::now() + scenario.warmup;
         let end = start + scenario.measure;

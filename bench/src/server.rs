@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use kodama_net::EndpointAddr;
 use kodama_server::app::Server;
 use kodama_server::config::{Config, ServerSection};
+use kodama_server::upstream::UpstreamConfig;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -69,12 +70,26 @@ impl Running {
     /// Starts a server on 127.0.0.1, offline, keeping its data in `data_dir`
     /// (whose `server.key` and `allowlist.toml` the caller has prepared).
     /// Returns it and the address to dial.
+    /// Starts a server on 127.0.0.1, offline, keeping its data in `data_dir`
+    /// (whose `server.key` and `allowlist.toml` the caller has prepared),
+    /// forwarding every camera to `upstream` (an `[[upstream]]` with its
+    /// node id and address) when given. Returns it and the address to dial.
     pub async fn start(
         mode: &Mode,
         data_dir: &Path,
+        upstream: Option<&EndpointAddr>,
         cancel: CancellationToken,
     ) -> anyhow::Result<(Self, EndpointAddr)> {
+        let upstreams: Vec<UpstreamConfig> = upstream
+            .map(|u| UpstreamConfig {
+                node_id: Some(u.id.to_string()),
+                addrs: u.ip_addrs().copied().collect(),
+                ..UpstreamConfig::default()
+            })
+            .into_iter()
+            .collect();
         let config = Config {
+            upstreams: upstreams.clone(),
             server: ServerSection {
                 name: "kodama-bench".into(),
                 data_dir: data_dir.to_owned(),
@@ -102,9 +117,27 @@ impl Running {
             Mode::Child(bin) => {
                 let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
                 let log = data_dir.join("server.log");
+                // The child reads its `[[upstream]]` from a config file.
+                let config_file = data_dir.join("kodama-server.toml");
+                let mut text = String::new();
+                for u in &upstreams {
+                    text.push_str(&format!(
+                        "[[upstream]]\nnode_id = \"{}\"\naddrs = [{}]\n",
+                        u.node_id.as_deref().unwrap_or_default(),
+                        u.addrs
+                            .iter()
+                            .map(|a| format!("\"{a}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                std::fs::write(&config_file, text)
+                    .with_context(|| format!("writing {}", config_file.display()))?;
                 let stderr = std::fs::File::create(&log)
                     .with_context(|| format!("creating {}", log.display()))?;
                 let mut child = Command::new(bin)
+                    .arg("--config")
+                    .arg(&config_file)
                     .arg("--data-dir")
                     .arg(data_dir)
                     .arg("--listen")

@@ -44,15 +44,18 @@ pub fn make_source(config: &Config, handles: &AppHandles) -> anyhow::Result<Box<
                 handles.motion.clone(),
             )
             .context("starting the synthetic video source")?
-            .with_overlay(handles.overlay.clone()),
+            .with_overlay(handles.overlay.clone())
+            .with_busy_scene(config.video.busy_scene),
         )),
         #[cfg(feature = "pi")]
-        crate::config::VideoSourceKind::Pi => Ok(Box::new(
-            video::pi::PiCameraSource::open(video::pi::PiCameraConfig::new(
-                config.video.settings(),
-            ))
-            .context("opening the IMX219 camera and the hardware H.264 encoder")?,
-        )),
+        crate::config::VideoSourceKind::Pi => {
+            let mut pi = video::pi::PiCameraConfig::new(config.video.settings());
+            // Adaptive bitrate moves size and frame rate along `pi::tiers` too.
+            pi.adaptive_tiers = config.video.abr;
+            Ok(Box::new(video::pi::PiCameraSource::open(pi).context(
+                "opening the IMX219 camera and the hardware H.264 encoder",
+            )?))
+        }
         #[allow(unreachable_patterns)]
         other => anyhow::bail!("video.source = {:?} is not built in", other.name()),
     }
@@ -281,6 +284,22 @@ pub async fn run(
         },
     )
     .await?;
+    // Closed on every path, errors included: the server sees a goodbye, not
+    // a peer that vanished (and iroh does not abort it ungracefully).
+    let result = run_on(config, handles, &ep, link_secret, &cancel).await;
+    ep.close().await;
+    result
+}
+
+async fn run_on(
+    config: Config,
+    handles: AppHandles,
+    ep: &kodama_net::Endpoint,
+    link_secret: kodama_net::SecretKey,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let cancel = cancel.clone();
+    let ep = ep.clone();
     let mut source = make_source(&config, &handles)?;
     let server = match resolve_server(&config, &ep, &cancel).await {
         Ok(Some(s)) => s,
@@ -330,6 +349,19 @@ pub async fn run(
         cancel.clone(),
     ));
     let pir_task = spawn_pir(&config.motion, aux_tx.clone(), cancel.clone())?;
+    let audio_task = if config.audio.enabled {
+        let mic = crate::audio::open_capture(&config.audio).context("opening the microphone")?;
+        let encoder = crate::audio::OpusPacketizer::new(config.audio.bitrate_kbps)
+            .context("starting the Opus encoder")?;
+        Some(crate::audio::spawn_audio(
+            mic,
+            encoder,
+            aux_tx.clone(),
+            cancel.clone(),
+        )?)
+    } else {
+        None
+    };
     let synthetic_motion_task = config.video.synthetic_motion.map(|schedule| {
         tokio::spawn(run_synthetic_motion(
             Duration::from_secs(u64::from(schedule.for_s)),
@@ -338,7 +370,7 @@ pub async fn run(
             cancel.clone(),
         ))
     });
-    let (_bitrate_tx, bitrate) = watch::channel(config.video.bitrate_kbps);
+    let (stream_tx, stream_rx) = watch::channel(uplink::StreamStatus::default());
     let mut backlog_cfg = config.backlog.clone();
     if backlog_cfg.dir.is_none() {
         // Beside the key: on the image that is the data partition (firstboot
@@ -355,9 +387,10 @@ pub async fn run(
         telemetry::Inputs {
             modem: Some(modem.status.clone()),
             gnss: Some(gnss.fix.clone()),
-            bitrate_kbps: Some(bitrate),
+            bitrate_kbps: None,
             motion: Some(motion_active),
             backlog: backlog.as_ref().map(|(b, _)| b.status()),
+            stream: Some(stream_rx),
         },
         aux_tx,
         cancel.clone(),
@@ -376,6 +409,7 @@ pub async fn run(
                     .return_after_s
                     .map_or(link::DEFAULT_RETURN_AFTER, Duration::from_secs_f64),
                 backoff: (Duration::from_millis(initial), Duration::from_millis(max)),
+                congestion: config.network.congestion.to_net(),
             },
             cancel.clone(),
         )
@@ -389,6 +423,9 @@ pub async fn run(
         backoff_max: Duration::from_millis(max),
         reboot_command: config.system.reboot_command.clone(),
         links,
+        audio: audio_task.as_ref().map(|a| a.info),
+        abr: config.video.abr,
+        congestion: config.network.congestion.to_net(),
     };
     let io = UplinkIo {
         frames: capture.frames,
@@ -396,6 +433,8 @@ pub async fn run(
         control: capture.control,
         state: state_tx,
         store: backlog.map(|(b, _)| StoreForward::new(b, &backlog_cfg)),
+        tier: capture.tier,
+        status: stream_tx,
     };
     uplink::run(ep.clone(), opts, io, cancel.clone()).await;
     cancel.cancel();
@@ -410,6 +449,11 @@ pub async fn run(
     }
     let _ = gnss.task.await;
     let _ = clock_task.await;
+    if let Some(a) = audio_task {
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.join()).await {
+            tracing::warn!("audio stopped: {e}");
+        }
+    }
     modem.join().await;
     match tokio::task::spawn_blocking(move || capture.thread.join()).await {
         Ok(Ok(Ok(()))) => Ok(()),

@@ -170,6 +170,31 @@ pub struct NetworkSection {
     /// Seconds a more preferred uplink must stay healthy before the camera
     /// moves back to it (cellular costs money; Wi-Fi that flaps is no better).
     pub return_after_s: Option<f64>,
+    /// The uplink's congestion controller: `bbr3` (default; its bandwidth
+    /// estimate lets adaptive bitrate step straight to the tier that fits)
+    /// or `cubic`.
+    pub congestion: CongestionKind,
+}
+
+/// `network.congestion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CongestionKind {
+    /// BBRv3.
+    #[default]
+    Bbr3,
+    /// Cubic.
+    Cubic,
+}
+
+impl CongestionKind {
+    /// The transport's name for it.
+    pub fn to_net(self) -> kodama_net::link::Congestion {
+        match self {
+            CongestionKind::Bbr3 => kodama_net::link::Congestion::Bbr3,
+            CongestionKind::Cubic => kodama_net::link::Congestion::Cubic,
+        }
+    }
 }
 
 /// `[[network.uplinks]]`: one way out.
@@ -200,6 +225,13 @@ pub struct VideoSection {
     pub bitrate_kbps: u32,
     /// Frames per GOP.
     pub keyframe_interval: u32,
+    /// Adaptive bitrate: follow the link along the tier ladder (500 kbit/s
+    /// to 4 Mbit/s), starting at and never above `bitrate_kbps`' rung.
+    /// Off: a fixed `bitrate_kbps`.
+    pub abr: bool,
+    /// Synthetic source only: add grain so the encoder really produces the
+    /// bitrate it is asked for (adaptive-bitrate tests and the demo).
+    pub busy_scene: bool,
     /// Test equipment for the `synthetic` source only: a moving block held
     /// in front of the lens on a schedule, so the demo and the browser tests
     /// have motion events to show. `{ every_s = 30, for_s = 4 }`.
@@ -227,6 +259,8 @@ impl Default for VideoSection {
             bitrate_kbps: 1500,
             keyframe_interval: 30,
             synthetic_motion: None,
+            abr: true,
+            busy_scene: false,
         }
     }
 }
@@ -313,6 +347,8 @@ pub struct Config {
     pub motion: crate::motion::MotionConfig,
     /// `[backlog]`: store-and-forward while the server is unreachable.
     pub backlog: crate::backlog::BacklogConfig,
+    /// `[audio]`: microphone and Opus encoding.
+    pub audio: crate::audio::AudioConfig,
 }
 
 impl Config {
@@ -400,6 +436,9 @@ impl Config {
             .check_built_in()
             .map_err(|message| invalid("video.source", message))?;
         self.backlog
+            .validate()
+            .map_err(|(field, message)| invalid(field, message))?;
+        self.audio
             .validate()
             .map_err(|(field, message)| invalid(field, message))?;
         Ok(())

@@ -13,6 +13,8 @@
 //! * [`app`]: wires identity, endpoint, source, capture and uplink together.
 //! * [`video`]: the [`video::VideoSource`] trait, the capture thread, the
 //!   Pi driver (feature `pi`) and the synthetic test source (feature `synthetic`).
+//! * [`audio`]: microphone (ALSA, feature `pi`) or the synthetic speech signal
+//!   (feature `synthetic`) → Opus packets on the audio channel.
 //! * [`uplink`]: connect, handshake, stream GOPs, reconnect with backoff.
 //! * [`pairing`]: redeem `server.pair`'s one-time code, remember being paired.
 //! * [`onboarding`]: read the pairing string from a QR code in front of the
@@ -23,6 +25,7 @@
 //! * [`hw`]: hardware drivers (modem, GNSS, GPIO).
 
 pub mod app;
+pub mod audio;
 pub mod backlog;
 pub mod backoff;
 pub mod cli;

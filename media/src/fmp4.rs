@@ -1,13 +1,19 @@
 //! Fragmented MP4 (ISO/IEC 14496-12, ISO base media file format) for one
-//! H.264 video track, sans-IO: build the init segment and the fragments a
-//! recorder appends, and read them back for recovery and export.
+//! H.264 video track and, for cameras with a microphone, one Opus audio
+//! track, sans-IO: build the init segment and the fragments a recorder
+//! appends, and read them back for recovery and export.
 //!
 //! # File shape
 //! ```text
-//! ftyp moov                     init segment (track, avcC, mvex/trex)
+//! ftyp moov                     init segment (video trak avcC, [audio trak Opus/dOps], mvex/trex)
 //! prft moof mdat                one fragment per GOP, repeated
+//!      moof = mfhd traf(video) [traf(audio)]; mdat = video samples, then audio samples
 //! ```
 //! Each fragment starts with a keyframe, so every fragment is a seek point.
+//! Audio (track 2) is Opus in ISO BMFF ("Encapsulation of Opus in ISO Base
+//! Media File Format", opus-codec.org): an `Opus` sample entry with a `dOps`
+//! box, 48 kHz media timescale, one Opus packet per sample; the audio of a
+//! GOP's time span travels in that GOP's fragment.
 //! The `prft` box (ProducerReferenceTimeBox, §8.16.5) carries the wall-clock
 //! capture time of the fragment's first frame: a segment file is
 //! self-describing, and a server that lost its index can rebuild it from the
@@ -27,6 +33,14 @@ use crate::h264::{self, nal_type, SpsInfo};
 /// Media timescale of the video track: the customary 90 kHz, which
 /// represents every common frame interval exactly enough.
 pub const TIMESCALE: u32 = 90_000;
+
+/// Media timescale of the audio track: Opus always decodes at 48 kHz.
+pub const AUDIO_TIMESCALE: u32 = 48_000;
+
+/// Track id of the video track.
+pub const VIDEO_TRACK_ID: u32 = 1;
+/// Track id of the audio track.
+pub const AUDIO_TRACK_ID: u32 = 2;
 
 /// Seconds from the NTP epoch (1900-01-01) to the Unix epoch (1970-01-01).
 const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
@@ -102,6 +116,45 @@ impl VideoTrack {
     pub fn codec_string(&self) -> String {
         let b = |i: usize| self.sps.get(i).copied().unwrap_or(0);
         format!("avc1.{:02x}{:02x}{:02x}", b(1), b(2), b(3))
+    }
+}
+
+/// The parameters of an Opus audio track (the `dOps` box).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioTrack {
+    /// Channel count (1 or 2; channel mapping family 0).
+    pub channels: u8,
+    /// Samples (at 48 kHz) the decoder drops at the start.
+    pub pre_skip: u16,
+    /// The sample rate the encoder was fed, for information.
+    pub input_sample_rate: u32,
+}
+
+impl AudioTrack {
+    /// The RFC 6381 codec string, as `MediaSource.isTypeSupported` wants it.
+    pub fn codec_string(&self) -> &'static str {
+        "opus"
+    }
+}
+
+/// The audio samples of one fragment: `tfdt` and `trun` of track 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioRun {
+    /// Base media decode time in [`AUDIO_TIMESCALE`] units.
+    pub base_decode_time: u64,
+    /// The samples (Opus packets), every one a sync sample.
+    pub samples: Vec<SampleInfo>,
+}
+
+impl AudioRun {
+    /// Sum of sample sizes.
+    pub fn payload_len(&self) -> u64 {
+        self.samples.iter().map(|s| u64::from(s.size)).sum()
+    }
+
+    /// Sum of sample durations in [`AUDIO_TIMESCALE`] units.
+    pub fn duration(&self) -> u64 {
+        self.samples.iter().map(|s| u64::from(s.duration)).sum()
     }
 }
 
@@ -200,8 +253,14 @@ fn u64be(out: &mut Vec<u8>, v: u64) {
 /// The unity transformation matrix of `mvhd`/`tkhd` (§8.2.2.3).
 const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
 
-/// Builds the init segment (`ftyp` + `moov`) for a track.
+/// Builds the init segment (`ftyp` + `moov`) for a video-only file.
 pub fn init_segment(track: &VideoTrack) -> Vec<u8> {
+    init_segment_av(track, None)
+}
+
+/// Builds the init segment (`ftyp` + `moov`) for a video track and, when
+/// given, an Opus audio track.
+pub fn init_segment_av(track: &VideoTrack, audio: Option<&AudioTrack>) -> Vec<u8> {
     let mut o = Vec::with_capacity(700 + track.sps.len() + track.pps.len());
     // ftyp, §4.3.
     let b = begin(&mut o, b"ftyp");
@@ -224,7 +283,7 @@ pub fn init_segment(track: &VideoTrack) -> Vec<u8> {
     o.extend_from_slice(&[0; 10]); // reserved
     MATRIX.iter().for_each(|&m| u32be(&mut o, m));
     o.extend_from_slice(&[0; 24]); // pre_defined
-    u32be(&mut o, 2); // next_track_ID
+    u32be(&mut o, if audio.is_some() { 3 } else { 2 }); // next_track_ID
     end(&mut o, b);
 
     let trak = begin(&mut o, b"trak");
@@ -323,18 +382,113 @@ pub fn init_segment(track: &VideoTrack) -> Vec<u8> {
     end(&mut o, minf);
     end(&mut o, mdia);
     end(&mut o, trak);
+    if let Some(audio) = audio {
+        audio_trak(&mut o, audio);
+    }
 
     let mvex = begin(&mut o, b"mvex"); // §8.8.1
-    let b = begin_full(&mut o, b"trex", 0, 0);
-    u32be(&mut o, 1); // track_ID
-    u32be(&mut o, 1); // default_sample_description_index
-    u32be(&mut o, 0);
-    u32be(&mut o, 0);
-    u32be(&mut o, 0);
-    end(&mut o, b);
+    let tracks: &[u32] = if audio.is_some() {
+        &[VIDEO_TRACK_ID, AUDIO_TRACK_ID]
+    } else {
+        &[VIDEO_TRACK_ID]
+    };
+    for &id in tracks {
+        let b = begin_full(&mut o, b"trex", 0, 0);
+        u32be(&mut o, id); // track_ID
+        u32be(&mut o, 1); // default_sample_description_index
+        u32be(&mut o, 0);
+        u32be(&mut o, 0);
+        u32be(&mut o, 0); // default_sample_flags: sync (what audio uses)
+        end(&mut o, b);
+    }
     end(&mut o, mvex);
     end(&mut o, moov);
     o
+}
+
+/// The audio `trak`: `smhd`, an `Opus` AudioSampleEntry with `dOps`.
+fn audio_trak(o: &mut Vec<u8>, audio: &AudioTrack) {
+    let trak = begin(o, b"trak");
+    let b = begin_full(o, b"tkhd", 0, 0x3);
+    u32be(o, 0);
+    u32be(o, 0);
+    u32be(o, AUDIO_TRACK_ID);
+    u32be(o, 0);
+    u32be(o, 0); // duration
+    o.extend_from_slice(&[0; 8]);
+    u16be(o, 0); // layer
+    u16be(o, 0); // alternate_group
+    u16be(o, 0x0100); // volume 1.0 (audio)
+    u16be(o, 0);
+    MATRIX.iter().for_each(|&m| u32be(o, m));
+    u32be(o, 0); // width, height: none
+    u32be(o, 0);
+    end(o, b);
+
+    let mdia = begin(o, b"mdia");
+    let b = begin_full(o, b"mdhd", 0, 0);
+    u32be(o, 0);
+    u32be(o, 0);
+    u32be(o, AUDIO_TIMESCALE);
+    u32be(o, 0);
+    u16be(o, (21 << 10) | (14 << 5) | 4); // "und"
+    u16be(o, 0);
+    end(o, b);
+    let b = begin_full(o, b"hdlr", 0, 0);
+    u32be(o, 0);
+    o.extend_from_slice(b"soun");
+    o.extend_from_slice(&[0; 12]);
+    o.extend_from_slice(b"Kodama audio\0");
+    end(o, b);
+    let minf = begin(o, b"minf");
+    let b = begin_full(o, b"smhd", 0, 0); // §12.2.2: balance, reserved
+    u32be(o, 0);
+    end(o, b);
+    let dinf = begin(o, b"dinf");
+    let dref = begin_full(o, b"dref", 0, 0);
+    u32be(o, 1);
+    let url = begin_full(o, b"url ", 0, 1);
+    end(o, url);
+    end(o, dref);
+    end(o, dinf);
+    let stbl = begin(o, b"stbl");
+    let stsd = begin_full(o, b"stsd", 0, 0);
+    u32be(o, 1);
+    // AudioSampleEntry (§12.2.3) named 'Opus'.
+    let entry = begin(o, b"Opus");
+    o.extend_from_slice(&[0; 6]);
+    u16be(o, 1); // data_reference_index
+    o.extend_from_slice(&[0; 8]); // reserved
+    u16be(o, u16::from(audio.channels));
+    u16be(o, 16); // samplesize
+    u16be(o, 0); // pre_defined
+    u16be(o, 0); // reserved
+    u32be(o, AUDIO_TIMESCALE << 16); // samplerate 16.16
+                                     // OpusSpecificBox: Version 0, channels, PreSkip, InputSampleRate,
+                                     // OutputGain, ChannelMappingFamily 0 (mono/stereo, no table).
+    let dops = begin(o, b"dOps");
+    o.push(0);
+    o.push(audio.channels);
+    u16be(o, audio.pre_skip);
+    u32be(o, audio.input_sample_rate);
+    u16be(o, 0);
+    o.push(0);
+    end(o, dops);
+    end(o, entry);
+    end(o, stsd);
+    for kind in [b"stts", b"stsc", b"stco"] {
+        let b = begin_full(o, kind, 0, 0);
+        u32be(o, 0);
+        end(o, b);
+    }
+    let b = begin_full(o, b"stsz", 0, 0);
+    u32be(o, 0);
+    u32be(o, 0);
+    end(o, b);
+    end(o, stbl);
+    end(o, minf);
+    end(o, mdia);
+    end(o, trak);
 }
 
 /// Appends an Annex-B access unit to `out` as an AVC-form sample (4-byte
@@ -373,7 +527,17 @@ pub struct FragmentHeader {
 /// Builds `prft` (optional) + `moof` + the `mdat` header for a fragment whose
 /// sample data (sizes as in `header.samples`) follows immediately.
 pub fn fragment_header(header: &FragmentHeader) -> Result<Vec<u8>, Mp4Error> {
-    let payload: u64 = header.samples.iter().map(|s| u64::from(s.size)).sum();
+    fragment_header_av(header, None)
+}
+
+/// Like [`fragment_header`], with the audio samples of the fragment's time
+/// span as a second `traf`; their data follows the video samples in `mdat`.
+pub fn fragment_header_av(
+    header: &FragmentHeader,
+    audio: Option<&AudioRun>,
+) -> Result<Vec<u8>, Mp4Error> {
+    let video_payload: u64 = header.samples.iter().map(|s| u64::from(s.size)).sum();
+    let payload = video_payload + audio.map_or(0, AudioRun::payload_len);
     if payload > u64::from(u32::MAX) - 8 {
         return Err(Mp4Error::PayloadTooLarge(payload));
     }
@@ -421,11 +585,36 @@ pub fn fragment_header(header: &FragmentHeader) -> Result<Vec<u8>, Mp4Error> {
     }
     end(&mut o, b);
     end(&mut o, traf);
+    let mut audio_offset_at = None;
+    if let Some(run) = audio.filter(|r| !r.samples.is_empty()) {
+        let traf = begin(&mut o, b"traf");
+        let b = begin_full(&mut o, b"tfhd", 0, 0x02_0000);
+        u32be(&mut o, AUDIO_TRACK_ID);
+        end(&mut o, b);
+        let b = begin_full(&mut o, b"tfdt", 1, 0);
+        u64be(&mut o, run.base_decode_time);
+        end(&mut o, b);
+        // trun: data-offset, sample duration and size; flags from trex (sync).
+        let b = begin_full(&mut o, b"trun", 0, 0x000_0301);
+        u32be(&mut o, u32::try_from(run.samples.len()).unwrap_or(u32::MAX));
+        audio_offset_at = Some(o.len());
+        u32be(&mut o, 0);
+        for s in &run.samples {
+            u32be(&mut o, s.duration);
+            u32be(&mut o, s.size);
+        }
+        end(&mut o, b);
+        end(&mut o, traf);
+    }
     end(&mut o, moof);
     // data_offset is relative to the moof start; the payload follows the
     // 8-byte mdat header.
     let data_offset = (o.len() - moof + 8) as u32;
     o[data_offset_at..data_offset_at + 4].copy_from_slice(&data_offset.to_be_bytes());
+    if let Some(at) = audio_offset_at {
+        let audio_offset = data_offset + video_payload as u32;
+        o[at..at + 4].copy_from_slice(&audio_offset.to_be_bytes());
+    }
     u32be(&mut o, (payload + 8) as u32);
     o.extend_from_slice(b"mdat");
     Ok(o)
@@ -599,6 +788,8 @@ fn child<'a>(
 pub struct InitInfo {
     /// The track.
     pub track: VideoTrack,
+    /// The audio track, if the file has one.
+    pub audio: Option<AudioTrack>,
     /// Media timescale from `mdhd`.
     pub timescale: u32,
     /// Length of `ftyp` + `moov` (where the first fragment starts).
@@ -690,12 +881,72 @@ pub fn parse_init(buf: &[u8]) -> Result<InitInfo, Mp4Error> {
         let n = c.u16()? as usize;
         let pps = c.take(n)?;
         let track = VideoTrack::new(sps, pps)?;
+        let mut audio = None;
+        for (kind, trak_at, trak) in children(body, base)? {
+            if &kind == b"trak" {
+                if let Some(a) = parse_audio_trak(trak, trak_at)? {
+                    audio = Some(a);
+                }
+            }
+        }
         return Ok(InitInfo {
             track,
+            audio,
             timescale,
             len: pos + h.size,
         });
     }
+}
+
+/// Reads an `Opus` track's `dOps`; `None` for a trak that is not audio.
+fn parse_audio_trak(trak: &[u8], at: u64) -> Result<Option<AudioTrack>, Mp4Error> {
+    let (at, mdia) = child(trak, at, b"mdia", "mdia")?;
+    let (hdlr_at, hdlr) = child(mdia, at, b"hdlr", "hdlr")?;
+    let mut h = Body::new(hdlr, "hdlr", hdlr_at);
+    h.take(8)?;
+    if h.take(4)? != b"soun" {
+        return Ok(None);
+    }
+    let (at, minf) = child(mdia, at, b"minf", "minf")?;
+    let (at, stbl) = child(minf, at, b"stbl", "stbl")?;
+    let (at, stsd) = child(stbl, at, b"stsd", "stsd")?;
+    if stsd.len() < 8 {
+        return Err(Mp4Error::Truncated {
+            kind: "stsd".into(),
+            offset: at,
+        });
+    }
+    let (at, entry) = child(&stsd[8..], at + 8, b"Opus", "Opus")?;
+    // AudioSampleEntry fields before child boxes: 28 bytes.
+    if entry.len() < 28 {
+        return Err(Mp4Error::Truncated {
+            kind: "Opus".into(),
+            offset: at,
+        });
+    }
+    let (dops_at, dops) = child(&entry[28..], at + 28, b"dOps", "dOps")?;
+    let mut d = Body::new(dops, "dOps", dops_at);
+    if d.u8()? != 0 {
+        return Err(Mp4Error::Unsupported {
+            what: "dOps version",
+            offset: dops_at,
+        });
+    }
+    let channels = d.u8()?;
+    let pre_skip = d.u16()?;
+    let input_sample_rate = d.u32()?;
+    d.u16()?; // output gain
+    if d.u8()? != 0 || !(1..=2).contains(&channels) {
+        return Err(Mp4Error::Unsupported {
+            what: "Opus channel mapping other than mono/stereo",
+            offset: dops_at,
+        });
+    }
+    Ok(Some(AudioTrack {
+        channels,
+        pre_skip,
+        input_sample_rate,
+    }))
 }
 
 /// What one fragment's metadata says.
@@ -709,6 +960,10 @@ pub struct FragmentInfo {
     pub data_offset: u64,
     /// The header fields.
     pub header: FragmentHeader,
+    /// The audio samples, if the fragment has any.
+    pub audio: Option<AudioRun>,
+    /// Offset of the audio sample data in the file (after the video's).
+    pub audio_data_offset: u64,
 }
 
 impl FragmentInfo {
@@ -738,19 +993,45 @@ fn parse_prft(body: &[u8], at: u64) -> Result<i64, Mp4Error> {
 
 /// Parses a `moof` body into the header fields and the offset of the first
 /// sample relative to the start of the `moof` box.
-/// `moof` contents: sequence, base decode time, samples, data offset.
-type MoofFields = (u32, u64, Vec<SampleInfo>, i64);
+/// `moof` contents: sequence, the video run and its data offset, the audio
+/// run and its data offset.
+type MoofFields = (u32, TrafFields, Option<TrafFields>);
+
+/// One `traf`: track id, base decode time, samples, data offset.
+type TrafFields = (u32, u64, Vec<SampleInfo>, i64);
 
 fn parse_moof(body: &[u8], body_at: u64) -> Result<MoofFields, Mp4Error> {
     let (at, mfhd) = child(body, body_at, b"mfhd", "mfhd")?;
     let mut m = Body::new(mfhd, "mfhd", at);
     m.u32()?;
     let sequence = m.u32()?;
-    let (traf_at, traf) = child(body, body_at, b"traf", "traf")?;
+    let mut video = None;
+    let mut audio = None;
+    for (kind, traf_at, traf) in children(body, body_at)? {
+        if &kind != b"traf" {
+            continue;
+        }
+        let fields = parse_traf(traf, traf_at)?;
+        if video.is_none() {
+            video = Some(fields);
+        } else if audio.is_none() && fields.0 == AUDIO_TRACK_ID {
+            audio = Some(fields);
+        } else {
+            return Err(Mp4Error::Unsupported {
+                what: "traf of a third track",
+                offset: traf_at,
+            });
+        }
+    }
+    let video = video.ok_or(Mp4Error::Missing("traf"))?;
+    Ok((sequence, video, audio))
+}
+
+fn parse_traf(traf: &[u8], traf_at: u64) -> Result<TrafFields, Mp4Error> {
     let (at, tfhd) = child(traf, traf_at, b"tfhd", "tfhd")?;
     let mut t = Body::new(tfhd, "tfhd", at);
     let flags = t.u32()? & 0x00ff_ffff;
-    t.u32()?; // track_ID
+    let track_id = t.u32()?;
     if flags & 0x1 != 0 {
         return Err(Mp4Error::Unsupported {
             what: "tfhd base-data-offset",
@@ -837,7 +1118,7 @@ fn parse_moof(body: &[u8], body_at: u64) -> Result<MoofFields, Mp4Error> {
             keyframe: sflags & 0x0001_0000 == 0,
         });
     }
-    Ok((sequence, base_decode_time, samples, data_offset))
+    Ok((track_id, base_decode_time, samples, data_offset))
 }
 
 /// Parses one complete fragment (`prft`? `moof` `mdat`) at the start of
@@ -885,7 +1166,8 @@ pub fn parse_fragment(buf: &[u8], offset: u64) -> Result<Option<FragmentInfo>, M
     let Some(body) = buf.get((pos + h.header_len) as usize..(pos + h.size) as usize) else {
         return Ok(None);
     };
-    let (sequence, base_decode_time, samples, rel) = parse_moof(body, offset + pos + h.header_len)?;
+    let (sequence, (_, base_decode_time, samples, rel), audio) =
+        parse_moof(body, offset + pos + h.header_len)?;
     pos += h.size;
     let Some(m) = read_box_header(&buf[pos as usize..], offset + pos)? else {
         return Ok(None);
@@ -893,10 +1175,17 @@ pub fn parse_fragment(buf: &[u8], offset: u64) -> Result<Option<FragmentInfo>, M
     if &m.kind != b"mdat" {
         return Err(Mp4Error::Missing("mdat"));
     }
-    let payload: u64 = samples.iter().map(|s| u64::from(s.size)).sum();
+    let video_payload: u64 = samples.iter().map(|s| u64::from(s.size)).sum();
     let data_offset = moof_at as i64 + rel;
-    // The samples must lie exactly in this mdat's payload.
-    if data_offset != (pos + m.header_len) as i64 || m.size - m.header_len != payload {
+    let audio_payload: u64 = audio
+        .as_ref()
+        .map_or(0, |a| a.2.iter().map(|s| u64::from(s.size)).sum());
+    let audio_rel = audio.as_ref().map_or(0, |a| moof_at as i64 + a.3);
+    // The samples must lie exactly in this mdat's payload: video, then audio.
+    if data_offset != (pos + m.header_len) as i64
+        || m.size - m.header_len != video_payload.saturating_add(audio_payload)
+        || audio.is_some() && audio_rel != data_offset + video_payload as i64
+    {
         return Err(Mp4Error::Unsupported {
             what: "sample data not exactly the following mdat",
             offset: offset + pos,
@@ -916,6 +1205,17 @@ pub fn parse_fragment(buf: &[u8], offset: u64) -> Result<Option<FragmentInfo>, M
             wall_time_us,
             samples,
         },
+        audio_data_offset: offset + data_offset as u64 + video_payload,
+        audio: audio.map(|(_, base_decode_time, samples, _)| AudioRun {
+            base_decode_time,
+            samples: samples
+                .into_iter()
+                .map(|s| SampleInfo {
+                    keyframe: true,
+                    ..s
+                })
+                .collect(),
+        }),
     }))
 }
 
@@ -1007,6 +1307,65 @@ mod tests {
             headers.push(header);
         }
         (file, headers)
+    }
+
+    #[test]
+    fn audio_track_and_runs_round_trip() {
+        let audio = AudioTrack {
+            channels: 1,
+            pre_skip: 312,
+            input_sample_rate: 48_000,
+        };
+        let mut file = init_segment_av(&track(), Some(&audio));
+        let init = parse_init(&file).expect("init");
+        assert_eq!(init.audio, Some(audio));
+        assert_eq!(init.track, track());
+        assert_eq!(init.len, file.len() as u64);
+        let mut expected = Vec::new();
+        for n in 0..3u32 {
+            let mut data = Vec::new();
+            let size = append_sample(&[0, 0, 0, 1, 0x65, 1, 2, 3], &mut data) as u32;
+            let header = FragmentHeader {
+                sequence: n + 1,
+                base_decode_time: u64::from(n) * 3000,
+                wall_time_us: Some(1_700_000_000_000_000),
+                samples: vec![SampleInfo {
+                    duration: 3000,
+                    size,
+                    keyframe: true,
+                }],
+            };
+            let run = AudioRun {
+                base_decode_time: u64::from(n) * 1600,
+                samples: (0..2)
+                    .map(|k| SampleInfo {
+                        duration: 960,
+                        size: 3 + k,
+                        keyframe: true,
+                    })
+                    .collect(),
+            };
+            let audio_bytes: Vec<u8> = (0..run.payload_len()).map(|b| 0xa0 | b as u8).collect();
+            file.extend(fragment_header_av(&header, Some(&run)).expect("fits"));
+            file.extend(&data);
+            file.extend(&audio_bytes);
+            expected.push((header, run, data, audio_bytes));
+        }
+        let scan = scan_segment(&file).expect("scan");
+        assert_eq!(scan.stopped, None);
+        assert_eq!(scan.complete_len, file.len() as u64);
+        assert_eq!(scan.fragments.len(), 3);
+        for (f, (header, run, data, audio_bytes)) in scan.fragments.iter().zip(&expected) {
+            assert_eq!(&f.header, header);
+            assert_eq!(f.audio.as_ref(), Some(run));
+            let at = f.data_offset as usize;
+            assert_eq!(&file[at..at + data.len()], &data[..]);
+            let at = f.audio_data_offset as usize;
+            assert_eq!(&file[at..at + audio_bytes.len()], &audio_bytes[..]);
+        }
+        // A video-only file reads back without audio.
+        let plain = init_segment(&track());
+        assert_eq!(parse_init(&plain).expect("init").audio, None);
     }
 
     #[test]

@@ -17,16 +17,19 @@
 //! 0x06 CameraState  camera id [u8;32], online u8 (0|1)
 //! 0x07 Command      id u32, kind u8 (0 keyframe, 1 bitrate: kbps u32, 2 reboot, 3 snapshot)
 //! 0x08 CommandAck   id u32, result u8 (0 ok, 1 unsupported, 2 failed), detail str
-//! 0x09 PairRequest  version u16, role u8 (0 camera, 1 viewer), code str, name str
+//! 0x09 PairRequest  version u16, role u8 (0 camera, 1 viewer, 2 relay), code str, name str
 //! 0x0A Paired       name str, server str
 //! 0x0B Stored       kind u8 (0 live, 1 backfill), id u64
+//! 0x0C RelayHello   version u16, camera id [u8;32], CameraInfo   (relay ALPN: one forwarded camera)
 //!
 //! Reject codes: 1 version, 2 role, 3 not allowed, 4 unknown camera, 5 bad
 //! hello, 6 shutdown; pairing: 7 wrong code, 8 code expired, 9 code used,
 //! 10 rate limited, 11 revoked key, 12 name taken.
 //!
 //! CameraInfo: name str, codec u8 (1 = H.264), width u16, height u16,
-//!             fps_milli u32, bitrate_kbps u32, sps bytes, pps bytes, firmware str
+//!             fps_milli u32, bitrate_kbps u32, sps bytes, pps bytes, firmware str,
+//!             then, only for a camera with a microphone:
+//!             audio codec u8 (1 = Opus), sample_rate u32, channels u8, pre_skip u16
 //! ```
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -46,6 +49,9 @@ pub enum Role {
     Camera,
     /// A viewer watching one camera.
     Viewer,
+    /// Another Kodama server forwarding cameras it may carry (one camera
+    /// per connection).
+    Relay,
 }
 
 impl std::fmt::Display for Role {
@@ -53,6 +59,7 @@ impl std::fmt::Display for Role {
         f.write_str(match self {
             Role::Camera => "camera",
             Role::Viewer => "viewer",
+            Role::Relay => "relay",
         })
     }
 }
@@ -85,6 +92,31 @@ pub struct CameraInfo {
     pub pps: Bytes,
     /// Firmware version string.
     pub firmware: String,
+    /// The audio stream, if the camera has a microphone. Encoded after the
+    /// other fields only when present, so hellos without audio keep their
+    /// earlier shape.
+    pub audio: Option<AudioInfo>,
+}
+
+/// Audio codec of a camera's audio stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AudioCodec {
+    /// Opus (RFC 6716): each audio frame's payload is one Opus packet.
+    Opus = 1,
+}
+
+/// What a camera tells the server about its audio stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AudioInfo {
+    /// Audio codec.
+    pub codec: AudioCodec,
+    /// Input sample rate in Hz (Opus decodes at 48 kHz whatever it was).
+    pub sample_rate: u32,
+    /// Channel count (1 mono, 2 stereo).
+    pub channels: u8,
+    /// Samples at 48 kHz the decoder drops at the start (the encoder's
+    /// look-ahead; the `pre_skip` of RFC 7845 and of MP4's `dOps`).
+    pub pre_skip: u16,
 }
 
 /// Which camera a viewer asks for.
@@ -162,6 +194,21 @@ pub enum Command {
     /// Produce a keyframe now and say which one, so the server can keep it
     /// as a still picture.
     Snapshot,
+    /// Limit the camera's adaptive bitrate: let it decide, cap it at a rung
+    /// of its tier ladder, or pin it to one.
+    SetTier(TierLimit),
+}
+
+/// What the server allows a camera's adaptive bitrate (rungs index the
+/// camera's tier ladder, 0 = lowest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierLimit {
+    /// The camera decides from its link.
+    Auto,
+    /// The camera decides, at most this rung.
+    Cap(u8),
+    /// Always this rung.
+    Pin(u8),
 }
 
 /// How a camera answered a command.
@@ -275,6 +322,18 @@ pub enum Message {
     /// Server → camera: video is durably recorded (store-and-forward: the
     /// camera keeps what is not acknowledged and uploads it later).
     Stored(Stored),
+    /// Relay (an origin server) → upstream server, on the relay ALPN: the
+    /// connection carries this one camera, under the name the origin
+    /// recorded. Whether the camera is online follows as `StreamInfo` /
+    /// `CameraState`.
+    RelayHello {
+        /// The relay's protocol version.
+        version: u16,
+        /// The forwarded camera's endpoint id.
+        camera: [u8; 32],
+        /// Its stream as the origin last knew it (name: the origin's record).
+        info: CameraInfo,
+    },
 }
 
 /// Why a control message could not be decoded.
@@ -348,6 +407,7 @@ const T_COMMAND_ACK: u8 = 0x08;
 const T_PAIR_REQUEST: u8 = 0x09;
 const T_PAIRED: u8 = 0x0A;
 const T_STORED: u8 = 0x0B;
+const T_RELAY_HELLO: u8 = 0x0C;
 
 impl CameraInfo {
     fn encode(&self, out: &mut BytesMut) {
@@ -360,6 +420,12 @@ impl CameraInfo {
         put_bytes16(out, &self.sps);
         put_bytes16(out, &self.pps);
         put_string16(out, &self.firmware);
+        if let Some(audio) = &self.audio {
+            out.put_u8(audio.codec as u8);
+            out.put_u32(audio.sample_rate);
+            out.put_u8(audio.channels);
+            out.put_u16(audio.pre_skip);
+        }
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, FieldError> {
@@ -375,7 +441,7 @@ impl CameraInfo {
                 })
             }
         };
-        Ok(CameraInfo {
+        let mut info = CameraInfo {
             name,
             codec,
             width: r.u16("camera.width")?,
@@ -385,7 +451,12 @@ impl CameraInfo {
             sps: r.bytes16("camera.sps")?,
             pps: r.bytes16("camera.pps")?,
             firmware: r.string16("camera.firmware")?,
-        })
+            audio: None,
+        };
+        if !r.is_empty() {
+            info.audio = Some(AudioInfo::decode(r)?);
+        }
+        Ok(info)
     }
 
     /// Checks the fields a server relies on.
@@ -397,6 +468,46 @@ impl CameraInfo {
             });
         }
         Ok(())
+    }
+}
+
+impl AudioInfo {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, FieldError> {
+        let codec_at = r.offset();
+        let codec = match r.u8("camera.audio.codec")? {
+            1 => AudioCodec::Opus,
+            v => {
+                return Err(FieldError::UnknownValue {
+                    field: "camera.audio.codec",
+                    offset: codec_at,
+                    value: v.into(),
+                })
+            }
+        };
+        let rate_at = r.offset();
+        let sample_rate = r.u32("camera.audio.sample_rate")?;
+        if !(8_000..=48_000).contains(&sample_rate) {
+            return Err(FieldError::UnknownValue {
+                field: "camera.audio.sample_rate",
+                offset: rate_at,
+                value: sample_rate.into(),
+            });
+        }
+        let channels_at = r.offset();
+        let channels = r.u8("camera.audio.channels")?;
+        if !(1..=2).contains(&channels) {
+            return Err(FieldError::UnknownValue {
+                field: "camera.audio.channels",
+                offset: channels_at,
+                value: channels.into(),
+            });
+        }
+        Ok(AudioInfo {
+            codec,
+            sample_rate,
+            channels,
+            pre_skip: r.u16("camera.audio.pre_skip")?,
+        })
     }
 }
 
@@ -414,6 +525,7 @@ impl Message {
             Message::PairRequest { .. } => T_PAIR_REQUEST,
             Message::Paired { .. } => T_PAIRED,
             Message::Stored(_) => T_STORED,
+            Message::RelayHello { .. } => T_RELAY_HELLO,
         }
     }
 
@@ -467,6 +579,16 @@ impl Message {
                     }
                     Command::Reboot => out.put_u8(2),
                     Command::Snapshot => out.put_u8(3),
+                    Command::SetTier(limit) => {
+                        out.put_u8(4);
+                        let (mode, rung) = match limit {
+                            TierLimit::Auto => (0, 0),
+                            TierLimit::Cap(r) => (1, *r),
+                            TierLimit::Pin(r) => (2, *r),
+                        };
+                        out.put_u8(mode);
+                        out.put_u8(rung);
+                    }
                 }
             }
             Message::CommandAck { id, result, detail } => {
@@ -484,6 +606,7 @@ impl Message {
                 out.put_u8(match role {
                     Role::Camera => 0,
                     Role::Viewer => 1,
+                    Role::Relay => 2,
                 });
                 put_string16(out, code);
                 put_string16(out, name);
@@ -502,6 +625,15 @@ impl Message {
                     out.put_u64(*id);
                 }
             },
+            Message::RelayHello {
+                version,
+                camera,
+                info,
+            } => {
+                out.put_u16(*version);
+                out.put_slice(camera);
+                info.encode(out);
+            }
         }
         let body_len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&body_len.to_be_bytes());
@@ -586,6 +718,23 @@ impl Message {
                     },
                     2 => Command::Reboot,
                     3 => Command::Snapshot,
+                    4 => {
+                        let at = r.offset();
+                        let mode = r.u8("command.tier_mode")?;
+                        let rung = r.u8("command.tier_rung")?;
+                        Command::SetTier(match mode {
+                            0 => TierLimit::Auto,
+                            1 => TierLimit::Cap(rung),
+                            2 => TierLimit::Pin(rung),
+                            v => {
+                                return Err(FieldError::UnknownValue {
+                                    field: "command.tier_mode",
+                                    offset: at,
+                                    value: v.into(),
+                                })
+                            }
+                        })
+                    }
                     v => {
                         return Err(FieldError::UnknownValue {
                             field: "command",
@@ -623,6 +772,7 @@ impl Message {
                 let role = match r.u8("role")? {
                     0 => Role::Camera,
                     1 => Role::Viewer,
+                    2 => Role::Relay,
                     v => {
                         return Err(FieldError::UnknownValue {
                             field: "role",
@@ -661,6 +811,11 @@ impl Message {
                 };
                 Message::Stored(stored)
             }
+            T_RELAY_HELLO => Message::RelayHello {
+                version: r.u16("version")?,
+                camera: r.array("camera")?,
+                info: CameraInfo::decode(&mut r)?,
+            },
             _ => unreachable_kind(kind)?,
         };
         r.finish()?;
@@ -679,7 +834,7 @@ fn unreachable_kind(kind: u8) -> Result<Message, FieldError> {
 }
 
 fn known_kind(kind: u8) -> bool {
-    (T_CAMERA_HELLO..=T_STORED).contains(&kind)
+    (T_CAMERA_HELLO..=T_RELAY_HELLO).contains(&kind)
 }
 
 /// Incremental control-message decoder; same contract as
@@ -786,6 +941,7 @@ pub(crate) mod tests {
             sps: Bytes::from_static(&[0x67, 0x42]),
             pps: Bytes::from_static(&[0x68]),
             firmware: "0.1".into(),
+            audio: None,
         }
     }
 
@@ -822,6 +978,73 @@ pub(crate) mod tests {
                 "0003302e31"      // firmware "0.1"
             ),
         );
+    }
+
+    #[test]
+    fn golden_camera_hello_with_audio() {
+        let mut info = info();
+        info.audio = Some(AudioInfo {
+            codec: AudioCodec::Opus,
+            sample_rate: 48_000,
+            channels: 1,
+            pre_skip: 312,
+        });
+        golden(
+            Message::CameraHello { version: 1, info },
+            concat!(
+                "0000002b",       // body length 43
+                "01",             // CameraHello
+                "0001",           // version
+                "0005706f726368", // name "porch"
+                "01",             // codec H.264
+                "028001e0",       // 640 x 480
+                "00007530",       // 30000 millifps
+                "000005dc",       // 1500 kbit/s
+                "00026742",       // sps
+                "000168",         // pps
+                "0003302e31",     // firmware "0.1"
+                "01",             // audio codec Opus
+                "0000bb80",       // 48000 Hz
+                "01",             // mono
+                "0138"            // pre-skip 312
+            ),
+        );
+    }
+
+    #[test]
+    fn audio_info_refuses_unknown_codec_and_bad_shape() {
+        let mut info = info();
+        info.audio = Some(AudioInfo {
+            codec: AudioCodec::Opus,
+            sample_rate: 48_000,
+            channels: 1,
+            pre_skip: 0,
+        });
+        let good = Message::CameraHello { version: 1, info }
+            .to_bytes()
+            .to_vec();
+        let n = good.len();
+        // codec at n-8, rate n-7..n-3, channels n-3, pre-skip n-2..n
+        for (at, value, field) in [
+            (n - 8, 9u8, "camera.audio.codec"),
+            (n - 3, 3, "camera.audio.channels"),
+            (n - 3, 0, "camera.audio.channels"),
+            (n - 7, 0xff, "camera.audio.sample_rate"),
+        ] {
+            let mut bad = good.clone();
+            bad[at] = value;
+            match decode_one(&bad) {
+                Err(MessageError::Field {
+                    source: FieldError::UnknownValue { field: f, .. },
+                    ..
+                }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        // A truncated audio description is an error, not a silent "no audio".
+        let mut cut = good[..n - 1].to_vec();
+        cut[3] -= 1;
+        assert!(decode_one(&cut).is_err());
     }
 
     #[test]
@@ -963,6 +1186,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn golden_tier_limits() {
+        golden(
+            Message::Command {
+                id: 2,
+                command: Command::SetTier(TierLimit::Cap(1)),
+            },
+            "000000080700000002040101",
+        );
+        golden(
+            Message::Command {
+                id: 2,
+                command: Command::SetTier(TierLimit::Auto),
+            },
+            "000000080700000002040000",
+        );
+        // An unknown mode is an error naming the field, not a panic.
+        let bad = hex::decode("000000080700000002040300").expect("hex");
+        assert!(decode_one(&bad).is_err());
+    }
+
+    #[test]
     fn golden_stored() {
         golden(
             Message::Stored(Stored::LiveThrough { capture_us: 0x0102 }),
@@ -1058,18 +1302,27 @@ pub(crate) mod tests {
             proptest::collection::vec(any::<u8>(), 0..64),
             proptest::collection::vec(any::<u8>(), 0..16),
             "\\PC{0,16}",
+            proptest::option::of((8_000u32..=48_000, 1u8..=2, any::<u16>())),
         )
             .prop_map(
-                |(name, width, height, fps_milli, bitrate_kbps, sps, pps, firmware)| CameraInfo {
-                    name,
-                    codec: Codec::H264,
-                    width,
-                    height,
-                    fps_milli,
-                    bitrate_kbps,
-                    sps: sps.into(),
-                    pps: pps.into(),
-                    firmware,
+                |(name, width, height, fps_milli, bitrate_kbps, sps, pps, firmware, audio)| {
+                    CameraInfo {
+                        name,
+                        codec: Codec::H264,
+                        width,
+                        height,
+                        fps_milli,
+                        bitrate_kbps,
+                        sps: sps.into(),
+                        pps: pps.into(),
+                        firmware,
+                        audio: audio.map(|(sample_rate, channels, pre_skip)| AudioInfo {
+                            codec: AudioCodec::Opus,
+                            sample_rate,
+                            channels,
+                            pre_skip,
+                        }),
+                    }
                 },
             )
     }
@@ -1100,12 +1353,15 @@ pub(crate) mod tests {
                 id,
                 command: Command::SetBitrate { kbps }
             }),
-            (any::<u32>(), 0u8..4).prop_map(|(id, k)| Message::Command {
+            (any::<u32>(), 0u8..7, any::<u8>()).prop_map(|(id, k, rung)| Message::Command {
                 id,
                 command: match k {
                     0 => Command::RequestKeyframe,
                     1 => Command::Reboot,
                     2 => Command::Snapshot,
+                    3 => Command::SetTier(TierLimit::Auto),
+                    4 => Command::SetTier(TierLimit::Cap(rung)),
+                    5 => Command::SetTier(TierLimit::Pin(rung)),
                     _ => Command::SetBitrate { kbps: id },
                 }
             }),
@@ -1126,6 +1382,13 @@ pub(crate) mod tests {
             }),
             any::<u64>().prop_map(|capture_us| Message::Stored(Stored::LiveThrough { capture_us })),
             any::<u64>().prop_map(|id| Message::Stored(Stored::Backfill { id })),
+            (any::<u16>(), any::<[u8; 32]>(), arb_info()).prop_map(|(version, camera, info)| {
+                Message::RelayHello {
+                    version,
+                    camera,
+                    info,
+                }
+            }),
         ]
     }
 

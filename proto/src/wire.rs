@@ -69,6 +69,11 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// Whether every byte has been read (an optional trailing field is absent).
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
     /// Takes `n` bytes.
     pub fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], FieldError> {
         let available = self.buf.len() - self.pos;

@@ -174,6 +174,7 @@ fn sustained(
                 sps: Bytes::from_static(SPS),
                 pps: Bytes::from_static(PPS),
                 firmware: "bench".into(),
+                audio: None,
             },
         });
     }

@@ -97,6 +97,9 @@ pub enum ServerCommand {
     },
     /// Watch a camera live, or save a recorded range (`--from`/`--to`).
     View(ViewArgs),
+    /// Relay-only mode: accept this site's cameras and forward them to
+    /// the `[[upstream]]` servers; no recording, no HTTP API.
+    Relay,
     /// Manage the HTTP API token.
     Token {
         /// What to do.
@@ -128,6 +131,10 @@ pub enum AllowAction {
         /// A label for humans.
         #[arg(long, default_value = "")]
         label: String,
+        /// With `--role relay`: a camera's node id the relay may forward
+        /// here (repeatable; added to what it may already carry).
+        #[arg(long = "carry")]
+        carries: Vec<String>,
     },
     /// List allowed peers.
     List,
@@ -205,6 +212,19 @@ pub enum CameraAction {
     Snapshot {
         /// Its name.
         name: String,
+    },
+    /// Limit the camera's adaptive bitrate: `auto`, `cap N` (at most rung
+    /// N) or `pin N` (always rung N). Rungs: 0=360p15 500 kbit/s,
+    /// 1=480p15 1 Mbit/s, 2=720p15 2 Mbit/s, 3=720p30 4 Mbit/s.
+    Tier {
+        /// Its name.
+        name: String,
+        /// `auto`, `cap` or `pin`.
+        #[arg(value_parser = ["auto", "cap", "pin"])]
+        mode: String,
+        /// The rung, for `cap` and `pin` (0 = the lowest).
+        #[arg(required_if_eq_any([("mode", "cap"), ("mode", "pin")]))]
+        rung: Option<u8>,
     },
 }
 
@@ -336,6 +356,31 @@ mod tests {
             })
         ));
         assert!(Cli::try_parse_from(["kodama-server", "camera", "reboot", "porch"]).is_ok());
+        let relay = Cli::try_parse_from([
+            "kodama-server",
+            "allow",
+            "add",
+            "ID",
+            "--role",
+            "relay",
+            "--carry",
+            "A",
+            "--carry",
+            "B",
+        ])
+        .expect("relay parses");
+        assert!(matches!(
+            relay.command,
+            Some(ServerCommand::Allow {
+                action: AllowAction::Add { role: PeerRole::Relay, ref carries, .. }
+            }) if carries == &["A".to_owned(), "B".to_owned()]
+        ));
+        assert!(matches!(
+            Cli::try_parse_from(["kodama-server", "relay"])
+                .expect("relay mode")
+                .command,
+            Some(ServerCommand::Relay)
+        ));
         assert!(
             Cli::try_parse_from(["kodama-server", "camera", "add", "x", "--wifi-psk", "p"])
                 .is_err()

@@ -228,6 +228,7 @@ async fn rogue_camera(
         sps: Default::default(),
         pps: Default::default(),
         firmware: "evil".into(),
+        audio: None,
     };
     let mut hs = ClientHandshake::camera(info);
     control.send(hs.hello()).await.expect("hello");

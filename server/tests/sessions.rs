@@ -60,6 +60,7 @@ async fn lingering_camera(
         sps: bytes::Bytes::copy_from_slice(sps.expect("sps")),
         pps: bytes::Bytes::copy_from_slice(pps.expect("pps")),
         firmware: "old".into(),
+        audio: None,
     };
     let mut hs = ClientHandshake::camera(info);
     control.send(hs.hello()).await.expect("hello");

@@ -27,10 +27,14 @@ KODAMA_FIRMWARE_CARGO_ENV = \
 	CARGO_PROFILE_RELEASE_PANIC=abort \
 	CARGO_PROFILE_RELEASE_STRIP=true
 
-# The `pi` feature links libcamera (found with pkg-config in staging) and
+# Audio: libopus (the `opus` crate finds it with pkg-config in staging).
+KODAMA_FIRMWARE_DEPENDENCIES += opus host-pkgconf
+KODAMA_FIRMWARE_CARGO_ENV += PKG_CONFIG_ALLOW_CROSS=1
+
+# The `pi` feature links libcamera and alsa-lib (the microphone) (found with pkg-config in staging) and
 # generates libcamera's and V4L2's bindings with bindgen (needs libclang).
 ifeq ($(BR2_PACKAGE_KODAMA_FIRMWARE_PI),y)
-KODAMA_FIRMWARE_DEPENDENCIES += libcamera host-clang host-pkgconf
+KODAMA_FIRMWARE_DEPENDENCIES += libcamera alsa-lib host-clang host-pkgconf
 KODAMA_FIRMWARE_CARGO_BUILD_OPTS += --features pi
 KODAMA_FIRMWARE_CARGO_INSTALL_OPTS += --features pi
 KODAMA_FIRMWARE_CARGO_ENV += \

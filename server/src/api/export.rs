@@ -7,7 +7,9 @@
 //! distance, never decreasing), so the output is one continuous timeline;
 //! the last fragment is cut after the last frame that starts before `end`.
 //! The export stops at a change of codec parameters (a different init
-//! segment), which one `avc1` sample entry cannot describe.
+//! segment), which one `avc1` sample entry cannot describe. A recording's
+//! audio track comes along: each fragment's audio run is moved by the same
+//! amount as its video and cut where the video is.
 
 use std::fs::File;
 use std::io;
@@ -15,7 +17,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use kodama_media::fmp4::{self, FragmentHeader};
+use kodama_media::fmp4::{self, AudioRun, FragmentHeader, AUDIO_TIMESCALE, TIMESCALE};
 
 use crate::db::{Db, DbError, FragmentRow};
 use crate::recorder::segment::us_to_ticks;
@@ -122,6 +124,7 @@ pub fn produce(plan: &ExportPlan, mut sink: impl FnMut(Bytes) -> bool) -> io::Re
         return Ok(total);
     }
     let mut next_ticks = 0u64;
+    let mut next_audio_ticks = 0u64;
     let mut file: Option<(PathBuf, File)> = None;
     for (n, pf) in plan.fragments.iter().enumerate() {
         if file.as_ref().is_none_or(|(p, _)| p != &pf.path) {
@@ -159,11 +162,48 @@ pub fn produce(plan: &ExportPlan, mut sink: impl FnMut(Bytes) -> bool) -> io::Re
                 .iter()
                 .map(|s| u64::from(s.duration))
                 .sum::<u64>();
-        let head = fmp4::fragment_header(&header).map_err(io::Error::other)?;
+        // Audio: shifted like the video (same origin in the segment), and
+        // only what starts before the kept video ends.
+        let audio = info.audio.as_ref().map(|run| {
+            let to_audio = |v: u64| {
+                (u128::from(v) * u128::from(AUDIO_TIMESCALE) / u128::from(TIMESCALE)) as i128
+            };
+            let offset = i128::from(run.base_decode_time) - to_audio(info.header.base_decode_time);
+            let moved = (to_audio(base) + offset).max(0) as u64;
+            let audio_base = moved.max(next_audio_ticks);
+            let video_end = to_audio(next_ticks) as u64;
+            let mut t = audio_base;
+            let samples: Vec<_> = run
+                .samples
+                .iter()
+                .take_while(|s| {
+                    let keep = t < video_end;
+                    t += u64::from(s.duration);
+                    keep
+                })
+                .copied()
+                .collect();
+            AudioRun {
+                base_decode_time: audio_base,
+                samples,
+            }
+        });
+        if let Some(a) = &audio {
+            next_audio_ticks = a.base_decode_time + a.duration();
+        }
+        let head = fmp4::fragment_header_av(&header, audio.as_ref()).map_err(io::Error::other)?;
         let start = (info.data_offset - pf.row.offset as u64) as usize;
-        let data = Bytes::from(buf).slice(start..start + payload_len as usize);
-        total += head.len() as u64 + data.len() as u64;
-        if !sink(Bytes::from(head)) || !sink(data) {
+        let buf = Bytes::from(buf);
+        let data = buf.slice(start..start + payload_len as usize);
+        let audio_data = match &audio {
+            Some(a) => {
+                let at = (info.audio_data_offset - pf.row.offset as u64) as usize;
+                buf.slice(at..at + a.payload_len() as usize)
+            }
+            None => Bytes::new(),
+        };
+        total += head.len() as u64 + data.len() as u64 + audio_data.len() as u64;
+        if !sink(Bytes::from(head)) || !sink(data) || !sink(audio_data) {
             return Ok(total);
         }
     }

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kodama_media::fmp4::VideoTrack;
+use kodama_media::fmp4::{AudioTrack, VideoTrack};
 use kodama_media::h264;
 use kodama_net::EndpointId;
 use kodama_proto::{CameraInfo, Channel, Frame};
@@ -50,12 +50,19 @@ use kodama_proto::Stored;
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use reconcile::{reconcile, ReconcileReport};
 use retention::Usage;
-use segment::{build_fragment, ticks_to_us, SegmentFile};
+use segment::{attach_audio, build_fragment, ticks_to_us, SegmentFile};
 pub use storage::{is_disk_full, LocalStorage, Storage, StorageFile};
 use timing::{Observation, WallMapper};
 
 /// Largest telemetry or event document stored (bytes of JSON).
 pub const MAX_AUX_BYTES: usize = 64 * 1024;
+
+/// Audio packets held for the GOP whose time span they fall in (10 s of
+/// 20 ms packets); beyond it the oldest are dropped.
+const MAX_PENDING_AUDIO: usize = 500;
+
+/// Length of the cameras' Opus packets (20 ms).
+const AUDIO_PACKET_US: u64 = 20_000;
 
 /// How often retention runs besides after each new segment.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
@@ -266,6 +273,10 @@ struct OpenSegment {
     /// Capture time the next GOP is expected at.
     next_capture_us: u64,
     next_sequence: u32,
+    /// The audio track in the file's init segment, if any.
+    audio: Option<AudioTrack>,
+    /// Audio decode time (48 kHz) where the next fragment's audio may start.
+    audio_end_ticks: u64,
 }
 
 /// Per-camera state.
@@ -280,6 +291,21 @@ struct CameraState {
     /// The segment backfilled GOPs go to, and when it last got one.
     backfill: Option<OpenSegment>,
     backfill_at: Duration,
+    /// Audio packets not yet written, oldest first (live only: a camera
+    /// keeps no audio while offline).
+    audio: std::collections::VecDeque<Arc<Frame>>,
+}
+
+impl CameraState {
+    /// The audio track the camera's hello announced.
+    fn audio_track(&self) -> Option<AudioTrack> {
+        let a = self.info.as_ref()?.audio?;
+        Some(AudioTrack {
+            channels: a.channels,
+            pre_skip: a.pre_skip,
+            input_sample_rate: a.sample_rate,
+        })
+    }
 }
 
 impl CameraState {
@@ -652,6 +678,7 @@ impl Recorder {
                             last_group: None,
                             backfill: None,
                             backfill_at: Duration::ZERO,
+                            audio: Default::default(),
                         },
                     );
                 }
@@ -679,6 +706,7 @@ impl Recorder {
             cam.info = Some(info);
             cam.mapper = WallMapper::default();
             cam.last_group = None;
+            cam.audio.clear();
         }
     }
 
@@ -791,9 +819,11 @@ impl Recorder {
         let observation = cam.mapper.observe(last.capture_us, now);
         let wall_us = cam.mapper.wall_us(first.capture_us).unwrap_or(now);
         let nominal_us = nominal_frame_us(cam.info.as_ref(), &frames);
+        let audio_track = cam.audio_track();
         let roll = match &cam.segment {
             None => Some("start"),
             Some(seg) if seg.track != track => Some("codec or resolution change"),
+            Some(seg) if seg.audio != audio_track => Some("audio track change"),
             Some(_) if observation == Observation::Reset => Some("capture clock jump"),
             Some(_)
                 if cam
@@ -956,18 +986,29 @@ impl Recorder {
             return false;
         };
         let (endpoint, camera_id) = (cam.endpoint.clone(), cam.db_id);
+        // Backfilled GOPs come without audio (the camera keeps none offline).
+        let audio = if lane == Lane::Live {
+            cam.audio_track()
+        } else {
+            None
+        };
         let rel = match self.segment_path(&endpoint, wall_us) {
             Some(rel) => rel,
             None => return false,
         };
         let path = self.root.join(&rel);
-        let file = match SegmentFile::create(self.storage.as_ref(), &path, &track) {
+        let file = match SegmentFile::create_av(
+            self.storage.as_ref(),
+            &path,
+            &track,
+            audio.as_ref(),
+        ) {
             Ok(f) => f,
             Err(e) if is_disk_full(&e) => {
                 bump(&self.stats.disk_full, 1);
                 tracing::warn!(path = %path.display(), "disk full creating segment; applying retention");
                 self.retention(FULL_DISK_MARGIN);
-                match SegmentFile::create(self.storage.as_ref(), &path, &track) {
+                match SegmentFile::create_av(self.storage.as_ref(), &path, &track, audio.as_ref()) {
                     Ok(f) => f,
                     Err(e) => {
                         tracing::warn!(path = %path.display(), "cannot create segment: {e}");
@@ -1019,6 +1060,8 @@ impl Recorder {
                 end_ticks: 0,
                 next_capture_us: capture_us,
                 next_sequence: 1,
+                audio,
+                audio_end_ticks: 0,
             });
         }
         if lane == Lane::Live {
@@ -1065,10 +1108,20 @@ impl Recorder {
         };
         let endpoint = cam.endpoint.clone();
         let camera_db = cam.db_id;
-        let Some(seg) = cam.lane(lane).as_mut() else {
+        let CameraState {
+            segment,
+            backfill,
+            audio: pending_audio,
+            ..
+        } = cam;
+        let seg = match lane {
+            Lane::Live => segment.as_mut(),
+            Lane::Backfill => backfill.as_mut(),
+        };
+        let Some(seg) = seg else {
             return false;
         };
-        let built = match build_fragment(
+        let mut built = match build_fragment(
             frames,
             seg.next_sequence,
             seg.start_capture_us,
@@ -1082,6 +1135,32 @@ impl Recorder {
                 return false;
             }
         };
+        let mut audio_end = seg.audio_end_ticks;
+        if seg.audio.is_some() {
+            // The audio captured during this GOP's time span goes with it.
+            // The packet that straddles the segment's start is kept (it
+            // plays from time zero, at most one packet early); older ones
+            // are dropped.
+            let until = frames.last().map_or(0, |f| f.capture_us + nominal_us);
+            let from = seg.start_capture_us.saturating_sub(AUDIO_PACKET_US);
+            let mut packets = Vec::new();
+            let mut late = 0u64;
+            while pending_audio.front().is_some_and(|a| a.capture_us < until) {
+                if let Some(a) = pending_audio.pop_front() {
+                    if a.capture_us > from {
+                        packets.push(a);
+                    } else {
+                        late += 1;
+                    }
+                }
+            }
+            bump(&self.stats.aux_dropped, late);
+            let refs: Vec<&Frame> = packets.iter().map(|a| a.as_ref()).collect();
+            match attach_audio(&mut built, &refs, seg.start_capture_us, seg.audio_end_ticks) {
+                Ok(end) => audio_end = end,
+                Err(e) => tracing::warn!(camera = %endpoint, "audio left out of a fragment: {e}"),
+            }
+        }
         let mut result = seg.file.append(&built);
         if let Err(e) = &result {
             if is_disk_full(e) {
@@ -1125,6 +1204,7 @@ impl Recorder {
             frames: frames.len() as i64,
         };
         seg.end_ticks = built.header.base_decode_time + duration;
+        seg.audio_end_ticks = audio_end;
         seg.next_sequence = seg.next_sequence.wrapping_add(1);
         seg.next_capture_us = frames
             .last()
@@ -1163,10 +1243,25 @@ impl Recorder {
         true
     }
 
-    fn on_aux(&mut self, camera: EndpointId, frame: &Frame) {
+    fn on_aux(&mut self, camera: EndpointId, frame: &Arc<Frame>) {
         let kind = match frame.channel {
             Channel::Telemetry => AuxKind::Telemetry,
             Channel::Event => AuxKind::Event,
+            Channel::Audio => {
+                // Held until the GOP covering its capture time is written.
+                let Some(cam) = self.cameras.get_mut(&camera) else {
+                    return;
+                };
+                if cam.audio_track().is_none() {
+                    return;
+                }
+                if cam.audio.len() >= MAX_PENDING_AUDIO {
+                    cam.audio.pop_front();
+                    bump(&self.stats.aux_dropped, 1);
+                }
+                cam.audio.push_back(frame.clone());
+                return;
+            }
             _ => return,
         };
         let now = self.clock.wall_us();

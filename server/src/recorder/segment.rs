@@ -5,7 +5,9 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use kodama_media::fmp4::{self, FragmentHeader, SampleInfo, VideoTrack, TIMESCALE};
+use kodama_media::fmp4::{
+    self, AudioRun, AudioTrack, FragmentHeader, SampleInfo, VideoTrack, AUDIO_TIMESCALE, TIMESCALE,
+};
 use kodama_proto::Frame;
 
 use super::storage::{LocalStorage, Storage, StorageFile};
@@ -29,6 +31,9 @@ pub struct BuiltFragment {
     pub data: Vec<u8>,
     /// Its header fields.
     pub header: FragmentHeader,
+    /// The audio samples of the fragment's time span, if any; their bytes
+    /// follow the video's in `data`.
+    pub audio: Option<AudioRun>,
 }
 
 impl BuiltFragment {
@@ -105,7 +110,84 @@ pub fn build_fragment(
         header_bytes,
         data,
         header,
+        audio: None,
     })
+}
+
+/// Converts capture µs to 48 kHz audio ticks.
+pub fn us_to_audio_ticks(us: u64) -> u64 {
+    (u128::from(us) * u128::from(AUDIO_TIMESCALE) / 1_000_000) as u64
+}
+
+/// Samples (at 48 kHz) one Opus packet decodes to, from its TOC byte
+/// (RFC 6716 §3.1); `None` for a packet that is not Opus.
+pub fn opus_packet_samples(packet: &[u8]) -> Option<u32> {
+    let toc = *packet.first()?;
+    let config = toc >> 3;
+    // Frame sizes in units of 2.5 ms (120 samples at 48 kHz).
+    let units: u32 = match config {
+        0..=11 => [4, 8, 16, 24][usize::from(config % 4)], // SILK 10/20/40/60 ms
+        12..=15 => [4, 8][usize::from(config % 2)],        // hybrid 10/20 ms
+        _ => [1, 2, 4, 8][usize::from(config % 4)],        // CELT 2.5/5/10/20 ms
+    };
+    let frames = match toc & 0x3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u32::from(*packet.get(1)? & 0x3f),
+    };
+    let samples = units * 120 * frames;
+    // A packet holds at most 120 ms (§3.2.5).
+    (frames > 0 && samples <= 5760).then_some(samples)
+}
+
+/// Adds the audio packets of a fragment's time span as its audio run.
+///
+/// Decode times follow the capture clock relative to `segment_start_us`, the
+/// same origin as the video's, so the tracks stay in sync; a run never
+/// starts before the previous one ended (`min_base_ticks`, 48 kHz). Each
+/// packet lasts what it decodes to, stretched only to bridge a gap of
+/// missing packets. Packets that are not Opus are skipped. Returns the
+/// decode time where the next run may start.
+pub fn attach_audio(
+    built: &mut BuiltFragment,
+    packets: &[&Frame],
+    segment_start_us: u64,
+    min_base_ticks: u64,
+) -> Result<u64, fmp4::Mp4Error> {
+    let packets: Vec<(&Frame, u32)> = packets
+        .iter()
+        .filter_map(|f| opus_packet_samples(&f.payload).map(|n| (*f, n)))
+        .collect();
+    let Some(first) = packets.first() else {
+        return Ok(min_base_ticks);
+    };
+    let start = |f: &Frame| us_to_audio_ticks(f.capture_us.saturating_sub(segment_start_us));
+    let base = start(first.0).max(min_base_ticks);
+    let mut t = base;
+    let mut samples = Vec::with_capacity(packets.len());
+    for (i, (f, nominal)) in packets.iter().enumerate() {
+        let mut duration = u64::from(*nominal);
+        if let Some((next, _)) = packets.get(i + 1) {
+            let gap = start(next).saturating_sub(t + duration);
+            if gap > duration / 2 {
+                duration += gap;
+            }
+        }
+        t += duration;
+        built.data.extend_from_slice(&f.payload);
+        samples.push(SampleInfo {
+            duration: u32::try_from(duration).unwrap_or(u32::MAX),
+            size: u32::try_from(f.payload.len()).unwrap_or(u32::MAX),
+            keyframe: true,
+        });
+    }
+    let run = AudioRun {
+        base_decode_time: base,
+        samples,
+    };
+    built.header_bytes = fmp4::fragment_header_av(&built.header, Some(&run))?;
+    built.audio = Some(run);
+    Ok(t)
 }
 
 /// Syncs a directory, making entries created or removed in it durable.
@@ -137,6 +219,16 @@ impl SegmentFile {
         path: &Path,
         track: &VideoTrack,
     ) -> io::Result<SegmentFile> {
+        Self::create_av(storage, path, track, None)
+    }
+
+    /// [`SegmentFile::create`] for a file with an audio track as well.
+    pub fn create_av(
+        storage: &dyn Storage,
+        path: &Path,
+        track: &VideoTrack,
+        audio: Option<&AudioTrack>,
+    ) -> io::Result<SegmentFile> {
         let dir = path.parent().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "segment path has no parent")
         })?;
@@ -152,7 +244,7 @@ impl SegmentFile {
             }
         }
         let tmp = path.with_extension("mp4.tmp");
-        let init = fmp4::init_segment(track);
+        let init = fmp4::init_segment_av(track, audio);
         let result = (|| {
             let mut file = storage.create(&tmp)?;
             file.write_all_at(&init, 0)?;

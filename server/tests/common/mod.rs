@@ -71,6 +71,17 @@ pub fn settings() -> VideoSettings {
     }
 }
 
+/// The configuration test servers run with: offline, loopback, any free
+/// API port, data in `data_dir`, QUIC on `port` (0 or `None`: any).
+pub fn test_config(data_dir: std::path::PathBuf, port: Option<u16>) -> Config {
+    let mut config = Config::default();
+    config.server.data_dir = data_dir;
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
+    config.server.offline = true;
+    config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config
+}
+
 /// A running test server.
 pub struct TestServer {
     pub server: Server,
@@ -110,13 +121,33 @@ impl TestServer {
         panic!("the server could not bind port {port} again within 2.5 s");
     }
 
+    /// Starts a server with `configure` applied over the test defaults.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::try_start_configured(dir.path().to_owned(), None, configure)
+            .await
+            .expect("server starts");
+        s._dir = Some(dir);
+        s
+    }
+
     async fn try_start_in(data_dir: std::path::PathBuf, port: Option<u16>) -> anyhow::Result<Self> {
+        Self::start_config(test_config(data_dir, port)).await
+    }
+
+    async fn try_start_configured(
+        data_dir: std::path::PathBuf,
+        port: Option<u16>,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        let mut config = test_config(data_dir, port);
+        configure(&mut config);
+        Self::start_config(config).await
+    }
+
+    /// Starts a server with `config` (see [`test_config`]).
+    pub async fn start_config(config: Config) -> anyhow::Result<Self> {
         logs();
-        let mut config = Config::default();
-        config.server.data_dir = data_dir;
-        config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
-        config.server.offline = true;
-        config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let cancel = CancellationToken::new();
         let server = Server::start(&config, cancel.clone()).await?;
         let addr = server
@@ -246,7 +277,7 @@ pub async fn start_camera_with(
     settings: VideoSettings,
     pad_to: usize,
 ) -> TestCamera {
-    start_camera_full(name, server, key, settings, pad_to, None).await
+    start_camera_full(name, server, key, settings, pad_to, None, false).await
 }
 
 /// A camera that keeps a store-and-forward backlog in `backlog_dir` (the
@@ -257,7 +288,16 @@ pub async fn start_camera_with_backlog(
     key: SecretKey,
     backlog_dir: &std::path::Path,
 ) -> TestCamera {
-    start_camera_full(name, server, key, settings(), 0, Some(backlog_dir)).await
+    start_camera_full(name, server, key, settings(), 0, Some(backlog_dir), false).await
+}
+
+/// A camera with a (synthetic, speech-like) microphone: Opus on the audio channel.
+pub async fn start_camera_with_audio(
+    name: &str,
+    server: EndpointAddr,
+    key: SecretKey,
+) -> TestCamera {
+    start_camera_full(name, server, key, settings(), 0, None, true).await
 }
 
 async fn start_camera_full(
@@ -267,6 +307,7 @@ async fn start_camera_full(
     settings: VideoSettings,
     pad_to: usize,
     backlog_dir: Option<&std::path::Path>,
+    audio: bool,
 ) -> TestCamera {
     let source = tokio::task::spawn_blocking(move || ReplaySource::prerender(settings, 2, true))
         .await
@@ -282,7 +323,13 @@ async fn start_camera_full(
     let format = recording.format();
     let cancel = CancellationToken::new();
     let capture = spawn_capture(Box::new(recording), cancel.clone()).expect("capture");
-    let (aux_tx, aux_rx) = mpsc::channel(16);
+    let (aux_tx, aux_rx) = mpsc::channel(64);
+    let audio = audio.then(|| {
+        use kodama_firmware::audio;
+        let encoder = audio::OpusPacketizer::new(24).expect("opus encoder");
+        let mic = Box::new(audio::synthetic::SpeechLike::new());
+        audio::spawn_audio(mic, encoder, aux_tx.clone(), cancel.clone()).expect("audio thread")
+    });
     let (state_tx, state) = watch::channel(LinkState::Connecting { attempt: 0 });
     let endpoint = offline_endpoint(key.clone()).await;
     let opts = UplinkOptions {
@@ -294,6 +341,10 @@ async fn start_camera_full(
         backoff_max: Duration::from_millis(500),
         reboot_command: Vec::new(),
         links: None,
+        audio: audio.as_ref().map(|a| a.info),
+        // A replayed stream has a fixed bitrate.
+        abr: false,
+        congestion: Default::default(),
     };
     let io = UplinkIo {
         frames: capture.frames,
@@ -301,6 +352,8 @@ async fn start_camera_full(
         control: capture.control,
         state: state_tx,
         store: None,
+        tier: capture.tier,
+        status: watch::channel(Default::default()).0,
     };
     let mut io = io;
     let mut backlog = None;

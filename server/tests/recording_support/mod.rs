@@ -77,6 +77,7 @@ pub fn online(
             sps: Bytes::copy_from_slice(sps.expect("sps")),
             pps: Bytes::copy_from_slice(pps.expect("pps")),
             firmware: "test".into(),
+            audio: None,
         },
     }
 }

@@ -14,7 +14,10 @@ SRCREV = "${AUTOREV}"
 PV = "0.1.0+git"
 S = "${WORKDIR}/git"
 
-inherit cargo
+inherit cargo pkgconfig
+
+# Audio: libopus through the `opus` crate (pkg-config).
+DEPENDS += "libopus"
 
 # Crates from the committed Cargo.lock, fetched and vendored offline by the
 # cargo fetcher. Regenerate with yocto/update-crates.sh after Cargo.lock changes.
@@ -26,7 +29,7 @@ CARGO_BUILD_FLAGS += "--bin kodama-camera"
 # The Pi camera and GPIO drivers (libcamera, V4L2 H.264 encoder, rppal);
 # bindgen needs libclang for libcamera's and V4L2's bindings.
 PACKAGECONFIG ??= "pi"
-PACKAGECONFIG[pi] = ",,libcamera clang-native"
+PACKAGECONFIG[pi] = ",,libcamera alsa-lib clang-native"
 CARGO_FEATURES = "${@bb.utils.contains('PACKAGECONFIG', 'pi', 'pi', '', d)}"
 export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
 export BINDGEN_EXTRA_CLANG_ARGS = "--sysroot=${STAGING_DIR_TARGET}"
