@@ -23,8 +23,8 @@
 //! The step functions are plain synchronous file I/O on paths given by the
 //! caller; tests run them on temporary directories.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use kodama_net::SecretKey;
@@ -381,39 +381,9 @@ pub fn write_if_changed(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
 }
 
 /// Replaces `path` with `contents` so that a crash leaves the old or the new
-/// file, never a mix: write `path.tmp`, fsync it, rename over `path`, fsync
-/// the directory (so the rename itself is on the card).
+/// file, never a mix (the shared write-temp / fsync / rename / fsync-dir).
 pub fn atomic_write(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let mut opts = OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut f = opts.open(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // Directory fsync is how POSIX makes a rename durable; FAT and some
-        // filesystems refuse to open a directory for it, which is harmless
-        // (the vfat mount uses `sync`).
-        if let Ok(d) = File::open(if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        }) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    kodama_net::durable::write_atomic(path, contents, mode)
 }
 
 /// Logs `err` and, on the Pi, blinks its code on the status LED until

@@ -21,6 +21,11 @@ fn testdata() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide the shared NMEA logs at {}",
+            dir.display()
+        );
         println!(
             "SKIPPED: {} is absent (the team's shared/ checkout sits beside the repository)",
             dir.display()

@@ -7,7 +7,6 @@
 //! benchmark and the demo always run offline. Default mode uses iroh's N0
 //! preset, so a camera behind NAT or on cellular still reaches its server.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -47,7 +46,7 @@ pub fn load_or_create_key(path: &Path) -> Result<SecretKey, EndpointError> {
         path: path.to_owned(),
         source,
     };
-    match std::fs::read(path) {
+    let read = || match std::fs::read(path) {
         Ok(bytes) => {
             let arr: [u8; 32] = bytes
                 .as_slice()
@@ -56,28 +55,28 @@ pub fn load_or_create_key(path: &Path) -> Result<SecretKey, EndpointError> {
                     path: path.to_owned(),
                     len: bytes.len(),
                 })?;
-            Ok(SecretKey::from_bytes(&arr))
+            Ok(Some(SecretKey::from_bytes(&arr)))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(key_err)?;
-            }
-            let key = SecretKey::generate();
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut file = opts.open(path).map_err(key_err)?;
-            file.write_all(&key.to_bytes()).map_err(key_err)?;
-            file.sync_all().map_err(key_err)?;
-            tracing::info!(path = %path.display(), id = %key.public(), "created a new node identity");
-            Ok(key)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(key_err(e)),
+    };
+    if let Some(key) = read()? {
+        return Ok(key);
     }
+    // Written whole under a temporary name and linked into place: two
+    // processes starting at once (the demo's `id` and `run`) agree on one
+    // key, and neither sees a half-written file.
+    let key = SecretKey::generate();
+    if crate::durable::create_once(path, &key.to_bytes(), 0o600).map_err(key_err)? {
+        tracing::info!(path = %path.display(), id = %key.public(), "created a new node identity");
+        return Ok(key);
+    }
+    read()?.ok_or_else(|| {
+        key_err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "key file vanished while being created",
+        ))
+    })
 }
 
 /// Unread bytes a peer may have in flight on one stream. Enough for 20 Mbit/s
@@ -226,6 +225,27 @@ mod tests {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    /// Several processes (here threads: the same file-system race) start
+    /// at once on a fresh data directory: all succeed with the same key.
+    #[test]
+    fn racing_creators_agree_on_one_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("node.key");
+            let ids: Vec<EndpointId> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..6)
+                    .map(|_| s.spawn(|| load_or_create_key(&path).map(|k| k.public())))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread").expect("key"))
+                    .collect()
+            });
+            assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+            assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
         }
     }
 

@@ -26,6 +26,7 @@
 
 pub mod backfill;
 pub mod control;
+pub mod durable;
 pub mod endpoint;
 pub mod error;
 pub mod link;

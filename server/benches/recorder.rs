@@ -1,6 +1,8 @@
 //! Recorder benchmark. Prints:
-//! * camera streams × Mbit/s the recorder sustains (fsync per GOP), with CPU%
-//!   and write amplification (bytes written / video bytes received);
+//! * camera streams × Mbit/s the recorder sustains, with CPU%, fdatasyncs
+//!   and index transactions per GOP and write amplification (bytes written /
+//!   video bytes received) — batched (default `flush_seconds`) beside a sync
+//!   and commit per GOP (`flush_seconds = 0`) in the same run;
 //! * time to reconcile an index of 10,000 segments at start;
 //! * export throughput (MB/s).
 //!
@@ -127,19 +129,30 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
     total
 }
 
-fn main() {
-    let base = std::env::var("KODAMA_BENCH_DIR")
-        .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
-    let dir = tempfile::tempdir_in(base).expect("tempdir");
-    let cameras = env("KODAMA_BENCH_CAMERAS", 8);
-    let mbps = env("KODAMA_BENCH_MBPS", 4);
-    let seconds = env("KODAMA_BENCH_SECONDS", 30);
+/// What one sustained-recording run measured.
+struct Sustained {
+    wall: Duration,
+    cpu: Duration,
+    syncs: u64,
+    commits: u64,
+}
 
-    // 1. Sustained recording.
+/// Records `seconds` of `cameras` × `mbps` streams into `data_dir` with
+/// the given flush interval, as fast as the disk allows; prints and
+/// returns the figures.
+fn sustained(
+    data_dir: &std::path::Path,
+    flush_seconds: u32,
+    cameras: u64,
+    mbps: u64,
+    seconds: u64,
+) -> Sustained {
+    use std::sync::atomic::Ordering::Relaxed;
     let t0 = 1_750_000_000_000_000i64;
     let clock = Arc::new(SimulatedClock::new(t0));
     let cfg = RecorderConfig {
-        data_dir: dir.path().join("rec"),
+        data_dir: data_dir.to_owned(),
+        flush_seconds,
         ..RecorderConfig::default()
     };
     let mut rec = Recorder::open(cfg, clock.clone()).expect("open");
@@ -167,6 +180,10 @@ fn main() {
     }
     let gop_us = GOP * 1_000_000 / FPS;
     let n_gops = seconds * 1_000_000 / gop_us;
+    let (syncs0, commits0) = (
+        stats.file_syncs.load(Relaxed),
+        stats.index_commits.load(Relaxed),
+    );
     let (wb0, wc0) = io_written();
     let cpu0 = cpu_time();
     let start = Instant::now();
@@ -181,14 +198,25 @@ fn main() {
     let cpu = cpu_time() - cpu0;
     let (wb1, wc1) = io_written();
     drop(rec);
-    let payload = stats
-        .payload_bytes
-        .load(std::sync::atomic::Ordering::Relaxed);
-    let on_disk = dir_bytes(&dir.path().join("rec"));
+    let payload = stats.payload_bytes.load(Relaxed);
+    let written = stats.fragments_written.load(Relaxed).max(1);
+    let syncs = stats.file_syncs.load(Relaxed) - syncs0;
+    let commits = stats.index_commits.load(Relaxed) - commits0;
+    let on_disk = dir_bytes(data_dir);
     let video_s = (n_gops * gop_us) as f64 / 1e6;
     let rate_mbps = payload as f64 * 8.0 / wall.as_secs_f64() / 1e6;
     let realtime = video_s / wall.as_secs_f64();
-    println!("recorder: {cameras} cameras x {mbps} Mbit/s, {video_s:.0} s of video each, in {:.2} s wall", wall.as_secs_f64());
+    let mode = if flush_seconds == 0 {
+        "sync + commit per GOP".to_owned()
+    } else {
+        format!("flush every {flush_seconds} s")
+    };
+    println!("recorder ({mode}): {cameras} cameras x {mbps} Mbit/s, {video_s:.0} s of video each, in {:.2} s wall", wall.as_secs_f64());
+    println!(
+        "  {:.3} fdatasync and {:.3} index transactions per GOP ({syncs} and {commits} for {written} GOPs; 2 s GOPs)",
+        syncs as f64 / written as f64,
+        commits as f64 / written as f64,
+    );
     println!(
         "  sustained {rate_mbps:.1} Mbit/s = {:.0} camera streams x {mbps} Mbit/s ({realtime:.1}x real time for {cameras})",
         cameras as f64 * realtime
@@ -207,6 +235,40 @@ fn main() {
         on_disk as f64 / payload as f64,
         on_disk,
         payload
+    );
+    Sustained {
+        wall,
+        cpu,
+        syncs,
+        commits,
+    }
+}
+
+fn main() {
+    let base = std::env::var("KODAMA_BENCH_DIR")
+        .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let dir = tempfile::tempdir_in(base).expect("tempdir");
+    let cameras = env("KODAMA_BENCH_CAMERAS", 8);
+    let mbps = env("KODAMA_BENCH_MBPS", 4);
+    let seconds = env("KODAMA_BENCH_SECONDS", 30);
+
+    // 1. Sustained recording: the batched writer (default flush) and, as
+    // the baseline in the same run, a sync and commit after every GOP.
+    let t0 = 1_750_000_000_000_000i64;
+    let base = sustained(&dir.path().join("rec-per-gop"), 0, cameras, mbps, seconds);
+    let batched = sustained(
+        &dir.path().join("rec"),
+        RecorderConfig::default().flush_seconds,
+        cameras,
+        mbps,
+        seconds,
+    );
+    println!(
+        "  batched vs per-GOP: {:.2}x the fdatasyncs, {:.2}x the transactions, {:.2}x the CPU, {:.2}x the wall time",
+        batched.syncs as f64 / base.syncs.max(1) as f64,
+        batched.commits as f64 / base.commits.max(1) as f64,
+        batched.cpu.as_secs_f64() / base.cpu.as_secs_f64().max(1e-9),
+        batched.wall.as_secs_f64() / base.wall.as_secs_f64().max(1e-9),
     );
 
     // 3. Export throughput (camera 0, everything).

@@ -346,23 +346,11 @@ impl Allowlist {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = self.path.with_extension("toml.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(
-                b"# Peers allowed to connect, and their names on this server.\n\
-                  # Managed by `kodama-server camera|viewer|allow`.\n",
-            )
-            .map_err(io)?;
-            f.write_all(text.as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        Ok(())
+        let contents = format!(
+            "# Peers allowed to connect, and their names on this server.\n\
+             # Managed by `kodama-server camera|viewer|allow`.\n{text}"
+        );
+        kodama_net::durable::write_atomic(&self.path, contents.as_bytes(), 0o644).map_err(io)
     }
 
     /// Read-modify-write under this process's lock.

@@ -185,27 +185,10 @@ impl PairingStore {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let tmp = self.path.with_extension("toml.tmp");
-        {
-            use std::io::Write;
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(&tmp).map_err(io)?;
-            f.write_all(b"# One-time pairing codes (hashed). Managed by `kodama-server camera|viewer add`.\n")
-                .map_err(io)?;
-            f.write_all(text.as_bytes()).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        Ok(())
+        let contents = format!(
+            "# One-time pairing codes (hashed). Managed by `kodama-server camera|viewer add`.\n{text}"
+        );
+        kodama_net::durable::write_atomic(&self.path, contents.as_bytes(), 0o600).map_err(io)
     }
 
     /// Makes a code for a new peer of `role` called `name`, valid for `ttl`

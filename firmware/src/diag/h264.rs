@@ -200,10 +200,19 @@ mod tests {
         match ok {
             Ok(s) if s.success() => {}
             Ok(s) => {
+                // CI installs ffmpeg with libx264: there this is a failure.
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must have ffmpeg with libx264 ({s})"
+                );
                 println!("SKIPPED: ffmpeg could not encode with libx264 ({s})");
                 return;
             }
             Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must have ffmpeg ({e}); apt-get install ffmpeg"
+                );
                 println!(
                     "SKIPPED: ffmpeg not available ({e}); apt-get install ffmpeg to run this test"
                 );

@@ -2,9 +2,8 @@
 //! mode 0600, rotated by `kodama-server token rotate`, re-read by the running
 //! server when the file changes (so rotation needs no restart).
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -18,25 +17,9 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes `token` to `path` atomically with mode 0600 (temp file, fsync,
-/// rename, fsync directory).
+/// Writes `token` to `path` atomically with mode 0600.
 fn write_token(path: &Path, token: &str) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    writeln!(f, "{token}")?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
+    kodama_net::durable::write_atomic(path, format!("{token}\n").as_bytes(), 0o600)
 }
 
 /// Reads the token at `path`, creating it if missing.

@@ -479,18 +479,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    writeln!(f, "{text}")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    kodama_net::durable::write_atomic(path, format!("{text}\n").as_bytes(), 0o600)
 }
 
 #[cfg(test)]
