@@ -9,9 +9,12 @@
 //!
 //! Policy: **down fast** — once congestion has lasted [`RateConfig::down_after`]
 //! the controller steps down, straight to the highest rung the bandwidth
-//! estimate fits when there is one (the estimate picks the target, never
-//! triggers a step by itself: a sender that is application-limited at its
-//! tier measures only the rate it sends, so "estimate ≈ tier" is normal); **up slowly** — after
+//! estimate fits when there is one. An estimate well below the tier's own
+//! rate ([`RateConfig::estimate_starved`]) is congestion by itself: BBR
+//! paces to the bottleneck, so a capped link shows neither loss nor a
+//! standing queue in the network, only a low estimate and data piling up
+//! in the sender (an application-limited sender on a good link measures its
+//! bursts at line rate: far above its tier); **up slowly** — after
 //! [`RateConfig::probe_after`] of clean samples it probes one rung up; a
 //! probe that meets congestion within [`RateConfig::probe_hold`] is undone at
 //! once and the next probe waits twice as long (up to
@@ -102,6 +105,9 @@ pub struct RateConfig {
     /// A tier fits a bandwidth estimate when its rate is at most this share
     /// of it (room for audio, telemetry, backfill and bursts of keyframes).
     pub headroom: f64,
+    /// A bandwidth estimate below this share of the tier's rate means the
+    /// path does not carry the tier (congestion, even without loss).
+    pub estimate_starved: f64,
 }
 
 impl Default for RateConfig {
@@ -118,6 +124,7 @@ impl Default for RateConfig {
             rtt_slack: Duration::from_millis(40),
             queue_congested: Duration::from_millis(500),
             headroom: 0.8,
+            estimate_starved: 0.75,
         }
     }
 }
@@ -339,7 +346,11 @@ impl RateController {
                 && s.rtt > m + self.cfg.rtt_slack
         });
         let lossy = loss > self.cfg.loss_congested;
-        let congested = lossy || dropped_groups || queued || inflated;
+        let tier_bps = f64::from(self.ladder[self.current].kbps) * 1000.0;
+        let starved = s
+            .bandwidth_bps
+            .is_some_and(|bps| (bps as f64) < tier_bps * self.cfg.estimate_starved);
+        let congested = lossy || dropped_groups || queued || inflated || starved;
 
         if congested {
             self.good_since = None;
@@ -596,13 +607,29 @@ mod tests {
     }
 
     #[test]
-    fn an_application_limited_estimate_does_not_fail_a_probe() {
-        // BBR measures what we send: at 1 Mbit/s the estimate is about 1
-        // Mbit/s, below the 2 Mbit/s rung being probed, yet the link is clean.
+    fn a_starved_estimate_is_congestion_even_without_loss() {
+        // Recorded in the test bed: 2 Mbit/s on a link capped to 1 Mbit/s
+        // under BBR — no loss, no RTT growth, the estimate near the cap with
+        // the odd burst above it.
+        let trace = [1944, 972, 971, 923, 2595, 956, 990, 1235, 960, 940];
+        let mut c = controller(2);
+        let mut rows = clean(0, 1_000);
+        rows.extend(trace.iter().enumerate().map(|(i, e)| Row {
+            est_kbps: Some(*e),
+            ..row(1_000 + i as u64 * 200, 0, 22)
+        }));
+        let d = replay(&mut c, &rows);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            d[0].1.tier, 0,
+            "straight to 500 kbit/s, which fits 1 Mbit/s"
+        );
+        assert!(d[0].0 <= 2_800, "{d:?}");
+        // A clean link measured at line rate never is.
         let mut c = controller(1);
         let rows: Vec<Row> = (0..100)
             .map(|i| Row {
-                est_kbps: Some(1_100),
+                est_kbps: Some(300_000),
                 ..row(i * 200, 0, 20)
             })
             .collect();
