@@ -316,6 +316,7 @@ async fn start_camera(
             control: capture.control,
             state: state_tx,
             store: None,
+            updates: None,
         },
         cancel,
     ));

@@ -297,6 +297,8 @@ pub struct Config {
     pub motion: crate::motion::MotionConfig,
     /// `[backlog]`: store-and-forward while the server is unreachable.
     pub backlog: crate::backlog::BacklogConfig,
+    /// `[update]`: signed A/B updates (RAUC) and the health-gated commit.
+    pub update: crate::update::UpdateConfig,
 }
 
 impl Config {

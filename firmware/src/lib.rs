@@ -13,6 +13,8 @@
 //! * [`app`]: wires identity, endpoint, source, capture and uplink together.
 //! * [`video`]: the [`video::VideoSource`] trait, the capture thread, the
 //!   Pi driver (feature `pi`) and the synthetic test source (feature `synthetic`).
+//! * [`update`]: signed A/B updates: receive the bundle (resumable, BLAKE3),
+//!   `rauc install`, reboot, commit only once healthy (the health gate).
 //! * [`uplink`]: connect, handshake, stream GOPs, reconnect with backoff.
 //! * [`pairing`]: redeem `server.pair`'s one-time code, remember being paired.
 //! * [`onboarding`]: read the pairing string from a QR code in front of the
@@ -35,5 +37,6 @@ pub mod motion;
 pub mod onboarding;
 pub mod pairing;
 pub mod telemetry;
+pub mod update;
 pub mod uplink;
 pub mod video;

@@ -72,6 +72,8 @@ fn message_name(msg: &Message) -> &'static str {
         Message::PairRequest { .. } => "PairRequest",
         Message::Paired { .. } => "Paired",
         Message::Stored(_) => "Stored",
+        Message::UpdateOffer { .. } => "UpdateOffer",
+        Message::UpdateReport { .. } => "UpdateReport",
     }
 }
 
