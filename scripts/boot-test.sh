@@ -23,8 +23,9 @@
 #   --seconds N   seconds of video the server must receive (default 10)
 #   --boot-only   boot, run `kodama-camera --version` in the guest, stop
 #   --keep        keep qemu's console log and the received video
-# Environment: KODAMA_CAMERA_BIN (skip the cross build), KODAMA_SERVER_BIN
-# (skip the native server build), BOOT_TEST_TIMEOUT (seconds, default 300).
+# Environment: KODAMA_CAMERA_BIN (skip the cross build), KODAMA_SERVER_BIN and
+# KODAMA_SIM_BIN (skip the native builds), BOOT_TEST_TIMEOUT (seconds,
+# default 300).
 set -euo pipefail
 
 seconds=10
@@ -152,7 +153,7 @@ cp stage/bin/busybox initramfs/bin/busybox
 for a in sh mount umount insmod switch_root mkdir sleep cat echo; do ln -s busybox "initramfs/bin/$a"; done
 # Modules in dependency order (modules.dep lists a module's dependencies).
 want="virtio_pci virtio_blk virtio_net virtio-rng squashfs fat vfat nls_cp437 nls_iso8859-1 nls_ascii
-	nls_utf8 crc32c_generic ext4 i6300esb"
+	nls_utf8 crc32c_generic ext4 i6300esb virtio_console"
 : > initramfs/modules.order
 add_mod() {
 	local rel dep
@@ -202,13 +203,17 @@ make_card() { # kodama.toml
 
 qemu_pid=
 server_pid=
+sim_pid=
 cleanup() {
 	if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
 	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+	if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; fi
 	wait 2>/dev/null || true
 }
 trap cleanup EXIT
 
+# Extra devices for the next boot (the stream test's serial ports).
+qemu_extra=()
 boot() { # extra kernel args
 	rm -f console.log
 	boot_start=$(date +%s.%N)
@@ -217,7 +222,7 @@ boot() { # extra kernel args
 		-append "console=ttyAMA0 root=/dev/vda2 ro panic=5 kodama.boot=/dev/vda1 kodama.data=/dev/vda4 $1" \
 		-drive file=sdcard.img,format=raw,if=none,id=sd -device virtio-blk-pci,drive=sd,romfile= \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= \
-		-device virtio-rng-pci,romfile= -device i6300esb \
+		-device virtio-rng-pci,romfile= -device i6300esb "${qemu_extra[@]}" \
 		</dev/null >console.log 2>&1 &
 	qemu_pid=$!
 }
@@ -258,19 +263,71 @@ fi
 #    and allows it on the server (`kodama-server allow add`).
 # 4. Records `seconds` of video with `kodama-server view` and checks with
 #    ffprobe/ffmpeg that it decodes and is long enough.
+# 5. Checks the camera's telemetry at the server: the modem's signal and the
+#    GNSS position come from the firmware's production serial drivers, which
+#    open the guest's /dev/hvc0 and /dev/hvc1 — QEMU virtual consoles backed
+#    by kodama-sim's SIM7600 and NMEA ptys on this host (test equipment stays
+#    outside the guest; the image has no simulator).
 # Prints boot-to-camera-online and boot-to-first-frame times.
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
+# Plain HTTP GET on 127.0.0.1 with bash's /dev/tcp (no curl in the image
+# build's dependencies); prints the body.
+http_get() { # port path token
+	local reply
+	exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+	printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n\r\n' "$2" "$3" >&3
+	reply=$(cat <&3)
+	exec 3<&-
+	printf '%s' "${reply#*$'\r\n\r\n'}"
+}
+
+# The camera's telemetry at the server carries the modem's signal and a GNSS
+# fix near kodama-sim's track: the guest's serial drivers talked to the host's
+# simulators.
+hardware_telemetry() { # camera_id api_port sim_lat
+	local token body="" end=$(($(date +%s) + 60)) from
+	token=$(cat "$work/server-data/api-token")
+	from=$(date -u -d '-10 min' +%Y-%m-%dT%H:%M:%SZ)
+	while [ "$(date +%s)" -lt "$end" ]; do
+		body=$(http_get "$2" "/api/v1/cameras/$1/telemetry?start=$from&end=$(date -u -d '+10 min' +%Y-%m-%dT%H:%M:%SZ)" "$token" || true)
+		if grep -q '"signal_dbm":-[0-9]' <<<"$body" && grep -q "\"lat\":${3%%.*}\." <<<"$body"; then
+			log "telemetry: modem $(grep -o '"signal_dbm":-[0-9]*' <<<"$body" | tail -n 1), GNSS $(grep -o '"lat":[0-9.-]*,"lon":[0-9.-]*' <<<"$body" | tail -n 1) (production serial drivers, host simulators)"
+			return 0
+		fi
+		sleep 2
+	done
+	tail -n 20 console.log
+	die "no modem signal and GNSS fix in the camera's telemetry (last: ${body:0:400})"
+}
+
 stream_test() {
 	local fps=10 width=320 height=240
-	local server_bin=${KODAMA_SERVER_BIN:-}
-	if [ -z "$server_bin" ]; then
-		log "building kodama-server (native)"
-		(cd "$repo" && cargo build --locked -q -p kodama-server --bin kodama-server)
-		server_bin=$repo/target/debug/kodama-server
+	local server_bin=${KODAMA_SERVER_BIN:-} sim_bin=${KODAMA_SIM_BIN:-}
+	if [ -z "$server_bin" ] || [ -z "$sim_bin" ]; then
+		# Both in one build, as scripts/web-test.sh builds them: the same
+		# feature set, so CI reuses its artifacts instead of rebuilding.
+		log "building kodama-server and kodama-sim (native)"
+		(cd "$repo" && cargo build --locked -q -p kodama-server -p kodama-sim --bins)
+		server_bin=${server_bin:-$repo/target/debug/kodama-server}
+		sim_bin=${sim_bin:-$repo/target/debug/kodama-sim}
 	fi
 	[ -x "$server_bin" ] || die "no server binary at $server_bin"
+	[ -x "$sim_bin" ] || die "no kodama-sim binary at $sim_bin"
+	# The modem and GNSS receiver: ptys on this host, handed to QEMU as the
+	# guest's first two virtual consoles (hvc0: AT port, hvc1: NMEA port).
+	local sim_lat=48.8584 sim_lon=2.2945
+	rm -f modem.at gnss.nmea
+	"$sim_bin" --at "$work/modem.at" --nmea "$work/gnss.nmea" --scenario healthy \
+		--lat "$sim_lat" --lon "$sim_lon" > sim.log 2>&1 &
+	sim_pid=$!
+	local i=0
+	while { [ ! -e modem.at ] || [ ! -e gnss.nmea ]; } && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	if [ ! -e modem.at ] || [ ! -e gnss.nmea ]; then cat sim.log; die "kodama-sim made no ptys"; fi
+	qemu_extra=(-device "virtio-serial-pci,romfile="
+		-chardev "serial,id=modem,path=$(readlink -f modem.at)" -device "virtconsole,chardev=modem,name=kodama.modem"
+		-chardev "serial,id=gnss,path=$(readlink -f gnss.nmea)" -device "virtconsole,chardev=gnss,name=kodama.gnss")
 
 	local sdata=$work/server-data port
 	rm -rf "$sdata"
@@ -281,7 +338,8 @@ stream_test() {
 	local server_id
 	server_id=$("${srv[@]}" id 2>/dev/null | tail -n 1)
 	[ ${#server_id} -ge 52 ] || die "kodama-server id printed '$server_id'"
-	RUST_LOG=info NO_COLOR=1 "${srv[@]}" run > server.log 2>&1 &
+	local api_port=$((port + 1))
+	RUST_LOG=info NO_COLOR=1 "${srv[@]}" --api-listen "127.0.0.1:$api_port" run > server.log 2>&1 &
 	server_pid=$!
 	log "server $server_id on 127.0.0.1:$port"
 
@@ -305,6 +363,16 @@ stream_test() {
 		width = $width
 		height = $height
 		fps = $fps
+
+		# The SIM7600 and its GNSS, served by kodama-sim on this host through
+		# QEMU's virtual consoles (on the Pi: /dev/ttyUSB2 and /dev/ttyUSB1).
+		[modem]
+		enabled = true
+		port = "/dev/hvc0"
+		apn = "internet"
+
+		[gnss]
+		port = "/dev/hvc1"
 	EOF
 	make_card kodama.toml
 	log "booting"
@@ -360,6 +428,7 @@ stream_test() {
 	[ "$size" = "${width}x${height}" ] || die "received ${size} video, configured ${width}x${height}"
 
 	log "received $n_frames frames ${size} = $((n_frames / fps)) s of decodable video"
+	hardware_telemetry "$camera_id" "$api_port" "$sim_lat"
 	log "boot-to-camera-online ${online} s, boot-to-first-frame ${first} s"
 	echo "boot-to-first-frame: ${first} s"
 	[ "$keep" = 1 ] || rm -f received.h264

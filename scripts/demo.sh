@@ -6,7 +6,8 @@
 #   scripts/demo.sh --cameras 5 --duration 60
 #   sudo scripts/demo.sh --testbed  # one camera with Wi-Fi and cellular in a
 #                                   # network test bed; its Wi-Fi is cut every
-#                                   # minute (link down / silent black hole)
+#                                   # minute (link down / silent black hole);
+#                                   # its adaptive bitrate follows the link
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
         --duration) duration="$2"; shift 2 ;;
         --port) port="$2"; shift 2 ;;
         --testbed) testbed=true; shift ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -37,7 +38,8 @@ if $testbed; then
     cargo build --quiet -p kodama-firmware --bins --features synthetic
     mkdir -p demo-data-testbed
     echo "camera 'bedcam' streams over Wi-Fi (wifi0) with cellular (cell0) as warm standby;"
-    echo "watch it fail over and come back. Recordings: demo-data-testbed/recordings. Ctrl-C stops."
+    echo "watch it fail over and come back, and its tier follow the link (4 Mbit/s on Wi-Fi, less on"
+    echo "cellular). Recordings: demo-data-testbed/recordings. Ctrl-C stops."
     args=(demo --data-dir "$PWD/demo-data-testbed")
     [ "$duration" != 0 ] && args+=(--duration "$duration")
     exec target/debug/kodama-testbed "${args[@]}"
@@ -99,6 +101,9 @@ width = 640
 height = 480
 fps = 30
 bitrate_kbps = 1000
+# Test equipment: a moving block for 4 s of every 30, so the events page and
+# the timeline have motion to show.
+synthetic_motion = { every_s = 30, for_s = 4 }
 
 [modem]
 enabled = true

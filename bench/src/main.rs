@@ -13,6 +13,8 @@
 //! 5. `--only failover` (root): failover gap p50/max per kind of cut, the
 //!    standby uplink's idle bytes per minute, server crash → video again,
 //!    in the network test bed ([`failover`]).
+//! 6. `--only abr` (root): adaptive bitrate's settle time under a 1 Mbit/s
+//!    cap and its climb back after the cap lifts, BBRv3 vs Cubic.
 //!
 //! Build the server next to the bench so it can be found (same profile):
 //! `cargo build --profile bench -p kodama-server -p kodama-bench`, then
@@ -55,6 +57,9 @@ enum Section {
     /// Wi-Fi ↔ cellular failover, standby cost, server crash recovery in
     /// the network test bed (root; not part of the default set).
     Failover,
+    /// Adaptive bitrate under a rate cap in the network test bed, BBRv3
+    /// and Cubic (root; not part of the default set).
+    Abr,
 }
 
 /// Kodama benchmark: figures on loopback (never pass/fail on timings).
@@ -149,7 +154,8 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
     let raw_bytes = args.raw_mb.unwrap_or(if q { 64 } else { 256 }).max(1) * 1_000_000;
     let wants = |s: Section| {
         // The failover section needs root and minutes: only when asked for.
-        (args.only.is_empty() && s != Section::Failover) || args.only.contains(&s)
+        (args.only.is_empty() && !matches!(s, Section::Failover | Section::Abr))
+            || args.only.contains(&s)
     };
     let started = Instant::now();
 
@@ -289,6 +295,13 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || failover::run(plan))
             .await
             .context("failover section")??;
+    }
+    if wants(Section::Abr) {
+        println!();
+        let rounds = if q { 1 } else { 3 };
+        tokio::task::spawn_blocking(move || failover::run_abr(rounds))
+            .await
+            .context("abr section")??;
     }
     println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());

@@ -309,6 +309,8 @@ async fn start_camera(
             backoff_max: Duration::from_secs(1),
             reboot_command: Vec::new(),
             links: None,
+            abr: false,
+            congestion: Default::default(),
         },
         UplinkIo {
             frames: capture.frames,
@@ -316,6 +318,8 @@ async fn start_camera(
             control: capture.control,
             state: state_tx,
             store: None,
+            tier: capture.tier,
+            status: watch::channel(Default::default()).0,
             updates: None,
         },
         cancel,

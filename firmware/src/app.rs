@@ -44,15 +44,18 @@ pub fn make_source(config: &Config, handles: &AppHandles) -> anyhow::Result<Box<
                 handles.motion.clone(),
             )
             .context("starting the synthetic video source")?
-            .with_overlay(handles.overlay.clone()),
+            .with_overlay(handles.overlay.clone())
+            .with_busy_scene(config.video.busy_scene),
         )),
         #[cfg(feature = "pi")]
-        crate::config::VideoSourceKind::Pi => Ok(Box::new(
-            video::pi::PiCameraSource::open(video::pi::PiCameraConfig::new(
-                config.video.settings(),
-            ))
-            .context("opening the IMX219 camera and the hardware H.264 encoder")?,
-        )),
+        crate::config::VideoSourceKind::Pi => {
+            let mut pi = video::pi::PiCameraConfig::new(config.video.settings());
+            // Adaptive bitrate moves size and frame rate along `pi::tiers` too.
+            pi.adaptive_tiers = config.video.abr;
+            Ok(Box::new(video::pi::PiCameraSource::open(pi).context(
+                "opening the IMX219 camera and the hardware H.264 encoder",
+            )?))
+        }
         #[allow(unreachable_patterns)]
         other => anyhow::bail!("video.source = {:?} is not built in", other.name()),
     }
@@ -205,6 +208,31 @@ fn wall_us() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// Test equipment (`video.synthetic_motion`): holds the synthetic source's
+/// moving block in front of the lens for `for_s` out of every `every_s`
+/// seconds (here: `on` after `off`, repeated), so the motion detector, the
+/// recorder's events and the web app's events list have something to show in
+/// the demo and the browser tests.
+async fn run_synthetic_motion(
+    on: Duration,
+    off: Duration,
+    motion: MotionSwitch,
+    cancel: CancellationToken,
+) {
+    loop {
+        for (state, hold) in [(false, off), (true, on)] {
+            motion.set(state);
+            tokio::select! {
+                () = cancel.cancelled() => {
+                    motion.set(false);
+                    return;
+                }
+                () = tokio::time::sleep(hold) => {}
+            }
+        }
+    }
+}
+
 /// Starts the PIR sensor (`motion.pir_gpio`) as a second source of motion
 /// events next to the picture; `None` when no PIR is configured.
 fn spawn_pir(
@@ -256,6 +284,22 @@ pub async fn run(
         },
     )
     .await?;
+    // Closed on every path, errors included: the server sees a goodbye, not
+    // a peer that vanished (and iroh does not abort it ungracefully).
+    let result = run_on(config, handles, &ep, link_secret, &cancel).await;
+    ep.close().await;
+    result
+}
+
+async fn run_on(
+    config: Config,
+    handles: AppHandles,
+    ep: &kodama_net::Endpoint,
+    link_secret: kodama_net::SecretKey,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let cancel = cancel.clone();
+    let ep = ep.clone();
     let mut source = make_source(&config, &handles)?;
     let server = match resolve_server(&config, &ep, &cancel).await {
         Ok(Some(s)) => s,
@@ -305,7 +349,15 @@ pub async fn run(
         cancel.clone(),
     ));
     let pir_task = spawn_pir(&config.motion, aux_tx.clone(), cancel.clone())?;
-    let (_bitrate_tx, bitrate) = watch::channel(config.video.bitrate_kbps);
+    let synthetic_motion_task = config.video.synthetic_motion.map(|schedule| {
+        tokio::spawn(run_synthetic_motion(
+            Duration::from_secs(u64::from(schedule.for_s)),
+            Duration::from_secs(u64::from(schedule.every_s - schedule.for_s)),
+            handles.motion.clone(),
+            cancel.clone(),
+        ))
+    });
+    let (stream_tx, stream_rx) = watch::channel(uplink::StreamStatus::default());
     let mut backlog_cfg = config.backlog.clone();
     if backlog_cfg.dir.is_none() {
         // Beside the key: on the image that is the data partition (firstboot
@@ -322,9 +374,10 @@ pub async fn run(
         telemetry::Inputs {
             modem: Some(modem.status.clone()),
             gnss: Some(gnss.fix.clone()),
-            bitrate_kbps: Some(bitrate),
+            bitrate_kbps: None,
             motion: Some(motion_active),
             backlog: backlog.as_ref().map(|(b, _)| b.status()),
+            stream: Some(stream_rx),
         },
         aux_tx.clone(),
         cancel.clone(),
@@ -364,6 +417,7 @@ pub async fn run(
                     .return_after_s
                     .map_or(link::DEFAULT_RETURN_AFTER, Duration::from_secs_f64),
                 backoff: (Duration::from_millis(initial), Duration::from_millis(max)),
+                congestion: config.network.congestion.to_net(),
             },
             cancel.clone(),
         )
@@ -377,6 +431,8 @@ pub async fn run(
         backoff_max: Duration::from_millis(max),
         reboot_command: config.system.reboot_command.clone(),
         links,
+        abr: config.video.abr,
+        congestion: config.network.congestion.to_net(),
     };
     let io = UplinkIo {
         frames: capture.frames,
@@ -384,6 +440,8 @@ pub async fn run(
         control: capture.control,
         state: state_tx,
         store: backlog.map(|(b, _)| StoreForward::new(b, &backlog_cfg)),
+        tier: capture.tier,
+        status: stream_tx,
         updates: Some(updater),
     };
     uplink::run(ep.clone(), opts, io, cancel.clone()).await;
@@ -395,6 +453,9 @@ pub async fn run(
     if let Some(t) = pir_task {
         let _ = t.await;
     }
+    if let Some(t) = synthetic_motion_task {
+        let _ = t.await;
+    }
     let _ = gnss.task.await;
     let _ = clock_task.await;
     modem.join().await;
@@ -402,5 +463,50 @@ pub async fn run(
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e).context("video source failed"),
         Ok(Err(_)) | Err(_) => anyhow::bail!("capture thread panicked"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `motion` until it reads `want`, for at most `within`.
+    async fn reaches(motion: &MotionSwitch, want: bool, within: Duration) -> bool {
+        let end = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < end {
+            if motion.get() == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn synthetic_motion_comes_and_goes_on_its_schedule_and_stops_on_cancel() {
+        let motion = MotionSwitch::default();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_synthetic_motion(
+            Duration::from_millis(150),
+            Duration::from_millis(150),
+            motion.clone(),
+            cancel.clone(),
+        ));
+        let second = Duration::from_secs(1);
+        assert!(
+            reaches(&motion, true, second).await,
+            "motion starts after the quiet part"
+        );
+        assert!(
+            reaches(&motion, false, second).await,
+            "and ends after its part"
+        );
+        assert!(reaches(&motion, true, second).await, "and repeats");
+        cancel.cancel();
+        tokio::time::timeout(second, task)
+            .await
+            .expect("stops")
+            .expect("no panic");
+        assert!(!motion.get(), "cancelled with the block off");
     }
 }

@@ -170,6 +170,31 @@ pub struct NetworkSection {
     /// Seconds a more preferred uplink must stay healthy before the camera
     /// moves back to it (cellular costs money; Wi-Fi that flaps is no better).
     pub return_after_s: Option<f64>,
+    /// The uplink's congestion controller: `bbr3` (default; its bandwidth
+    /// estimate lets adaptive bitrate step straight to the tier that fits)
+    /// or `cubic`.
+    pub congestion: CongestionKind,
+}
+
+/// `network.congestion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CongestionKind {
+    /// BBRv3.
+    #[default]
+    Bbr3,
+    /// Cubic.
+    Cubic,
+}
+
+impl CongestionKind {
+    /// The transport's name for it.
+    pub fn to_net(self) -> kodama_net::link::Congestion {
+        match self {
+            CongestionKind::Bbr3 => kodama_net::link::Congestion::Bbr3,
+            CongestionKind::Cubic => kodama_net::link::Congestion::Cubic,
+        }
+    }
 }
 
 /// `[[network.uplinks]]`: one way out.
@@ -200,6 +225,28 @@ pub struct VideoSection {
     pub bitrate_kbps: u32,
     /// Frames per GOP.
     pub keyframe_interval: u32,
+    /// Adaptive bitrate: follow the link along the tier ladder (500 kbit/s
+    /// to 4 Mbit/s), starting at and never above `bitrate_kbps`' rung.
+    /// Off: a fixed `bitrate_kbps`.
+    pub abr: bool,
+    /// Synthetic source only: add grain so the encoder really produces the
+    /// bitrate it is asked for (adaptive-bitrate tests and the demo).
+    pub busy_scene: bool,
+    /// Test equipment for the `synthetic` source only: a moving block held
+    /// in front of the lens on a schedule, so the demo and the browser tests
+    /// have motion events to show. `{ every_s = 30, for_s = 4 }`.
+    pub synthetic_motion: Option<SyntheticMotion>,
+}
+
+/// When the synthetic source shows motion: for `for_s` seconds out of every
+/// `every_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticMotion {
+    /// The period, in seconds (2..=86400).
+    pub every_s: u32,
+    /// How long the motion lasts within each period (1..every_s).
+    pub for_s: u32,
 }
 
 impl Default for VideoSection {
@@ -211,6 +258,9 @@ impl Default for VideoSection {
             fps: 30,
             bitrate_kbps: 1500,
             keyframe_interval: 30,
+            synthetic_motion: None,
+            abr: true,
+            busy_scene: false,
         }
     }
 }
@@ -420,6 +470,23 @@ impl Config {
                 ),
             ));
         }
+        if let Some(m) = self.video.synthetic_motion {
+            if self.video.source != VideoSourceKind::Synthetic {
+                return Err(invalid(
+                    "video.synthetic_motion",
+                    "is test equipment for video.source = \"synthetic\" only; a real camera sees real motion".into(),
+                ));
+            }
+            if !(2..=86_400).contains(&m.every_s) || m.for_s == 0 || m.for_s >= m.every_s {
+                return Err(invalid(
+                    "video.synthetic_motion",
+                    format!(
+                        "needs 2 <= every_s <= 86400 and 1 <= for_s < every_s, got every_s = {}, for_s = {}",
+                        m.every_s, m.for_s
+                    ),
+                ));
+            }
+        }
         if self.motion.pir_gpio.is_some() && !cfg!(feature = "pi") {
             return Err(invalid(
                 "motion.pir_gpio",
@@ -547,6 +614,37 @@ mod tests {
         .expect("valid");
         assert_eq!(c.video.fps, 30);
         assert_eq!(c.camera.name, "camera");
+    }
+
+    #[test]
+    fn synthetic_motion_only_with_the_synthetic_source_and_a_sane_schedule() {
+        let base = format!("[server]\nnode_id = \"{}\"\n", id());
+        let err = parse(&format!(
+            "{base}[video]\nsource = \"pi\"\nsynthetic_motion = {{ every_s = 30, for_s = 4 }}\n"
+        ))
+        .expect_err("a real camera");
+        assert!(
+            err.to_string().starts_with("video.synthetic_motion"),
+            "{err}"
+        );
+        if cfg!(feature = "synthetic") {
+            let ok = parse(&format!(
+                "{base}[video]\nsource = \"synthetic\"\nsynthetic_motion = {{ every_s = 30, for_s = 4 }}\n"
+            ))
+            .expect("valid");
+            assert_eq!(
+                ok.video.synthetic_motion,
+                Some(SyntheticMotion {
+                    every_s: 30,
+                    for_s: 4
+                })
+            );
+            let err = parse(&format!(
+                "{base}[video]\nsource = \"synthetic\"\nsynthetic_motion = {{ every_s = 4, for_s = 4 }}\n"
+            ))
+            .expect_err("always on");
+            assert!(err.to_string().contains("for_s < every_s"), "{err}");
+        }
     }
 
     #[test]

@@ -191,6 +191,8 @@ pub struct LinkSetOptions {
     pub return_after: Duration,
     /// Reconnect backoff bounds per uplink.
     pub backoff: (Duration, Duration),
+    /// The congestion controller of every uplink's connection.
+    pub congestion: netlink::Congestion,
 }
 
 /// The running failover: keepers and decider.
@@ -371,7 +373,13 @@ async fn keep(set: Arc<LinkSet>, opts: Arc<LinkSetOptions>, i: usize, cancel: Ca
         };
         let attempt = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            netlink::connect(&ep, opts.server.clone(), ALPN_CAMERA, profile),
+            netlink::connect_with(
+                &ep,
+                opts.server.clone(),
+                ALPN_CAMERA,
+                profile,
+                opts.congestion,
+            ),
         );
         let conn = tokio::select! {
             _ = cancel.cancelled() => { ep.close().await; return; }

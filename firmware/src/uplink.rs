@@ -14,6 +14,17 @@
 //! while disconnected (or sent live but not confirmed recorded when the link
 //! dropped) go to the ring, and each session runs a backfill uploader
 //! ([`crate::backlog::upload`]) that the server's `Stored` messages drive.
+//!
+//! Adaptive bitrate ([`Abr`], `video.abr`): every [`ABR_SAMPLE`] the session
+//! reads the selected path's statistics (RTT, cwnd, losses, congestion
+//! events, BBR's bandwidth estimate) and the media sender's own queue and
+//! dropped groups into the sans-IO [`RateController`]; its tier decisions
+//! go to the capture thread as [`VideoControl::Tier`] (the source forces a
+//! keyframe, so a new tier starts a clean GOP). The server may cap or pin
+//! the tier (`Command::SetTier`); the camera acknowledges once the first
+//! keyframe of the resulting tier has left the encoder, with what the
+//! encoder actually runs. [`StreamStatus`] (`stream` channel, `watch`)
+//! tells telemetry the tier, the estimate and the uplink in use.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,11 +42,131 @@ use kodama_proto::{
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use kodama_net::policy::rate::{Decision, Limit, RateConfig, RateController, Rung, LADDER};
+use kodama_proto::TierLimit;
+use serde::{Deserialize, Serialize};
+
 use crate::backlog::{upload, StoreForward, DRAIN_ON_STOP};
 use crate::backoff::Backoff;
 use crate::link::LinkSet;
 use crate::update::{UpdateStatus, Updater};
-use crate::video::{VideoControl, VideoFormat};
+use crate::video::{TierState, VideoControl, VideoFormat};
+
+/// How often adaptive bitrate reads the path's statistics (the controller's
+/// windows — 500 ms to step down, seconds to probe up — are multiples).
+pub const ABR_SAMPLE: Duration = Duration::from_millis(200);
+
+/// What the camera streams and how, for telemetry (`stream` in each sample).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StreamStatus {
+    /// The uplink carrying video (`network.uplinks` name), if failover is on
+    /// and a session is up.
+    pub uplink: Option<String>,
+    /// The adaptive-bitrate tier (`None`: `video.abr` is off).
+    pub tier: Option<String>,
+    /// The encoder's target bitrate, kbit/s.
+    pub kbps: u32,
+    /// The congestion controller's bandwidth estimate, kbit/s (BBR only).
+    pub estimate_kbps: Option<u64>,
+    /// Smoothed RTT of the path in use, ms.
+    pub rtt_ms: Option<u64>,
+    /// The server's limit: `auto`, `cap NAME` or `pin NAME`.
+    pub limit: String,
+}
+
+/// Adaptive bitrate across sessions: the controller (the tier survives a
+/// reconnect or a failover) and what it tells telemetry.
+#[derive(Debug)]
+pub struct Abr {
+    controller: RateController,
+    origin: tokio::time::Instant,
+}
+
+impl Abr {
+    /// A controller over the ladder's rungs up to the one `ceiling_kbps`
+    /// reaches (`video.bitrate_kbps`: the camera never sends more than its
+    /// owner configured), starting at that rung.
+    pub fn new(ceiling_kbps: u32) -> Self {
+        let top = LADDER
+            .iter()
+            .rposition(|r| r.kbps <= ceiling_kbps)
+            .unwrap_or(0);
+        Self {
+            controller: RateController::new(RateConfig::default(), &LADDER[..=top], top),
+            origin: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// The rung being sent.
+    pub fn rung(&self) -> Rung {
+        self.controller.ladder()[self.controller.current()]
+    }
+
+    fn limit_text(&self) -> String {
+        let name = |n: usize| {
+            let l = self.controller.ladder();
+            l[n.min(l.len() - 1)].name
+        };
+        match self.controller.limit() {
+            Limit::Auto => "auto".into(),
+            Limit::Max(n) => format!("cap {}", name(n)),
+            Limit::Pin(n) => format!("pin {}", name(n)),
+        }
+    }
+
+    /// Applies the server's limit: the decision it forces (if any) and a
+    /// note for the acknowledgement, or why it cannot be applied.
+    fn set_limit(&mut self, limit: TierLimit) -> Result<(Option<Decision>, String), String> {
+        let ladder_text = || {
+            LADDER
+                .iter()
+                .enumerate()
+                .map(|(i, r)| format!("{i}={}", r.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let own_top = self.controller.ladder().len() - 1;
+        let rung = |r: u8| -> Result<(usize, String), String> {
+            let r = usize::from(r);
+            if r >= LADDER.len() {
+                return Err(format!("no rung {r}; the ladder is {}", ladder_text()));
+            }
+            let note = if r > own_top {
+                format!(
+                    "; {} is above this camera's ceiling {} (video.bitrate_kbps)",
+                    LADDER[r].name, LADDER[own_top].name
+                )
+            } else {
+                String::new()
+            };
+            Ok((r.min(own_top), note))
+        };
+        let (limit, note) = match limit {
+            TierLimit::Auto => (Limit::Auto, String::new()),
+            TierLimit::Cap(r) => {
+                let (r, note) = rung(r)?;
+                (Limit::Max(r), note)
+            }
+            TierLimit::Pin(r) => {
+                let (r, note) = rung(r)?;
+                (Limit::Pin(r), note)
+            }
+        };
+        let now = self.now();
+        Ok((self.controller.set_limit(limit, now), note))
+    }
+}
+
+/// Sends the rung `tier` to the capture thread.
+fn request_tier(control: &mpsc::Sender<VideoControl>, rung: &Rung) -> Result<(), String> {
+    control
+        .try_send(VideoControl::Tier(rung.into()))
+        .map_err(|e| format!("capture busy: {e}"))
+}
 
 /// A telemetry or event document for the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +219,11 @@ pub struct UplinkOptions {
     /// Failover between uplinks (`network.uplinks`): sessions run on the
     /// active uplink's warm connection instead of dialling from `endpoint`.
     pub links: Option<Arc<LinkSet>>,
+    /// Adaptive bitrate (`video.abr`).
+    pub abr: bool,
+    /// The congestion controller of a connection the uplink dials itself
+    /// (without failover; `network.congestion`).
+    pub congestion: link::Congestion,
 }
 
 /// Inputs and outputs of the uplink task.
@@ -103,6 +239,10 @@ pub struct UplinkIo {
     pub state: watch::Sender<LinkState>,
     /// Store-and-forward, if the camera keeps a backlog.
     pub store: Option<StoreForward>,
+    /// What the capture thread did with the latest tier request.
+    pub tier: watch::Receiver<TierState>,
+    /// Tier, estimate and uplink, for telemetry.
+    pub status: watch::Sender<StreamStatus>,
     /// The updater, if this camera takes firmware updates.
     pub updates: Option<Updater>,
 }
@@ -115,13 +255,25 @@ pub const KEYFRAME_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the reboot command may take to say it has started.
 const REBOOT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A keyframe or snapshot command waiting for the keyframe that answers it.
+/// A keyframe, snapshot or tier command waiting for the keyframe that
+/// answers it.
 #[derive(Debug)]
 struct AwaitingKeyframe {
     id: u32,
-    snapshot: bool,
+    what: Awaited,
     after_sequence: Option<u64>,
     deadline: tokio::time::Instant,
+}
+
+#[derive(Debug, Clone)]
+enum Awaited {
+    Keyframe,
+    Snapshot,
+    /// The first keyframe of this rung; the note goes into the answer.
+    Tier {
+        rung: &'static str,
+        note: String,
+    },
 }
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -171,6 +323,24 @@ pub async fn run(
     let mut aux_seq = [0u64; 4];
     let mut aux_open = true;
     let mut attempt = 0u32;
+    let mut abr = opts.abr.then(|| Abr::new(opts.bitrate_kbps));
+    if let Some(a) = &abr {
+        let rung = a.rung();
+        if let Err(e) = request_tier(&io.control, &rung) {
+            tracing::warn!("cannot set the starting tier: {e}");
+        }
+        let limit = a.limit_text();
+        io.status.send_modify(|s| {
+            s.tier = Some(rung.name.into());
+            s.kbps = rung.kbps;
+            s.limit = limit;
+        });
+    } else {
+        io.status.send_modify(|s| {
+            s.kbps = opts.bitrate_kbps;
+            s.limit = "fixed (video.abr = false)".into();
+        });
+    }
     loop {
         attempt += 1;
         let _ = io.state.send(LinkState::Connecting { attempt });
@@ -181,9 +351,14 @@ pub async fn run(
             &mut params,
             &mut aux_seq,
             &mut aux_open,
+            abr.as_mut(),
             &cancel,
         )
         .await;
+        io.status.send_modify(|s| {
+            s.uplink = None;
+            s.rtt_ms = None;
+        });
         let delay = match end {
             SessionEnd::Cancelled | SessionEnd::SourceGone => break,
             SessionEnd::Refused(reason) => {
@@ -249,6 +424,10 @@ pub async fn run(
     let _ = io.state.send(LinkState::Stopped);
 }
 
+// One session's state is borrowed from the uplink loop that outlives it
+// (parameter sets, aux sequence numbers, the rate controller); bundling them
+// into a struct only to pass it here would hide which the session changes.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     endpoint: &Endpoint,
     opts: &UplinkOptions,
@@ -256,6 +435,7 @@ async fn session(
     params: &mut ParamSets,
     aux_seq: &mut [u64; 4],
     aux_open: &mut bool,
+    mut abr: Option<&mut Abr>,
     cancel: &CancellationToken,
 ) -> SessionEnd {
     // The hello carries SPS/PPS: wait for a keyframe if we have none yet.
@@ -307,9 +487,22 @@ async fn session(
     };
     let _ = io.state.send(LinkState::Streaming);
     let _ = io.control.try_send(VideoControl::Keyframe);
+    let uplink_name = match (&opts.links, uplink) {
+        (Some(links), Some(i)) => Some(links.name(i).to_owned()),
+        _ => None,
+    };
+    io.status.send_modify(|s| s.uplink = uplink_name);
+    if let Some(a) = abr.as_deref_mut() {
+        // Another connection, maybe another uplink: its own RTT floor.
+        let now = a.now();
+        a.controller.new_path(now);
+    }
+    let mut abr_tick = tokio::time::interval(ABR_SAMPLE);
+    abr_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let session_cancel = cancel.child_token();
     let mut media = MediaSender::new(conn.clone(), session_cancel.clone());
+    let send_stats = media.stats();
     let (backfill_acks, acks_rx) = mpsc::channel(64);
     let uploader = match io.store.as_mut() {
         Some(store) => {
@@ -372,10 +565,14 @@ async fn session(
                 let (late, keep): (Vec<_>, Vec<_>) = awaiting.drain(..).partition(|a| a.deadline <= now);
                 awaiting = keep;
                 for a in late {
+                    let detail = match &a.what {
+                        Awaited::Tier { rung, .. } => format!("no keyframe of tier {rung} came out of the encoder within {KEYFRAME_ACK_TIMEOUT:?}"),
+                        _ => format!("no keyframe came out of the encoder within {KEYFRAME_ACK_TIMEOUT:?}"),
+                    };
                     let ack = Message::CommandAck {
                         id: a.id,
                         result: CommandResult::Failed,
-                        detail: format!("no keyframe came out of the encoder within {KEYFRAME_ACK_TIMEOUT:?}"),
+                        detail,
                     };
                     if let Err(e) = ctl_tx.send(&ack).await {
                         tracing::warn!("cannot acknowledge command {}: {e}", a.id);
@@ -387,6 +584,33 @@ async fn session(
                 break SessionEnd::Lost(format!("nothing from the server for {quiet:?}"), true);
             }
             why = &mut moved => break SessionEnd::Moved(why),
+            _ = abr_tick.tick(), if abr.is_some() => {
+                let Some(a) = abr.as_deref_mut() else { continue };
+                let now = a.now();
+                let queued = kodama_net::media_send::SendStats::get(&send_stats.video_bytes_queued);
+                let Some(sample) = link::path_sample(&conn, now, queued, send_stats.groups_dropped()) else { continue };
+                if let Some(d) = a.controller.on_sample(&sample) {
+                    let rung = a.controller.ladder()[d.tier];
+                    tracing::info!(tier = rung.name, kbps = rung.kbps, reason = ?d.reason, estimate_kbps = ?sample.bandwidth_bps.map(|b| b / 1000), rtt_ms = sample.rtt.as_millis() as u64, "adaptive bitrate: tier change");
+                    if let Err(e) = request_tier(&io.control, &rung) {
+                        tracing::warn!("cannot change the tier: {e}");
+                    }
+                }
+                let rung = a.rung();
+                let estimate = a.controller.estimate_bps().map(|b| b / 1000);
+                io.status.send_if_modified(|s| {
+                    let next = StreamStatus {
+                        tier: Some(rung.name.into()),
+                        kbps: rung.kbps,
+                        estimate_kbps: estimate,
+                        rtt_ms: Some(sample.rtt.as_millis() as u64),
+                        ..s.clone()
+                    };
+                    let changed = *s != next;
+                    *s = next;
+                    changed
+                });
+            }
             f = io.frames.recv() => {
                 let Some(f) = f else { break SessionEnd::SourceGone };
                 params.observe(&f);
@@ -402,16 +626,24 @@ async fn session(
                     let _ = io.control.try_send(VideoControl::Keyframe);
                 }
                 if keyframe && !awaiting.is_empty() {
+                    let answered = io.tier.borrow().clone();
                     let (done, keep): (Vec<_>, Vec<_>) = awaiting
                         .drain(..)
-                        .partition(|a| a.after_sequence.is_none_or(|s| sequence > s));
+                        .partition(|a| a.after_sequence.is_none_or(|s| sequence > s) && match &a.what {
+                            Awaited::Tier { rung, .. } => tier_answered(&answered, rung),
+                            _ => true,
+                        });
                     awaiting = keep;
                     for a in done {
-                        let what = if a.snapshot { "snapshot" } else { "keyframe" };
+                        let (result, detail) = match &a.what {
+                            Awaited::Keyframe => (CommandResult::Ok, format!("keyframe seq={sequence} capture_us={capture_us}")),
+                            Awaited::Snapshot => (CommandResult::Ok, format!("snapshot seq={sequence} capture_us={capture_us}")),
+                            Awaited::Tier { note, .. } => tier_answer(&io.tier.borrow(), note, sequence),
+                        };
                         let ack = Message::CommandAck {
                             id: a.id,
-                            result: CommandResult::Ok,
-                            detail: format!("{what} seq={sequence} capture_us={capture_us}"),
+                            result,
+                            detail,
                         };
                         if let Err(e) = ctl_tx.send(&ack).await {
                             tracing::warn!("cannot acknowledge command {}: {e}", a.id);
@@ -491,7 +723,7 @@ async fn session(
                                 (CommandResult::Ok, _) => {
                                     awaiting.push(AwaitingKeyframe {
                                         id,
-                                        snapshot: command == Command::Snapshot,
+                                        what: if command == Command::Snapshot { Awaited::Snapshot } else { Awaited::Keyframe },
                                         after_sequence: last_sequence,
                                         deadline: tokio::time::Instant::now() + KEYFRAME_ACK_TIMEOUT,
                                     });
@@ -500,6 +732,37 @@ async fn session(
                                 failed => Some(failed),
                             }
                         }
+                        Command::SetTier(limit) => match abr.as_deref_mut() {
+                            None => Some((CommandResult::Unsupported, "adaptive bitrate is off on this camera (video.abr = false)".to_owned())),
+                            Some(a) => match a.set_limit(limit) {
+                                Err(why) => Some((CommandResult::Failed, why)),
+                                Ok((decision, note)) => {
+                                    let limit_text = a.limit_text();
+                                    let rung = a.rung();
+                                    io.status.send_modify(|s| {
+                                        s.limit = limit_text.clone();
+                                        s.tier = Some(rung.name.into());
+                                        s.kbps = rung.kbps;
+                                    });
+                                    let note = format!("{limit_text}{note}");
+                                    match decision {
+                                        None => Some((CommandResult::Ok, format!("{note}: staying at {} ({} kbit/s)", rung.name, rung.kbps))),
+                                        Some(_) => match request_tier(&io.control, &rung) {
+                                            Err(e) => Some((CommandResult::Failed, e)),
+                                            Ok(()) => {
+                                                awaiting.push(AwaitingKeyframe {
+                                                    id,
+                                                    what: Awaited::Tier { rung: rung.name, note },
+                                                    after_sequence: last_sequence,
+                                                    deadline: tokio::time::Instant::now() + KEYFRAME_ACK_TIMEOUT,
+                                                });
+                                                None
+                                            }
+                                        },
+                                    }
+                                }
+                            },
+                        },
                         Command::Reboot => Some(start_reboot(&opts.reboot_command).await),
                         other => Some(apply_command(other, &io.control)),
                     };
@@ -565,11 +828,12 @@ async fn connect(
         },
         None => match tokio::time::timeout(
             CONNECT_TIMEOUT,
-            link::connect(
+            link::connect_with(
                 endpoint,
                 opts.server.clone(),
                 ALPN_CAMERA,
                 LinkProfile::Live,
+                opts.congestion,
             ),
         )
         .await
@@ -654,10 +918,10 @@ fn apply_command(
     let request = match command {
         Command::RequestKeyframe | Command::Snapshot => VideoControl::Keyframe,
         Command::SetBitrate { kbps } => VideoControl::Bitrate(kbps),
-        Command::Reboot => {
+        Command::Reboot | Command::SetTier(_) => {
             return (
                 CommandResult::Unsupported,
-                "reboot is handled by the uplink".into(),
+                "handled by the uplink itself".into(),
             )
         }
     };
@@ -667,6 +931,36 @@ fn apply_command(
             format!("handed to the encoder: {request:?}"),
         ),
         Err(e) => (CommandResult::Failed, format!("capture busy: {e}")),
+    }
+}
+
+/// Whether the capture thread has answered the request for `rung`.
+fn tier_answered(state: &TierState, rung: &str) -> bool {
+    match state {
+        TierState::Applied(a) => a.tier == rung,
+        TierState::Failed { tier, .. } => *tier == rung,
+        TierState::Initial => false,
+    }
+}
+
+/// The acknowledgement of a tier command: what the encoder runs now.
+fn tier_answer(state: &TierState, note: &str, sequence: u64) -> (CommandResult, String) {
+    match state {
+        TierState::Applied(a) => (
+            CommandResult::Ok,
+            format!(
+                "{note}: now {} at {} kbit/s, {}x{} @ {} fps, from keyframe seq={sequence}",
+                a.tier, a.kbps, a.format.width, a.format.height, a.format.fps
+            ),
+        ),
+        TierState::Failed { tier, error } => (
+            CommandResult::Failed,
+            format!("{note}: the encoder refused {tier}: {error}"),
+        ),
+        TierState::Initial => (
+            CommandResult::Failed,
+            format!("{note}: the encoder has not answered"),
+        ),
     }
 }
 
@@ -743,6 +1037,41 @@ mod tests {
             apply_command(Command::RequestKeyframe, &tx).0,
             CommandResult::Failed
         );
+    }
+
+    #[test]
+    fn abr_ladder_stops_at_the_configured_bitrate_and_limits_say_what_they_did() {
+        let mut abr = Abr::new(1500);
+        assert_eq!(abr.rung().name, "480p15", "1500 kbit/s reaches rung 1");
+        assert!(abr.set_limit(TierLimit::Pin(9)).is_err(), "no rung 9");
+        let (d, note) = abr.set_limit(TierLimit::Cap(3)).expect("cap");
+        assert_eq!(d, None);
+        assert!(note.contains("above this camera's ceiling"), "{note}");
+        let (d, _) = abr.set_limit(TierLimit::Pin(0)).expect("pin");
+        assert_eq!(d.map(|d| d.tier), Some(0));
+        assert_eq!(abr.limit_text(), "pin 360p15");
+        let applied = TierState::Applied(crate::video::Applied {
+            tier: "360p15",
+            kbps: 500,
+            format: VideoFormat {
+                width: 320,
+                height: 240,
+                fps: 30,
+            },
+        });
+        assert!(tier_answered(&applied, "360p15"));
+        assert!(!tier_answered(&applied, "480p15"));
+        let (r, detail) = tier_answer(&applied, "pin 360p15", 42);
+        assert_eq!(r, CommandResult::Ok);
+        assert!(
+            detail.contains("500 kbit/s") && detail.contains("seq=42"),
+            "{detail}"
+        );
+        let failed = TierState::Failed {
+            tier: "360p15",
+            error: "no".into(),
+        };
+        assert_eq!(tier_answer(&failed, "x", 1).0, CommandResult::Failed);
     }
 
     #[tokio::test]

@@ -114,6 +114,7 @@ async fn sampler_sends_json_with_every_input() {
         bitrate_kbps: Some(rate),
         motion: Some(motion),
         backlog: None,
+        stream: None,
     };
     let (tx, mut rx) = mpsc::channel(8);
     let cancel = CancellationToken::new();

@@ -28,29 +28,58 @@ pub mod nal_type {
 ///
 /// Accepts 3- and 4-byte start codes; bytes before the first start code are
 /// skipped (a stream may start mid-unit). Empty units are not yielded.
-pub fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
+/// Neither splitting nor iterating allocates: the recorder and the live path
+/// call this for every frame.
+pub fn nal_units(data: &[u8]) -> NalUnits<'_> {
+    NalUnits {
+        data,
+        next: find_start_code(data, 0),
+    }
+}
+
+/// The iterator [`nal_units`] returns.
+#[derive(Debug, Clone)]
+pub struct NalUnits<'a> {
+    data: &'a [u8],
+    /// Offset just past the next start code, if there is one.
+    next: Option<usize>,
+}
+
+impl<'a> Iterator for NalUnits<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let start = self.next?;
+            let following = find_start_code(self.data, start);
+            self.next = following;
+            let mut end = following.map_or(self.data.len(), |next| next - 3);
+            // Trailing zero bytes belong to the next (4-byte) start code.
+            while end > start && self.data[end - 1] == 0 {
+                end -= 1;
+            }
+            if end > start {
+                return Some(&self.data[start..end]);
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for NalUnits<'_> {}
+
+/// The offset just past the first `00 00 01` at or after `from`.
+fn find_start_code(data: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
     while i + 2 < data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
+        // Skip fast: a start code is 00 00 01, so when byte i+2 is not zero
+        // (and not the 1 ending one at i) none begins at i, i+1 or i+2.
+        match data[i + 2] {
+            1 if data[i] == 0 && data[i + 1] == 0 => return Some(i + 3),
+            0 => i += 1,
+            _ => i += 3,
         }
     }
-    let mut units = Vec::with_capacity(starts.len());
-    for (n, &s) in starts.iter().enumerate() {
-        let mut end = starts.get(n + 1).map_or(data.len(), |&next| next - 3);
-        // Trailing zero bytes belong to the next (4-byte) start code.
-        while end > s && data[end - 1] == 0 {
-            end -= 1;
-        }
-        if end > s {
-            units.push(&data[s..end]);
-        }
-    }
-    units.into_iter()
+    None
 }
 
 /// The `nal_unit_type` of a NAL unit (low 5 bits of its first byte).
@@ -311,6 +340,25 @@ mod tests {
         0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80, 0xf6, 0x80, 0x6d, 0x0a, 0x13, 0x50,
     ];
 
+    /// The obvious, allocating split the iterator must agree with.
+    fn reference_split(data: &[u8]) -> Vec<&[u8]> {
+        let starts: Vec<usize> = (0..data.len().saturating_sub(2))
+            .filter(|&i| data[i..i + 3] == [0, 0, 1])
+            .map(|i| i + 3)
+            .collect();
+        let mut units = Vec::new();
+        for (n, &s) in starts.iter().enumerate() {
+            let mut end = starts.get(n + 1).map_or(data.len(), |&next| next - 3);
+            while end > s && data[end - 1] == 0 {
+                end -= 1;
+            }
+            if end > s {
+                units.push(&data[s..end]);
+            }
+        }
+        units
+    }
+
     #[test]
     fn splits_mixed_start_codes() {
         let au = [
@@ -417,6 +465,14 @@ mod tests {
             prop_assert!(a.idr_frames.len() <= 4);
             prop_assert!(a.frames <= a.nal_units);
             prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn nal_units_match_the_reference_split(
+            data in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..512),
+        ) {
+            let fast: Vec<&[u8]> = nal_units(&data).collect();
+            prop_assert_eq!(fast, reference_split(&data));
         }
 
         #[test]

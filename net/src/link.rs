@@ -11,13 +11,51 @@
 //!
 //! A standby connection (a warm spare over a second uplink) must cost little
 //! on a metered link, so it keeps alive rarely ([`LinkProfile::Standby`]).
+//!
+//! The uplink's congestion controller is chosen per connection
+//! ([`Congestion`]): BBRv3 by default, because it estimates the path's
+//! bandwidth, which the rate controller uses to step straight to the tier
+//! that fits (docs/design/abr.md has the evaluation against Cubic).
+//! [`path_sample`] reads the selected path's statistics for it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iroh::endpoint::{ConnectOptions, Connection, QuicTransportConfig, VarInt};
 use iroh::{Endpoint, EndpointAddr};
 
 use crate::endpoint::{transport_config_builder, EndpointError};
+use crate::policy::rate::PathSample;
+
+/// The congestion controller a connection's sender runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// BBRv3: paces to a measured bottleneck bandwidth and reports it
+    /// (`PathStats::bandwidth_estimate`), so the camera knows which tier fits.
+    #[default]
+    Bbr3,
+    /// Cubic (QUIC's default): loss-based, no bandwidth estimate.
+    Cubic,
+}
+
+impl Congestion {
+    /// Parses `bbr3` or `cubic`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bbr3" => Some(Congestion::Bbr3),
+            "cubic" => Some(Congestion::Cubic),
+            _ => None,
+        }
+    }
+
+    /// The name [`Congestion::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Congestion::Bbr3 => "bbr3",
+            Congestion::Cubic => "cubic",
+        }
+    }
+}
 
 /// Keep-alive on a live uplink: a few per [`SILENCE`], so one lost packet
 /// never looks like a dead peer.
@@ -60,28 +98,47 @@ impl LinkProfile {
         }
     }
 
-    fn transport_config(self) -> QuicTransportConfig {
+    fn transport_config(self, congestion: Congestion) -> QuicTransportConfig {
         let (keep_alive, idle) = self.timing();
         let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX);
         // iroh keeps each path alive on its own timer too (multipath):
         // both get the profile's numbers.
-        transport_config_builder()
+        let builder = transport_config_builder()
             .keep_alive_interval(keep_alive)
             .default_path_keep_alive_interval(keep_alive)
             .max_idle_timeout(Some(VarInt::from_u32(idle_ms).into()))
-            .default_path_max_idle_timeout(idle)
-            .build()
+            .default_path_max_idle_timeout(idle);
+        match congestion {
+            Congestion::Bbr3 => builder
+                .congestion_controller_factory(Arc::new(
+                    noq_proto::congestion::Bbr3Config::default(),
+                ))
+                .build(),
+            Congestion::Cubic => builder.build(),
+        }
     }
 }
 
-/// Dials `addr` for `alpn` with the keep-alive and idle timeout of `profile`.
+/// Dials `addr` for `alpn` with the keep-alive and idle timeout of `profile`
+/// and the default congestion controller.
 pub async fn connect(
     endpoint: &Endpoint,
     addr: EndpointAddr,
     alpn: &[u8],
     profile: LinkProfile,
 ) -> Result<Connection, EndpointError> {
-    let opts = ConnectOptions::new().with_transport_config(profile.transport_config());
+    connect_with(endpoint, addr, alpn, profile, Congestion::default()).await
+}
+
+/// [`connect`] with a chosen congestion controller.
+pub async fn connect_with(
+    endpoint: &Endpoint,
+    addr: EndpointAddr,
+    alpn: &[u8],
+    profile: LinkProfile,
+    congestion: Congestion,
+) -> Result<Connection, EndpointError> {
+    let opts = ConnectOptions::new().with_transport_config(profile.transport_config(congestion));
     let connecting = endpoint
         .connect_with_opts(addr, alpn, opts)
         .await
@@ -156,6 +213,33 @@ pub fn selected_rtt(conn: &Connection) -> Option<Duration> {
         .map(|p| p.rtt())
 }
 
+/// The selected path's statistics as the rate controller's input, at `now`
+/// (any monotonic origin). The sender's own numbers (bytes waiting in its
+/// queues, groups it dropped) come from the caller. `None` when no path is
+/// selected (the connection is between paths or closed).
+pub fn path_sample(
+    conn: &Connection,
+    now: Duration,
+    send_queue_bytes: u64,
+    groups_dropped: u64,
+) -> Option<PathSample> {
+    let paths = conn.paths();
+    let selected = paths.iter().find(|p| p.is_selected())?;
+    let s = selected.stats();
+    Some(PathSample {
+        now,
+        rtt: s.rtt,
+        cwnd: s.cwnd,
+        sent_packets: s.sent_packets,
+        lost_packets: s.lost_packets,
+        lost_bytes: s.lost_bytes,
+        congestion_events: s.congestion_events,
+        send_queue_bytes,
+        groups_dropped,
+        bandwidth_bps: s.bandwidth_estimate,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +261,15 @@ mod tests {
         assert_eq!(s.observe(heard + ms(900), 109), Some(ms(900)));
         // A late datagram revives it.
         assert_eq!(s.observe(heard + ms(950), 110), None);
+    }
+
+    #[test]
+    fn congestion_names_round_trip() {
+        for c in [Congestion::Bbr3, Congestion::Cubic] {
+            assert_eq!(Congestion::parse(c.name()), Some(c));
+        }
+        assert_eq!(Congestion::parse("reno"), None);
+        assert_eq!(Congestion::default(), Congestion::Bbr3);
     }
 
     #[test]

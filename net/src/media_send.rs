@@ -62,6 +62,9 @@ pub struct SendStats {
     pub frames_dropped: AtomicU64,
     /// Bytes handed to QUIC (headers and payloads).
     pub bytes_sent: AtomicU64,
+    /// Video payload bytes queued for the writers, not yet handed to QUIC
+    /// (the rate controller's send-queue depth).
+    pub video_bytes_queued: AtomicU64,
 }
 
 impl SendStats {
@@ -72,6 +75,18 @@ impl SendStats {
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Video groups dropped so far: superseded with frames unsent, or abandoned.
+    pub fn groups_dropped(&self) -> u64 {
+        Self::get(&self.groups_superseded) + Self::get(&self.groups_abandoned)
+    }
+
+    fn unqueue(&self, frame: &Frame) {
+        if frame.channel == Channel::Video {
+            self.video_bytes_queued
+                .fetch_sub(frame.payload.len() as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -199,8 +214,12 @@ impl MediaSender {
             SendStats::add(&self.stats.frames_dropped, 1);
             return SendOutcome::Dropped;
         };
+        let len = frame.payload.len() as u64;
         match group.tx.try_send(frame) {
-            Ok(()) => SendOutcome::Queued,
+            Ok(()) => {
+                SendStats::add(&self.stats.video_bytes_queued, len);
+                SendOutcome::Queued
+            }
             // The policy abandons before the queue is full, and a closed
             // writer is noticed at the next frame; either way this frame is lost.
             Err(_) => {
@@ -309,7 +328,9 @@ pub(crate) async fn write_frame(
     stats: &SendStats,
 ) -> Result<(), MediaError> {
     let mut chunks = frame_chunks(frame)?;
-    stream.write_all_chunks(&mut chunks).await?;
+    let written = stream.write_all_chunks(&mut chunks).await;
+    stats.unqueue(frame);
+    written?;
     SendStats::add(&stats.frames_sent, 1);
     SendStats::add(&stats.bytes_sent, frame.encoded_len() as u64);
     Ok(())
@@ -324,8 +345,12 @@ async fn write_group(
     stats: Arc<SendStats>,
 ) -> Result<(), MediaError> {
     let drop_queued = |rx: &mut mpsc::Receiver<Arc<Frame>>, extra: u64| {
-        let n = rx.len() as u64 + extra;
         rx.close();
+        let mut n = extra;
+        while let Ok(f) = rx.try_recv() {
+            stats.unqueue(&f);
+            n += 1;
+        }
         SendStats::add(&stats.frames_dropped, n);
         SendStats::add(&stats.groups_superseded, 1);
     };
@@ -364,6 +389,7 @@ async fn write_group(
                 // Mid-write on a stalled link: the rest of this group is stale.
                 debug_assert_eq!(end_superseded(rx.len(), true), GroupEnd::Reset);
                 let _ = stream.reset(codes::GROUP_SUPERSEDED);
+                stats.unqueue(&frame);
                 drop_queued(&mut rx, 1);
                 return Ok(());
             }

@@ -72,6 +72,7 @@ fn message_name(msg: &Message) -> &'static str {
         Message::PairRequest { .. } => "PairRequest",
         Message::Paired { .. } => "Paired",
         Message::Stored(_) => "Stored",
+        Message::RelayHello { .. } => "RelayHello",
         Message::UpdateOffer { .. } => "UpdateOffer",
         Message::UpdateReport { .. } => "UpdateReport",
     }
@@ -95,6 +96,18 @@ impl ClientHandshake {
         Self::with_version(PROTOCOL_VERSION, Role::Viewer, None, Some(camera))
     }
 
+    /// A relay's handshake for one forwarded camera.
+    pub fn relay(camera: [u8; 32], info: CameraInfo) -> Self {
+        Self {
+            hello: Message::RelayHello {
+                version: PROTOCOL_VERSION,
+                camera,
+                info,
+            },
+            done: false,
+        }
+    }
+
     /// A handshake announcing another version (tests of the mismatch path).
     pub fn with_version(
         version: u16,
@@ -102,24 +115,27 @@ impl ClientHandshake {
         info: Option<CameraInfo>,
         camera: Option<CameraSelector>,
     ) -> Self {
+        let info = info.unwrap_or_else(|| CameraInfo {
+            name: "camera".into(),
+            codec: crate::Codec::H264,
+            width: 0,
+            height: 0,
+            fps_milli: 0,
+            bitrate_kbps: 0,
+            sps: Default::default(),
+            pps: Default::default(),
+            firmware: String::new(),
+        });
         let hello = match role {
-            Role::Camera => Message::CameraHello {
-                version,
-                info: info.unwrap_or_else(|| CameraInfo {
-                    name: "camera".into(),
-                    codec: crate::Codec::H264,
-                    width: 0,
-                    height: 0,
-                    fps_milli: 0,
-                    bitrate_kbps: 0,
-                    sps: Default::default(),
-                    pps: Default::default(),
-                    firmware: String::new(),
-                }),
-            },
+            Role::Camera => Message::CameraHello { version, info },
             Role::Viewer => Message::ViewerHello {
                 version,
                 camera: camera.unwrap_or(CameraSelector::FirstOnline),
+            },
+            Role::Relay => Message::RelayHello {
+                version,
+                camera: [0; 32],
+                info,
             },
         };
         Self { hello, done: false }
@@ -163,6 +179,13 @@ pub enum Hello {
     Camera(CameraInfo),
     /// A viewer and the camera it wants.
     Viewer(CameraSelector),
+    /// A relay and the one camera it forwards on this connection.
+    Relay {
+        /// The camera's endpoint id (checked against what the relay may carry).
+        camera: [u8; 32],
+        /// Its stream as the origin knows it.
+        info: CameraInfo,
+    },
 }
 
 /// The answering side: checks the first message against the ALPN's role.
@@ -191,6 +214,14 @@ impl ServerHandshake {
             }
             Message::ViewerHello { version, camera } => {
                 (version, Role::Viewer, Hello::Viewer(camera))
+            }
+            Message::RelayHello {
+                version,
+                camera,
+                info,
+            } => {
+                info.validate()?;
+                (version, Role::Relay, Hello::Relay { camera, info })
             }
             other => {
                 return Err(HandshakeError::Unexpected {
@@ -261,6 +292,31 @@ mod tests {
                 server: "x".into()
             }),
             Err(HandshakeError::VersionMismatch { ours: 1, theirs: 9 })
+        );
+    }
+
+    #[test]
+    fn relay_handshake_names_its_camera_and_needs_the_relay_alpn() {
+        let mut client = ClientHandshake::relay([7; 32], info());
+        let server = ServerHandshake::new(Role::Relay, "offsite");
+        let (hello, welcome) = server.handle(client.hello().clone()).expect("accepted");
+        assert_eq!(
+            hello,
+            Hello::Relay {
+                camera: [7; 32],
+                info: info()
+            }
+        );
+        assert_eq!(client.handle(welcome), Ok("offsite".into()));
+        let err = ServerHandshake::new(Role::Camera, "box")
+            .handle(ClientHandshake::relay([7; 32], info()).hello().clone())
+            .expect_err("a relay hello on the camera ALPN");
+        assert_eq!(
+            err,
+            HandshakeError::RoleMismatch {
+                expected: Role::Camera,
+                found: Role::Relay
+            }
         );
     }
 

@@ -44,12 +44,10 @@ pub use frame::{
 pub use handshake::{ClientHandshake, HandshakeError, Hello, ServerHandshake};
 pub use message::{
     CameraInfo, CameraSelector, Codec, Command, CommandResult, Message, MessageDecoder,
-    MessageError, RejectCode, Role, Stored, MAX_MESSAGE_LEN,
+    MessageError, RejectCode, Role, Stored, TierLimit, MAX_MESSAGE_LEN,
 };
 pub use order::{GroupOrderer, MediaEvent};
-pub use stream::{
-    GroupReceiver, StreamError, StreamEvent, StreamHeader, StreamKind, STREAM_HEADER_LEN,
-};
+pub use stream::{GroupReceiver, StreamError, StreamEvent, StreamHeader, STREAM_HEADER_LEN};
 pub use update::{BundleHeader, UpdatePhase, BUNDLE_HEADER_LEN, MAX_BUNDLE_SIZE};
 
 /// Protocol version carried in every hello and welcome. Bumped on any
@@ -66,11 +64,16 @@ pub const ALPN_VIEWER: &[u8] = b"kodama/view/1";
 /// ([`Message::PairRequest`]); nothing else is served on it.
 pub const ALPN_PAIR: &[u8] = b"kodama/pair/1";
 
+/// ALPN an origin server uses to forward one camera to an upstream server
+/// ([`Message::RelayHello`]); the upstream must allow its key as a relay.
+pub const ALPN_RELAY: &[u8] = b"kodama/relay/1";
+
 /// The role a given ALPN stands for, or `None` for an ALPN Kodama does not speak.
 pub fn role_for_alpn(alpn: &[u8]) -> Option<Role> {
     match alpn {
         ALPN_CAMERA => Some(Role::Camera),
         ALPN_VIEWER => Some(Role::Viewer),
+        ALPN_RELAY => Some(Role::Relay),
         _ => None,
     }
 }
@@ -80,6 +83,7 @@ pub fn alpn_for_role(role: Role) -> &'static [u8] {
     match role {
         Role::Camera => ALPN_CAMERA,
         Role::Viewer => ALPN_VIEWER,
+        Role::Relay => ALPN_RELAY,
     }
 }
 
@@ -89,7 +93,7 @@ mod tests {
 
     #[test]
     fn alpn_round_trips_roles() {
-        for role in [Role::Camera, Role::Viewer] {
+        for role in [Role::Camera, Role::Viewer, Role::Relay] {
             assert_eq!(role_for_alpn(alpn_for_role(role)), Some(role));
         }
         assert_eq!(role_for_alpn(b"kodama/camera/2"), None);

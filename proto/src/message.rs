@@ -17,11 +17,12 @@
 //! 0x06 CameraState  camera id [u8;32], online u8 (0|1)
 //! 0x07 Command      id u32, kind u8 (0 keyframe, 1 bitrate: kbps u32, 2 reboot, 3 snapshot)
 //! 0x08 CommandAck   id u32, result u8 (0 ok, 1 unsupported, 2 failed), detail str
-//! 0x09 PairRequest  version u16, role u8 (0 camera, 1 viewer), code str, name str
+//! 0x09 PairRequest  version u16, role u8 (0 camera, 1 viewer, 2 relay), code str, name str
 //! 0x0A Paired       name str, server str
 //! 0x0B Stored       kind u8 (0 live, 1 backfill), id u64
-//! 0x0C UpdateOffer  hash [u8;32] (BLAKE3), size u64
-//! 0x0D UpdateReport hash [u8;32], phase u8 (crate::update::UpdatePhase), progress u64, detail str
+//! 0x0C RelayHello   version u16, camera id [u8;32], CameraInfo   (relay ALPN: one forwarded camera)
+//! 0x0D UpdateOffer  hash [u8;32] (BLAKE3), size u64
+//! 0x0E UpdateReport hash [u8;32], phase u8 (crate::update::UpdatePhase), progress u64, detail str
 //!
 //! Reject codes: 1 version, 2 role, 3 not allowed, 4 unknown camera, 5 bad
 //! hello, 6 shutdown; pairing: 7 wrong code, 8 code expired, 9 code used,
@@ -49,6 +50,9 @@ pub enum Role {
     Camera,
     /// A viewer watching one camera.
     Viewer,
+    /// Another Kodama server forwarding cameras it may carry (one camera
+    /// per connection).
+    Relay,
 }
 
 impl std::fmt::Display for Role {
@@ -56,6 +60,7 @@ impl std::fmt::Display for Role {
         f.write_str(match self {
             Role::Camera => "camera",
             Role::Viewer => "viewer",
+            Role::Relay => "relay",
         })
     }
 }
@@ -165,6 +170,21 @@ pub enum Command {
     /// Produce a keyframe now and say which one, so the server can keep it
     /// as a still picture.
     Snapshot,
+    /// Limit the camera's adaptive bitrate: let it decide, cap it at a rung
+    /// of its tier ladder, or pin it to one.
+    SetTier(TierLimit),
+}
+
+/// What the server allows a camera's adaptive bitrate (rungs index the
+/// camera's tier ladder, 0 = lowest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierLimit {
+    /// The camera decides from its link.
+    Auto,
+    /// The camera decides, at most this rung.
+    Cap(u8),
+    /// Always this rung.
+    Pin(u8),
 }
 
 /// How a camera answered a command.
@@ -278,6 +298,18 @@ pub enum Message {
     /// Server → camera: video is durably recorded (store-and-forward: the
     /// camera keeps what is not acknowledged and uploads it later).
     Stored(Stored),
+    /// Relay (an origin server) → upstream server, on the relay ALPN: the
+    /// connection carries this one camera, under the name the origin
+    /// recorded. Whether the camera is online follows as `StreamInfo` /
+    /// `CameraState`.
+    RelayHello {
+        /// The relay's protocol version.
+        version: u16,
+        /// The forwarded camera's endpoint id.
+        camera: [u8; 32],
+        /// Its stream as the origin last knew it (name: the origin's record).
+        info: CameraInfo,
+    },
     /// Server → camera: a firmware bundle is waiting for it (an admin's
     /// `camera update`); the camera answers with an [`Message::UpdateReport`]
     /// saying how many bytes it holds, and the server streams the rest.
@@ -372,8 +404,9 @@ const T_COMMAND_ACK: u8 = 0x08;
 const T_PAIR_REQUEST: u8 = 0x09;
 const T_PAIRED: u8 = 0x0A;
 const T_STORED: u8 = 0x0B;
-const T_UPDATE_OFFER: u8 = 0x0C;
-const T_UPDATE_REPORT: u8 = 0x0D;
+const T_RELAY_HELLO: u8 = 0x0C;
+const T_UPDATE_OFFER: u8 = 0x0D;
+const T_UPDATE_REPORT: u8 = 0x0E;
 
 impl CameraInfo {
     fn encode(&self, out: &mut BytesMut) {
@@ -440,6 +473,7 @@ impl Message {
             Message::PairRequest { .. } => T_PAIR_REQUEST,
             Message::Paired { .. } => T_PAIRED,
             Message::Stored(_) => T_STORED,
+            Message::RelayHello { .. } => T_RELAY_HELLO,
             Message::UpdateOffer { .. } => T_UPDATE_OFFER,
             Message::UpdateReport { .. } => T_UPDATE_REPORT,
         }
@@ -495,6 +529,16 @@ impl Message {
                     }
                     Command::Reboot => out.put_u8(2),
                     Command::Snapshot => out.put_u8(3),
+                    Command::SetTier(limit) => {
+                        out.put_u8(4);
+                        let (mode, rung) = match limit {
+                            TierLimit::Auto => (0, 0),
+                            TierLimit::Cap(r) => (1, *r),
+                            TierLimit::Pin(r) => (2, *r),
+                        };
+                        out.put_u8(mode);
+                        out.put_u8(rung);
+                    }
                 }
             }
             Message::CommandAck { id, result, detail } => {
@@ -512,6 +556,7 @@ impl Message {
                 out.put_u8(match role {
                     Role::Camera => 0,
                     Role::Viewer => 1,
+                    Role::Relay => 2,
                 });
                 put_string16(out, code);
                 put_string16(out, name);
@@ -530,6 +575,15 @@ impl Message {
                     out.put_u64(*id);
                 }
             },
+            Message::RelayHello {
+                version,
+                camera,
+                info,
+            } => {
+                out.put_u16(*version);
+                out.put_slice(camera);
+                info.encode(out);
+            }
             Message::UpdateOffer { hash, size } => {
                 out.put_slice(hash);
                 out.put_u64(*size);
@@ -629,6 +683,23 @@ impl Message {
                     },
                     2 => Command::Reboot,
                     3 => Command::Snapshot,
+                    4 => {
+                        let at = r.offset();
+                        let mode = r.u8("command.tier_mode")?;
+                        let rung = r.u8("command.tier_rung")?;
+                        Command::SetTier(match mode {
+                            0 => TierLimit::Auto,
+                            1 => TierLimit::Cap(rung),
+                            2 => TierLimit::Pin(rung),
+                            v => {
+                                return Err(FieldError::UnknownValue {
+                                    field: "command.tier_mode",
+                                    offset: at,
+                                    value: v.into(),
+                                })
+                            }
+                        })
+                    }
                     v => {
                         return Err(FieldError::UnknownValue {
                             field: "command",
@@ -666,6 +737,7 @@ impl Message {
                 let role = match r.u8("role")? {
                     0 => Role::Camera,
                     1 => Role::Viewer,
+                    2 => Role::Relay,
                     v => {
                         return Err(FieldError::UnknownValue {
                             field: "role",
@@ -704,6 +776,11 @@ impl Message {
                 };
                 Message::Stored(stored)
             }
+            T_RELAY_HELLO => Message::RelayHello {
+                version: r.u16("version")?,
+                camera: r.array("camera")?,
+                info: CameraInfo::decode(&mut r)?,
+            },
             T_UPDATE_OFFER => Message::UpdateOffer {
                 hash: r.array("update.hash")?,
                 size: r.u64("update.size")?,
@@ -1026,11 +1103,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn golden_tier_limits() {
+        golden(
+            Message::Command {
+                id: 2,
+                command: Command::SetTier(TierLimit::Cap(1)),
+            },
+            "000000080700000002040101",
+        );
+        golden(
+            Message::Command {
+                id: 2,
+                command: Command::SetTier(TierLimit::Auto),
+            },
+            "000000080700000002040000",
+        );
+        // An unknown mode is an error naming the field, not a panic.
+        let bad = hex::decode("000000080700000002040300").expect("hex");
+        assert!(decode_one(&bad).is_err());
+    }
+
+    #[test]
     fn golden_update_messages() {
         let hash = [0x11u8; 32];
         golden(
             Message::UpdateOffer { hash, size: 0x0203 },
-            &format!("000000290c{}0000000000000203", "11".repeat(32)),
+            &format!("000000290d{}0000000000000203", "11".repeat(32)),
         );
         golden(
             Message::UpdateReport {
@@ -1040,7 +1138,7 @@ pub(crate) mod tests {
                 detail: "ok".into(),
             },
             &format!(
-                "0000002e0d{}0300000000000000280002{}",
+                "0000002e0e{}0300000000000000280002{}",
                 "11".repeat(32),
                 hex::encode("ok")
             ),
@@ -1205,12 +1303,15 @@ pub(crate) mod tests {
                 id,
                 command: Command::SetBitrate { kbps }
             }),
-            (any::<u32>(), 0u8..4).prop_map(|(id, k)| Message::Command {
+            (any::<u32>(), 0u8..7, any::<u8>()).prop_map(|(id, k, rung)| Message::Command {
                 id,
                 command: match k {
                     0 => Command::RequestKeyframe,
                     1 => Command::Reboot,
                     2 => Command::Snapshot,
+                    3 => Command::SetTier(TierLimit::Auto),
+                    4 => Command::SetTier(TierLimit::Cap(rung)),
+                    5 => Command::SetTier(TierLimit::Pin(rung)),
                     _ => Command::SetBitrate { kbps: id },
                 }
             }),
@@ -1231,6 +1332,13 @@ pub(crate) mod tests {
             }),
             any::<u64>().prop_map(|capture_us| Message::Stored(Stored::LiveThrough { capture_us })),
             any::<u64>().prop_map(|id| Message::Stored(Stored::Backfill { id })),
+            (any::<u16>(), any::<[u8; 32]>(), arb_info()).prop_map(|(version, camera, info)| {
+                Message::RelayHello {
+                    version,
+                    camera,
+                    info,
+                }
+            }),
             (any::<[u8; 32]>(), any::<u64>())
                 .prop_map(|(hash, size)| Message::UpdateOffer { hash, size }),
             (any::<[u8; 32]>(), 0u8..10, any::<u64>(), "\\PC{0,32}").prop_map(

@@ -28,9 +28,6 @@ pub const STREAM_HEADER_LEN: usize = 10;
 
 const MAGIC: u8 = 0x4B;
 
-/// Alias kept for readability at call sites that talk about stream kinds.
-pub type StreamKind = Channel;
-
 /// The first bytes of every unidirectional stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamHeader {

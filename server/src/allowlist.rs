@@ -93,13 +93,18 @@ pub enum PeerRole {
     Camera,
     /// May watch as a viewer.
     Viewer,
+    /// Another Kodama server that may forward the cameras listed in its
+    /// entry's `carries` (an offsite copy, a site relay).
+    Relay,
 }
 
 impl PeerRole {
     fn matches(self, role: Role) -> bool {
         matches!(
             (self, role),
-            (PeerRole::Camera, Role::Camera) | (PeerRole::Viewer, Role::Viewer)
+            (PeerRole::Camera, Role::Camera)
+                | (PeerRole::Viewer, Role::Viewer)
+                | (PeerRole::Relay, Role::Relay)
         )
     }
 
@@ -108,6 +113,7 @@ impl PeerRole {
         match self {
             PeerRole::Camera => Role::Camera,
             PeerRole::Viewer => Role::Viewer,
+            PeerRole::Relay => Role::Relay,
         }
     }
 
@@ -116,6 +122,7 @@ impl PeerRole {
         match role {
             Role::Camera => PeerRole::Camera,
             Role::Viewer => PeerRole::Viewer,
+            Role::Relay => PeerRole::Relay,
         }
     }
 }
@@ -137,6 +144,9 @@ pub struct Peer {
     /// Its name on this server (empty: a name made from the node id).
     #[serde(default)]
     pub label: String,
+    /// Relays only: the node ids of the cameras it may forward here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carries: Vec<String>,
 }
 
 /// A removed peer, refused for good.
@@ -457,6 +467,7 @@ impl Allowlist {
                 id: id.clone(),
                 role,
                 label: label.to_owned(),
+                carries: Vec::new(),
             });
             Ok(true)
         })
@@ -545,6 +556,66 @@ impl Allowlist {
             && !file.revoked.iter().any(|r| r.id == id)
     }
 
+    /// Allows `id` as a relay that may forward `cameras` (node ids; added
+    /// to what it may already carry). Returns false if it was already a relay.
+    pub fn add_relay(
+        &self,
+        id: &str,
+        label: &str,
+        cameras: &[String],
+    ) -> Result<bool, AllowlistError> {
+        let mut carried = Vec::with_capacity(cameras.len());
+        for c in cameras {
+            let camera = kodama_net::endpoint::parse_endpoint_id(c)
+                .map_err(|e| AllowlistError::BadId(format!("--carry: {e}")))?;
+            carried.push(camera.to_string());
+        }
+        let added = self.add(id, PeerRole::Relay, label)?;
+        let id = kodama_net::endpoint::parse_endpoint_id(id)
+            .map_err(|e| AllowlistError::BadId(e.to_string()))?
+            .to_string();
+        self.update(|file| {
+            if let Some(p) = file
+                .peer
+                .iter_mut()
+                .find(|p| p.id == id && p.role == PeerRole::Relay)
+            {
+                for c in carried {
+                    if !p.carries.contains(&c) {
+                        p.carries.push(c);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(added)
+    }
+
+    /// Whether relay `relay` may forward camera `camera` to this server.
+    /// Re-reads the file when it changed; an unreadable file allows nothing.
+    pub fn may_carry(&self, relay: &EndpointId, camera: &EndpointId) -> bool {
+        let Ok((file, _)) = self.current() else {
+            return false;
+        };
+        let (relay, camera) = (relay.to_string(), camera.to_string());
+        !file.revoked.iter().any(|r| r.id == relay || r.id == camera)
+            && file
+                .peer
+                .iter()
+                .any(|p| p.id == relay && p.role == PeerRole::Relay && p.carries.contains(&camera))
+    }
+
+    /// Whether some relay may forward camera `camera` here.
+    pub fn is_carried(&self, camera: &EndpointId) -> bool {
+        let Ok((file, _)) = self.current() else {
+            return false;
+        };
+        let camera = camera.to_string();
+        file.peer
+            .iter()
+            .any(|p| p.role == PeerRole::Relay && p.carries.contains(&camera))
+    }
+
     /// Whether `id` was removed for good.
     pub fn is_revoked(&self, id: &EndpointId) -> bool {
         let id = id.to_string();
@@ -630,6 +701,42 @@ mod tests {
         assert_eq!(list.list().expect("list")[0].label, "porch 2");
         assert_eq!(list.remove(&id.to_string(), None).expect("remove"), 1);
         assert!(!list.allows(&id, Role::Camera));
+    }
+
+    #[test]
+    fn a_relay_carries_only_the_cameras_it_was_allowed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = Allowlist::new(dir.path().join("allowlist.toml"));
+        let relay = kodama_net::SecretKey::generate().public();
+        let (porch, garden) = (
+            kodama_net::SecretKey::generate().public(),
+            kodama_net::SecretKey::generate().public(),
+        );
+        assert!(!list.may_carry(&relay, &porch));
+        assert!(list
+            .add_relay(&relay.to_string(), "home", &[porch.to_string()])
+            .expect("add"));
+        assert!(list.allows(&relay, Role::Relay));
+        assert!(
+            !list.allows(&relay, Role::Camera),
+            "a relay is not a camera"
+        );
+        assert!(list.may_carry(&relay, &porch));
+        assert!(!list.may_carry(&relay, &garden));
+        assert!(!list.may_carry(&porch, &porch), "a camera carries nothing");
+        // More cameras later; the first stays.
+        assert!(!list
+            .add_relay(&relay.to_string(), "home", &[garden.to_string()])
+            .expect("extend"));
+        assert!(list.may_carry(&relay, &porch) && list.may_carry(&relay, &garden));
+        assert!(list
+            .add_relay(&relay.to_string(), "home", &["nope".into()])
+            .is_err());
+        list.remove(&relay.to_string(), None).expect("remove");
+        assert!(
+            !list.may_carry(&relay, &porch),
+            "a removed relay carries nothing"
+        );
     }
 
     #[test]

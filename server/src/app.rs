@@ -46,6 +46,8 @@ pub struct Server {
     pub setup_link: Option<String>,
     recorder: tokio::task::JoinHandle<()>,
     api: tokio::task::JoinHandle<()>,
+    /// Forwarders to `[[upstream]]` servers.
+    forwarders: tokio::task::JoinSet<()>,
     cancel: CancellationToken,
 }
 
@@ -64,7 +66,9 @@ impl Server {
         let mut recorder = Recorder::open(recording, Arc::new(SystemClock::new()))
             .context("opening the recordings")?;
         let (feed, feed_rx) = feed::channel("recorder", RECORDER_QUEUE);
-        let hub = Hub::new(vec![feed]);
+        let recorder_feed = feed.clone();
+        let (upstream_feeds, upstreams) = crate::upstream::feeds(&config.upstreams);
+        let hub = Hub::new(std::iter::once(feed).chain(upstream_feeds).collect());
         recorder.set_acks(hub.acks().clone());
         know_cameras(&hub, &recorder, &allowlist);
 
@@ -108,6 +112,18 @@ impl Server {
             .accounts()
             .begin_setup(&web_url)
             .context("preparing the web app's first-run setup")?;
+        let metrics = Arc::new(crate::metrics::Sources {
+            name: config.server.name.clone(),
+            hub: hub.clone(),
+            allowlist: allowlist.clone(),
+            recorder: recorder.stats(),
+            recording: recorder.status(),
+            recorder_feed,
+            data_dir: config.server.data_dir.clone(),
+            started: std::time::Instant::now(),
+            config: config.metrics.clone(),
+        });
+        let metrics_router = crate::metrics::router(metrics, api_state.clone());
         let own = cancel.child_token();
         let recorder = tokio::spawn(recorder.run(feed_rx, own.child_token()));
         let api_cancel = own.child_token();
@@ -121,8 +137,8 @@ impl Server {
         );
         tracing::info!(addr = %api_addr, tls = tls.is_some(), "HTTP API and web app listening");
         let api = tokio::spawn(async move {
-            if let Err(e) = web::tls::serve(listener, web::router(web_state), tls, api_cancel).await
-            {
+            let routes = web::router(web_state).merge(metrics_router);
+            if let Err(e) = web::tls::serve(listener, routes, tls, api_cancel).await {
                 tracing::error!("HTTP API stopped: {e}");
             }
         });
@@ -143,6 +159,13 @@ impl Server {
             own.clone(),
         )
         .await?;
+        let forwarders = upstreams.start(
+            node.endpoint().clone(),
+            hub.clone(),
+            allowlist.clone(),
+            false,
+            own.child_token(),
+        )?;
         // `camera add` (another process) puts this in pairing strings.
         let ticket = node.ticket().to_string();
         if let Err(e) = std::fs::write(config.ticket_path(), format!("{ticket}\n")) {
@@ -160,13 +183,14 @@ impl Server {
             setup_link,
             recorder,
             api,
+            forwarders,
             cancel: own,
         })
     }
 
     /// Stops accepting, closes sessions, lets the recorder write what it has
     /// queued and close its segments, and stops the API.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.node.shutdown().await;
         // The hub (and so the recorder's feed) lives until the sessions end.
         self.cancel.cancel();
@@ -176,6 +200,7 @@ impl Server {
         {
             tracing::warn!("the recorder did not finish within 10 s");
         }
+        while self.forwarders.join_next().await.is_some() {}
         let _ = self.api.await;
     }
 }
@@ -279,7 +304,9 @@ impl api::LiveStatus for LiveView {
     fn resolve_camera(&self, name: &str) -> Option<String> {
         self.allowlist
             .resolve(PeerRole::Camera, name)
-            .map(|p| p.id.to_string())
+            .map(|p| p.id)
+            .or_else(|| crate::relay_session::forwarded_by_name(&self.hub, &self.allowlist, name))
+            .map(|id| id.to_string())
     }
 
     fn updates(&self) -> Option<Arc<crate::updates::Updates>> {
@@ -412,27 +439,33 @@ pub fn allow(config: &Config, action: AllowAction) -> anyhow::Result<()> {
             role,
             camera,
             label,
+            carries,
         } => {
             let role = if camera { PeerRole::Camera } else { role };
-            let added = list.add(&id, role, &label)?;
-            println!(
-                "{} {id} as {}",
-                if added { "allowed" } else { "updated" },
-                if role == PeerRole::Camera {
-                    "camera"
-                } else {
-                    "viewer"
+            let added = match role {
+                PeerRole::Relay => list.add_relay(&id, &label, &carries)?,
+                _ if !carries.is_empty() => {
+                    anyhow::bail!("--carry is for relays: add --role relay")
                 }
+                _ => list.add(&id, role, &label)?,
+            };
+            println!(
+                "{} {id} as {role}",
+                if added { "allowed" } else { "updated" }
             );
+            if role == PeerRole::Relay && carries.is_empty() {
+                println!("note: it may forward no camera yet; add --carry CAMERA_ID");
+            }
         }
         AllowAction::List => {
             for p in list.list()? {
-                let role = if p.role == PeerRole::Camera {
-                    "camera"
+                let role = p.role.to_string();
+                let carries = if p.carries.is_empty() {
+                    String::new()
                 } else {
-                    "viewer"
+                    format!(" (carries {})", p.carries.join(", "))
                 };
-                println!("{} {role:6} {}", p.id, p.label);
+                println!("{} {role:6} {}{carries}", p.id, p.label);
             }
         }
         AllowAction::Remove { id, role } => {
@@ -513,6 +546,7 @@ fn add_with_code(
             "put it in the camera's kodama.toml as  [server] pair = \"…\"  or hold the QR code in front of its lens at first boot"
         ),
         PeerRole::Viewer => println!("on the viewer's machine run:  kodama-server view --pair '{text}'"),
+        PeerRole::Relay => {}
     }
     if !args.no_qr {
         let qr = qrcode::QrCode::new(text.as_bytes())
@@ -586,9 +620,14 @@ pub async fn camera(config: &Config, action: CameraAction) -> anyhow::Result<()>
             return Ok(());
         }
         CameraAction::Remove { name } => return remove_role(config, role, &name),
-        CameraAction::Reboot { name } => (name, "reboot"),
-        CameraAction::Keyframe { name } => (name, "keyframe"),
-        CameraAction::Snapshot { name } => (name, "snapshot"),
+        CameraAction::Reboot { name } => (name, "reboot", None),
+        CameraAction::Keyframe { name } => (name, "keyframe", None),
+        CameraAction::Snapshot { name } => (name, "snapshot", None),
+        CameraAction::Tier { name, mode, rung } => (
+            name,
+            "tier",
+            Some(serde_json::json!({ "command": "tier", "mode": mode, "rung": rung })),
+        ),
         CameraAction::Update {
             name,
             bundle,
@@ -597,8 +636,10 @@ pub async fn camera(config: &Config, action: CameraAction) -> anyhow::Result<()>
         } => return camera_update(config, &name, &bundle, no_wait, timeout).await,
         CameraAction::Status { name } => return camera_status(config, &name).await,
     };
-    let (name, what) = command;
-    let answer = api::client::command(&config.server.data_dir, &config.api, &name, what).await?;
+    let (name, what, body) = command;
+    let body = body.unwrap_or_else(|| serde_json::json!({ "command": what }));
+    let answer =
+        api::client::command_with(&config.server.data_dir, &config.api, &name, body).await?;
     let result = answer["result"].as_str().unwrap_or("?");
     let detail = answer["detail"].as_str().unwrap_or("");
     println!(
@@ -805,9 +846,9 @@ pub async fn view(
         if !list.allows(&secret.public(), Role::Viewer) {
             list.add(&secret.public().to_string(), PeerRole::Viewer, "")?;
         }
-        let port = config.server.listen.port();
         let addrs = if args.server_addr.is_empty() {
-            vec![SocketAddr::from(([127, 0, 0, 1], port))]
+            // Its listen address, or loopback when it listens on every address.
+            vec![api::client::connect_addr(config.server.listen)]
         } else {
             args.server_addr.clone()
         };
@@ -822,6 +863,19 @@ pub async fn view(
         },
     )
     .await?;
+    // Closed on every path, so the server sees a goodbye rather than a
+    // vanished peer (and iroh does not abort the endpoint ungracefully).
+    let watched = watch_live(&ep, server, &args, cancel).await;
+    ep.close().await;
+    watched
+}
+
+async fn watch_live(
+    ep: &kodama_net::Endpoint,
+    server: kodama_net::EndpointAddr,
+    args: &ViewArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let selector = match &args.camera {
         None => CameraSelector::FirstOnline,
         Some(c) => match endpoint::parse_endpoint_id(c) {
@@ -830,7 +884,7 @@ pub async fn view(
         },
     };
     let wait = Duration::from_secs_f64(args.wait.max(0.0));
-    let client = ViewerClient::connect_waiting(&ep, server, selector, wait, |camera| {
+    let client = ViewerClient::connect_waiting(ep, server, selector, wait, |camera| {
         eprintln!(
             "camera {camera} is offline; waiting up to {:.0} s for it to connect (--wait)",
             wait.as_secs_f64()
@@ -848,6 +902,28 @@ pub async fn view(
         cancel,
     )
     .await?;
-    ep.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_dials_the_listen_address_unless_it_is_unspecified() {
+        let at = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            api::client::connect_addr(at("10.1.2.3:7070")),
+            at("10.1.2.3:7070")
+        );
+        assert_eq!(
+            api::client::connect_addr(at("0.0.0.0:7070")),
+            at("127.0.0.1:7070")
+        );
+        assert_eq!(api::client::connect_addr(at("[::]:7071")), at("[::1]:7071"));
+        assert_eq!(
+            api::client::connect_addr(at("[fd00::5]:7072")),
+            at("[fd00::5]:7072")
+        );
+    }
 }

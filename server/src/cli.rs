@@ -97,6 +97,9 @@ pub enum ServerCommand {
     },
     /// Watch a camera live, or save a recorded range (`--from`/`--to`).
     View(ViewArgs),
+    /// Relay-only mode: accept this site's cameras and forward them to
+    /// the `[[upstream]]` servers; no recording, no HTTP API.
+    Relay,
     /// Manage the HTTP API token.
     Token {
         /// What to do.
@@ -128,6 +131,10 @@ pub enum AllowAction {
         /// A label for humans.
         #[arg(long, default_value = "")]
         label: String,
+        /// With `--role relay`: a camera's node id the relay may forward
+        /// here (repeatable; added to what it may already carry).
+        #[arg(long = "carry")]
+        carries: Vec<String>,
     },
     /// List allowed peers.
     List,
@@ -205,6 +212,19 @@ pub enum CameraAction {
     Snapshot {
         /// Its name.
         name: String,
+    },
+    /// Limit the camera's adaptive bitrate: `auto`, `cap N` (at most rung
+    /// N) or `pin N` (always rung N). Rungs: 0=360p15 500 kbit/s,
+    /// 1=480p15 1 Mbit/s, 2=720p15 2 Mbit/s, 3=720p30 4 Mbit/s.
+    Tier {
+        /// Its name.
+        name: String,
+        /// `auto`, `cap` or `pin`.
+        #[arg(value_parser = ["auto", "cap", "pin"])]
+        mode: String,
+        /// The rung, for `cap` and `pin` (0 = the lowest).
+        #[arg(required_if_eq_any([("mode", "cap"), ("mode", "pin")]))]
+        rung: Option<u8>,
     },
     /// Update the camera's firmware with a signed RAUC bundle
     /// (scripts/build-bundle.sh): sent over the camera's own connection,

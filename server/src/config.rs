@@ -70,6 +70,11 @@ pub struct Config {
     pub recording: crate::recorder::RecorderConfig,
     /// `[api]`
     pub api: crate::api::ApiConfig,
+    /// `[[upstream]]`: servers this one forwards cameras to.
+    #[serde(rename = "upstream")]
+    pub upstreams: Vec<crate::upstream::UpstreamConfig>,
+    /// `[metrics]`
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 impl Config {
@@ -99,6 +104,9 @@ impl Config {
                 field: "server.data_dir".into(),
                 message: "must not be empty".into(),
             });
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            u.validate(i)?;
         }
         Ok(())
     }

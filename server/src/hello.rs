@@ -39,7 +39,7 @@ pub(crate) async fn accept(conn: &Connection, role: Role, server_name: String) -
     // lingers. Viewers must speak at once.
     let wait = match role {
         Role::Camera => STANDBY_MAX,
-        Role::Viewer => HELLO_TIMEOUT,
+        Role::Viewer | Role::Relay => HELLO_TIMEOUT,
     };
     let mut control = match tokio::time::timeout(wait, ControlStream::accept(conn)).await {
         Ok(Ok(c)) => c,

@@ -87,11 +87,6 @@ impl LiveGroup {
         (self.len.subscribe(), self.closed.subscribe())
     }
 
-    /// Whether the group is complete (or abandoned).
-    pub fn is_closed(&self) -> bool {
-        *self.closed.borrow()
-    }
-
     fn push(&self, frame: Arc<Frame>) -> Result<(), GroupLimit> {
         let bytes = self
             .bytes
@@ -158,6 +153,8 @@ pub struct CameraTrack {
     last_seen_ms: AtomicU64,
     /// Frames from a group that was no longer current when they arrived.
     pub stale_frames: AtomicU64,
+    /// Ingest and audience counters for metrics and `top`.
+    pub counters: TrackCounters,
     /// The current publisher's generation (0: never published). Written only
     /// under `session`; read without it on the per-frame path.
     generation: AtomicU64,
@@ -173,6 +170,28 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl CameraTrack {
+    fn new(status: CameraStatus, last_seen: SystemTime) -> Self {
+        CameraTrack {
+            id: status.id,
+            status: watch::channel(status).0,
+            group: watch::channel(None).0,
+            aux: broadcast::channel(AUX_CAPACITY).0,
+            next_group: AtomicU64::new(0),
+            last_seen_ms: AtomicU64::new(unix_ms(last_seen)),
+            stale_frames: AtomicU64::new(0),
+            counters: TrackCounters::default(),
+            generation: AtomicU64::new(0),
+            session: Mutex::new((0, CancellationToken::new())),
+        }
+    }
+
+    /// Counts a viewer of this camera (a viewer session, a browser's live
+    /// view) until the guard is dropped.
+    pub fn viewer_guard(self: &Arc<Self>) -> ViewerGuard {
+        self.counters.viewers.fetch_add(1, Ordering::Relaxed);
+        ViewerGuard(self.clone())
+    }
+
     /// The camera's current status, with an up-to-date `last_seen`.
     pub fn current_status(&self) -> CameraStatus {
         let mut s = self.status.borrow().clone();
@@ -199,6 +218,58 @@ impl CameraTrack {
     /// The generation of the session currently publishing (0: none yet).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+}
+
+/// Live counters of one camera: what it sends and who watches.
+#[derive(Debug, Default)]
+pub struct TrackCounters {
+    /// Video frames accepted into the hub since start.
+    pub video_frames: AtomicU64,
+    /// Their payload bytes.
+    pub video_bytes: AtomicU64,
+    /// Viewers watching now.
+    pub viewers: AtomicU64,
+    /// Recent frame and byte rates.
+    rate: Mutex<crate::metrics::RateMeter>,
+    /// The newest telemetry document.
+    telemetry: Mutex<Option<Arc<Frame>>>,
+}
+
+impl TrackCounters {
+    fn video(&self, bytes: usize, now_ms: u64) {
+        self.video_frames.fetch_add(1, Ordering::Relaxed);
+        self.video_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(now_ms, bytes as u64);
+    }
+
+    /// Frames per second and bits per second over the last complete seconds.
+    pub fn rates(&self, now_ms: u64) -> (f64, f64) {
+        self.rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rates(now_ms)
+    }
+
+    /// The newest telemetry frame the camera sent.
+    pub fn telemetry(&self) -> Option<Arc<Frame>> {
+        self.telemetry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Holds one viewer in [`TrackCounters::viewers`].
+#[derive(Debug)]
+pub struct ViewerGuard(Arc<CameraTrack>);
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.0.counters.viewers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -329,17 +400,7 @@ impl Hub {
                 online: false,
                 last_seen,
             };
-            Arc::new(CameraTrack {
-                id,
-                status: watch::channel(status).0,
-                group: watch::channel(None).0,
-                aux: broadcast::channel(AUX_CAPACITY).0,
-                next_group: AtomicU64::new(0),
-                last_seen_ms: AtomicU64::new(unix_ms(last_seen)),
-                stale_frames: AtomicU64::new(0),
-                generation: AtomicU64::new(0),
-                session: Mutex::new((0, CancellationToken::new())),
-            })
+            Arc::new(CameraTrack::new(status, last_seen))
         });
     }
 
@@ -354,19 +415,7 @@ impl Hub {
         let track = {
             let mut map = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(id)
-                .or_insert_with(|| {
-                    Arc::new(CameraTrack {
-                        id,
-                        status: watch::channel(status.clone()).0,
-                        group: watch::channel(None).0,
-                        aux: broadcast::channel(AUX_CAPACITY).0,
-                        next_group: AtomicU64::new(0),
-                        last_seen_ms: AtomicU64::new(unix_ms(SystemTime::now())),
-                        stale_frames: AtomicU64::new(0),
-                        generation: AtomicU64::new(0),
-                        session: Mutex::new((0, CancellationToken::new())),
-                    })
-                })
+                .or_insert_with(|| Arc::new(CameraTrack::new(status.clone(), SystemTime::now())))
                 .clone()
         };
         let replaced = CancellationToken::new();
@@ -445,9 +494,14 @@ impl Publisher {
             self.track.stale_frames.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        self.touch();
+        let now_ms = self.touch();
         match &self.current {
-            Some((g, live, _)) if *g == stream_group => live.push(Arc::new(frame)),
+            Some((g, live, _)) if *g == stream_group => {
+                let bytes = frame.payload.len();
+                live.push(Arc::new(frame))?;
+                self.track.counters.video(bytes, now_ms);
+                Ok(())
+            }
             _ => {
                 self.track.stale_frames.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -496,6 +550,14 @@ impl Publisher {
         }
         self.touch();
         let frame = Arc::new(frame);
+        if frame.channel == kodama_proto::Channel::Telemetry {
+            *self
+                .track
+                .counters
+                .telemetry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(frame.clone());
+        }
         let _ = self.track.aux.send(frame.clone());
         self.hub.offer(FeedEvent::Aux {
             camera: self.track.id,
@@ -503,10 +565,10 @@ impl Publisher {
         });
     }
 
-    fn touch(&self) {
-        self.track
-            .last_seen_ms
-            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
+    fn touch(&self) -> u64 {
+        let now_ms = unix_ms(SystemTime::now());
+        self.track.last_seen_ms.store(now_ms, Ordering::Relaxed);
+        now_ms
     }
 }
 

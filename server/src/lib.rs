@@ -25,6 +25,13 @@
 //! * [`web`]: the embedded web app: accounts and sessions, live video over
 //!   WebSocket, camera administration, HTTPS.
 //! * [`thumbs`]: preview thumbnails decoded from recorded keyframes.
+//! * [`upstream`]: forwarding cameras to upstream servers (`[[upstream]]`,
+//!   relay ALPN `kodama/relay/1`): live, telemetry, and backfill of what the
+//!   upstream has not recorded; [`relay_session`]: the upstream's side of one
+//!   forwarded camera; [`relay_mode`]: `kodama-server relay` (no recording,
+//!   no API).
+//! * [`metrics`]: Prometheus `/metrics` and the JSON overview behind
+//!   `kodama-server top`; the in-memory ring of recent log events.
 
 pub mod allowlist;
 pub mod api;
@@ -36,15 +43,19 @@ pub mod db;
 pub mod feed;
 pub mod hello;
 pub mod hub;
+pub mod metrics;
 pub mod pair_session;
 pub mod pairing;
 pub mod ratelimit;
 pub mod recorder;
+pub mod relay_mode;
+pub mod relay_session;
 pub mod sessions;
 pub mod stats;
 pub mod thumbs;
 pub mod transport;
 pub mod updates;
+pub mod upstream;
 pub mod viewer;
 pub mod viewer_session;
 pub mod web;

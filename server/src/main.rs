@@ -4,6 +4,8 @@ use clap::Parser;
 use kodama_server::app;
 use kodama_server::cli::{Cli, ServerCommand, TokenAction};
 use tokio_util::sync::CancellationToken;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -13,6 +15,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        // Recent events for `kodama-server top` (GET /api/v1/overview).
+        .with(kodama_server::metrics::recent::RecentLayer)
         .init();
     let cli = Cli::parse();
     let config = cli.common.resolve()?;
@@ -27,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command.unwrap_or(ServerCommand::Run) {
             ServerCommand::Run => app::run(config, cancel).await,
             ServerCommand::Id => app::print_id(&config),
+            ServerCommand::Relay => kodama_server::relay_mode::run(config, cancel).await,
             ServerCommand::Allow { action } => app::allow(&config, action),
             ServerCommand::Camera { action } => app::camera(&config, action).await,
             ServerCommand::Viewer { action } => app::viewer_cmd(&config, action),

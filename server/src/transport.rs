@@ -13,17 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kodama_net::endpoint::{self, EndpointOptions};
-use kodama_net::iroh::endpoint::{AfterHandshakeOutcome, EndpointHooks};
+use kodama_net::iroh::endpoint::{AfterHandshakeOutcome, EndpointHooks, Side};
 use kodama_net::iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use kodama_net::{codes, Connection, Endpoint, EndpointTicket, SecretKey};
-use kodama_proto::{role_for_alpn, Role, ALPN_CAMERA, ALPN_PAIR, ALPN_VIEWER};
+use kodama_proto::{role_for_alpn, Role, ALPN_CAMERA, ALPN_PAIR, ALPN_RELAY, ALPN_VIEWER};
 use tokio_util::sync::CancellationToken;
 
 use crate::allowlist::Allowlist;
 use crate::hub::Hub;
 use crate::pair_session::{self, PairingService};
 use crate::sessions::Sessions;
-use crate::{camera_session, viewer_session};
+use crate::{camera_session, relay_session, viewer_session};
 
 /// How often the allowlist is checked for removals.
 pub const REVOCATION_CHECK: Duration = Duration::from_millis(200);
@@ -35,6 +35,11 @@ struct AllowlistHook(Arc<Allowlist>);
 impl EndpointHooks for AllowlistHook {
     async fn after_handshake(&self, conn: &Connection) -> AfterHandshakeOutcome {
         let id = conn.remote_id();
+        if conn.side() == Side::Client {
+            // A connection this server dialled (forwarding to an upstream):
+            // the upstream's own allowlist decides; ours is for who dials us.
+            return AfterHandshakeOutcome::Accept;
+        }
         if conn.alpn() == ALPN_PAIR {
             // Any key, even a revoked one: the pairing handler refuses it
             // with a reason the peer can show.
@@ -50,10 +55,16 @@ impl EndpointHooks for AllowlistHook {
         if self.0.allows(&id, role) {
             return AfterHandshakeOutcome::Accept;
         }
+        let how = match role {
+            Role::Relay => format!("kodama-server allow add {id} --role relay --carry CAMERA_ID"),
+            _ => format!(
+                "kodama-server {role} add NAME, or: kodama-server allow add {id} --role {role}"
+            ),
+        };
         tracing::warn!(
             peer = %id,
             %role,
-            "refused {role} {id}: not on the allowlist (pair it with: kodama-server {role} add NAME, or: kodama-server allow add {id} --role {role})"
+            "refused {role} {id}: not on the allowlist (allow it with: {how})"
         );
         AfterHandshakeOutcome::Reject {
             error_code: codes::NOT_ALLOWED,
@@ -66,6 +77,7 @@ impl EndpointHooks for AllowlistHook {
 enum Kind {
     Camera,
     Viewer,
+    Relay,
     Pair,
 }
 
@@ -90,6 +102,7 @@ impl ProtocolHandler for Handler {
         match self.kind {
             Kind::Camera => camera_session::run(conn, hub, ctx, name, cancel).await,
             Kind::Viewer => viewer_session::run(conn, hub, ctx, name, cancel).await,
+            Kind::Relay => relay_session::run(conn, hub, ctx, name, cancel).await,
             Kind::Pair => pair_session::run(conn, self.pairing.clone(), name, cancel).await,
         }
         Ok(())
@@ -130,6 +143,7 @@ impl ServerNode {
         opts.endpoint.alpns = vec![
             ALPN_CAMERA.to_vec(),
             ALPN_VIEWER.to_vec(),
+            ALPN_RELAY.to_vec(),
             ALPN_PAIR.to_vec(),
         ];
         let ep = endpoint::bind_with_hooks(
@@ -150,6 +164,7 @@ impl ServerNode {
         let router = Router::builder(ep)
             .accept(ALPN_CAMERA, handler(Kind::Camera))
             .accept(ALPN_VIEWER, handler(Kind::Viewer))
+            .accept(ALPN_RELAY, handler(Kind::Relay))
             .accept(ALPN_PAIR, handler(Kind::Pair))
             .spawn();
         tokio::spawn(watch_revocations(

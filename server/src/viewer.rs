@@ -47,6 +47,15 @@ pub enum ViewerError {
         /// How long we waited.
         waited: Duration,
     },
+    /// The server ended the stream (it shut down, the viewer was removed,
+    /// the connection was lost) before the viewer's own end.
+    #[error("the stream ended after {frames} video frames: {reason}")]
+    Ended {
+        /// Video frames received before.
+        frames: u64,
+        /// The connection's close reason.
+        reason: String,
+    },
 }
 
 /// How long [`ViewerClient::connect`] waits for a known camera that is offline.
@@ -215,7 +224,9 @@ pub struct ViewOptions {
     pub stats_every: Duration,
 }
 
-/// Runs the terminal viewer until done or cancelled; returns video frames written.
+/// Runs the terminal viewer until done (`duration`, `frames`) or cancelled;
+/// returns video frames written. A stream the server ended first is
+/// [`ViewerError::Ended`], with the reason.
 pub async fn watch(
     mut client: ViewerClient,
     opts: ViewOptions,
@@ -242,6 +253,7 @@ pub async fn watch(
     let mut last_print = Instant::now();
     let mut written = 0u64;
     let mut telemetry: Option<String> = None;
+    let mut ended: Option<String> = None;
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -277,7 +289,7 @@ pub async fn watch(
             }
             ViewerEvent::Control(_) => {}
             ViewerEvent::Closed(reason) => {
-                eprintln!("disconnected: {reason}");
+                ended = Some(reason);
                 break;
             }
         }
@@ -295,7 +307,14 @@ pub async fn watch(
         started.elapsed().as_secs_f64()
     );
     client.close();
-    Ok(written)
+    match ended {
+        Some(reason) => Err(ViewerError::Ended {
+            frames: written,
+            reason,
+        }
+        .into()),
+        None => Ok(written),
+    }
 }
 
 fn print_stats(
@@ -340,5 +359,17 @@ fn summarise_telemetry(frame: &Frame) -> String {
         }
     }
     parts.sort();
-    parts.join(" ")
+    let stream = v.get("stream").filter(|s| s.is_object()).map(|s| {
+        let text = |k: &str| s.get(k).and_then(|x| x.as_str()).unwrap_or("-").to_owned();
+        let num = |k: &str| s.get(k).and_then(serde_json::Value::as_u64);
+        format!(
+            "tier {} ({} kbit/s, estimate {}, limit {}) over {} | ",
+            text("tier"),
+            num("kbps").map_or("-".into(), |k| k.to_string()),
+            num("estimate_kbps").map_or("-".into(), |k| format!("{k} kbit/s")),
+            text("limit"),
+            text("uplink"),
+        )
+    });
+    format!("{}{}", stream.unwrap_or_default(), parts.join(" "))
 }

@@ -70,7 +70,9 @@ pub async fn run(
         CameraSelector::Name(name) => ctx
             .allowlist
             .resolve(PeerRole::Camera, name)
-            .map(|p| CameraSelector::Id(*p.id.as_bytes())),
+            .map(|p| p.id)
+            .or_else(|| crate::relay_session::forwarded_by_name(&hub, &ctx.allowlist, name))
+            .map(|id| CameraSelector::Id(*id.as_bytes())),
         CameraSelector::Id(id) => Some(CameraSelector::Id(*id)),
         CameraSelector::FirstOnline => Some(CameraSelector::FirstOnline),
     };
@@ -135,6 +137,7 @@ pub async fn run(
         return;
     }
     tracing::info!(%viewer, camera = %first.info.name, "viewer watching");
+    let _watching = track.viewer_guard();
 
     let session = cancel.child_token();
     let mut media = MediaSender::new(conn.clone(), session.clone());

@@ -403,6 +403,12 @@ impl Bed {
         Ok(())
     }
 
+    /// Caps `uplink` at `kbit` kbit/s each way (`tbf`), replacing its
+    /// profile's rate until called again: a congested link.
+    pub fn cap(&self, uplink: Uplink, kbit: u32) -> Result<(), BedError> {
+        self.rate(uplink, kbit)
+    }
+
     fn rate(&self, uplink: Uplink, kbit: u32) -> Result<(), BedError> {
         // Burst: 10 ms at the rate, at least a few full-size packets.
         let burst = (kbit / 8 * 10).max(6_000).to_string();

@@ -1,7 +1,10 @@
 //! `kodama-testbed demo`: a camera in the network test bed whose Wi-Fi is
 //! cut every minute (alternately link down and a silent black hole), so you
 //! can watch it fail over to cellular and come back while the recording
-//! stays whole. Needs root. `scripts/demo.sh --testbed` runs it.
+//! stays whole, and its adaptive bitrate move: it streams a busy picture at
+//! up to 4 Mbit/s, steps down to a tier the 2 Mbit/s cellular link carries,
+//! and climbs back on Wi-Fi (each tier change is printed). Needs root.
+//! `scripts/demo.sh --testbed` runs it.
 //!
 //! ```text
 //! kodama-testbed demo [--cut-every SECONDS] [--cut-for SECONDS] [--duration SECONDS] [--data-dir DIR]
@@ -59,8 +62,10 @@ fn main() {
     });
     let rig = match Rig::start(&RigOptions {
         return_after_s: 10.0,
-        bitrate_kbps: 800,
+        bitrate_kbps: 4000,
         data_dir: data_dir.clone(),
+        busy_scene: true,
+        ..RigOptions::default()
     }) {
         Ok(r) => r,
         Err(e) => {
@@ -87,9 +92,34 @@ fn main() {
         );
     }
     let started = Instant::now();
+    let last_tier = std::cell::RefCell::new(None::<String>);
+    // Prints the camera's tier whenever its telemetry reports a new one.
+    let tier_changes = || {
+        let Some(s) = rig
+            .streams_since(Instant::now() - Duration::from_secs(2))
+            .pop()
+        else {
+            return;
+        };
+        let now = format!(
+            "{} at {} kbit/s over {} (link estimate {}, limit {})",
+            s.tier.as_deref().unwrap_or("-"),
+            s.kbps,
+            s.uplink.as_deref().unwrap_or("-"),
+            s.estimate_kbps
+                .map_or_else(|| "-".to_owned(), |e| format!("{e} kbit/s")),
+            s.limit
+        );
+        let tier = format!("{:?}{}", s.tier, s.kbps);
+        if last_tier.borrow().as_deref() != Some(tier.as_str()) {
+            println!("[{:>6.1} s] tier: {now}", started.elapsed().as_secs_f64());
+            *last_tier.borrow_mut() = Some(tier);
+        }
+    };
     let sleep_until = |t: Instant| {
         while Instant::now() < t && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
+            tier_changes();
         }
     };
     let report = |what: &str| {

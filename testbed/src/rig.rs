@@ -25,6 +25,16 @@ pub struct RigOptions {
     pub bitrate_kbps: u32,
     /// Keep the server's data here (default: a temporary directory).
     pub data_dir: Option<PathBuf>,
+    /// The camera's `video.busy_scene`: a picture that really fills the
+    /// bitrate asked for (adaptive-bitrate tests).
+    pub busy_scene: bool,
+    /// The camera's `video.abr`.
+    pub abr: bool,
+    /// The camera's `network.congestion` (`bbr3`, `cubic`).
+    pub congestion: &'static str,
+    /// The camera's `telemetry.interval_ms` (how finely the viewer sees
+    /// tier changes).
+    pub telemetry_ms: u64,
 }
 
 impl Default for RigOptions {
@@ -33,7 +43,44 @@ impl Default for RigOptions {
             return_after_s: 3.0,
             bitrate_kbps: 400,
             data_dir: None,
+            busy_scene: false,
+            abr: true,
+            congestion: "bbr3",
+            telemetry_ms: 1000,
         }
+    }
+}
+
+/// One telemetry sample's `stream` document, as the viewer got it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSample {
+    /// When the viewer got it.
+    pub at: Instant,
+    /// The adaptive-bitrate tier.
+    pub tier: Option<String>,
+    /// The encoder's target, kbit/s.
+    pub kbps: u64,
+    /// BBR's bandwidth estimate, kbit/s.
+    pub estimate_kbps: Option<u64>,
+    /// The uplink in use.
+    pub uplink: Option<String>,
+    /// The server's limit.
+    pub limit: String,
+}
+
+impl StreamSample {
+    fn parse(at: Instant, payload: &[u8]) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let s = v.get("stream")?;
+        let text = |k: &str| s.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+        Some(StreamSample {
+            at,
+            tier: text("tier"),
+            kbps: s.get("kbps").and_then(serde_json::Value::as_u64)?,
+            estimate_kbps: s.get("estimate_kbps").and_then(serde_json::Value::as_u64),
+            uplink: text("uplink"),
+            limit: text("limit").unwrap_or_default(),
+        })
     }
 }
 
@@ -50,6 +97,7 @@ pub struct Rig {
     /// `kodama-camera` in the camera namespace.
     pub camera: NsChild,
     arrivals: Arc<Mutex<Vec<Instant>>>,
+    streams: Arc<Mutex<Vec<StreamSample>>>,
     stop_viewer: CancellationToken,
     viewer: Option<std::thread::JoinHandle<()>>,
     /// Where logs, configs and (by default) the server's data live.
@@ -97,6 +145,7 @@ offline = true
 reconnect_initial_ms = 100
 reconnect_max_ms = 1000
 return_after_s = {return_after}
+congestion = "{congestion}"
 
 [[network.uplinks]]
 name = "wifi"
@@ -106,6 +155,7 @@ interface = "wifi0"
 name = "cell"
 interface = "cell0"
 
+
 [video]
 source = "synthetic"
 width = 320
@@ -113,10 +163,19 @@ height = 240
 fps = 30
 bitrate_kbps = {bitrate}
 keyframe_interval = 30
+abr = {abr}
+busy_scene = {busy}
+
+[telemetry]
+interval_ms = {telemetry_ms}
 "#,
                 key = dir.join("camera.key").display(),
                 return_after = opts.return_after_s,
                 bitrate = opts.bitrate_kbps,
+                congestion = opts.congestion,
+                abr = opts.abr,
+                busy = opts.busy_scene,
+                telemetry_ms = opts.telemetry_ms,
             ),
         )
         .map_err(|source| BedError::Io {
@@ -160,17 +219,20 @@ keyframe_interval = 30
             })?;
 
         let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let streams = Arc::new(Mutex::new(Vec::new()));
         let stop_viewer = CancellationToken::new();
         let viewer = in_namespace(&bed.ns(Ns::Server), {
             let arrivals = arrivals.clone();
+            let streams = streams.clone();
             let stop = stop_viewer.clone();
-            move || watch(viewer_key, server_id_parsed, arrivals, stop)
+            move || watch(viewer_key, server_id_parsed, arrivals, streams, stop)
         })?;
         Ok(Rig {
             bed,
             server,
             camera,
             arrivals,
+            streams,
             stop_viewer,
             viewer: Some(viewer),
             dir,
@@ -192,6 +254,52 @@ keyframe_interval = 30
             .bed
             .spawn(Ns::Server, &self.server_bin, &self.server_args, &log)?;
         Ok(killed)
+    }
+
+    /// The camera's stream documents (tier, estimate, uplink) the viewer
+    /// got since `t`, oldest first.
+    pub fn streams_since(&self, t: Instant) -> Vec<StreamSample> {
+        self.streams.lock().map_or_else(
+            |_| Vec::new(),
+            |s| s.iter().filter(|x| x.at >= t).cloned().collect(),
+        )
+    }
+
+    /// Waits (bounded) until a telemetry sample after `t` satisfies `pred`;
+    /// returns it.
+    pub fn wait_stream(
+        &self,
+        t: Instant,
+        within: Duration,
+        pred: impl Fn(&StreamSample) -> bool,
+    ) -> Option<StreamSample> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.streams_since(t).into_iter().find(|s| pred(s)) {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Runs `kodama-server ARGS…` against the running server (its admin
+    /// API, in the server's namespace); returns stdout or the error.
+    pub fn server_command(&self, args: &[&str]) -> Result<String, BedError> {
+        let data = self.server_args[1].clone();
+        let server = self.server_bin.to_string_lossy().into_owned();
+        let mut command = vec![
+            "ip".to_owned(),
+            "netns".into(),
+            "exec".into(),
+            self.bed.ns(Ns::Server),
+            server,
+            "--data-dir".into(),
+            data,
+        ];
+        command.extend(args.iter().map(|a| (*a).to_owned()));
+        let refs: Vec<&str> = command.iter().map(String::as_str).collect();
+        Ok(crate::run(&refs)?.trim().to_owned())
     }
 
     /// Video frames the viewer got since `t`.
@@ -312,6 +420,7 @@ fn watch(
     key: SecretKey,
     server: kodama_net::EndpointId,
     arrivals: Arc<Mutex<Vec<Instant>>>,
+    streams: Arc<Mutex<Vec<StreamSample>>>,
     stop: CancellationToken,
 ) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -356,6 +465,15 @@ fn watch(
                     ViewerEvent::Media(Received::Frame(_, f)) if f.channel == Channel::Video => {
                         if let Ok(mut a) = arrivals.lock() {
                             a.push(Instant::now());
+                        }
+                    }
+                    ViewerEvent::Media(Received::Frame(_, f))
+                        if f.channel == Channel::Telemetry =>
+                    {
+                        if let (Some(s), Ok(mut all)) =
+                            (StreamSample::parse(Instant::now(), &f.payload), streams.lock())
+                        {
+                            all.push(s);
                         }
                     }
                     ViewerEvent::Closed(_) => break,

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backlog::BacklogStatus;
 use crate::hw::gnss::Fix;
-use crate::uplink::AuxMessage;
+use crate::uplink::{AuxMessage, StreamStatus};
 
 pub use self::system::{SystemReader, SystemSample};
 
@@ -80,6 +80,9 @@ pub struct Sample {
     pub motion: bool,
     /// Store-and-forward: GOPs waiting for upload, upload progress, drops.
     pub backlog: Option<BacklogStatus>,
+    /// The live stream: adaptive-bitrate tier, bandwidth estimate, uplink.
+    #[serde(default)]
+    pub stream: Option<StreamStatus>,
 }
 
 /// The other subsystems' state the sampler reports; any may be absent.
@@ -97,6 +100,9 @@ pub struct Inputs<M = serde_json::Value> {
     pub motion: Option<watch::Receiver<bool>>,
     /// The backlog's status.
     pub backlog: Option<watch::Receiver<BacklogStatus>>,
+    /// The live stream's tier, estimate and uplink (also the bitrate when
+    /// `bitrate_kbps` is absent).
+    pub stream: Option<watch::Receiver<StreamStatus>>,
 }
 
 impl<M> Default for Inputs<M> {
@@ -107,6 +113,7 @@ impl<M> Default for Inputs<M> {
             bitrate_kbps: None,
             motion: None,
             backlog: None,
+            stream: None,
         }
     }
 }
@@ -122,6 +129,10 @@ impl<M: Serialize> Inputs<M> {
         sample.bitrate_kbps = self.bitrate_kbps.as_ref().map(|b| *b.borrow());
         sample.motion = self.motion.as_ref().is_some_and(|m| *m.borrow());
         sample.backlog = self.backlog.as_ref().map(|b| *b.borrow());
+        sample.stream = self.stream.as_ref().map(|s| s.borrow().clone());
+        if sample.bitrate_kbps.is_none() {
+            sample.bitrate_kbps = sample.stream.as_ref().map(|s| s.kbps);
+        }
     }
 }
 
@@ -225,11 +236,42 @@ mod tests {
             modem: Some(serde_json::json!({"signal_dbm": -71})),
             bitrate_kbps: Some(800),
             motion: true,
+            stream: Some(StreamStatus {
+                uplink: Some("cell".into()),
+                tier: Some("480p15".into()),
+                kbps: 1000,
+                estimate_kbps: Some(1800),
+                rtt_ms: Some(80),
+                limit: "cap 480p15".into(),
+            }),
             ..Sample::default()
         };
         let aux = s.to_aux();
         assert_eq!(aux.channel, Channel::Telemetry);
         let back: Sample = serde_json::from_slice(&aux.payload).expect("json");
         assert_eq!(back, s);
+        let v: serde_json::Value = serde_json::from_slice(&aux.payload).expect("json");
+        assert_eq!(v["stream"]["uplink"], "cell");
+        assert_eq!(v["stream"]["estimate_kbps"], 1800);
+    }
+
+    #[test]
+    fn the_stream_status_gives_the_bitrate() {
+        let (_tx, rx) = watch::channel(StreamStatus {
+            tier: Some("360p15".into()),
+            kbps: 500,
+            ..StreamStatus::default()
+        });
+        let inputs: Inputs = Inputs {
+            stream: Some(rx),
+            ..Inputs::default()
+        };
+        let mut sample = Sample::default();
+        inputs.fill(&mut sample);
+        assert_eq!(sample.bitrate_kbps, Some(500));
+        assert_eq!(
+            sample.stream.and_then(|s| s.tier).as_deref(),
+            Some("360p15")
+        );
     }
 }

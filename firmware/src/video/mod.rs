@@ -143,6 +143,19 @@ pub trait VideoSource: Send {
     fn set_bitrate(&mut self, kbps: u32) -> Result<(), VideoError>;
     /// Makes the next frame a keyframe.
     fn request_keyframe(&mut self);
+    /// Moves to a rung of the adaptive-bitrate ladder from the next
+    /// keyframe (forced), and says what the source actually runs now. A
+    /// source that can change only its bitrate (the default) keeps its
+    /// picture size and frame rate.
+    fn set_tier(&mut self, tier: &TierRequest) -> Result<Applied, VideoError> {
+        self.set_bitrate(tier.kbps)?;
+        self.request_keyframe();
+        Ok(Applied {
+            tier: tier.name,
+            kbps: tier.kbps,
+            format: self.format(),
+        })
+    }
     /// The latest low-resolution luma plane, if the source provides one.
     fn take_luma(&mut self) -> Option<LumaFrame> {
         None
@@ -196,6 +209,64 @@ pub enum VideoControl {
     Keyframe,
     /// Change the bitrate.
     Bitrate(u32),
+    /// Move to a rung of the adaptive-bitrate ladder (at a forced keyframe).
+    Tier(TierRequest),
+}
+
+/// A rung of the adaptive-bitrate ladder, as the encoder should run it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierRequest {
+    /// The rung's name (`"480p15"`).
+    pub name: &'static str,
+    /// Target bitrate, kbit/s.
+    pub kbps: u32,
+    /// Picture width.
+    pub width: u32,
+    /// Picture height.
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+}
+
+impl From<&kodama_net::policy::rate::Rung> for TierRequest {
+    fn from(r: &kodama_net::policy::rate::Rung) -> Self {
+        TierRequest {
+            name: r.name,
+            kbps: r.kbps,
+            width: r.width,
+            height: r.height,
+            fps: r.fps,
+        }
+    }
+}
+
+/// What the source runs after a tier request: the capture thread publishes
+/// it, the uplink acknowledges with it and telemetry reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The rung asked for.
+    pub tier: &'static str,
+    /// The bitrate the encoder targets, kbit/s.
+    pub kbps: u32,
+    /// The picture the source produces.
+    pub format: VideoFormat,
+}
+
+/// The capture thread's answer to the latest tier request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TierState {
+    /// No tier asked for yet.
+    #[default]
+    Initial,
+    /// Running this.
+    Applied(Applied),
+    /// The source refused the request.
+    Failed {
+        /// The rung asked for.
+        tier: &'static str,
+        /// Why.
+        error: String,
+    },
 }
 
 /// Handles to a running capture thread.
@@ -207,6 +278,8 @@ pub struct Capture {
     pub luma: mpsc::Receiver<LumaFrame>,
     /// Control requests to the source.
     pub control: mpsc::Sender<VideoControl>,
+    /// What the source did with the latest tier request.
+    pub tier: tokio::sync::watch::Receiver<TierState>,
     /// The thread; joins after `cancel` fires.
     pub thread: std::thread::JoinHandle<Result<(), VideoError>>,
 }
@@ -228,6 +301,7 @@ pub fn spawn_capture(
     let (frame_tx, frames) = mpsc::channel(CAPTURE_QUEUE);
     let (luma_tx, luma) = mpsc::channel(4);
     let (control, mut control_rx) = mpsc::channel(16);
+    let (tier_tx, tier) = tokio::sync::watch::channel(TierState::Initial);
     let thread = std::thread::Builder::new()
         .name("kodama-capture".into())
         .spawn(move || {
@@ -242,6 +316,22 @@ pub fn spawn_capture(
                             if let Err(e) = source.set_bitrate(kbps) {
                                 tracing::warn!("cannot change bitrate to {kbps} kbit/s: {e}");
                             }
+                        }
+                        VideoControl::Tier(t) => {
+                            let state = match source.set_tier(&t) {
+                                Ok(applied) => {
+                                    tracing::info!(tier = t.name, kbps = applied.kbps, format = ?applied.format, "video tier");
+                                    TierState::Applied(applied)
+                                }
+                                Err(e) => {
+                                    tracing::warn!(tier = t.name, "cannot change the video tier: {e}");
+                                    TierState::Failed {
+                                        tier: t.name,
+                                        error: e.to_string(),
+                                    }
+                                }
+                            };
+                            tier_tx.send_replace(state);
                         }
                     }
                 }
@@ -287,6 +377,7 @@ pub fn spawn_capture(
         frames,
         luma,
         control,
+        tier,
         thread,
     })
 }

@@ -9,7 +9,9 @@
 //!
 //! Policy: **down fast** — once congestion has lasted [`RateConfig::down_after`]
 //! the controller steps down, straight to the highest rung the bandwidth
-//! estimate fits when there is one; **up slowly** — after
+//! estimate fits when there is one (the estimate picks the target, never
+//! triggers a step by itself: a sender that is application-limited at its
+//! tier measures only the rate it sends, so "estimate ≈ tier" is normal); **up slowly** — after
 //! [`RateConfig::probe_after`] of clean samples it probes one rung up; a
 //! probe that meets congestion within [`RateConfig::probe_hold`] is undone at
 //! once and the next probe waits twice as long (up to
@@ -271,6 +273,19 @@ impl RateController {
         Some(Decision { tier, reason })
     }
 
+    /// The connection moved to another path (a new session, a failover):
+    /// its counters start again and its RTT floor is unknown, so what was
+    /// learnt about the old path is forgotten. The tier stays; the new
+    /// path's own measurements move it.
+    pub fn new_path(&mut self, now: Duration) {
+        self.last = None;
+        self.min_rtt = None;
+        self.bad_since = None;
+        self.good_since = Some(now);
+        self.probe = None;
+        self.estimate_bps = None;
+    }
+
     /// Sets the server's limit; returns the change it forces, if any.
     pub fn set_limit(&mut self, limit: Limit, now: Duration) -> Option<Decision> {
         self.limit = limit;
@@ -324,12 +339,9 @@ impl RateController {
                 && s.rtt > m + self.cfg.rtt_slack
         });
         let lossy = loss > self.cfg.loss_congested;
-        let over_estimate = s
-            .bandwidth_bps
-            .is_some_and(|bps| self.fits(bps) < self.current);
         let congested = lossy || dropped_groups || queued || inflated;
 
-        if congested || over_estimate {
+        if congested {
             self.good_since = None;
             let since = *self.bad_since.get_or_insert(now);
             if let Some(p) = self.probe.take() {
@@ -344,14 +356,9 @@ impl RateController {
                 return None;
             }
             let by_estimate = s.bandwidth_bps.map(|bps| self.fits(bps));
-            let target = match by_estimate {
-                Some(t) if t < self.current => t,
-                _ => self.current.saturating_sub(1),
-            };
-            let reason = if congested {
-                Reason::Congested
-            } else {
-                Reason::BandwidthBelowTier
+            let (target, reason) = match by_estimate {
+                Some(t) if t + 1 < self.current => (t, Reason::BandwidthBelowTier),
+                _ => (self.current.saturating_sub(1), Reason::Congested),
             };
             // Stepping down also postpones the next probe a little.
             self.next_probe = self.next_probe.max(now + self.cfg.probe_after);
@@ -586,6 +593,33 @@ mod tests {
         let d = replay(&mut c, &rows);
         assert_eq!(d[0].1.tier, 0);
         assert_eq!(c.current(), 3, "climbed back to the top: {d:?}");
+    }
+
+    #[test]
+    fn an_application_limited_estimate_does_not_fail_a_probe() {
+        // BBR measures what we send: at 1 Mbit/s the estimate is about 1
+        // Mbit/s, below the 2 Mbit/s rung being probed, yet the link is clean.
+        let mut c = controller(1);
+        let rows: Vec<Row> = (0..100)
+            .map(|i| Row {
+                est_kbps: Some(1_100),
+                ..row(i * 200, 0, 20)
+            })
+            .collect();
+        let d = replay(&mut c, &rows);
+        assert!(d.iter().all(|(_, d)| d.reason == Reason::Probe), "{d:?}");
+        assert_eq!(c.current(), 3);
+    }
+
+    #[test]
+    fn a_new_path_forgets_the_old_rtt_floor() {
+        // Wi-Fi at 20 ms, then cellular at 80 ms: not a standing queue.
+        let mut c = controller(2);
+        assert!(replay(&mut c, &clean(0, 2_000)).is_empty());
+        c.new_path(Duration::from_millis(2_000));
+        let rows: Vec<Row> = (10..30).map(|i| row(i * 200, 0, 80)).collect();
+        let d = replay(&mut c, &rows);
+        assert!(d.iter().all(|(_, d)| d.reason == Reason::Probe), "{d:?}");
     }
 
     #[test]

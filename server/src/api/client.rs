@@ -65,9 +65,9 @@ pub fn rotate_token(data_dir: &Path, cfg: &ApiConfig) -> std::io::Result<PathBuf
     Ok(path)
 }
 
-/// Where to reach the API from this machine: a wildcard listen address is
-/// reached over loopback.
-fn connect_addr(listen: SocketAddr) -> SocketAddr {
+/// Where to reach a server (the API, or the QUIC node for `view`) from this
+/// machine: its listen address, or loopback when it listens on every address.
+pub fn connect_addr(listen: SocketAddr) -> SocketAddr {
     let mut a = listen;
     if a.ip().is_unspecified() {
         a.set_ip(if a.is_ipv4() {
@@ -190,6 +190,22 @@ pub async fn command(
     camera: &str,
     command: &str,
 ) -> Result<serde_json::Value, ClientError> {
+    command_with(
+        data_dir,
+        cfg,
+        camera,
+        serde_json::json!({ "command": command }),
+    )
+    .await
+}
+
+/// [`command`] with a full body (`{"command": "tier", "mode": "cap", "rung": 1}`).
+pub async fn command_with(
+    data_dir: &Path,
+    cfg: &ApiConfig,
+    camera: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, ClientError> {
     let token_path = cfg.token_path(data_dir);
     let token = std::fs::read_to_string(&token_path).map_err(|source| ClientError::Token {
         path: token_path.clone(),
@@ -200,13 +216,7 @@ pub async fn command(
         "/api/v1/cameras/{}/commands",
         percent_encode_segment(camera)
     );
-    post_json(
-        addr,
-        token.trim(),
-        &path,
-        &serde_json::json!({ "command": command }),
-    )
-    .await
+    post_json(addr, token.trim(), &path, &body).await
 }
 
 fn read_token(data_dir: &Path, cfg: &ApiConfig) -> Result<String, ClientError> {

@@ -181,14 +181,6 @@ pub enum ApiError {
     /// The accounts database could not be opened.
     #[error("web accounts: {0}")]
     Accounts(#[from] AccountError),
-    /// The listen address could not be bound.
-    #[error("listening on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
     /// The server failed while running.
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
@@ -346,21 +338,6 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API until `cancel` fires.
-pub async fn serve(
-    cfg: ApiConfig,
-    state: ApiState,
-    cancel: CancellationToken,
-) -> Result<(), ApiError> {
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ApiError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    serve_on(listener, state, cancel).await
-}
-
 /// Serves the API on a bound listener until `cancel` fires (tests bind port 0).
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
@@ -456,12 +433,17 @@ async fn cameras(State(state): State<ApiState>) -> Result<Json<serde_json::Value
         .with_db(|db, _| {
             let mut out = Vec::new();
             for row in db.cameras()? {
-                let backlog = db
+                let latest = db
                     .latest_aux(AuxKind::Telemetry, row.id)?
-                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t.json).ok())
-                    .and_then(|mut v| v.get_mut("backlog").map(serde_json::Value::take))
-                    .filter(|b| !b.is_null());
-                out.push((row, backlog));
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t.json).ok());
+                let field = |name: &str| {
+                    latest
+                        .as_ref()
+                        .and_then(|v| v.get(name).cloned())
+                        .filter(|b| !b.is_null())
+                };
+                let (backlog, stream) = (field("backlog"), field("stream"));
+                out.push((row, backlog, stream));
             }
             Ok(out)
         })
@@ -469,7 +451,7 @@ async fn cameras(State(state): State<ApiState>) -> Result<Json<serde_json::Value
     let live = state.0.live.cameras();
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (row, backlog) in &rows {
+    for (row, backlog, stream) in &rows {
         let l = live.iter().find(|l| l.endpoint == row.endpoint);
         let last = l
             .and_then(|l| l.last_seen_us)
@@ -485,6 +467,7 @@ async fn cameras(State(state): State<ApiState>) -> Result<Json<serde_json::Value
             "recording": rec.recording,
             "fragments_dropped": rec.fragments_dropped,
             "backlog": backlog,
+            "stream": stream,
             "backfill": {
                 "fragments": rec.backfill_fragments,
                 "last": rec.last_backfill_us.map(rfc3339),
@@ -656,10 +639,37 @@ async fn export_route(
 /// How long an admin's command may wait for the camera's answer.
 pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// `POST /api/v1/cameras/{camera}/commands` body.
+/// `POST /api/v1/cameras/{camera}/commands` body. `tier` takes `mode`
+/// (`auto`, `cap`, `pin`) and, for cap and pin, `rung` (0 = lowest).
 #[derive(Debug, Deserialize)]
 struct CommandBody {
     command: String,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    rung: Option<u8>,
+}
+
+/// The tier limit a `tier` command body asks for.
+fn tier_limit(mode: Option<&str>, rung: Option<u8>) -> Result<kodama_proto::TierLimit, ApiFailure> {
+    use kodama_proto::TierLimit;
+    let need_rung = || {
+        rung.ok_or_else(|| {
+            ApiFailure::bad_request(
+                "missing_rung",
+                "cap and pin need \"rung\" (0 = the lowest tier)",
+            )
+        })
+    };
+    match mode {
+        Some("auto") => Ok(TierLimit::Auto),
+        Some("cap") => Ok(TierLimit::Cap(need_rung()?)),
+        Some("pin") => Ok(TierLimit::Pin(need_rung()?)),
+        other => Err(ApiFailure::bad_request(
+            "unknown_mode",
+            format!("tier \"mode\" must be auto, cap or pin, got {other:?}"),
+        )),
+    }
 }
 
 async fn command_route(
@@ -674,10 +684,11 @@ async fn command_route(
         "keyframe" => Command::RequestKeyframe,
         "reboot" => Command::Reboot,
         "snapshot" => Command::Snapshot,
+        "tier" => Command::SetTier(tier_limit(body.mode.as_deref(), body.rung)?),
         other => {
             return Err(ApiFailure::bad_request(
                 "unknown_command",
-                format!("unknown command {other:?}; known: keyframe, reboot, snapshot"),
+                format!("unknown command {other:?}; known: keyframe, reboot, snapshot, tier"),
             ))
         }
     };

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_fragment_index.sql"),
     include_str!("migrations/0003_backfill.sql"),
+    include_str!("migrations/0004_checks_and_garbage.sql"),
 ];
 
 /// The schema version this code writes.
@@ -183,6 +184,58 @@ pub struct AuxRow {
     pub json: String,
 }
 
+/// What the recorder commits at once (see [`Db::commit_batch`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexBatch {
+    /// Fragments written, by segment id.
+    pub fragments: Vec<(i64, FragmentRow, FragmentOrigin)>,
+    /// Cameras heard from: row id, wall time.
+    pub seen: Vec<(i64, i64)>,
+}
+
+impl IndexBatch {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.fragments.is_empty() && self.seen.is_empty()
+    }
+}
+
+/// Inserts one fragment row and extends its segment's row to cover it.
+fn insert_fragment(
+    tx: &rusqlite::Transaction<'_>,
+    segment_id: i64,
+    f: &FragmentRow,
+    origin: Option<FragmentOrigin>,
+) -> Result<(), DbError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO fragment (segment_id, seq, start_us, duration_us, offset, len, frames,
+           capture_us, first_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        segment_id,
+        f.seq,
+        f.start_us,
+        f.duration_us,
+        f.offset,
+        f.len,
+        f.frames,
+        origin.map(|o| o.capture_us),
+        origin.map(|o| o.first_seq)
+    ])?;
+    tx.prepare_cached(
+        "UPDATE segment SET end_us = max(end_us, ?2), bytes = max(bytes, ?3),
+           frames = frames + ?4, fragments = fragments + 1 WHERE id = ?1",
+    )?
+    .execute(params![
+        segment_id,
+        f.start_us + f.duration_us,
+        f.offset + f.len,
+        f.frames
+    ])?;
+    Ok(())
+}
+
 /// One connection to the index.
 #[derive(Debug)]
 pub struct Db {
@@ -263,16 +316,38 @@ impl Db {
     }
 
     /// Applies migrations from `from` up to `to`, one transaction each.
+    ///
+    /// Foreign keys are off meanwhile (a migration may rebuild a referenced
+    /// table, which would otherwise cascade) and checked before each commit.
     fn migrate(conn: &mut Connection, from: i64, to: i64) -> Result<(), DbError> {
-        for version in from + 1..=to {
-            let tx = conn.transaction()?;
-            let sql = MIGRATIONS[(version - 1) as usize];
-            tx.execute_batch(sql)
-                .map_err(|source| DbError::Migration { version, source })?;
-            tx.pragma_update(None, "user_version", version)?;
-            tx.commit()?;
-        }
-        Ok(())
+        conn.pragma_update(None, "foreign_keys", false)?;
+        let result = (|| {
+            for version in from + 1..=to {
+                let tx = conn.transaction()?;
+                let sql = MIGRATIONS[(version - 1) as usize];
+                tx.execute_batch(sql)
+                    .map_err(|source| DbError::Migration { version, source })?;
+                let dangling: i64 = tx
+                    .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                        r.get(0)
+                    })
+                    .map_err(|source| DbError::Migration { version, source })?;
+                if dangling > 0 {
+                    return Err(DbError::Migration {
+                        version,
+                        source: rusqlite::Error::SqliteFailure(
+                            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                            Some(format!("{dangling} rows with dangling foreign keys")),
+                        ),
+                    });
+                }
+                tx.pragma_update(None, "user_version", version)?;
+                tx.commit()?;
+            }
+            Ok(())
+        })();
+        conn.pragma_update(None, "foreign_keys", true)?;
+        result
     }
 
     /// Checkpoints the WAL into the database and truncates it (after
@@ -312,15 +387,6 @@ impl Db {
         )?)
     }
 
-    /// Records that a camera was heard from.
-    pub fn camera_seen(&self, id: i64, seen_us: i64) -> Result<(), DbError> {
-        self.conn.execute(
-            "UPDATE camera SET last_seen_us = max(last_seen_us, ?2) WHERE id = ?1",
-            params![id, seen_us],
-        )?;
-        Ok(())
-    }
-
     /// All cameras, by name.
     pub fn cameras(&self) -> Result<Vec<CameraRow>, DbError> {
         let mut st = self.conn.prepare_cached(
@@ -358,80 +424,39 @@ impl Db {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Indexes fragments appended to a segment, in one transaction. The
-    /// caller has made the fragments' bytes durable first (invariant 1).
+    /// Indexes fragments found in a segment file (reconciliation: their
+    /// origin on the camera is unknown), in one transaction. The fragments'
+    /// bytes are durable (invariant 1).
     pub fn add_fragments(
         &mut self,
         segment_id: i64,
         fragments: &[FragmentRow],
     ) -> Result<(), DbError> {
         let tx = self.conn.transaction()?;
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO fragment (segment_id, seq, start_us, duration_us, offset, len, frames)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            let mut upd = tx.prepare_cached(
-                "UPDATE segment SET end_us = max(end_us, ?2), bytes = max(bytes, ?3),
-                   frames = frames + ?4, fragments = fragments + 1 WHERE id = ?1",
-            )?;
-            for f in fragments {
-                ins.execute(params![
-                    segment_id,
-                    f.seq,
-                    f.start_us,
-                    f.duration_us,
-                    f.offset,
-                    f.len,
-                    f.frames
-                ])?;
-                upd.execute(params![
-                    segment_id,
-                    f.start_us + f.duration_us,
-                    f.offset + f.len,
-                    f.frames
-                ])?;
-            }
+        for f in fragments {
+            insert_fragment(&tx, segment_id, f, None)?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Indexes one fragment the recorder wrote, with where it came from on
-    /// the camera, in one transaction (bytes durable first, invariant 1).
-    pub fn add_fragment_from(
-        &mut self,
-        segment_id: i64,
-        f: &FragmentRow,
-        origin: FragmentOrigin,
-    ) -> Result<(), DbError> {
+    /// Commits what the recorder wrote since its last commit, in one
+    /// transaction: fragments (whose bytes it has synced, invariant 1) with
+    /// where they came from on the camera, and when it last heard from each
+    /// camera.
+    pub fn commit_batch(&mut self, batch: &IndexBatch) -> Result<(), DbError> {
         let tx = self.conn.transaction()?;
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO fragment (segment_id, seq, start_us, duration_us, offset, len, frames,
-               capture_us, first_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?
-        .execute(params![
-            segment_id,
-            f.seq,
-            f.start_us,
-            f.duration_us,
-            f.offset,
-            f.len,
-            f.frames,
-            origin.capture_us,
-            origin.first_seq
-        ])?;
-        tx.prepare_cached(
-            "UPDATE segment SET end_us = max(end_us, ?2), bytes = max(bytes, ?3),
-               frames = frames + ?4, fragments = fragments + 1 WHERE id = ?1",
-        )?
-        .execute(params![
-            segment_id,
-            f.start_us + f.duration_us,
-            f.offset + f.len,
-            f.frames
-        ])?;
+        for (segment_id, f, origin) in &batch.fragments {
+            insert_fragment(&tx, *segment_id, f, Some(*origin))?;
+        }
+        {
+            let mut seen = tx.prepare_cached(
+                "UPDATE camera SET last_seen_us = max(last_seen_us, ?2) WHERE id = ?1",
+            )?;
+            for (id, us) in &batch.seen {
+                seen.execute(params![id, us])?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }
@@ -482,6 +507,75 @@ impl Db {
         tx.execute("DELETE FROM segment WHERE id = ?1", params![id])?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Forgets segments whose files are about to be unlinked, recording their
+    /// paths in `garbage` in the same transaction (the "Delete" order of
+    /// docs/design/recording.md). The caller unlinks the files next, then
+    /// calls [`Db::forget_garbage`].
+    pub fn retire_segments(&mut self, segments: &[(i64, &str)]) -> Result<(), DbError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut frags = tx.prepare_cached("DELETE FROM fragment WHERE segment_id = ?1")?;
+            let mut seg = tx.prepare_cached("DELETE FROM segment WHERE id = ?1")?;
+            let mut garbage =
+                tx.prepare_cached("INSERT OR IGNORE INTO garbage (path) VALUES (?1)")?;
+            for (id, path) in segments {
+                frags.execute(params![id])?;
+                seg.execute(params![id])?;
+                garbage.execute(params![path])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Paths retired but not yet known to be unlinked.
+    pub fn garbage(&self) -> Result<Vec<String>, DbError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT path FROM garbage ORDER BY path")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets retired paths whose files are gone.
+    pub fn forget_garbage(&mut self, paths: &[String]) -> Result<(), DbError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("DELETE FROM garbage WHERE path = ?1")?;
+            for p in paths {
+                st.execute(params![p])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Indexed bytes per camera row id (retention's starting totals).
+    pub fn bytes_per_camera(&self) -> Result<Vec<(i64, i64)>, DbError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT camera_id, coalesce(sum(bytes), 0) FROM segment GROUP BY camera_id",
+        )?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` segments, oldest first, starting after the segment with
+    /// key `(start_us, id)` (keyset paging, so retention reads only as many
+    /// rows as it deletes, plus one page).
+    pub fn oldest_segments(
+        &self,
+        after: Option<(i64, i64)>,
+        limit: i64,
+    ) -> Result<Vec<SegmentRow>, DbError> {
+        let (start, id) = after.unwrap_or((i64::MIN, i64::MIN));
+        let mut st = self.conn.prepare_cached(&format!(
+            "SELECT {SEGMENT_COLUMNS} FROM segment WHERE (start_us, id) > (?1, ?2)
+             ORDER BY start_us, id LIMIT ?3"
+        ))?;
+        let rows = st.query_map(params![start, id, limit], segment_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Resets a segment's index (before re-indexing it from its file).

@@ -1,4 +1,4 @@
--- Kodama recording index, current schema (version 3). Times are µs since the
+-- Kodama recording index, current schema (version 4). Times are µs since the
 -- Unix epoch (UTC, wall clock as estimated by the recorder); paths are
 -- relative to <data>/recordings. See docs/design/recording.md.
 
@@ -13,24 +13,26 @@ CREATE TABLE camera (
 CREATE TABLE segment (
   id INTEGER PRIMARY KEY,
   camera_id INTEGER NOT NULL REFERENCES camera (id),
-  path TEXT NOT NULL UNIQUE,
+  path TEXT NOT NULL UNIQUE CHECK (path <> ''),
   start_us INTEGER NOT NULL,
   end_us INTEGER NOT NULL,
   -- Indexed (durable, complete-fragment) length of the file.
   bytes INTEGER NOT NULL,
   -- Length of ftyp + moov; the first fragment starts here.
-  init_bytes INTEGER NOT NULL,
-  frames INTEGER NOT NULL,
+  init_bytes INTEGER NOT NULL CHECK (init_bytes > 0),
+  frames INTEGER NOT NULL CHECK (frames >= 0),
   codec TEXT NOT NULL,
-  width INTEGER NOT NULL,
-  height INTEGER NOT NULL,
+  width INTEGER NOT NULL CHECK (width > 0),
+  height INTEGER NOT NULL CHECK (height > 0),
   -- 1 while the recorder appends to it; 0 once closed or reconciled.
-  open INTEGER NOT NULL DEFAULT 0,
-  fragments INTEGER NOT NULL DEFAULT 0,
+  open INTEGER NOT NULL DEFAULT 0 CHECK (open IN (0, 1)),
+  fragments INTEGER NOT NULL DEFAULT 0 CHECK (fragments >= 0),
   -- 1 when written from GOPs the camera kept while offline and uploaded
   -- later (store-and-forward); its time range may lie before live segments
   -- written at the same moment.
-  backfill INTEGER NOT NULL DEFAULT 0
+  backfill INTEGER NOT NULL DEFAULT 0 CHECK (backfill IN (0, 1)),
+  CHECK (end_us >= start_us),
+  CHECK (bytes >= init_bytes)
 );
 
 CREATE INDEX segment_camera_start ON segment (camera_id, start_us);
@@ -40,12 +42,12 @@ CREATE INDEX segment_start ON segment (start_us);
 -- keyframe at byte `offset` of its segment file.
 CREATE TABLE fragment (
   segment_id INTEGER NOT NULL REFERENCES segment (id) ON DELETE CASCADE,
-  seq INTEGER NOT NULL,
+  seq INTEGER NOT NULL CHECK (seq >= 0),
   start_us INTEGER NOT NULL,
-  duration_us INTEGER NOT NULL,
-  offset INTEGER NOT NULL,
-  len INTEGER NOT NULL,
-  frames INTEGER NOT NULL,
+  duration_us INTEGER NOT NULL CHECK (duration_us >= 0),
+  offset INTEGER NOT NULL CHECK (offset > 0),
+  len INTEGER NOT NULL CHECK (len > 0),
+  frames INTEGER NOT NULL CHECK (frames >= 0),
   -- The keyframe's capture time (µs, camera clock) and sequence number on
   -- the camera; NULL for fragments indexed from files alone.
   capture_us INTEGER,
@@ -54,6 +56,14 @@ CREATE TABLE fragment (
 ) WITHOUT ROWID;
 
 CREATE INDEX fragment_capture ON fragment (capture_us);
+
+-- Files whose segment rows are already deleted but which may still exist:
+-- retention commits the row deletion and this row together, then unlinks the
+-- file, then deletes this row. Start-up unlinks whatever is listed here
+-- before looking for unindexed files (docs/design/recording.md, "Delete").
+CREATE TABLE garbage (
+  path TEXT PRIMARY KEY CHECK (path <> '')
+) WITHOUT ROWID;
 
 CREATE TABLE telemetry (
   id INTEGER PRIMARY KEY,

@@ -4,8 +4,16 @@
 //!
 //! Channels: [`Recorder::run`] reads the bounded feed the hub fills with
 //! `try_send` (see [`crate::feed`]); the hub drops whole GOPs when this queue
-//! is full, so a slow disk never blocks live routing. Disk work runs on the
-//! blocking pool, one event at a time, so events of a camera stay in order.
+//! is full, so a slow disk never blocks live routing. A dedicated writer
+//! thread owns the recorder (its files and index connection) and handles one
+//! event at a time, so events of a camera stay in order.
+//!
+//! Batching: fragments are written to their files as they arrive; every
+//! `flush_seconds` (or 64 fragments) the writer syncs the files written to
+//! and commits all their index rows in one transaction, then acknowledges
+//! them to the cameras. A `kill -9` still loses at most the fragment being
+//! written (the files are the source of truth; reconciliation re-indexes
+//! them); a power cut loses at most the unacknowledged flush interval.
 //!
 //! # Layout
 //! * [`clock`]: injected wall-clock and monotonic time (real, simulated).
@@ -13,11 +21,13 @@
 //! * [`segment`]: building fragments (sans-IO) and the segment file adapter.
 //! * [`reconcile`]: start-up recovery of index and files.
 //! * [`retention`]: deleting oldest segments by age and size.
+//! * [`storage`]: the file-system operations of the writer, behind a trait.
 
 pub mod clock;
 pub mod reconcile;
 pub mod retention;
 pub mod segment;
+pub mod storage;
 pub mod timing;
 
 use std::collections::{HashMap, HashSet};
@@ -33,13 +43,15 @@ use kodama_proto::{CameraInfo, Channel, Frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{AuxKind, Db, DbError, FragmentOrigin, FragmentRow, NewSegment};
+use crate::db::{AuxKind, Db, DbError, FragmentOrigin, FragmentRow, IndexBatch, NewSegment};
 use crate::feed::{FeedEvent, Group, StoredAcks};
 use kodama_proto::Stored;
 
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use reconcile::{reconcile, ReconcileReport};
-use segment::{build_fragment, is_disk_full, ticks_to_us, SegmentFile};
+use retention::Usage;
+use segment::{build_fragment, ticks_to_us, SegmentFile};
+pub use storage::{is_disk_full, LocalStorage, Storage, StorageFile};
 use timing::{Observation, WallMapper};
 
 /// Largest telemetry or event document stored (bytes of JSON).
@@ -50,6 +62,10 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Extra space a full disk makes retention free beyond the failed write.
 const FULL_DISK_MARGIN: u64 = 1 << 20;
+
+/// Fragments written but not yet committed beyond which the writer commits
+/// regardless of `flush_seconds` (bounds memory and the batch).
+const MAX_PENDING_FRAGMENTS: usize = 64;
 
 /// A capture-clock jump forward within a connection beyond which a new
 /// segment starts, so the gap shows in the index.
@@ -83,6 +99,11 @@ pub struct RecorderConfig {
     pub max_total_gb: f64,
     /// Keep each camera's recordings under this many GB, if set.
     pub max_camera_gb: Option<f64>,
+    /// Sync written video and commit its index at least this often
+    /// (seconds; 0 = after every GOP). A power cut loses at most this much
+    /// (cameras keep it until acknowledged); `kill -9` loses at most the
+    /// GOP being written, whatever the value.
+    pub flush_seconds: u32,
 }
 
 impl Default for RecorderConfig {
@@ -93,6 +114,7 @@ impl Default for RecorderConfig {
             max_age_days: 7,
             max_total_gb: 10.0,
             max_camera_gb: None,
+            flush_seconds: 5,
         }
     }
 }
@@ -184,6 +206,10 @@ pub struct RecorderStats {
     /// Backfilled GOPs the index already had (uploaded twice), acknowledged
     /// without writing.
     pub backfill_duplicates: AtomicU64,
+    /// Index transactions committed by the writer.
+    pub index_commits: AtomicU64,
+    /// `fdatasync` calls on segment files (creation included).
+    pub file_syncs: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -265,6 +291,18 @@ impl CameraState {
     }
 }
 
+/// What the writer wrote but has not yet made durable and committed.
+#[derive(Debug, Default)]
+struct Pending {
+    batch: IndexBatch,
+    /// The open segments written to, to sync before the commit.
+    lanes: Vec<(EndpointId, Lane)>,
+    /// Acknowledgements owed once the batch is durable, by segment id.
+    acks: Vec<(i64, EndpointId, Stored)>,
+    /// When the oldest uncommitted fragment was written (monotonic).
+    since: Option<Duration>,
+}
+
 /// The recorder. Create with [`Recorder::open`], then drive with
 /// [`Recorder::run`].
 #[derive(Debug)]
@@ -272,7 +310,10 @@ pub struct Recorder {
     cfg: RecorderConfig,
     root: PathBuf,
     clock: Arc<dyn Clock>,
+    storage: Arc<dyn Storage>,
     db: Db,
+    usage: Usage,
+    pending: Pending,
     cameras: HashMap<EndpointId, CameraState>,
     stats: Arc<RecorderStats>,
     status: RecordingStatus,
@@ -293,6 +334,16 @@ impl Recorder {
     /// Opens the data directory and index, reconciles index and files, and
     /// applies retention.
     pub fn open(cfg: RecorderConfig, clock: Arc<dyn Clock>) -> Result<Recorder, RecorderError> {
+        Self::open_with_storage(cfg, clock, Arc::new(LocalStorage))
+    }
+
+    /// [`Recorder::open`] writing through `storage` (tests inject a full
+    /// or failing disk).
+    pub fn open_with_storage(
+        cfg: RecorderConfig,
+        clock: Arc<dyn Clock>,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Recorder, RecorderError> {
         if cfg.segment_minutes == 0 || cfg.segment_minutes > 24 * 60 {
             return Err(RecorderError::Config {
                 field: "segment_minutes",
@@ -305,6 +356,12 @@ impl Recorder {
                 message: format!("must be positive, got {}", cfg.max_total_gb),
             });
         }
+        if cfg.flush_seconds > 300 {
+            return Err(RecorderError::Config {
+                field: "flush_seconds",
+                message: format!("must be 0..=300, got {}", cfg.flush_seconds),
+            });
+        }
         let root = cfg.recordings_dir();
         std::fs::create_dir_all(&root).map_err(|source| RecorderError::Io {
             path: root.clone(),
@@ -313,12 +370,16 @@ impl Recorder {
         let mut db = Db::open(&cfg.db_path())?;
         let reconciled = reconcile(&mut db, &root)?;
         tracing::info!(?reconciled, root = %root.display(), "recordings reconciled");
+        let usage = Usage::load(&db)?;
         let mut rec = Recorder {
             cfg,
             root,
             last_retention: clock.monotonic(),
             clock,
+            storage,
             db,
+            usage,
+            pending: Pending::default(),
             cameras: HashMap::new(),
             stats: Arc::default(),
             status: RecordingStatus::default(),
@@ -351,6 +412,19 @@ impl Recorder {
         }
     }
 
+    /// Acknowledges what was just appended to `lane` once it is durable and
+    /// indexed (after the next flush).
+    fn ack_when_durable(&mut self, camera: EndpointId, lane: Lane, stored: Stored) {
+        let Some(id) = self
+            .cameras
+            .get_mut(&camera)
+            .and_then(|c| c.lane(lane).as_ref().map(|s| s.id))
+        else {
+            return;
+        };
+        self.pending.acks.push((id, camera, stored));
+    }
+
     /// Every camera in the index (endpoint id, name, last seen), so the
     /// server knows its cameras after a restart before they reconnect.
     pub fn known_cameras(&self) -> Vec<crate::db::CameraRow> {
@@ -366,51 +440,154 @@ impl Recorder {
     }
 
     /// Consumes the feed until `cancel` fires or the feed closes; then
-    /// writes what is already queued and closes all segments.
-    pub async fn run(self, mut rx: mpsc::Receiver<FeedEvent>, cancel: CancellationToken) {
-        let mut me = Some(self);
+    /// writes what is already queued, commits, and closes all segments.
+    ///
+    /// The work runs on a dedicated writer thread that owns the recorder;
+    /// this future completes when that thread is done.
+    pub async fn run(self, rx: mpsc::Receiver<FeedEvent>, cancel: CancellationToken) {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("recorder-writer".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build();
+                match runtime {
+                    Ok(rt) => rt.block_on(self.write_loop(rx, cancel)),
+                    Err(e) => {
+                        tracing::error!("recorder writer cannot start: {e}; recording stopped")
+                    }
+                }
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the recorder writer thread: {e}; recording stopped");
+            return;
+        }
+        if done_rx.await.is_err() {
+            tracing::error!("recorder writer thread failed; recording stopped");
+        }
+    }
+
+    /// The writer thread's loop. Disk work runs inline: this runtime serves
+    /// only this thread, so blocking it delays nothing else.
+    async fn write_loop(mut self, mut rx: mpsc::Receiver<FeedEvent>, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(RETENTION_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
+            let flush_in = self.flush_due_in().unwrap_or(RETENTION_INTERVAL);
             let work = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
                 ev = rx.recv() => match ev {
-                    Some(ev) => Work::Event(ev),
+                    Some(ev) => Some(Work::Event(ev)),
                     None => break,
                 },
-                _ = tick.tick() => Work::Retention,
+                _ = tokio::time::sleep(flush_in) => None,
+                _ = tick.tick() => Some(Work::Retention),
             };
-            me = Self::do_work(me, work).await;
-            if me.is_none() {
-                return;
+            match work {
+                Some(work) => self.handle(work),
+                None => self.flush_if_due(),
             }
         }
         // Write what the hub already handed over (bounded by the queue size).
         let queued = rx.len();
         for _ in 0..queued {
             match rx.try_recv() {
-                Ok(ev) => me = Self::do_work(me, Work::Event(ev)).await,
+                Ok(ev) => self.handle(Work::Event(ev)),
                 Err(_) => break,
             }
         }
-        Self::do_work(me, Work::Shutdown).await;
+        self.handle(Work::Shutdown);
     }
 
-    async fn do_work(me: Option<Recorder>, work: Work) -> Option<Recorder> {
-        let mut rec = me?;
-        match tokio::task::spawn_blocking(move || {
-            rec.handle(work);
-            rec
-        })
-        .await
-        {
-            Ok(rec) => Some(rec),
-            Err(e) => {
-                tracing::error!("recorder task failed: {e}; recording stopped");
-                None
+    /// How long until the pending batch must be committed, if any is.
+    fn flush_due_in(&self) -> Option<Duration> {
+        let since = self.pending.since?;
+        let age = self.clock.monotonic().saturating_sub(since);
+        Some(self.flush_interval().saturating_sub(age))
+    }
+
+    fn flush_interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.cfg.flush_seconds))
+    }
+
+    fn flush_if_due(&mut self) {
+        let full = self.pending.batch.fragments.len() >= MAX_PENDING_FRAGMENTS;
+        if full || self.flush_due_in().is_some_and(|d| d.is_zero()) {
+            self.flush();
+        }
+    }
+
+    /// Makes everything written durable and indexed: syncs each file
+    /// written to, then commits all their rows in one transaction, then
+    /// sends the acknowledgements (invariant 1: rows only for synced bytes).
+    fn flush(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.batch.is_empty() && pending.acks.is_empty() {
+            return;
+        }
+        let mut failed: Vec<(EndpointId, Lane, i64)> = Vec::new();
+        for &(camera, lane) in &pending.lanes {
+            let Some(cam) = self.cameras.get_mut(&camera) else {
+                continue;
+            };
+            let endpoint = cam.endpoint.clone();
+            let Some(seg) = cam.lane(lane).as_mut() else {
+                continue;
+            };
+            if !seg.file.needs_sync() {
+                continue;
             }
+            bump(&self.stats.file_syncs, 1);
+            if let Err(e) = seg.file.sync() {
+                if is_disk_full(&e) {
+                    bump(&self.stats.disk_full, 1);
+                }
+                tracing::warn!(camera = %endpoint, path = %seg.file.path().display(), "cannot sync segment; its unsynced GOPs are dropped: {e}");
+                failed.push((camera, lane, seg.id));
+            }
+        }
+        let mut batch = pending.batch;
+        let before = batch.fragments.len();
+        batch
+            .fragments
+            .retain(|(id, _, _)| !failed.iter().any(|f| f.2 == *id));
+        let lost = (before - batch.fragments.len()) as u64;
+        if lost > 0 {
+            bump(&self.stats.fragments_dropped, lost);
+        }
+        let mut committed = self.db.commit_batch(&batch);
+        if let Err(e) = &committed {
+            if e.is_disk_full() {
+                bump(&self.stats.disk_full, 1);
+                self.retention(FULL_DISK_MARGIN);
+                committed = self.db.commit_batch(&batch);
+            }
+        }
+        bump(&self.stats.index_commits, 1);
+        match committed {
+            Ok(()) => {
+                for (id, camera, stored) in pending.acks {
+                    if !failed.iter().any(|f| f.2 == id) {
+                        self.ack(camera, stored);
+                    }
+                }
+            }
+            Err(e) => {
+                // The files hold the GOPs (synced); the next start indexes
+                // them. Unacknowledged, the cameras keep them meanwhile.
+                bump(&self.stats.index_errors, batch.fragments.len() as u64);
+                tracing::warn!(
+                    fragments = batch.fragments.len(),
+                    "fragments written but not indexed (re-indexed at next start): {e}"
+                );
+            }
+        }
+        for (camera, lane, _) in failed {
+            self.close_lane(camera, lane);
         }
     }
 
@@ -423,6 +600,7 @@ impl Recorder {
             Work::Event(FeedEvent::Backfill { camera, group }) => self.on_backfill(camera, &group),
             Work::Retention => self.retention(0),
             Work::Shutdown => {
+                self.flush();
                 let cams: Vec<EndpointId> = self.cameras.keys().copied().collect();
                 for c in cams {
                     self.close_segment(c);
@@ -430,15 +608,22 @@ impl Recorder {
                 }
             }
         }
+        self.flush_if_due();
         if self.clock.monotonic().saturating_sub(self.last_retention) >= RETENTION_INTERVAL {
             self.retention(0);
         }
     }
 
     /// Handles one feed event synchronously (tests and benchmarks drive the
-    /// recorder directly with this).
+    /// recorder directly with this); commits when a flush is due, like the
+    /// writer thread.
     pub fn handle_event(&mut self, event: FeedEvent) {
         self.handle(Work::Event(event));
+    }
+
+    /// Syncs and commits everything written so far.
+    pub fn flush_now(&mut self) {
+        self.flush();
     }
 
     /// Closes all open segments (what `run` does when it ends).
@@ -510,6 +695,16 @@ impl Recorder {
     }
 
     fn close_lane(&mut self, camera: EndpointId, lane: Lane) {
+        if self
+            .cameras
+            .get_mut(&camera)
+            .is_none_or(|c| c.lane(lane).is_none())
+        {
+            return;
+        }
+        // Its fragments are made durable and indexed before it is marked
+        // closed (reconciliation re-reads only open or changed segments).
+        self.flush();
         let Some(cam) = self.cameras.get_mut(&camera) else {
             return;
         };
@@ -517,9 +712,13 @@ impl Recorder {
             return;
         };
         let endpoint = cam.endpoint.clone();
+        let camera_db = cam.db_id;
         if seg.file.is_empty() {
-            // Nothing playable: forget it (unlink first, invariant 4).
-            let _ = std::fs::remove_file(seg.file.path());
+            // Nothing playable: forget it. Its row was never visible with
+            // content; a crash between unlink and delete leaves a row for a
+            // missing file, which reconciliation drops.
+            let _ = self.storage.remove_file(seg.file.path());
+            self.usage.remove(camera_db, seg.file.len());
             if let Err(e) = self.db.delete_segment(seg.id) {
                 tracing::warn!("dropping empty segment row: {e}");
             }
@@ -620,8 +819,9 @@ impl Recorder {
             }
         }
         if self.append(camera, &frames, nominal_us, wall_us, Lane::Live) {
-            self.ack(
+            self.ack_when_durable(
                 camera,
+                Lane::Live,
                 Stored::LiveThrough {
                     capture_us: first.capture_us,
                 },
@@ -650,6 +850,26 @@ impl Recorder {
         };
         let endpoint = cam.endpoint.clone();
         let db_id = cam.db_id;
+        let open_ids = [&cam.segment, &cam.backfill].map(|s| s.as_ref().map(|s| s.id));
+        let frames_pending = self
+            .pending
+            .batch
+            .fragments
+            .iter()
+            .filter(|(id, _, o)| {
+                open_ids.contains(&Some(*id)) && o.capture_us == first.capture_us as i64
+            })
+            .map(|(_, row, _)| row.frames)
+            .max();
+        if frames_pending.is_some_and(|n| n >= frames.len() as i64) {
+            bump(&self.stats.backfill_duplicates, 1);
+            self.pending.acks.push((
+                open_ids[1].or(open_ids[0]).unwrap_or(0),
+                camera,
+                Stored::Backfill { id: group.id },
+            ));
+            return;
+        }
         let unplayable = |why: &str| {
             tracing::warn!(camera = %endpoint, record = group.id, "backfilled GOP cannot be recorded ({why}); acknowledging it so the camera stops sending it");
         };
@@ -720,7 +940,7 @@ impl Recorder {
                 s.last_backfill_us = Some(wall_us);
             });
             tracing::debug!(camera = %endpoint, record = group.id, frames = frames.len(), capture_us = first.capture_us, last_us = last.capture_us, "backfilled GOP recorded");
-            self.ack(camera, Stored::Backfill { id: group.id });
+            self.ack_when_durable(camera, Lane::Backfill, Stored::Backfill { id: group.id });
         }
     }
 
@@ -741,13 +961,13 @@ impl Recorder {
             None => return false,
         };
         let path = self.root.join(&rel);
-        let file = match SegmentFile::create(&path, &track) {
+        let file = match SegmentFile::create(self.storage.as_ref(), &path, &track) {
             Ok(f) => f,
             Err(e) if is_disk_full(&e) => {
                 bump(&self.stats.disk_full, 1);
                 tracing::warn!(path = %path.display(), "disk full creating segment; applying retention");
                 self.retention(FULL_DISK_MARGIN);
-                match SegmentFile::create(&path, &track) {
+                match SegmentFile::create(self.storage.as_ref(), &path, &track) {
                     Ok(f) => f,
                     Err(e) => {
                         tracing::warn!(path = %path.display(), "cannot create segment: {e}");
@@ -782,12 +1002,14 @@ impl Recorder {
             Ok(id) => id,
             Err(e) => {
                 tracing::warn!(path = %rel, "cannot index new segment: {e}");
-                let _ = std::fs::remove_file(&path);
+                let _ = self.storage.remove_file(&path);
                 return false;
             }
         };
         bump(&self.stats.segments_opened, 1);
+        bump(&self.stats.file_syncs, 1);
         bump(&self.stats.file_bytes, file.len());
+        self.usage.add(camera_id, file.len());
         if let Some(cam) = self.cameras.get_mut(&camera) {
             *cam.lane(lane) = Some(OpenSegment {
                 id,
@@ -822,7 +1044,7 @@ impl Recorder {
                 format!("{stem}_{n}.mp4")
             };
             let rel = format!("{endpoint}/{day}/{name}");
-            if !self.root.join(&rel).exists() {
+            if !self.storage.exists(&self.root.join(&rel)) {
                 return Some(rel);
             }
         }
@@ -912,28 +1134,32 @@ impl Recorder {
         bump(&self.stats.fragments_written, 1);
         bump(&self.stats.payload_bytes, payload);
         bump(&self.stats.file_bytes, built.len());
+        self.usage.add(camera_db, built.len());
         let origin = FragmentOrigin {
             capture_us: frames.first().map_or(0, |f| f.capture_us as i64),
             first_seq: frames.first().map_or(0, |f| f.sequence as i64),
         };
-        let mut indexed = self.db.add_fragment_from(seg_id, &row, origin);
-        if let Err(e) = &indexed {
-            if e.is_disk_full() {
-                self.retention(FULL_DISK_MARGIN);
-                indexed = self.db.add_fragment_from(seg_id, &row, origin);
-            }
+        let now = self.clock.wall_us();
+        let pending = &mut self.pending;
+        pending.batch.fragments.push((seg_id, row, origin));
+        if !pending.lanes.contains(&(camera, lane)) {
+            pending.lanes.push((camera, lane));
         }
-        if let Err(e) = indexed {
-            bump(&self.stats.index_errors, 1);
-            tracing::warn!(camera = %endpoint, "fragment written but not indexed (re-indexed at next start): {e}");
+        match pending
+            .batch
+            .seen
+            .iter_mut()
+            .find(|(id, _)| *id == camera_db)
+        {
+            Some(seen) => seen.1 = seen.1.max(now),
+            None => pending.batch.seen.push((camera_db, now)),
         }
-        let _ = self.db.camera_seen(camera_db, self.clock.wall_us());
+        pending.since.get_or_insert(self.clock.monotonic());
         if lane == Lane::Live {
             self.status
                 .update(&endpoint, |s| s.last_fragment_us = Some(wall_us));
         }
-        // The bytes are durable (the file was synced); a failed index update
-        // is repaired from the file at the next start.
+        // Written; durable and indexed at the next flush.
         true
     }
 
@@ -988,7 +1214,15 @@ impl Recorder {
             .flat_map(|c| [&c.segment, &c.backfill])
             .filter_map(|s| s.as_ref().map(|s| s.id))
             .collect();
-        match retention::enforce(&mut self.db, &self.root, &limits, need_free, &protected) {
+        match retention::enforce(
+            &mut self.db,
+            self.storage.as_ref(),
+            &self.root,
+            &limits,
+            need_free,
+            &protected,
+            &mut self.usage,
+        ) {
             Ok(r) => {
                 bump(&self.stats.segments_deleted, r.segments_deleted);
                 if need_free > 0 {

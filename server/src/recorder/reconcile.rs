@@ -2,7 +2,8 @@
 //! "Recover" order in docs/design/recording.md): drop rows whose file is
 //! gone, extend rows from complete fragments found past their indexed end
 //! and trim partial tails, index files the index does not know, delete
-//! leftovers that hold nothing playable.
+//! leftovers that hold nothing playable. Deletions a crash interrupted
+//! (the `garbage` table) are finished first.
 
 use std::collections::HashSet;
 use std::fs;
@@ -12,7 +13,9 @@ use kodama_media::fmp4::{self, SegmentScan};
 
 use crate::db::{Db, DbError, FragmentRow, NewSegment};
 
+use super::retention::collect_garbage;
 use super::segment::{sync_dir, ticks_to_us};
+use super::storage::LocalStorage;
 
 /// Largest segment file reconciliation reads into memory. Segments are
 /// minutes long; a file beyond this is not ours and is left alone.
@@ -35,6 +38,9 @@ pub struct ReconcileReport {
     pub files_indexed: u64,
     /// Files deleted: temporary leftovers and files with nothing playable.
     pub files_deleted: u64,
+    /// Files retention had retired but not yet unlinked (a crash came
+    /// between), now deleted.
+    pub garbage_collected: u64,
 }
 
 /// Why reconciliation failed (per-file problems are logged, not fatal).
@@ -164,7 +170,11 @@ fn list_files(root: &Path) -> Result<Vec<(String, PathBuf)>, ReconcileError> {
 /// Reconciles the index with the files under `root` (the recordings
 /// directory). Run once at start, before recording.
 pub fn reconcile(db: &mut Db, root: &Path) -> Result<ReconcileReport, ReconcileError> {
-    let mut report = ReconcileReport::default();
+    // First, so a retired file is deleted rather than re-indexed below.
+    let mut report = ReconcileReport {
+        garbage_collected: collect_garbage(db, &LocalStorage, root)? as u64,
+        ..ReconcileReport::default()
+    };
     let mut known = HashSet::new();
 
     for row in db.all_segments()? {

@@ -1,14 +1,14 @@
-//! One segment file being written: creation in the crash-safe order, and
-//! appending fragments durably. The fragment bytes themselves are built
+//! One segment file being written: creation in the crash-safe order,
+//! appending fragments, and making them durable. The fragment bytes themselves are built
 //! sans-IO by [`build_fragment`].
 
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use kodama_media::fmp4::{self, FragmentHeader, SampleInfo, VideoTrack, TIMESCALE};
 use kodama_proto::Frame;
+
+use super::storage::{LocalStorage, Storage, StorageFile};
 
 /// Converts capture µs to 90 kHz ticks (exact for µs multiples of 100/9).
 pub fn us_to_ticks(us: u64) -> u64 {
@@ -110,24 +110,20 @@ pub fn build_fragment(
 
 /// Syncs a directory, making entries created or removed in it durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    LocalStorage.sync_dir(dir)
 }
 
-/// Whether an I/O error means the disk (or a quota) is full.
-pub fn is_disk_full(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
-    )
-}
-
-/// A segment file open for appending.
+/// A segment file open for appending. Appends are written at once and made
+/// durable by [`SegmentFile::sync`], which the writer calls before it
+/// commits their index rows (invariant 1 of docs/design/recording.md).
 #[derive(Debug)]
 pub struct SegmentFile {
-    file: File,
+    file: Box<dyn StorageFile>,
     path: PathBuf,
-    /// Bytes durably written (init + complete fragments).
-    len: u64,
+    /// Bytes written: init + fragments.
+    written: u64,
+    /// Bytes known durable (synced).
+    durable: u64,
     /// Length of the init segment.
     init_len: u64,
 }
@@ -136,64 +132,63 @@ impl SegmentFile {
     /// Creates `path` with `track`'s init segment in the crash-safe order:
     /// write a temporary file, sync it, rename, sync the directory (and its
     /// parent when the directory is new). See docs/design/recording.md.
-    pub fn create(path: &Path, track: &VideoTrack) -> io::Result<SegmentFile> {
+    pub fn create(
+        storage: &dyn Storage,
+        path: &Path,
+        track: &VideoTrack,
+    ) -> io::Result<SegmentFile> {
         let dir = path.parent().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "segment path has no parent")
         })?;
-        let new_dir = !dir.exists();
-        fs::create_dir_all(dir)?;
+        let new_dir = !storage.exists(dir);
+        storage.create_dir_all(dir)?;
         if new_dir {
             // The camera and date directories' entries must be durable too.
             if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
+                storage.sync_dir(parent)?;
                 if let Some(grand) = parent.parent() {
-                    sync_dir(grand)?;
+                    storage.sync_dir(grand)?;
                 }
             }
         }
         let tmp = path.with_extension("mp4.tmp");
         let init = fmp4::init_segment(track);
         let result = (|| {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
+            let mut file = storage.create(&tmp)?;
             file.write_all_at(&init, 0)?;
             file.sync_data()?;
-            fs::rename(&tmp, path)?;
-            sync_dir(dir)?;
+            storage.rename(&tmp, path)?;
+            storage.sync_dir(dir)?;
             Ok(file)
         })();
         match result {
             Ok(file) => Ok(SegmentFile {
                 file,
                 path: path.to_owned(),
-                len: init.len() as u64,
+                written: init.len() as u64,
+                durable: init.len() as u64,
                 init_len: init.len() as u64,
             }),
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
+                let _ = storage.remove_file(&tmp);
                 Err(e)
             }
         }
     }
 
-    /// Appends a fragment and makes it durable. On failure the file is cut
-    /// back to its previous length, so it never ends in a partial fragment
-    /// that this process knows about.
+    /// Appends a fragment (not yet durable: see [`SegmentFile::sync`]);
+    /// returns its offset. On failure the file is cut back to its previous
+    /// length, so it never ends in a partial fragment this process knows of.
     pub fn append(&mut self, fragment: &BuiltFragment) -> io::Result<u64> {
-        let offset = self.len;
+        let offset = self.written;
         let result = (|| {
             self.file.write_all_at(&fragment.header_bytes, offset)?;
             self.file
-                .write_all_at(&fragment.data, offset + fragment.header_bytes.len() as u64)?;
-            self.file.sync_data()
+                .write_all_at(&fragment.data, offset + fragment.header_bytes.len() as u64)
         })();
         match result {
             Ok(()) => {
-                self.len = offset + fragment.len();
+                self.written = offset + fragment.len();
                 Ok(offset)
             }
             Err(e) => {
@@ -205,19 +200,40 @@ impl SegmentFile {
         }
     }
 
-    /// Durable length.
+    /// Makes everything appended durable. On failure the file is cut back
+    /// to what was durable before: after a failed `fdatasync` the kernel
+    /// may have dropped the unsynced pages, so their bytes are not trusted.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.durable == self.written {
+            return Ok(());
+        }
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.durable = self.written;
+                Ok(())
+            }
+            Err(e) => {
+                if self.file.set_len(self.durable).is_ok() {
+                    self.written = self.durable;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether appended bytes are waiting for [`SegmentFile::sync`].
+    pub fn needs_sync(&self) -> bool {
+        self.durable != self.written
+    }
+
+    /// Bytes written so far (init segment and fragments).
     pub fn len(&self) -> u64 {
-        self.len
+        self.written
     }
 
     /// Whether only the init segment has been written.
     pub fn is_empty(&self) -> bool {
-        self.len == self.init_len
-    }
-
-    /// Length of the init segment.
-    pub fn init_len(&self) -> u64 {
-        self.init_len
+        self.written == self.init_len
     }
 
     /// Path of the file.

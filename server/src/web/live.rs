@@ -192,6 +192,7 @@ pub async fn serve(
     track: Arc<CameraTrack>,
     cancel: CancellationToken,
 ) -> LiveStats {
+    let _watching = track.viewer_guard();
     let mut status = track.status();
     let mut groups = track.groups();
     let first = status.borrow_and_update().clone();

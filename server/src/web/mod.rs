@@ -261,7 +261,23 @@ async fn camera_status(
         .last_seen
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
+    // Tier, bandwidth estimate and uplink from the camera's latest telemetry.
+    let endpoint = s.id.to_string();
+    let stream = web
+        .api
+        .with_db(move |db, _| {
+            let Some(row) = db.cameras()?.into_iter().find(|c| c.endpoint == endpoint) else {
+                return Ok(serde_json::Value::Null);
+            };
+            Ok(db
+                .latest_aux(crate::db::AuxKind::Telemetry, row.id)?
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t.json).ok())
+                .and_then(|mut v| v.get_mut("stream").map(serde_json::Value::take))
+                .unwrap_or(serde_json::Value::Null))
+        })
+        .await?;
     Ok(Json(json!({
+        "stream": stream,
         "id": s.id.to_string(),
         "name": s.info.name,
         "online": s.online,

@@ -71,6 +71,17 @@ pub fn settings() -> VideoSettings {
     }
 }
 
+/// The configuration test servers run with: offline, loopback, any free
+/// API port, data in `data_dir`, QUIC on `port` (0 or `None`: any).
+pub fn test_config(data_dir: std::path::PathBuf, port: Option<u16>) -> Config {
+    let mut config = Config::default();
+    config.server.data_dir = data_dir;
+    config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
+    config.server.offline = true;
+    config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config
+}
+
 /// A running test server.
 pub struct TestServer {
     pub server: Server,
@@ -110,13 +121,33 @@ impl TestServer {
         panic!("the server could not bind port {port} again within 2.5 s");
     }
 
+    /// Starts a server with `configure` applied over the test defaults.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::try_start_configured(dir.path().to_owned(), None, configure)
+            .await
+            .expect("server starts");
+        s._dir = Some(dir);
+        s
+    }
+
     async fn try_start_in(data_dir: std::path::PathBuf, port: Option<u16>) -> anyhow::Result<Self> {
+        Self::start_config(test_config(data_dir, port)).await
+    }
+
+    async fn try_start_configured(
+        data_dir: std::path::PathBuf,
+        port: Option<u16>,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
+        let mut config = test_config(data_dir, port);
+        configure(&mut config);
+        Self::start_config(config).await
+    }
+
+    /// Starts a server with `config` (see [`test_config`]).
+    pub async fn start_config(config: Config) -> anyhow::Result<Self> {
         logs();
-        let mut config = Config::default();
-        config.server.data_dir = data_dir;
-        config.server.listen = SocketAddr::from(([127, 0, 0, 1], port.unwrap_or(0)));
-        config.server.offline = true;
-        config.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let cancel = CancellationToken::new();
         let server = Server::start(&config, cancel.clone()).await?;
         let addr = server
@@ -322,6 +353,9 @@ async fn start_camera_full(
         backoff_max: Duration::from_millis(500),
         reboot_command: Vec::new(),
         links: None,
+        // A replayed stream has a fixed bitrate.
+        abr: false,
+        congestion: Default::default(),
     };
     let io = UplinkIo {
         frames: capture.frames,
@@ -329,6 +363,8 @@ async fn start_camera_full(
         control: capture.control,
         state: state_tx,
         store: None,
+        tier: capture.tier,
+        status: watch::channel(Default::default()).0,
         updates: None,
     };
     let mut io = io;

@@ -89,4 +89,5 @@ export interface Telemetry {
   gnss?: { lat?: number | null; lon?: number | null; satellites?: number | null } | null;
   bitrate_kbps?: number | null;
   motion?: boolean;
+  stream?: { uplink?: string | null; tier?: string | null; kbps?: number; estimate_kbps?: number | null; rtt_ms?: number | null; limit?: string } | null;
 }

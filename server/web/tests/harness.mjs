@@ -49,7 +49,8 @@ export class Rig {
     return [bin('kodama-server'), '--data-dir', this.data, '--listen', `127.0.0.1:${this.quicPort}`, '--offline'];
   }
 
-  async start({ cameras = 1, fps = 30, width = 640, height = 480 } = {}) {
+  async start({ cameras = 1, fps = 30, width = 640, height = 480, motion = null, secondary = null } = {}) {
+    const first = { fps, width, height };
     for (const b of ['kodama-server', 'kodama-camera', 'kodama-sim']) {
       if (!existsSync(bin(b))) throw new Error(`${bin(b)} is missing: ${BUILD}`);
     }
@@ -58,6 +59,8 @@ export class Rig {
     await this.startServer();
     const serverId = execFileSync(this.server()[0], [...this.server().slice(1), 'id']).toString().trim();
     for (let i = 1; i <= cameras; i++) {
+      // Cameras after the first may be smaller (`secondary`), to spare CPU.
+      const { fps, width, height } = i > 1 && secondary ? secondary : first;
       const conf = join(this.data, `cam-${i}.toml`);
       // The camera's SIM7600 and GPS: kodama-sim on ptys, opened by the
       // firmware's real serial drivers.
@@ -82,6 +85,7 @@ height = ${height}
 fps = ${fps}
 bitrate_kbps = 800
 keyframe_interval = ${fps}
+${motion ? `synthetic_motion = { every_s = ${motion.every_s}, for_s = ${motion.for_s} }` : ''}
 [modem]
 enabled = true
 port = "${at}"

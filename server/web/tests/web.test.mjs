@@ -18,7 +18,10 @@ let gap; // [start, end] ms of the server's downtime
 const shots = process.env.KODAMA_SCREENSHOTS;
 
 before(async () => {
-  await rig.start({ cameras: 1 });
+  // Two cameras (synced playback); the synthetic picture shows motion for
+  // 3 s of every 12, so there are motion events to list. The second camera
+  // is small: it only has to be recorded.
+  await rig.start({ cameras: 2, motion: { every_s: 12, for_s: 3 }, secondary: { width: 320, height: 240, fps: 15 } });
   // Record a little, then take the server down for a few seconds: the
   // timeline must show that gap.
   await sleep(6000);
@@ -273,6 +276,48 @@ test('an export downloads and ffprobe accepts it with the expected duration', as
     console.log(`export ${href} lasts ${duration} s; recordings: ${JSON.stringify(r)}`);
   }
   assert.ok(duration >= 29 && duration <= 31.5, `duration ${duration}`);
+});
+
+test('two cameras play recordings in sync', { timeout: 60000 }, async () => {
+  const [a, b] = rig.cameraIds;
+  const t = Date.now() - 20000;
+  await page.goto(`${rig.url}/#/recordings?cams=${a},${b}&t=${new Date(t).toISOString()}&span=300000`);
+  await until('both playing', () => page.evaluate(() => {
+    const p = window.__kodamaPlayback?.players;
+    return p?.length === 2 && p.every((x) => x.readyState >= 2 && x.wall !== null && !x.idle);
+  }), 20000);
+  const samples = [];
+  for (let i = 0; i < 8; i++) {
+    await sleep(500);
+    samples.push(await page.evaluate(() => window.__kodamaPlayback.players.map((x) => ({ camera: x.camera, wall: x.wall }))));
+  }
+  const skews = samples.map(([x, y]) => Math.abs(x.wall - y.wall));
+  console.log(`multi-camera playback skew ms: ${skews.map((s) => Math.round(s)).join(' ')}`);
+  assert.deepEqual(samples[0].map((x) => x.camera), [a, b], 'one player per chosen camera');
+  assert.ok(skews.every((s) => s < 500), `the two cameras stay within 0.5 s of each other: ${skews}`);
+  const advanced = samples.at(-1).map((x, i) => x.wall - samples[0][i].wall);
+  assert.ok(advanced.every((d) => d > 2000), `both advance with the clock: ${advanced}`);
+});
+
+test('the events list shows motion events with thumbnails, and one plays from before it', { timeout: 60000 }, async () => {
+  await page.goto(`${rig.url}/#/events`);
+  await page.locator('select[aria-label="Period"]').selectOption('1');
+  await until('a motion event with its thumbnail', () => page.evaluate(() => {
+    const img = document.querySelector('ol.events li img');
+    return img && img.complete && img.naturalWidth === 192;
+  }), 30000, 1000);
+  const when = await page.locator('ol.events li').first().textContent();
+  await page.locator('ol.events li button.event').first().click();
+  await until('the recordings page', () => page.evaluate(() => location.hash.startsWith('#/recordings')), 5000);
+  const t = Date.parse(new URL(page.url().replace('#/', '')).searchParams.get('t'));
+  await until('playback started', () => page.evaluate(() => window.__kodamaPlayback?.players?.[0]?.readyState >= 2), 15000);
+  // The API's newest event for the camera it opened: playback starts 5 s
+  // before it.
+  const camId = new URL(page.url().replace('#/', '')).searchParams.get('cams');
+  const ev = await (await rig.api(`/api/v1/cameras/${camId}/events?start=${new Date(Date.now() - 3600e3).toISOString()}&end=${new Date().toISOString()}`)).json();
+  const starts = ev.items.filter((i) => i.data.event !== 'motion_end').map((i) => Date.parse(i.time));
+  assert.ok(starts.length > 0, `events recorded: ${JSON.stringify(ev.items)}`);
+  assert.ok(starts.some((s) => Math.abs(s - 5000 - t) < 1000), `opened 5 s before an event (${when}): t=${t}, events=${starts}`);
 });
 
 test('the camera page shows health and the GPS track', async () => {

@@ -81,6 +81,8 @@ export function cameraView(ctx: Ctx, id: string): View {
       row('Link', last?.link?.kind ? `${last.link.kind}${last.link.iface ? ` (${last.link.iface})` : ''}` : '—'),
       row('Signal', signal !== undefined && signal !== null ? `${signal} dBm${last?.modem?.technology ? ` ${last.modem.technology}` : ''}` : '—'),
       row('Bitrate', fmt(last?.bitrate_kbps ?? status?.bitrate_kbps, 'kbit/s')),
+      row('Tier', last?.stream?.tier ? `${last.stream.tier} · ${last.stream.limit ?? 'auto'}${typeof last.stream.estimate_kbps === 'number' ? ` · link ≈ ${last.stream.estimate_kbps} kbit/s` : ''}` : '—'),
+      row('Uplink', last?.stream?.uplink ?? '—'),
       row('CPU', fmt(last?.cpu_percent, '%')),
       row('Temperature', fmt(last?.soc_temp_c, '°C', 1)),
       row('Storage', storage ? `${fmtBytes(storage.free_bytes)} free of ${fmtBytes(storage.total_bytes)}` : '—'),

@@ -1,0 +1,482 @@
+//! Forwarding to an upstream server over real iroh on loopback (offline
+//! mode): a home server records a camera and forwards it to an offsite
+//! server on the relay ALPN; the offsite copy holds the same frames, fills
+//! the gap of an outage (the offsite server unreachable, then back on the
+//! same address) from the home server's buffer afterwards, and keeps
+//! everything that left the house when the home server is lost for good.
+//!
+//! The outage is the offsite server going away rather than a cut UDP cable:
+//! iroh learns the upstream's direct address on the first connection and
+//! would route around a cable.
+//! A relay-only node passes frames through unchanged; relays and cameras
+//! nobody allowed are refused.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kodama_net::control::ControlStream;
+use kodama_net::link::{self, LinkProfile};
+use kodama_net::SecretKey;
+use kodama_proto::{
+    CameraInfo, CameraSelector, Channel, ClientHandshake, Codec, MediaEvent, Message, RejectCode,
+    ALPN_RELAY,
+};
+use kodama_server::db::{AuxKind, Db};
+use kodama_server::upstream::UpstreamConfig;
+use kodama_server::viewer::ViewerEvent;
+
+/// The camera's sequence number for each capture time (frame `i` in
+/// capture order has sequence `i`).
+fn sequences(cam: &TestCamera) -> HashMap<u64, u64> {
+    let mut caps: Vec<u64> = cam.sent.lock().expect("lock").keys().copied().collect();
+    caps.sort_unstable();
+    caps.into_iter()
+        .enumerate()
+        .map(|(i, c)| (c, i as u64))
+        .collect()
+}
+
+/// Sequence numbers of the camera's frames in a server's recording index.
+fn recorded(data_dir: &Path, cam: &TestCamera) -> BTreeSet<u64> {
+    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
+    let endpoint = cam.key.public().to_string();
+    let Some(row) = db
+        .cameras()
+        .expect("cameras")
+        .into_iter()
+        .find(|c| c.endpoint == endpoint)
+    else {
+        return BTreeSet::new();
+    };
+    let seqs = sequences(cam);
+    let mut out = BTreeSet::new();
+    for (capture_us, first_seq, frames, _) in db.fragment_origins(row.id).expect("origins") {
+        let seq = seqs.get(&(capture_us as u64)).copied().unwrap_or_else(|| {
+            panic!("a fragment starts at {capture_us}, which the camera never captured")
+        });
+        assert_eq!(
+            seq, first_seq as u64,
+            "the index keeps the camera's numbering"
+        );
+        out.extend(seq..seq + frames as u64);
+    }
+    out
+}
+
+fn backfilled_fragments(data_dir: &Path, cam: &TestCamera) -> usize {
+    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
+    let endpoint = cam.key.public().to_string();
+    db.cameras()
+        .expect("cameras")
+        .into_iter()
+        .find(|c| c.endpoint == endpoint)
+        .map_or(0, |row| {
+            db.fragment_origins(row.id)
+                .expect("origins")
+                .iter()
+                .filter(|o| o.3)
+                .count()
+        })
+}
+
+fn missing(have: &BTreeSet<u64>, want: impl Iterator<Item = u64>) -> Vec<u64> {
+    want.filter(|s| !have.contains(s)).collect()
+}
+
+fn upstream_to(server: &TestServer, via: SocketAddr, cameras: &[&str]) -> UpstreamConfig {
+    UpstreamConfig {
+        node_id: Some(server.server.node.endpoint().id().to_string()),
+        addrs: vec![via],
+        cameras: cameras.iter().map(|c| c.to_string()).collect(),
+        buffer_mb: 64,
+        ..UpstreamConfig::default()
+    }
+}
+
+/// Home (with an `[[upstream]]` to offsite) and offsite (in `offsite_dir`),
+/// the home server allowed there as a relay carrying `camera`.
+async fn home_and_offsite(camera: &SecretKey, offsite_dir: &Path) -> (TestServer, TestServer) {
+    let offsite = TestServer::start_in(offsite_dir.to_owned(), None).await;
+    let home_dir = tempfile::tempdir().expect("home dir");
+    // The home server's identity exists before it runs, so offsite can allow it.
+    let home_key =
+        kodama_net::endpoint::load_or_create_key(&home_dir.path().join("server.key")).expect("key");
+    offsite
+        .server
+        .allowlist
+        .add_relay(
+            &home_key.public().to_string(),
+            "home",
+            &[camera.public().to_string()],
+        )
+        .expect("allow relay");
+    let mut config = test_config(home_dir.path().to_owned(), None);
+    config.upstreams = vec![upstream_to(&offsite, offsite.addr, &["porch"])];
+    let mut home = TestServer::start_config(config).await.expect("home starts");
+    home._dir = Some(home_dir);
+    home.allow_camera(camera, "porch");
+    (home, offsite)
+}
+
+/// Waits (bounded) until `offsite` holds every frame of `range`; returns
+/// what is still missing at the deadline.
+async fn wait_recorded(
+    offsite: &Path,
+    cam: &TestCamera,
+    range: std::ops::Range<u64>,
+    within: Duration,
+) -> Vec<u64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let gaps = missing(&recorded(offsite, cam), range.clone());
+        if gaps.is_empty() || Instant::now() >= deadline {
+            return gaps;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsite_copy_matches_home_survives_a_cut_link_and_the_loss_of_home() {
+    let outage = Duration::from_secs(
+        std::env::var("KODAMA_RELAY_OUTAGE_S")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10),
+    );
+    let key = SecretKey::generate();
+    let offsite_data = tempfile::tempdir().expect("offsite dir");
+    let offsite_dir = offsite_data.path().to_owned();
+    let (home, offsite) = home_and_offsite(&key, &offsite_dir).await;
+    let offsite_port = offsite.addr.port();
+    let home_dir = home.config.server.data_dir.clone();
+    let mut cam = start_camera("porch", home.dial_addr(), key.clone()).await;
+    cam.wait_streaming(Duration::from_secs(10)).await;
+
+    // Offsite sees the camera online under the home server's name for it.
+    let (mut viewer, _viewer_ep) = viewer(&offsite, "porch").await;
+    assert_eq!(viewer.info.name, "porch");
+    assert_eq!(viewer.camera, *key.public().as_bytes());
+    let mut live_frames = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_frames < 30 && Instant::now() < deadline {
+        if let Ok(ViewerEvent::Media(MediaEvent::Frame(h, _))) =
+            tokio::time::timeout(Duration::from_secs(1), viewer.next()).await
+        {
+            live_frames += usize::from(h.channel == Channel::Video);
+        }
+    }
+    assert!(live_frames >= 30, "offsite viewers watch the camera live");
+    viewer.close();
+
+    // Telemetry travels too.
+    for n in 0..5 {
+        let _ = cam.aux.try_send(kodama_firmware::uplink::AuxMessage {
+            channel: Channel::Telemetry,
+            capture_us: kodama_server::stats::now_us(),
+            payload: bytes::Bytes::from(format!("{{\"sample\":{n}}}")),
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Offsite goes away; the camera keeps recording at home.
+    offsite.stop().await;
+    let cut_at = sequences(&cam).len() as u64;
+    tokio::time::sleep(outage).await;
+    let restored_at = sequences(&cam).len() as u64;
+    let offsite = TestServer::restart_in(offsite_dir.clone(), offsite_port).await;
+    let back = Instant::now();
+    let forwarded = recorded(&offsite_dir, &cam);
+    let first = *forwarded.first().expect("offsite recorded before the cut");
+    eprintln!(
+        "cut for {outage:?}: frames {cut_at}..{restored_at} filmed meanwhile; offsite had {} frames",
+        forwarded.len()
+    );
+    let gaps = wait_recorded(
+        &offsite_dir,
+        &cam,
+        first..restored_at,
+        Duration::from_secs(30) + outage,
+    )
+    .await;
+    let filled_after = back.elapsed();
+    assert!(
+        gaps.is_empty(),
+        "after the link came back the offsite copy misses {} frames: {:?}…",
+        gaps.len(),
+        &gaps[..gaps.len().min(20)]
+    );
+    assert!(
+        backfilled_fragments(&offsite_dir, &cam) > 0,
+        "the outage came as backfill"
+    );
+    eprintln!(
+        "BENCH relay outage={outage:?} frames_outage={} filled_after_s={:.1}",
+        restored_at - cut_at,
+        filled_after.as_secs_f64()
+    );
+
+    // Home and offsite hold the same frames over the forwarded window.
+    let at_home = recorded(&home_dir, &cam);
+    let now = sequences(&cam).len() as u64;
+    let window = first..now.saturating_sub(60);
+    let home_window: BTreeSet<u64> = at_home.range(window.clone()).copied().collect();
+    let gaps = wait_recorded(&offsite_dir, &cam, window.clone(), Duration::from_secs(10)).await;
+    assert!(gaps.is_empty(), "offsite misses {gaps:?}");
+    let offsite_window: BTreeSet<u64> = recorded(&offsite_dir, &cam)
+        .range(window.clone())
+        .copied()
+        .collect();
+    assert_eq!(
+        home_window, offsite_window,
+        "home and offsite recorded the same frames"
+    );
+    {
+        let db = Db::open(&offsite_dir.join("kodama.db")).expect("index");
+        let row = db
+            .cameras()
+            .expect("cameras")
+            .into_iter()
+            .find(|c| c.endpoint == key.public().to_string())
+            .expect("offsite indexed the camera");
+        assert_eq!(row.name, "porch", "the origin's name for the camera");
+        assert!(
+            db.latest_aux(AuxKind::Telemetry, row.id)
+                .expect("telemetry")
+                .is_some(),
+            "telemetry was forwarded and recorded offsite"
+        );
+    }
+
+    // The house loses power: nothing more leaves it (stopping drops the
+    // forwarders' connections at once, with whatever was in flight).
+    let lost_at = sequences(&cam).len() as u64;
+    home.stop().await;
+    cam.stop();
+    let kept = recorded(&offsite_dir, &cam);
+    let last = *kept.last().expect("frames");
+    let holes = missing(&kept, first..=last);
+    assert!(
+        holes.is_empty(),
+        "offsite holds everything up to the last frame that left: missing {holes:?}"
+    );
+    assert!(
+        last + 60 >= lost_at,
+        "offsite holds up to about the moment home was lost: last {last}, lost at {lost_at}"
+    );
+    assert!(
+        (first..lost_at.saturating_sub(60)).all(|s| kept.contains(&s)),
+        "everything filmed up to two seconds before the loss is offsite"
+    );
+    eprintln!(
+        "home lost at frame {lost_at}; offsite holds {}..={last} without a gap",
+        first
+    );
+    offsite.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_mode_passes_frames_through_exactly() {
+    let server = TestServer::start().await;
+    let relay_dir = tempfile::tempdir().expect("relay dir");
+    let relay_key = kodama_net::endpoint::load_or_create_key(&relay_dir.path().join("server.key"))
+        .expect("key");
+    let key = SecretKey::generate();
+    server
+        .server
+        .allowlist
+        .add_relay(
+            &relay_key.public().to_string(),
+            "site",
+            &[key.public().to_string()],
+        )
+        .expect("allow relay");
+    let mut config = test_config(relay_dir.path().to_owned(), None);
+    config.upstreams = vec![upstream_to(&server, server.addr, &[])];
+    let relay = kodama_server::relay_mode::RelayNode::start(&config, Default::default())
+        .await
+        .expect("relay starts");
+    relay
+        .allowlist
+        .add(
+            &key.public().to_string(),
+            kodama_server::allowlist::PeerRole::Camera,
+            "gate",
+        )
+        .expect("allow camera");
+    let relay_addr = relay
+        .node
+        .endpoint()
+        .bound_sockets()
+        .into_iter()
+        .find(SocketAddr::is_ipv4)
+        .expect("bound");
+    assert!(
+        !relay_dir.path().join("kodama.db").exists()
+            && !relay_dir.path().join("api-token").exists(),
+        "relay-only mode records nothing and serves no API"
+    );
+    let mut cam = start_camera(
+        "gate",
+        kodama_net::EndpointAddr::new(relay.node.endpoint().id()).with_ip_addr(relay_addr),
+        key.clone(),
+    )
+    .await;
+    cam.wait_streaming(Duration::from_secs(10)).await;
+
+    // A viewer at the server, by the relay's name for the camera: every
+    // frame is byte for byte what the camera sent.
+    let (mut viewer, _ep) = viewer(&server, "gate").await;
+    let mut checked = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while checked < 60 && Instant::now() < deadline {
+        if let Ok(ViewerEvent::Media(MediaEvent::Frame(h, f))) =
+            tokio::time::timeout(Duration::from_secs(1), viewer.next()).await
+        {
+            if h.channel != Channel::Video {
+                continue;
+            }
+            let sent = cam.sent.lock().expect("lock");
+            let original = sent
+                .get(&f.capture_us)
+                .expect("a frame the camera captured");
+            assert_eq!(
+                f.payload, original.data,
+                "frame {} changed on the way",
+                f.sequence
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 60,
+        "viewer at the server got {checked} frames through the relay"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cam.stop();
+    let _ = tokio::time::timeout(Duration::from_secs(10), &mut cam.uplink).await;
+    // The camera goes offline at the server as it did at the relay.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut offline = false;
+    while !offline && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(1), viewer.next()).await {
+            Ok(ViewerEvent::Control(Message::CameraState { online: false, .. })) => offline = true,
+            Ok(ViewerEvent::Closed(_)) => break,
+            _ => {}
+        }
+    }
+    assert!(offline, "the server mirrors the camera going offline");
+    // Every frame from the first one forwarded to the last one filmed is
+    // recorded at the server.
+    let total = sequences(&cam).len() as u64;
+    let data = server.config.server.data_dir.clone();
+    let first = *recorded(&data, &cam).first().expect("recorded");
+    let gaps = wait_recorded(&data, &cam, first..total, Duration::from_secs(20)).await;
+    assert!(
+        gaps.is_empty(),
+        "server misses {} frames: {gaps:?}",
+        gaps.len()
+    );
+    eprintln!("relay-only: frames {first}..{total} recorded at the server");
+    relay.shutdown().await;
+    server.stop().await;
+}
+
+fn info(name: &str) -> CameraInfo {
+    CameraInfo {
+        name: name.into(),
+        codec: Codec::H264,
+        width: 320,
+        height: 240,
+        fps_milli: 30_000,
+        bitrate_kbps: 300,
+        sps: Default::default(),
+        pps: Default::default(),
+        firmware: String::new(),
+    }
+}
+
+/// Dials `server` on the relay ALPN as `relay` offering `camera`; the reply.
+async fn offer(
+    server: &TestServer,
+    relay: &SecretKey,
+    camera: &SecretKey,
+) -> Result<Message, String> {
+    let ep = offline_endpoint(relay.clone()).await;
+    let conn = link::connect(&ep, server.dial_addr(), ALPN_RELAY, LinkProfile::Live)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut control = ControlStream::open(&conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let hello = ClientHandshake::relay(*camera.public().as_bytes(), info("x"));
+    control
+        .send(hello.hello())
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = control
+        .recv_timeout(Duration::from_secs(5))
+        .await
+        .map_err(|e| conn.close_reason().map_or(e.to_string(), |r| r.to_string()));
+    conn.close(kodama_net::codes::NORMAL, b"done");
+    reply
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unallowed_relays_and_cameras_they_may_not_carry_are_refused() {
+    let server = TestServer::start().await;
+    let (relay, stranger) = (SecretKey::generate(), SecretKey::generate());
+    let (carried, other) = (SecretKey::generate(), SecretKey::generate());
+    // A key nobody allowed as a relay: refused before any Kodama byte.
+    let refused = offer(&server, &stranger, &carried).await;
+    assert!(
+        matches!(&refused, Err(why) if why.contains("not on this server's allowlist") || why.contains("closed")),
+        "an unallowed relay is refused: {refused:?}"
+    );
+    // A camera key is not a relay key.
+    server.allow(&stranger, kodama_server::allowlist::PeerRole::Camera);
+    assert!(
+        offer(&server, &stranger, &carried).await.is_err(),
+        "a camera key cannot relay"
+    );
+
+    server
+        .server
+        .allowlist
+        .add_relay(
+            &relay.public().to_string(),
+            "home",
+            &[carried.public().to_string()],
+        )
+        .expect("allow relay");
+    match offer(&server, &relay, &other).await {
+        Ok(Message::Reject { code, reason }) => {
+            assert_eq!(code, RejectCode::NotAllowed);
+            assert!(reason.contains("may not forward"), "{reason}");
+        }
+        other => panic!("a camera the relay may not carry must be refused: {other:?}"),
+    }
+    assert!(
+        server
+            .server
+            .hub
+            .find(&CameraSelector::Id(*other.public().as_bytes()))
+            .is_none(),
+        "the refused camera never appears"
+    );
+    assert!(
+        matches!(
+            offer(&server, &relay, &carried).await,
+            Ok(Message::Welcome { .. })
+        ),
+        "the camera it may carry is welcome"
+    );
+    assert!(logged("may not forward camera"));
+    server.stop().await;
+}
