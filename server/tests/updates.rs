@@ -392,3 +392,74 @@ async fn only_an_admin_may_start_an_update() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_slot_that_never_reaches_the_server_reboots_and_the_old_slot_reports_the_rollback() {
+    let server = TestServer::start().await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let machine = Machine::new(&work.path().join("camera"));
+    let key = SecretKey::generate();
+    server.allow_camera(&key, "porch");
+    // As after an install on slot A: the record, and slot B booting.
+    std::fs::write(
+        machine.dir.join("update/pending.json"),
+        format!(
+            r#"{{"hash":"{}","from_slot":"A","from_version":"1.0.0"}}"#,
+            "ab".repeat(32)
+        ),
+    )
+    .expect("pending");
+    std::fs::write(machine.dir.join("cmdline"), "rauc.slot=B\n").expect("cmdline");
+    std::fs::write(machine.dir.join("version"), "2.0.0\n").expect("version");
+    let mut cfg = machine.config();
+    cfg.trial_timeout_s = 1.0;
+    // The new version cannot reach the server: nothing listens there.
+    let nowhere = kodama_net::EndpointAddr::new(server.server.node.endpoint().id())
+        .with_ip_addr("127.0.0.1:9".parse().expect("addr"));
+    let (cam, updater) = start_camera_updating(
+        "porch",
+        nowhere,
+        key.clone(),
+        cfg.clone(),
+        machine.reboot_command(),
+    )
+    .await;
+    wait_phase(&updater, UpdatePhase::Booted, Duration::from_secs(5)).await;
+    let detail = wait_phase(&updater, UpdatePhase::Rebooting, Duration::from_secs(10)).await;
+    assert!(detail.contains("falls back"), "{detail}");
+    for _ in 0..50 {
+        if machine.dir.join("rebooted").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(machine.dir.join("rebooted").exists(), "the trial gave up");
+    assert!(
+        !machine.rauc_log().contains("mark-good"),
+        "never marked good: {}",
+        machine.rauc_log()
+    );
+    cam.stop();
+    cam.endpoint.close().await;
+
+    // U-Boot's counter ran out: slot A boots again and says so.
+    std::fs::write(machine.dir.join("cmdline"), "rauc.slot=A\n").expect("cmdline");
+    std::fs::write(machine.dir.join("version"), "1.0.0\n").expect("version");
+    let (mut cam, updater) = start_camera_updating(
+        "porch",
+        server.dial_addr(),
+        key,
+        machine.config(),
+        machine.reboot_command(),
+    )
+    .await;
+    let detail = wait_phase(&updater, UpdatePhase::RolledBack, Duration::from_secs(5)).await;
+    assert!(
+        detail.contains("back on version 1.0.0 on slot A"),
+        "{detail}"
+    );
+    assert!(!machine.dir.join("update/pending.json").exists());
+    cam.wait_streaming(Duration::from_secs(10)).await;
+    cam.stop();
+    server.stop().await;
+}
