@@ -387,6 +387,7 @@ pub async fn start_camera(
             store: None,
             tier: capture.tier,
             status: watch::channel(Default::default()).0,
+            updates: None,
         },
         cancel,
     ));

@@ -392,10 +392,31 @@ async fn run_on(
             backlog: backlog.as_ref().map(|(b, _)| b.status()),
             stream: Some(stream_rx),
         },
-        aux_tx,
+        aux_tx.clone(),
         cancel.clone(),
     );
     let (state_tx, _state_rx) = watch::channel(LinkState::Connecting { attempt: 0 });
+    // Updates live beside the key: on the image, the data partition, which
+    // every update leaves alone.
+    let update_dir = config.update.dir.clone().unwrap_or_else(|| {
+        config
+            .camera
+            .key_path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("update")
+    });
+    let (updater, update_task) = crate::update::spawn(
+        config.update.clone(),
+        update_dir,
+        crate::update::UpdaterIo {
+            link: state_tx.subscribe(),
+            events: Some(aux_tx),
+            reboot_command: config.system.reboot_command.clone(),
+        },
+        cancel.clone(),
+    )
+    .context("starting the updater")?;
     let (initial, max) = config.reconnect_bounds();
     let links = (!config.network.uplinks.is_empty()).then(|| {
         LinkSet::start(
@@ -435,11 +456,13 @@ async fn run_on(
         store: backlog.map(|(b, _)| StoreForward::new(b, &backlog_cfg)),
         tier: capture.tier,
         status: stream_tx,
+        updates: Some(updater),
     };
     uplink::run(ep.clone(), opts, io, cancel.clone()).await;
     cancel.cancel();
     ep.close().await;
     let _ = sampler.await;
+    let _ = update_task.await;
     let _ = motion_task.await;
     if let Some(t) = pir_task {
         let _ = t.await;

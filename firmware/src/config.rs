@@ -349,6 +349,8 @@ pub struct Config {
     pub backlog: crate::backlog::BacklogConfig,
     /// `[audio]`: microphone and Opus encoding.
     pub audio: crate::audio::AudioConfig,
+    /// `[update]`: signed A/B updates (RAUC) and the health-gated commit.
+    pub update: crate::update::UpdateConfig,
 }
 
 impl Config {

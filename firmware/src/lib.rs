@@ -15,6 +15,8 @@
 //!   Pi driver (feature `pi`) and the synthetic test source (feature `synthetic`).
 //! * [`audio`]: microphone (ALSA, feature `pi`) or the synthetic speech signal
 //!   (feature `synthetic`) → Opus packets on the audio channel.
+//! * [`update`]: signed A/B updates: receive the bundle (resumable, BLAKE3),
+//!   `rauc install`, reboot, commit only once healthy (the health gate).
 //! * [`uplink`]: connect, handshake, stream GOPs, reconnect with backoff.
 //! * [`pairing`]: redeem `server.pair`'s one-time code, remember being paired.
 //! * [`onboarding`]: read the pairing string from a QR code in front of the
@@ -38,5 +40,6 @@ pub mod motion;
 pub mod onboarding;
 pub mod pairing;
 pub mod telemetry;
+pub mod update;
 pub mod uplink;
 pub mod video;

@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use crate::backlog::{upload, StoreForward, DRAIN_ON_STOP};
 use crate::backoff::Backoff;
 use crate::link::LinkSet;
+use crate::update::{UpdateStatus, Updater};
 use crate::video::{TierState, VideoControl, VideoFormat};
 
 /// How often adaptive bitrate reads the path's statistics (the controller's
@@ -245,6 +246,8 @@ pub struct UplinkIo {
     pub tier: watch::Receiver<TierState>,
     /// Tier, estimate and uplink, for telemetry.
     pub status: watch::Sender<StreamStatus>,
+    /// The updater, if this camera takes firmware updates.
+    pub updates: Option<Updater>,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -459,7 +462,12 @@ async fn session(
     }
     // Connecting can take seconds (a silent server): keep draining frames
     // meanwhile, so capture never stalls and the backlog misses nothing.
-    let connecting = connect(endpoint, opts, params.clone());
+    // The image's version when it has one (what an update changes).
+    let firmware = io
+        .updates
+        .as_ref()
+        .map_or_else(|| env!("CARGO_PKG_VERSION").to_owned(), Updater::version);
+    let connecting = connect(endpoint, opts, params.clone(), firmware);
     tokio::pin!(connecting);
     let (conn, control, uplink) = loop {
         tokio::select! {
@@ -513,6 +521,15 @@ async fn session(
         None => None,
     };
     let (mut ctl_rx, mut ctl_tx) = control.split();
+    // The server learns after every connect where an update stands (it
+    // may have happened across a reboot), and of every change after that.
+    let mut update_status = io.updates.as_ref().map(Updater::status);
+    if let Some(status) = update_status.as_mut() {
+        let report = update_report(&status.borrow_and_update());
+        if let Err(e) = ctl_tx.send(&report).await {
+            tracing::warn!("cannot report the update status: {e}");
+        }
+    }
     let mut awaiting: Vec<AwaitingKeyframe> = Vec::new();
     let mut last_sequence: Option<u64> = None;
     // A crashed server or a black-holed path announces nothing: notice the
@@ -652,7 +669,55 @@ async fn session(
                     payload: a.payload,
                 }));
             }
+            changed = async {
+                match update_status.as_mut() {
+                    Some(s) => s.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if changed.is_err() {
+                    update_status = None;
+                    continue;
+                }
+                let report = update_status.as_mut().map(|s| update_report(&s.borrow_and_update()));
+                if let Some(report) = report {
+                    if let Err(e) = ctl_tx.send(&report).await {
+                        break SessionEnd::Lost(format!("control: {e}"), true);
+                    }
+                }
+            }
+            // Only the server opens unidirectional streams to a camera, and
+            // only to deliver an update bundle.
+            accepted = kodama_net::update::accept(&conn), if io.updates.is_some() => match accepted {
+                Ok(recv) => {
+                    if let Some(u) = &io.updates {
+                        if !u.stream(recv) {
+                            tracing::warn!("updater busy; bundle stream dropped");
+                        }
+                    }
+                }
+                Err(e) => break SessionEnd::Lost(format!("accepting a stream: {e}"), true),
+            },
             msg = ctl_rx.recv() => match msg {
+                Ok(Message::UpdateOffer { hash, size }) => {
+                    tracing::info!(size, "the server offers a firmware update");
+                    let taken = io.updates.as_ref().is_some_and(|u| u.offer(hash, size));
+                    if !taken {
+                        let report = Message::UpdateReport {
+                            hash,
+                            phase: kodama_proto::UpdatePhase::Failed,
+                            progress: 0,
+                            detail: if io.updates.is_some() {
+                                "the updater is busy; offer again later".into()
+                            } else {
+                                "this camera does not take updates".into()
+                            },
+                        };
+                        if let Err(e) = ctl_tx.send(&report).await {
+                            break SessionEnd::Lost(format!("control: {e}"), true);
+                        }
+                    }
+                }
                 Ok(Message::Command { id, command }) => {
                     tracing::info!(id, ?command, "command from the server");
                     let answer = match command {
@@ -748,6 +813,7 @@ async fn connect(
     endpoint: &Endpoint,
     opts: &UplinkOptions,
     params: ParamSets,
+    firmware: String,
 ) -> Result<(kodama_net::Connection, ControlStream, Option<usize>), SessionEnd> {
     let (conn, uplink) = match &opts.links {
         // Failover: the active uplink's connection is already up (warm).
@@ -794,7 +860,7 @@ async fn connect(
         bitrate_kbps: opts.bitrate_kbps,
         sps: params.sps,
         pps: params.pps,
-        firmware: env!("CARGO_PKG_VERSION").into(),
+        firmware,
         audio: opts.audio,
     };
     let mut handshake = ClientHandshake::camera(info);
@@ -835,6 +901,15 @@ async fn connect(
         }
     }
     Ok((conn, control, uplink))
+}
+
+fn update_report(s: &UpdateStatus) -> Message {
+    Message::UpdateReport {
+        hash: s.hash,
+        phase: s.phase,
+        progress: s.progress,
+        detail: s.detail.clone(),
+    }
 }
 
 /// Hands a request to the capture thread. A keyframe is acknowledged later,

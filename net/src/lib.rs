@@ -22,6 +22,8 @@
 //!   live/standby connection profiles (keep-alive, idle timeout).
 //! * [`policy`]: sans-IO decisions the drivers above follow ([`policy::send`], the GOP send
 //!   policy; [`policy::rate`], the adaptive-bitrate controller and tier ladder).
+//! * [`update`]: firmware bundles sent to a camera on its own connection,
+//!   resumable from an offset, below every live stream's priority.
 //! * [`error`]: the error enums.
 
 pub mod backfill;
@@ -34,6 +36,7 @@ pub mod media_recv;
 pub mod media_send;
 pub mod pair;
 pub mod policy;
+pub mod update;
 
 /// The iroh crate itself, for the few places (protocol handlers, hooks) that need more.
 pub use iroh;

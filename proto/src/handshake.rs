@@ -73,6 +73,8 @@ fn message_name(msg: &Message) -> &'static str {
         Message::Paired { .. } => "Paired",
         Message::Stored(_) => "Stored",
         Message::RelayHello { .. } => "RelayHello",
+        Message::UpdateOffer { .. } => "UpdateOffer",
+        Message::UpdateReport { .. } => "UpdateReport",
     }
 }
 

@@ -26,6 +26,7 @@
 //! * [`order`]: restores group order at a receiver (a newer GOP's stream can
 //!   overtake the tail of the previous one).
 //! * [`pairing`]: one-time pairing codes and the pairing string (text / QR).
+//! * [`update`]: firmware update delivery: the bundle stream header and update phases.
 //! * [`wire`]: the byte-level reader used by every decoder.
 
 pub mod frame;
@@ -34,6 +35,7 @@ pub mod message;
 pub mod order;
 pub mod pairing;
 pub mod stream;
+pub mod update;
 pub mod wire;
 
 pub use frame::{
@@ -46,6 +48,7 @@ pub use message::{
 };
 pub use order::{GroupOrderer, MediaEvent};
 pub use stream::{GroupReceiver, StreamError, StreamEvent, StreamHeader, STREAM_HEADER_LEN};
+pub use update::{BundleHeader, UpdatePhase, BUNDLE_HEADER_LEN, MAX_BUNDLE_SIZE};
 
 /// Protocol version carried in every hello and welcome. Bumped on any
 /// incompatible change to this crate's wire format.

@@ -21,6 +21,8 @@
 //! 0x0A Paired       name str, server str
 //! 0x0B Stored       kind u8 (0 live, 1 backfill), id u64
 //! 0x0C RelayHello   version u16, camera id [u8;32], CameraInfo   (relay ALPN: one forwarded camera)
+//! 0x0D UpdateOffer  hash [u8;32] (BLAKE3), size u64
+//! 0x0E UpdateReport hash [u8;32], phase u8 (crate::update::UpdatePhase), progress u64, detail str
 //!
 //! Reject codes: 1 version, 2 role, 3 not allowed, 4 unknown camera, 5 bad
 //! hello, 6 shutdown; pairing: 7 wrong code, 8 code expired, 9 code used,
@@ -34,6 +36,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::update::UpdatePhase;
 use crate::wire::{put_bytes16, put_string16, FieldError, Reader};
 
 /// Largest control message body (64 KiB). SPS/PPS and names fit many times over.
@@ -334,6 +337,27 @@ pub enum Message {
         /// Its stream as the origin last knew it (name: the origin's record).
         info: CameraInfo,
     },
+    /// Server → camera: a firmware bundle is waiting for it (an admin's
+    /// `camera update`); the camera answers with an [`Message::UpdateReport`]
+    /// saying how many bytes it holds, and the server streams the rest.
+    UpdateOffer {
+        /// BLAKE3 of the whole bundle.
+        hash: [u8; 32],
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// Camera → server: where an update stands (also sent after every
+    /// connect, so the server learns what happened across a reboot).
+    UpdateReport {
+        /// The bundle's hash (zero when idle).
+        hash: [u8; 32],
+        /// The phase.
+        phase: UpdatePhase,
+        /// Receiving: bytes held; installing: percent; otherwise 0.
+        progress: u64,
+        /// Human-readable detail (versions, slots, errors).
+        detail: String,
+    },
 }
 
 /// Why a control message could not be decoded.
@@ -408,6 +432,8 @@ const T_PAIR_REQUEST: u8 = 0x09;
 const T_PAIRED: u8 = 0x0A;
 const T_STORED: u8 = 0x0B;
 const T_RELAY_HELLO: u8 = 0x0C;
+const T_UPDATE_OFFER: u8 = 0x0D;
+const T_UPDATE_REPORT: u8 = 0x0E;
 
 impl CameraInfo {
     fn encode(&self, out: &mut BytesMut) {
@@ -526,6 +552,8 @@ impl Message {
             Message::Paired { .. } => T_PAIRED,
             Message::Stored(_) => T_STORED,
             Message::RelayHello { .. } => T_RELAY_HELLO,
+            Message::UpdateOffer { .. } => T_UPDATE_OFFER,
+            Message::UpdateReport { .. } => T_UPDATE_REPORT,
         }
     }
 
@@ -633,6 +661,21 @@ impl Message {
                 out.put_u16(*version);
                 out.put_slice(camera);
                 info.encode(out);
+            }
+            Message::UpdateOffer { hash, size } => {
+                out.put_slice(hash);
+                out.put_u64(*size);
+            }
+            Message::UpdateReport {
+                hash,
+                phase,
+                progress,
+                detail,
+            } => {
+                out.put_slice(hash);
+                out.put_u8(*phase as u8);
+                out.put_u64(*progress);
+                put_string16(out, detail);
             }
         }
         let body_len = (out.len() - start - 4) as u32;
@@ -816,6 +859,26 @@ impl Message {
                 camera: r.array("camera")?,
                 info: CameraInfo::decode(&mut r)?,
             },
+            T_UPDATE_OFFER => Message::UpdateOffer {
+                hash: r.array("update.hash")?,
+                size: r.u64("update.size")?,
+            },
+            T_UPDATE_REPORT => {
+                let hash = r.array("update.hash")?;
+                let at = r.offset();
+                let raw = r.u8("update.phase")?;
+                let phase = UpdatePhase::from_u8(raw).ok_or(FieldError::UnknownValue {
+                    field: "update.phase",
+                    offset: at,
+                    value: raw.into(),
+                })?;
+                Message::UpdateReport {
+                    hash,
+                    phase,
+                    progress: r.u64("update.progress")?,
+                    detail: r.string16("update.detail")?,
+                }
+            }
             _ => unreachable_kind(kind)?,
         };
         r.finish()?;
@@ -834,7 +897,7 @@ fn unreachable_kind(kind: u8) -> Result<Message, FieldError> {
 }
 
 fn known_kind(kind: u8) -> bool {
-    (T_CAMERA_HELLO..=T_RELAY_HELLO).contains(&kind)
+    (T_CAMERA_HELLO..=T_UPDATE_REPORT).contains(&kind)
 }
 
 /// Incremental control-message decoder; same contract as
@@ -1207,6 +1270,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn golden_update_messages() {
+        let hash = [0x11u8; 32];
+        golden(
+            Message::UpdateOffer { hash, size: 0x0203 },
+            &format!("000000290d{}0000000000000203", "11".repeat(32)),
+        );
+        golden(
+            Message::UpdateReport {
+                hash,
+                phase: UpdatePhase::Installing,
+                progress: 40,
+                detail: "ok".into(),
+            },
+            &format!(
+                "0000002e0e{}0300000000000000280002{}",
+                "11".repeat(32),
+                hex::encode("ok")
+            ),
+        );
+        // A phase the decoder does not know is named.
+        let mut bad = Message::UpdateReport {
+            hash,
+            phase: UpdatePhase::Idle,
+            progress: 0,
+            detail: String::new(),
+        }
+        .to_bytes()
+        .to_vec();
+        bad[5 + 32] = 42;
+        assert!(matches!(
+            decode_one(&bad),
+            Err(MessageError::Field {
+                source: FieldError::UnknownValue {
+                    field: "update.phase",
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn golden_stored() {
         golden(
             Message::Stored(Stored::LiveThrough { capture_us: 0x0102 }),
@@ -1389,6 +1494,16 @@ pub(crate) mod tests {
                     info,
                 }
             }),
+            (any::<[u8; 32]>(), any::<u64>())
+                .prop_map(|(hash, size)| Message::UpdateOffer { hash, size }),
+            (any::<[u8; 32]>(), 0u8..10, any::<u64>(), "\\PC{0,32}").prop_map(
+                |(hash, phase, progress, detail)| Message::UpdateReport {
+                    hash,
+                    phase: UpdatePhase::from_u8(phase).expect("in range"),
+                    progress,
+                    detail
+                }
+            ),
         ]
     }
 

@@ -72,7 +72,9 @@ impl Server {
         recorder.set_acks(hub.acks().clone());
         know_cameras(&hub, &recorder, &allowlist);
 
-        let sessions = Sessions::new();
+        let sessions = Sessions::new(crate::updates::Updates::new(
+            config.server.data_dir.join("updates"),
+        ));
         let pairing = Arc::new(PairingService::new(
             PairingStore::new(config.pairing_path()),
             allowlist.clone(),
@@ -305,6 +307,10 @@ impl api::LiveStatus for LiveView {
             .map(|p| p.id)
             .or_else(|| crate::relay_session::forwarded_by_name(&self.hub, &self.allowlist, name))
             .map(|id| id.to_string())
+    }
+
+    fn updates(&self) -> Option<Arc<crate::updates::Updates>> {
+        Some(self.sessions.updates().clone())
     }
 
     fn command(&self, endpoint: &str, command: kodama_proto::Command) -> api::CommandFuture {
@@ -622,6 +628,13 @@ pub async fn camera(config: &Config, action: CameraAction) -> anyhow::Result<()>
             "tier",
             Some(serde_json::json!({ "command": "tier", "mode": mode, "rung": rung })),
         ),
+        CameraAction::Update {
+            name,
+            bundle,
+            no_wait,
+            timeout,
+        } => return camera_update(config, &name, &bundle, no_wait, timeout).await,
+        CameraAction::Status { name } => return camera_status(config, &name).await,
     };
     let (name, what, body) = command;
     let body = body.unwrap_or_else(|| serde_json::json!({ "command": what }));
@@ -634,6 +647,108 @@ pub async fn camera(config: &Config, action: CameraAction) -> anyhow::Result<()>
         if detail.is_empty() { "" } else { ": " }
     );
     anyhow::ensure!(result == "ok", "the camera did not do it");
+    Ok(())
+}
+
+/// `kodama-server camera update NAME BUNDLE`: uploads the bundle to the
+/// running server and follows the camera's phases to the commit.
+async fn camera_update(
+    config: &Config,
+    name: &str,
+    bundle: &std::path::Path,
+    no_wait: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let (data, api) = (&config.server.data_dir, &config.api);
+    let started = std::time::Instant::now();
+    let answer = api::client::start_update(data, api, name, bundle).await?;
+    println!(
+        "{name}: update {} ({} bytes) stored; {}",
+        answer["bundle"].as_str().unwrap_or("?"),
+        answer["size"],
+        if answer["online"].as_bool() == Some(true) {
+            "sending it to the camera"
+        } else {
+            "it goes out when the camera connects"
+        }
+    );
+    if no_wait {
+        return Ok(());
+    }
+    let mut last = (String::new(), String::new());
+    let mut last_progress = std::time::Instant::now();
+    loop {
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "no commit within {timeout:?}; `kodama-server camera status {name}` shows where it stands"
+        );
+        let s = api::client::update_status(data, api, name).await?;
+        let phase = s["phase"].as_str().unwrap_or("?").to_owned();
+        let detail = s["detail"].as_str().unwrap_or("").to_owned();
+        let secs = started.elapsed().as_secs_f64();
+        if phase == "receiving" {
+            if last.0 != phase || last_progress.elapsed() >= Duration::from_secs(5) {
+                last_progress = std::time::Instant::now();
+                let size = s["size"].as_u64().unwrap_or(0).max(1);
+                let have = s["progress"].as_u64().unwrap_or(0);
+                println!(
+                    "{name}: [{secs:6.1} s] receiving {have}/{size} bytes ({}%)",
+                    have * 100 / size
+                );
+            }
+        } else if (phase.as_str(), detail.as_str()) != (last.0.as_str(), last.1.as_str()) {
+            println!("{name}: [{secs:6.1} s] {phase}: {detail}");
+        }
+        match phase.as_str() {
+            "committed" => {
+                println!("{name}: update committed in {secs:.1} s");
+                return Ok(());
+            }
+            "rolled-back" => anyhow::bail!("the camera rolled back to its old slot: {detail}"),
+            "failed" => anyhow::bail!("the update failed: {detail}"),
+            _ => {}
+        }
+        last = (phase, detail);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `kodama-server camera status NAME`.
+async fn camera_status(config: &Config, name: &str) -> anyhow::Result<()> {
+    let s = api::client::update_status(&config.server.data_dir, &config.api, name).await?;
+    println!("camera:  {name} ({})", s["camera"].as_str().unwrap_or("?"));
+    println!(
+        "online:  {}",
+        if s["online"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    if let Some(running) = s["running"].as_str() {
+        println!("running: {running}");
+    }
+    match s["bundle"].as_str() {
+        None => println!("update:  none"),
+        Some(bundle) => {
+            println!(
+                "update:  {} — {} ({} bytes, {:.0} s ago)",
+                s["phase"].as_str().unwrap_or("?"),
+                s["detail"].as_str().unwrap_or(""),
+                s["size"],
+                s["elapsed_s"].as_f64().unwrap_or(0.0)
+            );
+            println!("bundle:  {bundle}");
+            for h in s["history"].as_array().into_iter().flatten() {
+                println!(
+                    "  {:8.1} s  {:12} {}",
+                    h["at_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+                    h["phase"].as_str().unwrap_or("?"),
+                    h["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
     Ok(())
 }
 

@@ -166,6 +166,14 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel(MEDIA_QUEUE);
     let receiver = tokio::spawn(receive_media(conn.clone(), tx, session.clone()));
     let (mut ctl_rx, mut ctl_tx) = control.split();
+    // Firmware updates: offer the camera its bundle while it needs it, and
+    // stream it from wherever the camera's copy ends.
+    let updates = ctx.sessions.updates().clone();
+    let mut update_jobs = updates.subscribe();
+    update_jobs.mark_changed();
+    // The job generation last offered in this session.
+    let mut offered: Option<u64> = None;
+    let mut delivery: Option<(tokio::task::JoinHandle<()>, CancellationToken)> = None;
     let mut last_telemetry_log = Instant::now() - TELEMETRY_LOG_EVERY;
     let mut frames = 0u64;
     let reason: Option<String> = loop {
@@ -233,6 +241,20 @@ pub async fn run(
                     tracing::debug!(%camera, "cannot acknowledge recorded video: {e}");
                 }
             }
+            Ok(()) = update_jobs.changed() => {
+                let generation = *update_jobs.borrow_and_update();
+                if let Some(bundle) = updates.offer_for(&camera) {
+                    if offered != Some(generation) {
+                        offered = Some(generation);
+                        tracing::info!(%camera, %name, size = bundle.size, "offering a firmware update");
+                        let offer = Message::UpdateOffer { hash: bundle.hash, size: bundle.size };
+                        if let Err(e) = ctl_tx.send(&offer).await {
+                            tracing::debug!(%camera, "cannot offer the update: {e}");
+                            break None;
+                        }
+                    }
+                }
+            }
             Some(request) = commands.recv() => {
                 next_command = next_command.wrapping_add(1);
                 let id = next_command;
@@ -254,6 +276,24 @@ pub async fn run(
                         let _ = reply.send(CommandOutcome { result, detail });
                     }
                 }
+                Ok(Message::UpdateReport { hash, phase, progress, detail }) => {
+                    let wanted = updates.report(&camera, hash, phase, progress, &detail);
+                    let sending = delivery.as_ref().is_some_and(|(task, _)| !task.is_finished());
+                    if let (Some(d), false) = (wanted, sending) {
+                        tracing::info!(%camera, %name, from = d.from, size = d.bundle.size, "sending the firmware bundle");
+                        let token = session.child_token();
+                        let conn = conn.clone();
+                        let stop = token.clone();
+                        let task = tokio::spawn(async move {
+                            let header = kodama_proto::BundleHeader { hash: d.bundle.hash, offset: d.from };
+                            match kodama_net::update::send_bundle(&conn, &d.bundle.path, header, d.bundle.size, &d.sent, &stop).await {
+                                Ok(()) => tracing::info!(%camera, "firmware bundle delivered"),
+                                Err(e) => tracing::info!(%camera, "firmware bundle delivery stopped: {e}"),
+                            }
+                        });
+                        delivery = Some((task, token));
+                    }
+                }
                 Ok(other) => tracing::debug!(%camera, "ignoring control message {other:?}"),
                 Err(_) => {
                     // The control stream ending means the camera is leaving;
@@ -264,6 +304,10 @@ pub async fn run(
         }
     };
     session.cancel();
+    if let Some((task, token)) = delivery {
+        token.cancel();
+        let _ = task.await;
+    }
     let violation = match receiver.await {
         Ok(Err(e)) => Some(format!("invalid media: {e}")),
         _ => None,

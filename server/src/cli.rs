@@ -229,6 +229,28 @@ pub enum CameraAction {
         #[arg(required_if_eq_any([("mode", "cap"), ("mode", "pin")]))]
         rung: Option<u8>,
     },
+    /// Update the camera's firmware with a signed RAUC bundle
+    /// (scripts/build-bundle.sh): sent over the camera's own connection,
+    /// resumable, installed into the other slot, committed once the camera
+    /// streams from it. Waits for the commit (or rollback) unless --no-wait.
+    Update {
+        /// Its name.
+        name: String,
+        /// The bundle (.raucb).
+        bundle: std::path::PathBuf,
+        /// Return once the server has the bundle.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the commit (e.g. 30m).
+        #[arg(long, default_value = "30m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Show whether the camera is online, what it runs and where its
+    /// update stands.
+    Status {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// `viewer` subcommands.

@@ -11,6 +11,8 @@
 //! * [`pairing`], [`pair_session`], [`ratelimit`]: one-time pairing codes,
 //!   the pairing ALPN's handler, and its attempt limits.
 //! * [`sessions`]: live connections, for revocation and admins' commands.
+//! * [`updates`]: firmware update jobs: stored bundles, delivery state, the
+//!   phases each camera reported.
 //! * [`hello`]: the server side of the hello exchange, shared by both sessions.
 //! * [`camera_session`]: one camera connection: handshake, media into the hub.
 //! * [`viewer_session`]: one viewer connection: newest-GOP-first fan-out.
@@ -54,6 +56,7 @@ pub mod stats;
 pub mod thumbs;
 pub mod top;
 pub mod transport;
+pub mod updates;
 pub mod upstream;
 pub mod viewer;
 pub mod viewer_session;

@@ -46,7 +46,11 @@ impl RelayNode {
         allowlist.list().context("the allowlist is unreadable")?;
         let (feeds, upstreams) = crate::upstream::feeds(&config.upstreams);
         let hub = Hub::new(feeds);
-        let sessions = Sessions::new();
+        // A relay node has no API, so no update jobs: cameras behind it are
+        // updated by the server that owns them directly.
+        let sessions = Sessions::new(crate::updates::Updates::new(
+            config.server.data_dir.join("updates"),
+        ));
         let pairing = Arc::new(PairingService::new(
             PairingStore::new(config.pairing_path()),
             allowlist.clone(),

@@ -1,7 +1,7 @@
 //! Every live camera and viewer connection, so that the server can act on
 //! them from outside their own tasks: close the ones whose key was removed
 //! (revocation takes effect at once, not at the next reconnect) and hand an
-//! admin's command to a camera's session.
+//! admin's command (or firmware update) to a camera's session.
 //!
 //! A session registers when its handshake succeeds and is forgotten when its
 //! [`SessionGuard`] drops. A camera that reconnects while its old connection
@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use kodama_net::{codes, Connection, EndpointId};
 use kodama_proto::{Command, CommandResult, Role};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::updates::Updates;
 
 /// What a camera did about a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,10 +47,11 @@ struct Live {
 }
 
 /// The registry.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     next: AtomicU64,
     live: Mutex<HashMap<u64, Live>>,
+    updates: Arc<Updates>,
 }
 
 /// Keeps a session registered while it lives.
@@ -59,9 +62,18 @@ pub struct SessionGuard {
 }
 
 impl Sessions {
-    /// An empty registry.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    /// An empty registry; camera sessions deliver `updates`' bundles.
+    pub fn new(updates: Arc<Updates>) -> Arc<Self> {
+        Arc::new(Self {
+            next: AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+            updates,
+        })
+    }
+
+    /// Firmware update jobs (an admin's `camera update`).
+    pub fn updates(&self) -> &Arc<Updates> {
+        &self.updates
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {

@@ -219,6 +219,82 @@ pub async fn command_with(
     post_json(addr, token.trim(), &path, &body).await
 }
 
+fn read_token(data_dir: &Path, cfg: &ApiConfig) -> Result<String, ClientError> {
+    let token_path = cfg.token_path(data_dir);
+    std::fs::read_to_string(&token_path)
+        .map(|t| t.trim().to_owned())
+        .map_err(|source| ClientError::Token {
+            path: token_path.clone(),
+            source,
+        })
+}
+
+/// Uploads the bundle at `bundle` for `camera` (an admin's `camera
+/// update`); the running server stores it and starts delivering it.
+pub async fn start_update(
+    data_dir: &Path,
+    cfg: &ApiConfig,
+    camera: &str,
+    bundle: &Path,
+) -> Result<serde_json::Value, ClientError> {
+    let token = read_token(data_dir, cfg)?;
+    let addr = connect_addr(cfg.listen);
+    let http = |e: &dyn std::fmt::Display| ClientError::Http {
+        addr,
+        message: e.to_string(),
+    };
+    let body = tokio::fs::read(bundle)
+        .await
+        .map_err(|source| ClientError::Write {
+            path: bundle.display().to_string(),
+            source,
+        })?;
+    let mut sender = connect(addr).await?;
+    let path = format!("/api/v1/cameras/{}/update", percent_encode_segment(camera));
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| http(&e))?;
+    let resp = sender.send_request(req).await.map_err(|e| http(&e))?;
+    let status = resp.status();
+    let bytes = body_bytes(addr, resp).await?;
+    if !status.is_success() {
+        return Err(ClientError::Status {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| http(&e))
+}
+
+/// `GET` of a JSON document from the local API.
+pub async fn get_json(
+    data_dir: &Path,
+    cfg: &ApiConfig,
+    path: &str,
+) -> Result<serde_json::Value, ClientError> {
+    let token = read_token(data_dir, cfg)?;
+    let addr = connect_addr(cfg.listen);
+    let resp = get(addr, &token, path).await?;
+    let bytes = body_bytes(addr, resp).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Http {
+        addr,
+        message: e.to_string(),
+    })
+}
+
+/// Where `camera`'s update stands.
+pub async fn update_status(
+    data_dir: &Path,
+    cfg: &ApiConfig,
+    camera: &str,
+) -> Result<serde_json::Value, ClientError> {
+    let path = format!("/api/v1/cameras/{}/update", percent_encode_segment(camera));
+    get_json(data_dir, cfg, &path).await
+}
+
 fn percent_encode_segment(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {

@@ -15,6 +15,8 @@
 //! /api/v1/cameras/{camera}/export?start=&end=       video/mp4
 //! /api/v1/segments/{id}                             video/mp4, Range
 //! POST /api/v1/cameras/{camera}/commands            {"command": "keyframe"|"reboot"|"snapshot"}
+//! POST /api/v1/cameras/{camera}/update              body: a signed RAUC bundle (admin only)
+//! GET  /api/v1/cameras/{camera}/update              the update's phase, progress and history
 //! ```
 //! `{camera}` is a camera's endpoint id or its name on this server (the
 //! allowlist's record, never the name a camera gives itself).
@@ -137,6 +139,11 @@ pub trait LiveStatus: Send + Sync + 'static {
     /// The endpoint id of the camera the server's record calls `name`.
     fn resolve_camera(&self, name: &str) -> Option<String> {
         let _ = name;
+        None
+    }
+
+    /// Firmware update jobs, where the server delivers updates.
+    fn updates(&self) -> Option<Arc<crate::updates::Updates>> {
         None
     }
 
@@ -316,6 +323,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/cameras/{camera}/export", get(export_route))
         .route("/api/v1/segments/{id}", get(segment))
         .route("/api/v1/cameras/{camera}/commands", post(command_route))
+        .route(
+            "/api/v1/cameras/{camera}/update",
+            post(update_route).get(update_status_route),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::web::auth::require_auth,
@@ -709,6 +720,87 @@ async fn command_route(
         "result": result,
         "detail": outcome.detail,
     })))
+}
+
+/// The endpoint id of `camera` (an id or the server's name for it).
+fn camera_endpoint(state: &ApiState, camera: &str) -> Result<kodama_net::EndpointId, ApiFailure> {
+    let endpoint = if kodama_net::endpoint::parse_endpoint_id(camera).is_ok() {
+        camera.to_owned()
+    } else {
+        state.0.live.resolve_camera(camera).ok_or_else(|| {
+            ApiFailure::not_found("unknown_camera", format!("no camera named {camera:?}"))
+        })?
+    };
+    kodama_net::endpoint::parse_endpoint_id(&endpoint)
+        .map_err(|e| ApiFailure::internal(format!("camera id {endpoint}: {e}")))
+}
+
+fn updates_of(state: &ApiState) -> Result<Arc<crate::updates::Updates>, ApiFailure> {
+    state.0.live.updates().ok_or_else(|| {
+        ApiFailure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "updates_unavailable",
+            "this server does not deliver updates",
+        )
+    })
+}
+
+/// `POST /api/v1/cameras/{camera}/update`: stores the bundle in the body and
+/// starts delivering it. The camera checks its hash and RAUC its signature;
+/// the server only moves bytes, on an admin's behalf.
+async fn update_route(
+    State(state): State<ApiState>,
+    axum::Extension(who): axum::Extension<crate::web::auth::Principal>,
+    UrlPath(camera): UrlPath<String>,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    who.require_admin()?;
+    let id = camera_endpoint(&state, &camera)?;
+    let updates = updates_of(&state)?;
+    let stored = updates
+        .store(body.into_data_stream())
+        .await
+        .map_err(|e| match e {
+            crate::updates::StoreError::Io { .. } => ApiFailure::internal(e.to_string()),
+            _ => ApiFailure::bad_request("bad_bundle", e.to_string()),
+        })?;
+    let (hash, size) = (hex::encode(stored.hash), stored.size);
+    updates.start(id, stored);
+    let online = state
+        .0
+        .live
+        .cameras()
+        .iter()
+        .any(|c| c.endpoint == id.to_string() && c.online);
+    Ok(Json(json!({
+        "camera": id.to_string(),
+        "bundle": hash,
+        "size": size,
+        "online": online,
+    })))
+}
+
+/// `GET /api/v1/cameras/{camera}/update`.
+async fn update_status_route(
+    State(state): State<ApiState>,
+    UrlPath(camera): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let id = camera_endpoint(&state, &camera)?;
+    let updates = updates_of(&state)?;
+    let online = state
+        .0
+        .live
+        .cameras()
+        .iter()
+        .any(|c| c.endpoint == id.to_string() && c.online);
+    let mut v =
+        serde_json::to_value(updates.view(&id)).map_err(|e| ApiFailure::internal(e.to_string()))?;
+    if v.is_null() {
+        v = json!({ "phase": "idle", "bundle": null, "history": [] });
+    }
+    v["camera"] = json!(id.to_string());
+    v["online"] = json!(online);
+    Ok(Json(v))
 }
 
 fn sanitize(name: &str) -> String {

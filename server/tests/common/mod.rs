@@ -280,7 +280,31 @@ pub async fn start_camera_with(
     settings: VideoSettings,
     pad_to: usize,
 ) -> TestCamera {
-    start_camera_full(name, server, key, settings, pad_to, None, false).await
+    start_camera_full(name, server, key, settings, pad_to, None, false, None).await
+}
+
+/// A camera that takes firmware updates with `cfg` (update directory,
+/// RAUC command, health gate) and reboots with `reboot_command`.
+pub async fn start_camera_updating(
+    name: &str,
+    server: EndpointAddr,
+    key: SecretKey,
+    cfg: kodama_firmware::update::UpdateConfig,
+    reboot_command: Vec<String>,
+) -> (TestCamera, kodama_firmware::update::Updater) {
+    let mut updater = None;
+    let cam = start_camera_full(
+        name,
+        server,
+        key,
+        settings(),
+        0,
+        None,
+        false,
+        Some((cfg, reboot_command, &mut updater)),
+    )
+    .await;
+    (cam, updater.expect("updater started"))
 }
 
 /// A camera that keeps a store-and-forward backlog in `backlog_dir` (the
@@ -291,7 +315,7 @@ pub async fn start_camera_with_backlog(
     key: SecretKey,
     backlog_dir: &std::path::Path,
 ) -> TestCamera {
-    start_camera_full(name, server, key, settings(), 0, Some(backlog_dir), false).await
+    start_camera_full(name, server, key, settings(), 0, Some(backlog_dir), false, None).await
 }
 
 /// A camera with a (synthetic, speech-like) microphone: Opus on the audio channel.
@@ -300,7 +324,7 @@ pub async fn start_camera_with_audio(
     server: EndpointAddr,
     key: SecretKey,
 ) -> TestCamera {
-    start_camera_full(name, server, key, settings(), 0, None, true).await
+    start_camera_full(name, server, key, settings(), 0, None, true, None).await
 }
 
 async fn start_camera_full(
@@ -311,6 +335,11 @@ async fn start_camera_full(
     pad_to: usize,
     backlog_dir: Option<&std::path::Path>,
     audio: bool,
+    updates: Option<(
+        kodama_firmware::update::UpdateConfig,
+        Vec<String>,
+        &mut Option<kodama_firmware::update::Updater>,
+    )>,
 ) -> TestCamera {
     let source = tokio::task::spawn_blocking(move || ReplaySource::prerender(settings, 2, true))
         .await
@@ -357,8 +386,25 @@ async fn start_camera_full(
         store: None,
         tier: capture.tier,
         status: watch::channel(Default::default()).0,
+        updates: None,
     };
     let mut io = io;
+    if let Some((cfg, reboot_command, out)) = updates {
+        let dir = cfg.dir.clone().expect("update.dir set by the test");
+        let (updater, _task) = kodama_firmware::update::spawn(
+            cfg,
+            dir,
+            kodama_firmware::update::UpdaterIo {
+                link: state.clone(),
+                events: Some(aux_tx.clone()),
+                reboot_command,
+            },
+            cancel.clone(),
+        )
+        .expect("updater starts");
+        io.updates = Some(updater.clone());
+        *out = Some(updater);
+    }
     let mut backlog = None;
     if let Some(dir) = backlog_dir {
         let cfg = BacklogConfig {
@@ -462,6 +508,9 @@ pub fn probe_video(path: &std::path::Path) -> Option<serde_json::Value> {
 pub struct UdpCable {
     pub addr: SocketAddr,
     cut: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes from the target still carried before the cable cuts itself
+    /// (negative: no limit).
+    budget: Arc<std::sync::atomic::AtomicI64>,
     stop: CancellationToken,
 }
 
@@ -476,9 +525,11 @@ impl UdpCable {
         );
         let addr = front.local_addr().expect("addr");
         let cut = Arc::new(AtomicBool::new(false));
+        let budget = Arc::new(std::sync::atomic::AtomicI64::new(-1));
         let stop = CancellationToken::new();
         tokio::spawn({
             let cut = cut.clone();
+            let budget = budget.clone();
             let stop = stop.clone();
             async move {
                 // One upstream socket per client, so the target sees distinct peers.
@@ -505,6 +556,7 @@ impl UdpCable {
                             );
                             upstream.insert(from, s.clone());
                             let (front, cut, s2) = (front.clone(), cut.clone(), s.clone());
+                            let budget = budget.clone();
                             let stop = stop.clone();
                             tokio::spawn(async move {
                                 let mut buf = vec![0u8; 65536];
@@ -513,6 +565,12 @@ impl UdpCable {
                                         _ = stop.cancelled() => return,
                                         r = s2.recv(&mut buf) => match r { Ok(n) => n, Err(_) => return },
                                     };
+                                    if budget.load(Ordering::Relaxed) >= 0
+                                        && budget.fetch_sub(n as i64, Ordering::Relaxed) < n as i64
+                                    {
+                                        budget.store(-1, Ordering::Relaxed);
+                                        cut.store(true, Ordering::Relaxed);
+                                    }
                                     if !cut.load(Ordering::Relaxed) {
                                         let _ = front.send_to(&buf[..n], from).await;
                                     }
@@ -526,7 +584,18 @@ impl UdpCable {
                 }
             }
         });
-        Self { addr, cut, stop }
+        Self {
+            addr,
+            cut,
+            budget,
+            stop,
+        }
+    }
+
+    /// Cuts the cable by itself once `bytes` more have come from the target.
+    pub fn cut_after(&self, bytes: i64) {
+        self.budget
+            .store(bytes.max(0), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Drops everything from now on, silently.
