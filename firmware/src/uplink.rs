@@ -421,6 +421,9 @@ pub async fn run(
     let _ = io.state.send(LinkState::Stopped);
 }
 
+// The session borrows the uplink's state piecewise from `run`, which owns it
+// across sessions; bundling the borrows into a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     endpoint: &Endpoint,
     opts: &UplinkOptions,
