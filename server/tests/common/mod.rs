@@ -327,6 +327,9 @@ pub async fn start_camera_with_audio(
     start_camera_full(name, server, key, settings(), 0, None, true, None).await
 }
 
+// Every camera option a test may set; the public helpers above name the
+// combinations tests use.
+#[allow(clippy::too_many_arguments)]
 async fn start_camera_full(
     name: &str,
     server: EndpointAddr,
