@@ -315,7 +315,17 @@ pub async fn start_camera_with_backlog(
     key: SecretKey,
     backlog_dir: &std::path::Path,
 ) -> TestCamera {
-    start_camera_full(name, server, key, settings(), 0, Some(backlog_dir), false, None).await
+    start_camera_full(
+        name,
+        server,
+        key,
+        settings(),
+        0,
+        Some(backlog_dir),
+        false,
+        None,
+    )
+    .await
 }
 
 /// A camera with a (synthetic, speech-like) microphone: Opus on the audio channel.
