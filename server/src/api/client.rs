@@ -156,6 +156,25 @@ pub async fn post_json(
     path: &str,
     body: &serde_json::Value,
 ) -> Result<serde_json::Value, ClientError> {
+    post(
+        addr,
+        token,
+        path,
+        "application/json",
+        bytes::Bytes::from(body.to_string()),
+    )
+    .await
+}
+
+/// One `POST` of `body` (of `content_type`) to the local API; returns the
+/// JSON answer. Non-2xx answers become [`ClientError::Status`].
+async fn post(
+    addr: SocketAddr,
+    token: &str,
+    path: &str,
+    content_type: &'static str,
+    body: bytes::Bytes,
+) -> Result<serde_json::Value, ClientError> {
     let http = |e: &dyn std::fmt::Display| ClientError::Http {
         addr,
         message: e.to_string(),
@@ -164,10 +183,8 @@ pub async fn post_json(
     let req = hyper::Request::post(path)
         .header(hyper::header::HOST, addr.to_string())
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))
+        .header(hyper::header::CONTENT_TYPE, content_type)
+        .body(http_body_util::Full::new(body))
         .map_err(|e| http(&e))?;
     let resp = sender.send_request(req).await.map_err(|e| http(&e))?;
     let status = resp.status();
@@ -239,34 +256,21 @@ pub async fn start_update(
 ) -> Result<serde_json::Value, ClientError> {
     let token = read_token(data_dir, cfg)?;
     let addr = connect_addr(cfg.listen);
-    let http = |e: &dyn std::fmt::Display| ClientError::Http {
-        addr,
-        message: e.to_string(),
-    };
     let body = tokio::fs::read(bundle)
         .await
         .map_err(|source| ClientError::Write {
             path: bundle.display().to_string(),
             source,
         })?;
-    let mut sender = connect(addr).await?;
     let path = format!("/api/v1/cameras/{}/update", percent_encode_segment(camera));
-    let req = hyper::Request::post(path)
-        .header(hyper::header::HOST, addr.to_string())
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .map_err(|e| http(&e))?;
-    let resp = sender.send_request(req).await.map_err(|e| http(&e))?;
-    let status = resp.status();
-    let bytes = body_bytes(addr, resp).await?;
-    if !status.is_success() {
-        return Err(ClientError::Status {
-            status: status.as_u16(),
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        });
-    }
-    serde_json::from_slice(&bytes).map_err(|e| http(&e))
+    post(
+        addr,
+        &token,
+        &path,
+        "application/octet-stream",
+        bytes::Bytes::from(body),
+    )
+    .await
 }
 
 /// `GET` of a JSON document from the local API.
