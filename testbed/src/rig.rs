@@ -283,25 +283,6 @@ interval_ms = {telemetry_ms}
         None
     }
 
-    /// Runs `kodama-server ARGS…` against the running server (its admin
-    /// API, in the server's namespace); returns stdout or the error.
-    pub fn server_command(&self, args: &[&str]) -> Result<String, BedError> {
-        let data = self.server_args[1].clone();
-        let server = self.server_bin.to_string_lossy().into_owned();
-        let mut command = vec![
-            "ip".to_owned(),
-            "netns".into(),
-            "exec".into(),
-            self.bed.ns(Ns::Server),
-            server,
-            "--data-dir".into(),
-            data,
-        ];
-        command.extend(args.iter().map(|a| (*a).to_owned()));
-        let refs: Vec<&str> = command.iter().map(String::as_str).collect();
-        Ok(crate::run(&refs)?.trim().to_owned())
-    }
-
     /// Video frames the viewer got since `t`.
     pub fn frames_since(&self, t: Instant) -> usize {
         self.arrivals
