@@ -143,18 +143,13 @@ impl Server {
             }
         });
         let node = ServerNode::start(
-            NodeOptions {
+            NodeOptions::for_config(
+                config,
                 secret,
-                endpoint: EndpointOptions {
-                    offline: config.server.offline,
-                    bind: Some(config.server.listen),
-                    alpns: Vec::new(),
-                },
-                name: config.server.name.clone(),
-                allowlist: allowlist.clone(),
-                sessions: sessions.clone(),
-                pairing: pairing.clone(),
-            },
+                allowlist.clone(),
+                sessions.clone(),
+                pairing.clone(),
+            ),
             hub.clone(),
             own.clone(),
         )

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use kodama_net::endpoint::{self, EndpointOptions};
+use kodama_net::endpoint;
 use tokio_util::sync::CancellationToken;
 
 use crate::allowlist::Allowlist;
@@ -58,18 +58,7 @@ impl RelayNode {
         ));
         let own = cancel.child_token();
         let node = ServerNode::start(
-            NodeOptions {
-                secret,
-                endpoint: EndpointOptions {
-                    offline: config.server.offline,
-                    bind: Some(config.server.listen),
-                    alpns: Vec::new(),
-                },
-                name: config.server.name.clone(),
-                allowlist: allowlist.clone(),
-                sessions,
-                pairing,
-            },
+            NodeOptions::for_config(config, secret, allowlist.clone(), sessions, pairing),
             hub.clone(),
             own.clone(),
         )

@@ -126,6 +126,31 @@ pub struct NodeOptions {
     pub pairing: Arc<PairingService>,
 }
 
+impl NodeOptions {
+    /// The node `config` describes: its offline mode, listen address and
+    /// name (the full server and `kodama-server relay` start the same way).
+    pub fn for_config(
+        config: &crate::config::Config,
+        secret: SecretKey,
+        allowlist: Arc<Allowlist>,
+        sessions: Arc<Sessions>,
+        pairing: Arc<PairingService>,
+    ) -> Self {
+        Self {
+            secret,
+            endpoint: EndpointOptions {
+                offline: config.server.offline,
+                bind: Some(config.server.listen),
+                alpns: Vec::new(),
+            },
+            name: config.server.name.clone(),
+            allowlist,
+            sessions,
+            pairing,
+        }
+    }
+}
+
 /// A running server node.
 #[derive(Debug)]
 pub struct ServerNode {
