@@ -37,7 +37,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::update::UpdatePhase;
-use crate::wire::{put_bytes16, put_string16, FieldError, Reader};
+use crate::wire::{length_prefix, put_bytes16, put_string16, FieldError, LengthPrefixed, Reader};
 
 /// Largest control message body (64 KiB). SPS/PPS and names fit many times over.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
@@ -904,9 +904,7 @@ fn known_kind(kind: u8) -> bool {
 /// [`crate::FrameDecoder`]: push bytes, pull messages until `Ok(None)`.
 #[derive(Debug, Default)]
 pub struct MessageDecoder {
-    buf: BytesMut,
-    offset: u64,
-    failed: Option<MessageError>,
+    core: LengthPrefixed<MessageError>,
 }
 
 impl MessageDecoder {
@@ -917,75 +915,57 @@ impl MessageDecoder {
 
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        self.core.push(data);
     }
 
     /// The next complete message, `Ok(None)` if more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message>, MessageError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        let result = self.parse();
-        if let Err(e) = &result {
-            self.failed = Some(e.clone());
-            self.buf = BytesMut::new();
-        }
-        result
-    }
-
-    fn parse(&mut self) -> Result<Option<Message>, MessageError> {
-        if self.buf.len() < 4 {
-            return Ok(None);
-        }
-        let offset = self.offset;
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len > MAX_MESSAGE_LEN {
-            return Err(MessageError::TooLarge {
-                offset,
-                len,
-                max: MAX_MESSAGE_LEN,
-            });
-        }
-        if len == 0 {
-            return Err(MessageError::Empty { offset });
-        }
-        let kind = self.buf[4.min(self.buf.len() - 1)];
-        if self.buf.len() >= 5 && !known_kind(kind) {
-            return Err(MessageError::UnknownType { offset, kind });
-        }
-        if self.buf.len() < 4 + len {
-            return Ok(None);
-        }
-        self.buf.advance(5);
-        let body = self.buf.split_to(len - 1);
-        self.offset += 4 + len as u64;
-        let msg = Message::decode_body(kind, &body).map_err(|source| MessageError::Field {
-            offset,
-            kind,
-            source,
-        })?;
-        match &msg {
-            Message::CameraHello { info, .. } | Message::StreamInfo { info, .. } => {
-                info.validate()?
-            }
-            _ => {}
-        }
-        Ok(Some(msg))
+        self.core.next(parse_message)
     }
 
     /// Declares end of stream: fails if a partial message is buffered.
     pub fn finish(&self) -> Result<(), MessageError> {
-        if let Some(e) = &self.failed {
-            Err(e.clone())
-        } else if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(MessageError::Truncated {
-                offset: self.offset,
-                buffered: self.buf.len(),
-            })
-        }
+        self.core
+            .finish(|offset, buffered| MessageError::Truncated { offset, buffered })
     }
+}
+
+fn parse_message(
+    buf: &mut BytesMut,
+    offset: u64,
+) -> Result<Option<(Message, usize)>, MessageError> {
+    let Some(len) = length_prefix(buf) else {
+        return Ok(None);
+    };
+    if len > MAX_MESSAGE_LEN {
+        return Err(MessageError::TooLarge {
+            offset,
+            len,
+            max: MAX_MESSAGE_LEN,
+        });
+    }
+    if len == 0 {
+        return Err(MessageError::Empty { offset });
+    }
+    let kind = buf[4.min(buf.len() - 1)];
+    if buf.len() >= 5 && !known_kind(kind) {
+        return Err(MessageError::UnknownType { offset, kind });
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    buf.advance(5);
+    let body = buf.split_to(len - 1);
+    let msg = Message::decode_body(kind, &body).map_err(|source| MessageError::Field {
+        offset,
+        kind,
+        source,
+    })?;
+    match &msg {
+        Message::CameraHello { info, .. } | Message::StreamInfo { info, .. } => info.validate()?,
+        _ => {}
+    }
+    Ok(Some((msg, 4 + len)))
 }
 
 #[cfg(test)]

@@ -171,3 +171,77 @@ pub(crate) fn put_string16(out: &mut BytesMut, s: &str) {
     }
     put_bytes16(out, &s.as_bytes()[..end]);
 }
+
+/// The core every length-prefixed stream decoder shares ([`crate::FrameDecoder`],
+/// [`crate::MessageDecoder`]): the read buffer, the stream offset of its
+/// first byte, the `u32` length prefix, poisoning after an error (the rest
+/// of the stream is garbage: the buffer is freed and the error returned
+/// again on every call) and the end-of-stream check.
+///
+/// A decoder supplies only its `parse` step, which sees the buffer and its
+/// stream offset and returns the item and the bytes it consumed, or
+/// `Ok(None)` while more bytes are needed.
+#[derive(Debug)]
+pub(crate) struct LengthPrefixed<E> {
+    buf: BytesMut,
+    offset: u64,
+    failed: Option<E>,
+}
+
+impl<E> Default for LengthPrefixed<E> {
+    fn default() -> Self {
+        Self {
+            buf: BytesMut::new(),
+            offset: 0,
+            failed: None,
+        }
+    }
+}
+
+impl<E: Clone> LengthPrefixed<E> {
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Runs one `parse` step on the buffer; an error poisons the decoder.
+    pub(crate) fn next<T>(
+        &mut self,
+        parse: impl FnOnce(&mut BytesMut, u64) -> Result<Option<(T, usize)>, E>,
+    ) -> Result<Option<T>, E> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        match parse(&mut self.buf, self.offset) {
+            Ok(Some((item, consumed))) => {
+                self.offset += consumed as u64;
+                Ok(Some(item))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.failed = Some(e.clone());
+                self.buf = BytesMut::new();
+                Err(e)
+            }
+        }
+    }
+
+    /// Fails if the decoder is poisoned or a partial item is buffered
+    /// (`truncated` of the offset and the bytes buffered).
+    pub(crate) fn finish(&self, truncated: impl FnOnce(u64, usize) -> E) -> Result<(), E> {
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None if self.buf.is_empty() => Ok(()),
+            None => Err(truncated(self.offset, self.buf.len())),
+        }
+    }
+}
+
+/// The big-endian `u32` length prefix at the start of `buf`, once all four bytes are there.
+pub(crate) fn length_prefix(buf: &[u8]) -> Option<usize> {
+    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(prefix) as usize)
+}
