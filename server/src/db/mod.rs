@@ -614,28 +614,25 @@ impl Db {
              WHERE c.endpoint = ?1 AND s.backfill = ?2 AND (f.segment_id, f.seq) > (?3, ?4)
              ORDER BY f.segment_id, f.seq LIMIT ?5",
         )?;
-        let rows = st.query_map(
-            params![camera, lane.code(), after.0, after.1, limit],
-            |r| {
-                let capture_us: Option<i64> = r.get(7)?;
-                let first_seq: Option<i64> = r.get(8)?;
-                Ok(ForwardFragment {
-                    segment_id: r.get(0)?,
-                    seq: r.get(1)?,
-                    path: r.get(2)?,
-                    init_bytes: r.get(3)?,
-                    offset: r.get(4)?,
-                    len: r.get(5)?,
-                    frames: r.get(6)?,
-                    origin: capture_us
-                        .zip(first_seq)
-                        .map(|(capture_us, first_seq)| FragmentOrigin {
-                            capture_us,
-                            first_seq,
-                        }),
-                })
-            },
-        )?;
+        let rows = st.query_map(params![camera, lane.code(), after.0, after.1, limit], |r| {
+            let capture_us: Option<i64> = r.get(7)?;
+            let first_seq: Option<i64> = r.get(8)?;
+            Ok(ForwardFragment {
+                segment_id: r.get(0)?,
+                seq: r.get(1)?,
+                path: r.get(2)?,
+                init_bytes: r.get(3)?,
+                offset: r.get(4)?,
+                len: r.get(5)?,
+                frames: r.get(6)?,
+                origin: capture_us
+                    .zip(first_seq)
+                    .map(|(capture_us, first_seq)| FragmentOrigin {
+                        capture_us,
+                        first_seq,
+                    }),
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -473,9 +473,9 @@ impl Backlog {
     fn stored(&mut self, stored: Stored) -> Option<Stored> {
         match self {
             Backlog::Memory(p) => match stored {
-                Stored::LiveThrough { capture_us } => p
-                    .live_acknowledged(capture_us)
-                    .map(|s| (capture_us, s)),
+                Stored::LiveThrough { capture_us } => {
+                    p.live_acknowledged(capture_us).map(|s| (capture_us, s))
+                }
                 Stored::Backfill { id } => p.backfill_acknowledged(id).map(|s| (id, s)),
             }
             .map(|(capture_us, source)| match source {
@@ -561,8 +561,7 @@ async fn scan(shared: &Shared, camera: EndpointId, backlog: &mut Backlog, read: 
     if unsaved.is_empty() && !read {
         return;
     }
-    let read_from =
-        read.then(|| RecordedLane::ALL.map(|lane| (lane, progress.watermark(lane))));
+    let read_from = read.then(|| RecordedLane::ALL.map(|lane| (lane, progress.watermark(lane))));
     let db = store.db.clone();
     let upstream = shared.addr.id.to_string();
     let cam = camera.to_string();
@@ -834,7 +833,14 @@ async fn session(
                 };
                 let sent =
                     kodama_net::backfill::send_backfill_group(&conn, id, &group.frames).await;
-                (id, if sent.is_ok() { Sent::Out } else { Sent::Failed })
+                (
+                    id,
+                    if sent.is_ok() {
+                        Sent::Out
+                    } else {
+                        Sent::Failed
+                    },
+                )
             });
         }
         if let Some(due) = backlog.next_deadline() {

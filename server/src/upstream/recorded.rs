@@ -218,20 +218,20 @@ impl Progress {
     /// connection less than [`GRACE`] ago (its live acknowledgement is
     /// still on its way).
     pub fn next_due(&mut self, now: Instant) -> Option<ForwardFragment> {
-        let due = self
-            .lanes
-            .iter()
-            .flat_map(|l| l.window.iter())
-            .filter_map(|f| Some((o_capture(f)?, f)))
-            .filter(|(c, f)| {
-                !self.acked.contains(c)
-                    && self.in_flight.get(c).is_none_or(|until| *until <= now)
-                    && !self.live.iter().any(|(lc, n, at)| {
-                        lc == c && *n as i64 >= f.frames && now < *at + GRACE
-                    })
-            })
-            .min_by_key(|(c, _)| *c)
-            .map(|(c, f)| (c, f.clone()))?;
+        let due =
+            self.lanes
+                .iter()
+                .flat_map(|l| l.window.iter())
+                .filter_map(|f| Some((o_capture(f)?, f)))
+                .filter(|(c, f)| {
+                    !self.acked.contains(c)
+                        && self.in_flight.get(c).is_none_or(|until| *until <= now)
+                        && !self.live.iter().any(|(lc, n, at)| {
+                            lc == c && *n as i64 >= f.frames && now < *at + GRACE
+                        })
+                })
+                .min_by_key(|(c, _)| *c)
+                .map(|(c, f)| (c, f.clone()))?;
         self.in_flight.insert(due.0, now + RESEND);
         Some(due.1)
     }
@@ -306,7 +306,10 @@ pub fn load_group(root: &Path, f: &ForwardFragment) -> Result<Group, LoadError> 
     };
     let file = std::fs::File::open(&path).map_err(io)?;
     let mut init = vec![0u8; f.init_bytes as usize];
-    (&file).take(f.init_bytes as u64).read_exact(&mut init).map_err(io)?;
+    (&file)
+        .take(f.init_bytes as u64)
+        .read_exact(&mut init)
+        .map_err(io)?;
     let track = fmp4::parse_init(&init)
         .map_err(|e| media(e.to_string()))?
         .track;
@@ -343,8 +346,7 @@ pub fn load_group(root: &Path, f: &ForwardFragment) -> Result<Group, LoadError> 
         at += s.size as usize;
         ticks += u64::from(s.duration);
     }
-    if frames.len() as i64 != f.frames || !info.header.samples.first().is_some_and(|s| s.keyframe)
-    {
+    if frames.len() as i64 != f.frames || !info.header.samples.first().is_some_and(|s| s.keyframe) {
         return Err(media(format!(
             "{} frames, the index says {}, or no keyframe first",
             frames.len(),
@@ -388,7 +390,11 @@ mod tests {
         p.refresh(
             RecordedLane::Live,
             (1, 0),
-            vec![frag(1, 1, Some(100)), frag(1, 2, Some(200)), frag(1, 3, Some(300))],
+            vec![
+                frag(1, 1, Some(100)),
+                frag(1, 2, Some(200)),
+                frag(1, 3, Some(300)),
+            ],
         );
         assert_eq!(p.watermark(RecordedLane::Live), (1, 0));
         let due: Vec<u64> =
@@ -396,7 +402,11 @@ mod tests {
         assert_eq!(due, vec![100, 200], "oldest first; 300 is stored already");
         assert_eq!(p.in_flight(t0), 2);
         p.acknowledged(200);
-        assert_eq!(p.watermark(RecordedLane::Live), (1, 0), "100 is still missing");
+        assert_eq!(
+            p.watermark(RecordedLane::Live),
+            (1, 0),
+            "100 is still missing"
+        );
         p.acknowledged(100);
         assert_eq!(p.watermark(RecordedLane::Live), (1, 3), "the whole run");
         assert_eq!(p.unsaved(), vec![(RecordedLane::Live, (1, 3))]);
@@ -425,7 +435,11 @@ mod tests {
         assert_eq!(p.in_flight(t0), 0);
         let again: Vec<u64> =
             std::iter::from_fn(|| p.next_due(t0).and_then(|f| o_capture(&f))).collect();
-        assert_eq!(again, vec![100, 200], "everything due on the next connection");
+        assert_eq!(
+            again,
+            vec![100, 200],
+            "everything due on the next connection"
+        );
         assert_eq!(p.in_flight(t0 + RESEND), 0, "given up on after RESEND");
         assert!(p.next_due(t0 + RESEND).is_some(), "and sent again");
     }
@@ -440,9 +454,17 @@ mod tests {
             vec![frag(5, 9, Some(1)), frag(6, 1, None), frag(6, 2, Some(900))],
         );
         p.refresh(RecordedLane::Backfill, (0, 0), vec![frag(7, 1, Some(50))]);
-        assert_eq!(p.watermark(RecordedLane::Live), (6, 1), "(5, 9) was passed already");
+        assert_eq!(
+            p.watermark(RecordedLane::Live),
+            (6, 1),
+            "(5, 9) was passed already"
+        );
         assert_eq!(p.stats().skipped, 1);
-        assert_eq!(p.next_due(t0).and_then(|f| o_capture(&f)), Some(50), "oldest capture first");
+        assert_eq!(
+            p.next_due(t0).and_then(|f| o_capture(&f)),
+            Some(50),
+            "oldest capture first"
+        );
         p.acknowledged(50);
         assert_eq!(p.watermark(RecordedLane::Backfill), (7, 1));
         p.skip(900);
@@ -457,6 +479,9 @@ mod tests {
             p.acknowledged(1_000 + c);
         }
         assert_eq!(p.acked.len(), ACKED_MAX);
-        assert!(p.acked.contains(&1_000), "the oldest stay: the watermark needs them next");
+        assert!(
+            p.acked.contains(&1_000),
+            "the oldest stay: the watermark needs them next"
+        );
     }
 }
