@@ -483,10 +483,10 @@ impl Backlog {
                 Source::CameraBackfill(id) => Stored::Backfill { id },
             }),
             Backlog::Recorded(p) => {
-                // A recorded GOP's wire id is its keyframe's capture time.
-                let (Stored::LiveThrough { capture_us } | Stored::Backfill { id: capture_us }) =
-                    stored;
-                p.acknowledged(capture_us);
+                match stored {
+                    Stored::LiveThrough { capture_us } => p.live_acknowledged(capture_us),
+                    Stored::Backfill { id } => p.backfill_acknowledged(id),
+                }
                 None
             }
         }
@@ -798,10 +798,7 @@ async fn session(
             };
             let (id, bytes) = match &due {
                 Due::Group(id, group) => (*id, group.payload_bytes()),
-                Due::Recorded(f) => (
-                    f.origin.map_or(0, |o| o.capture_us as u64),
-                    f.len.max(0) as usize,
-                ),
+                Due::Recorded(f) => (recorded::wire_id(f), f.len.max(0) as usize),
             };
             let paced = shared
                 .pace

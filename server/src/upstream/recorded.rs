@@ -21,6 +21,14 @@
 //! [`WINDOW`], [`ACKED_MAX`] and [`LIVE_RECENT`]; disk by the recordings'
 //! own retention (a fragment retention deletes before it was forwarded is
 //! gone upstream too, and counted).
+//!
+//! Which acknowledgement confirms which fragment: a backfilled fragment
+//! goes out with its own id ([`wire_id`]: segment and fragment number) and
+//! only `Stored::Backfill` with that id confirms it; a live acknowledgement
+//! (`Stored::LiveThrough`, by keyframe capture time) confirms only the live
+//! lane's fragment of that GOP. The same GOP can be in both lanes — cut
+//! short live when the origin went down, whole in the camera's backfill
+//! after it — and the whole one must still go.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io::Read;
@@ -81,8 +89,12 @@ struct LaneState {
 #[derive(Debug)]
 pub struct Progress {
     lanes: [LaneState; 2],
-    /// Keyframe capture times the upstream acknowledged, not yet passed.
+    /// Wire ids of backfilled fragments the upstream acknowledged, not yet
+    /// passed by a watermark.
     acked: BTreeSet<u64>,
+    /// Keyframe capture times of live GOPs the upstream acknowledged, not
+    /// yet passed.
+    acked_live: BTreeSet<u64>,
     /// Frames handed to the live sender per keyframe capture time, and when.
     live: VecDeque<(u64, usize, Instant)>,
     /// Backfill in flight by keyframe capture time: when to give up on it.
@@ -108,6 +120,7 @@ impl Progress {
         Self {
             lanes: [lane(live), lane(backfill)],
             acked: BTreeSet::new(),
+            acked_live: BTreeSet::new(),
             live: VecDeque::new(),
             in_flight: HashMap::new(),
             stats: ProgressStats::default(),
@@ -156,29 +169,41 @@ impl Progress {
         self.advance();
     }
 
-    /// The upstream stored the GOP whose keyframe was captured at
-    /// `capture_us` (a live or a backfill acknowledgement).
-    pub fn acknowledged(&mut self, capture_us: u64) {
-        self.in_flight.remove(&capture_us);
-        self.acked.insert(capture_us);
-        while self.acked.len() > ACKED_MAX {
-            self.acked.pop_last();
-        }
+    /// The upstream stored the backfilled fragment `id` ([`wire_id`]).
+    pub fn backfill_acknowledged(&mut self, id: u64) {
+        self.in_flight.remove(&id);
+        insert_bounded(&mut self.acked, id);
+        self.advance();
+    }
+
+    /// The upstream stored the whole live GOP whose keyframe was captured
+    /// at `capture_us`.
+    pub fn live_acknowledged(&mut self, capture_us: u64) {
+        insert_bounded(&mut self.acked_live, capture_us);
         self.advance();
     }
 
     /// A fragment that cannot be sent (unreadable): passed over as if
     /// stored, counted.
-    pub fn skip(&mut self, capture_us: u64) {
+    pub fn skip(&mut self, id: u64) {
         self.stats.skipped += 1;
-        self.acknowledged(capture_us);
+        self.backfill_acknowledged(id);
     }
 
     fn advance(&mut self) {
-        for lane in &mut self.lanes {
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
             while let Some(f) = lane.window.front() {
-                let passed = match f.origin {
-                    Some(o) => self.acked.remove(&(o.capture_us as u64)),
+                let passed = match o_capture(f) {
+                    Some(capture_us) => {
+                        let by_id = self.acked.remove(&wire_id(f));
+                        // A live acknowledgement stands for the live lane's GOP.
+                        let live = i == 0 && self.acked_live.remove(&capture_us);
+                        if by_id || live {
+                            self.in_flight.remove(&wire_id(f));
+                            self.stats.confirmed += 1;
+                        }
+                        by_id || live
+                    }
                     None => {
                         self.stats.skipped += 1;
                         true
@@ -186,9 +211,6 @@ impl Progress {
                 };
                 if !passed {
                     break;
-                }
-                if o_capture(f).is_some() {
-                    self.stats.confirmed += 1;
                 }
                 lane.watermark = (f.segment_id, f.seq);
                 lane.window.pop_front();
@@ -218,22 +240,27 @@ impl Progress {
     /// connection less than [`GRACE`] ago (its live acknowledgement is
     /// still on its way).
     pub fn next_due(&mut self, now: Instant) -> Option<ForwardFragment> {
-        let due =
-            self.lanes
-                .iter()
-                .flat_map(|l| l.window.iter())
-                .filter_map(|f| Some((o_capture(f)?, f)))
-                .filter(|(c, f)| {
-                    !self.acked.contains(c)
-                        && self.in_flight.get(c).is_none_or(|until| *until <= now)
-                        && !self.live.iter().any(|(lc, n, at)| {
+        let due = self
+            .lanes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.window.iter().map(move |f| (i, f)))
+            .filter_map(|(i, f)| Some((o_capture(f)?, i, f)))
+            .filter(|(c, i, f)| {
+                let id = wire_id(f);
+                let live_lane = *i == 0;
+                !self.acked.contains(&id)
+                    && !(live_lane && self.acked_live.contains(c))
+                    && self.in_flight.get(&id).is_none_or(|until| *until <= now)
+                    && !(live_lane
+                        && self.live.iter().any(|(lc, n, at)| {
                             lc == c && *n as i64 >= f.frames && now < *at + GRACE
-                        })
-                })
-                .min_by_key(|(c, _)| *c)
-                .map(|(c, f)| (c, f.clone()))?;
-        self.in_flight.insert(due.0, now + RESEND);
-        Some(due.1)
+                        }))
+            })
+            .min_by_key(|(c, i, _)| (*c, *i))
+            .map(|(_, _, f)| f.clone())?;
+        self.in_flight.insert(wire_id(&due), now + RESEND);
+        Some(due)
     }
 
     /// Backfilled GOPs sent and not yet acknowledged (nor given up on).
@@ -241,9 +268,9 @@ impl Progress {
         self.in_flight.values().filter(|u| **u > now).count()
     }
 
-    /// The backfill of `capture_us` did not go out: due again at once.
-    pub fn send_failed(&mut self, capture_us: u64) {
-        self.in_flight.remove(&capture_us);
+    /// The backfill of fragment `id` did not go out: due again at once.
+    pub fn send_failed(&mut self, id: u64) {
+        self.in_flight.remove(&id);
     }
 
     /// The connection ended: nothing is in flight, nothing went out live.
@@ -255,6 +282,21 @@ impl Progress {
 
 fn o_capture(f: &ForwardFragment) -> Option<u64> {
     f.origin.map(|o| o.capture_us as u64)
+}
+
+/// The id a recorded fragment is backfilled under, and acknowledged by:
+/// its segment id and fragment number (unique across lanes; a fragment
+/// number stays below 2^24, 16.7 M GOPs in one segment).
+pub fn wire_id(f: &ForwardFragment) -> u64 {
+    ((f.segment_id.max(0) as u64) << 24) | (f.seq.max(0) as u64 & 0xff_ffff)
+}
+
+fn insert_bounded(set: &mut BTreeSet<u64>, value: u64) {
+    set.insert(value);
+    // The newest are forgotten first: the watermarks need the oldest next.
+    while set.len() > ACKED_MAX {
+        set.pop_last();
+    }
 }
 
 /// Why a recorded fragment could not be read back.
@@ -283,7 +325,7 @@ pub enum LoadError {
 /// Annex-B access units (the keyframe led by the track's parameter sets),
 /// the camera's sequence numbers, and capture times rebuilt from the
 /// keyframe's (exact, from the index) plus the fragment's 90 kHz decode
-/// times (within 11 µs). The group id is the keyframe's capture time, the
+/// times (within 11 µs). The group id is the fragment's [`wire_id`], the
 /// id its backfill acknowledgement comes back with.
 pub fn load_group(root: &Path, f: &ForwardFragment) -> Result<Group, LoadError> {
     let path = root.join(&f.path);
@@ -354,7 +396,7 @@ pub fn load_group(root: &Path, f: &ForwardFragment) -> Result<Group, LoadError> 
         )));
     }
     Ok(Group {
-        id: origin.capture_us as u64,
+        id: wire_id(f),
         frames,
         truncated: false,
     })
@@ -386,7 +428,7 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Progress::new((1, 0), (0, 0));
         // Live acknowledgements may come before the origin indexes the GOP.
-        p.acknowledged(300);
+        p.live_acknowledged(300);
         p.refresh(
             RecordedLane::Live,
             (1, 0),
@@ -401,13 +443,13 @@ mod tests {
             std::iter::from_fn(|| p.next_due(t0).and_then(|f| o_capture(&f))).collect();
         assert_eq!(due, vec![100, 200], "oldest first; 300 is stored already");
         assert_eq!(p.in_flight(t0), 2);
-        p.acknowledged(200);
+        p.backfill_acknowledged(wire_id(&frag(1, 2, None)));
         assert_eq!(
             p.watermark(RecordedLane::Live),
             (1, 0),
             "100 is still missing"
         );
-        p.acknowledged(100);
+        p.backfill_acknowledged(wire_id(&frag(1, 1, None)));
         assert_eq!(p.watermark(RecordedLane::Live), (1, 3), "the whole run");
         assert_eq!(p.unsaved(), vec![(RecordedLane::Live, (1, 3))]);
         p.saved(RecordedLane::Live, (1, 3));
@@ -465,18 +507,48 @@ mod tests {
             Some(50),
             "oldest capture first"
         );
-        p.acknowledged(50);
+        p.live_acknowledged(50);
+        assert_eq!(
+            p.watermark(RecordedLane::Backfill),
+            (0, 0),
+            "a live acknowledgement does not stand for a backfill-lane fragment"
+        );
+        p.backfill_acknowledged(wire_id(&frag(7, 1, None)));
         assert_eq!(p.watermark(RecordedLane::Backfill), (7, 1));
-        p.skip(900);
+        p.skip(wire_id(&frag(6, 2, None)));
         assert_eq!(p.watermark(RecordedLane::Live), (6, 2));
         assert_eq!(p.stats().skipped, 2);
+    }
+
+    #[test]
+    fn a_gop_cut_short_live_and_whole_in_the_cameras_backfill_goes_twice() {
+        let t0 = Instant::now();
+        let mut p = Progress::new((0, 0), (0, 0));
+        let cut = ForwardFragment {
+            frames: 5,
+            ..frag(1, 1, Some(100))
+        };
+        let whole = frag(2, 1, Some(100));
+        p.refresh(RecordedLane::Live, (0, 0), vec![cut.clone()]);
+        p.refresh(RecordedLane::Backfill, (0, 0), vec![whole.clone()]);
+        let first = p.next_due(t0).expect("due");
+        let second = p.next_due(t0).expect("the other copy is due too");
+        assert_eq!(
+            (wire_id(&first), wire_id(&second)),
+            (wire_id(&cut), wire_id(&whole))
+        );
+        p.backfill_acknowledged(wire_id(&cut));
+        assert_eq!(p.watermark(RecordedLane::Live), (1, 1));
+        assert_eq!(p.watermark(RecordedLane::Backfill), (0, 0), "still owed");
+        p.backfill_acknowledged(wire_id(&whole));
+        assert_eq!(p.watermark(RecordedLane::Backfill), (2, 1));
     }
 
     #[test]
     fn acknowledgements_held_are_bounded_newest_forgotten_first() {
         let mut p = Progress::new((0, 0), (0, 0));
         for c in 0..(ACKED_MAX as u64 + 10) {
-            p.acknowledged(1_000 + c);
+            p.backfill_acknowledged(1_000 + c);
         }
         assert_eq!(p.acked.len(), ACKED_MAX);
         assert!(
