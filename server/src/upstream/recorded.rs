@@ -249,13 +249,15 @@ impl Progress {
             .filter(|(c, i, f)| {
                 let id = wire_id(f);
                 let live_lane = *i == 0;
-                !self.acked.contains(&id)
-                    && !(live_lane && self.acked_live.contains(c))
-                    && self.in_flight.get(&id).is_none_or(|until| *until <= now)
-                    && !(live_lane
-                        && self.live.iter().any(|(lc, n, at)| {
-                            lc == c && *n as i64 >= f.frames && now < *at + GRACE
-                        }))
+                let stored = self.acked.contains(&id) || live_lane && self.acked_live.contains(c);
+                let sending = self.in_flight.get(&id).is_some_and(|until| *until > now);
+                // Sent whole live a moment ago: its acknowledgement is on its way.
+                let live_recently = live_lane
+                    && self
+                        .live
+                        .iter()
+                        .any(|(lc, n, at)| lc == c && *n as i64 >= f.frames && now < *at + GRACE);
+                !(stored || sending || live_recently)
             })
             .min_by_key(|(c, i, _)| (*c, *i))
             .map(|(_, _, f)| f.clone())?;
