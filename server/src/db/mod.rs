@@ -558,6 +558,15 @@ impl Db {
             .optional()?)
     }
 
+    /// The cameras forwarding to `upstream` has a watermark for.
+    pub fn upstream_cameras(&self, upstream: &str) -> Result<Vec<String>, DbError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT DISTINCT camera FROM upstream_watermark WHERE upstream = ?1 ORDER BY camera",
+        )?;
+        let rows = st.query_map(params![upstream], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Moves a watermark forward (never back: a stale writer cannot undo
     /// a newer one).
     pub fn set_upstream_watermark(

@@ -302,6 +302,18 @@ async fn dispatch(
 ) {
     let mut cameras: HashMap<EndpointId, mpsc::Sender<(Arc<Group>, Source)>> = HashMap::new();
     let mut forwarders = JoinSet::new();
+    // After a restart, cameras that are not back yet may still have
+    // recordings the upstream lacks: their forwarders start now.
+    for camera in forwarded_before(&shared).await {
+        if !shared.config.forwards(&allowlist, &camera) {
+            continue;
+        }
+        if let Some(track) = shared.hub.find(&CameraSelector::Id(*camera.as_bytes())) {
+            let (tx, crx) = mpsc::channel(CAMERA_QUEUE);
+            forwarders.spawn(forward(shared.clone(), track, crx, cancel.child_token()));
+            cameras.insert(camera, tx);
+        }
+    }
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -342,6 +354,33 @@ async fn dispatch(
     }
     cancel.cancel();
     while forwarders.join_next().await.is_some() {}
+}
+
+/// The cameras a recording origin has forwarded to this upstream before
+/// (a watermark exists).
+async fn forwarded_before(shared: &Shared) -> Vec<EndpointId> {
+    let Some(store) = &shared.store else {
+        return Vec::new();
+    };
+    let db = store.db.clone();
+    let upstream = shared.addr.id.to_string();
+    let listed = tokio::task::spawn_blocking(move || {
+        db.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upstream_cameras(&upstream)
+    })
+    .await;
+    match listed {
+        Ok(Ok(ids)) => ids
+            .iter()
+            .filter_map(|id| kodama_net::endpoint::parse_endpoint_id(id).ok())
+            .collect(),
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %shared.addr.id, "cannot list the cameras forwarded before: {e}");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Why a connection attempt failed.
