@@ -546,6 +546,112 @@ mod tests {
         assert_eq!(p.watermark(RecordedLane::Backfill), (2, 1));
     }
 
+    /// A GOP of the firmware's synthetic picture written the way the
+    /// recorder writes it, then read back.
+    #[test]
+    fn a_recorded_gop_reads_back_as_the_cameras_frames() {
+        use crate::recorder::segment::{build_fragment, SegmentFile};
+        use crate::recorder::LocalStorage;
+        use kodama_firmware::video::synthetic::{MotionSwitch, SyntheticSource};
+        use kodama_firmware::video::{VideoSettings, VideoSource};
+        use kodama_media::h264;
+
+        let settings = VideoSettings {
+            width: 64,
+            height: 48,
+            fps: 30,
+            bitrate_kbps: 100,
+            keyframe_interval: 3,
+        };
+        let mut src =
+            SyntheticSource::new(settings, false, MotionSwitch::default()).expect("source");
+        let originals: Vec<Frame> = (0..3u64)
+            .map(|i| {
+                let f = src.next_frame().expect("frame");
+                assert_eq!(f.keyframe, i == 0);
+                Frame {
+                    channel: Channel::Video,
+                    flags: if i == 0 {
+                        FrameFlags::KEYFRAME
+                    } else {
+                        FrameFlags::empty()
+                    },
+                    capture_us: 1_000_000 + i * 33_333,
+                    sequence: 100 + i,
+                    payload: f.data,
+                }
+            })
+            .collect();
+        let (Some(sps), Some(pps)) = h264::parameter_sets(&originals[0].payload) else {
+            panic!("the keyframe carries SPS and PPS");
+        };
+        let track = fmp4::VideoTrack::new(sps, pps).expect("track");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rel = "cam/2026-11-30/00-00-00.mp4";
+        let mut file =
+            SegmentFile::create(&LocalStorage, &dir.path().join(rel), &track).expect("segment");
+        let init_bytes = file.len() as i64;
+        let refs: Vec<&Frame> = originals.iter().collect();
+        let built = build_fragment(&refs, 1, 1_000_000, 0, 33_333, 5).expect("fragment");
+        let offset = file.append(&built).expect("append");
+        file.sync().expect("sync");
+        let f = ForwardFragment {
+            segment_id: 7,
+            seq: 1,
+            path: rel.into(),
+            init_bytes,
+            offset: offset as i64,
+            len: built.len() as i64,
+            frames: 3,
+            origin: Some(FragmentOrigin {
+                capture_us: 1_000_000,
+                first_seq: 100,
+            }),
+        };
+        let g = load_group(dir.path(), &f).expect("reads back");
+        assert_eq!(g.id, wire_id(&f));
+        assert_eq!(g.frames.len(), 3);
+        assert!(g.frames[0].is_keyframe() && h264::is_idr(&g.frames[0].payload));
+        assert_eq!(
+            h264::parameter_sets(&g.frames[0].payload),
+            (Some(sps), Some(pps)),
+            "the keyframe is led by the parameter sets"
+        );
+        for (got, want) in g.frames.iter().zip(&originals) {
+            assert_eq!(got.sequence, want.sequence);
+            assert!(got.capture_us.abs_diff(want.capture_us) <= 11, "{got:?}");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            fmp4::append_sample(&got.payload, &mut a);
+            fmp4::append_sample(&want.payload, &mut b);
+            assert_eq!(a, b, "the same NAL units");
+        }
+
+        let wrong = ForwardFragment {
+            frames: 4,
+            ..f.clone()
+        };
+        assert!(matches!(
+            load_group(dir.path(), &wrong),
+            Err(LoadError::Media { .. })
+        ));
+        let huge = ForwardFragment {
+            len: MAX_FRAGMENT_BYTES + 1,
+            ..f.clone()
+        };
+        assert!(matches!(
+            load_group(dir.path(), &huge),
+            Err(LoadError::Media { .. })
+        ));
+        let gone = ForwardFragment {
+            path: "cam/none.mp4".into(),
+            ..f
+        };
+        assert!(matches!(
+            load_group(dir.path(), &gone),
+            Err(LoadError::Io { .. })
+        ));
+    }
+
     #[test]
     fn acknowledgements_held_are_bounded_newest_forgotten_first() {
         let mut p = Progress::new((0, 0), (0, 0));
