@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use kodama_net::control::ControlStream;
 use kodama_net::link::{self, LinkProfile};
-use kodama_net::media_send::MediaSender;
+use kodama_net::media_send::{MediaSender, SendOutcome};
 use kodama_net::{codes, Connection, Endpoint, EndpointAddr, EndpointId};
 use kodama_proto::{CameraSelector, ClientHandshake, Frame, Message, Stored, ALPN_RELAY};
 use serde::Deserialize;
@@ -452,6 +452,16 @@ enum Sent {
 }
 
 impl Backlog {
+    /// The live group of the GOP captured at `capture_us` did not leave
+    /// whole (superseded with frames unsent, or a frame dropped): its live
+    /// acknowledgement must not count, backfill sends it again.
+    fn live_incomplete(&mut self, capture_us: u64) {
+        match self {
+            Backlog::Memory(p) => p.live_incomplete(capture_us),
+            Backlog::Recorded(p) => p.live_incomplete(capture_us),
+        }
+    }
+
     fn live_sent(&mut self, capture_us: u64, frames: usize, now: Instant) {
         match self {
             Backlog::Memory(p) => p.live_sent(capture_us, frames),
@@ -766,6 +776,9 @@ struct LiveCursor {
     group: Arc<LiveGroup>,
     next: usize,
     keyframe_us: Option<u64>,
+    /// Every frame so far was queued whole; once one was not, the GOP's
+    /// live acknowledgement no longer counts.
+    whole: bool,
 }
 
 /// One connection's life; true when the forwarder must stop.
@@ -821,6 +834,7 @@ async fn session(
                         group: newest,
                         next: 0,
                         keyframe_us: None,
+                        whole: true,
                     });
                 }
             }
@@ -985,9 +999,17 @@ fn hand_over(
             return;
         }
         let keyframe_us = *c.keyframe_us.get_or_insert(frame.capture_us);
-        media.send(frame);
+        let queued = media.send(frame) == SendOutcome::Queued;
         c.next += 1;
-        backlog.live_sent(keyframe_us, c.next, now);
+        c.whole &= queued;
+        if c.whole {
+            backlog.live_sent(keyframe_us, c.next, now);
+        } else {
+            backlog.live_incomplete(keyframe_us);
+        }
+        for capture_us in media.take_incomplete() {
+            backlog.live_incomplete(capture_us);
+        }
     }
 }
 
