@@ -440,6 +440,7 @@ async fn viewer_output_is_valid_h264_for_ffprobe() {
         client,
         kodama_server::viewer::ViewOptions {
             output: Some(out.clone()),
+            audio_output: None,
             duration: Some(Duration::from_secs(20)),
             frames: Some(90),
             stats_every: Duration::from_secs(1),
