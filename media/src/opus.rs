@@ -35,6 +35,26 @@ pub fn packet_samples(packet: &[u8]) -> Option<u32> {
     (frames > 0 && samples <= 5760).then_some(samples)
 }
 
+/// How many packets of `packet_samples` each a gap of `gap_samples` (48 kHz)
+/// before a packet stands for: none for jitter under half a packet, and none
+/// for a gap over [`MAX_FILL_SAMPLES`] (a camera restart or a clock step,
+/// joined without filler). Callers fill the lost ones with
+/// [`lost_packet_marker`] so decoders conceal them and timelines stay whole.
+pub fn lost_packets(gap_samples: u64, packet_samples: u32) -> u64 {
+    let n = u64::from(packet_samples.max(1));
+    if gap_samples <= n / 2 || gap_samples > MAX_FILL_SAMPLES {
+        return 0;
+    }
+    (gap_samples + n / 2) / n
+}
+
+/// A one-byte packet standing for a lost one, in the configuration of the
+/// packet whose TOC byte is `toc`: code 0 with a zero-length frame, which
+/// a decoder treats as lost and conceals (RFC 6716 §3.2.1).
+pub fn lost_packet_marker(toc: u8) -> u8 {
+    toc & !0x3
+}
+
 /// The Ogg logical stream serial number of the viewer's files (one stream
 /// per file, so any fixed value is unique).
 const SERIAL: u32 = 0x4B4F_4441; // "KODA"
@@ -47,7 +67,7 @@ const PACKETS_PER_PAGE: u32 = 50;
 /// The longest gap filled with lost-packet markers: longer ones (a camera
 /// that restarted, a clock step) are joined without silence rather than
 /// writing minutes of filler.
-const MAX_FILL_SAMPLES: u64 = 10 * 48_000;
+pub const MAX_FILL_SAMPLES: u64 = 10 * 48_000;
 
 /// What an Ogg Opus file's identification header says (RFC 7845 §5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,15 +171,10 @@ impl<W: Write> OggOpusWriter<W> {
     pub fn push(&mut self, capture_us: u64, packet: &[u8]) -> Result<(), OggOpusError> {
         let samples = packet_samples(packet).ok_or(OggOpusError::NotOpus { len: packet.len() })?;
         if let Some(due) = self.next_capture_us {
-            let gap_samples = capture_us.saturating_sub(due) * 48 / 1000;
-            if gap_samples > u64::from(samples / 2) && gap_samples <= MAX_FILL_SAMPLES {
-                let lost = (gap_samples + u64::from(samples / 2)) / u64::from(samples);
-                // Same configuration, code 0, a zero-length frame.
-                let marker = [packet[0] & !0x3];
-                for _ in 0..lost {
-                    self.write(marker.to_vec(), samples)?;
-                    self.filled += 1;
-                }
+            let gap = capture_us.saturating_sub(due) * 48 / 1000;
+            for _ in 0..lost_packets(gap, samples) {
+                self.write(vec![lost_packet_marker(packet[0])], samples)?;
+                self.filled += 1;
             }
         }
         self.next_capture_us = Some(capture_us + u64::from(samples) * 1000 / 48);
