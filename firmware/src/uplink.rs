@@ -87,12 +87,10 @@ impl Abr {
     /// reaches (`video.bitrate_kbps`: the camera never sends more than its
     /// owner configured), starting at that rung.
     pub fn new(ceiling_kbps: u32) -> Self {
-        let top = LADDER
-            .iter()
-            .rposition(|r| r.kbps <= ceiling_kbps)
-            .unwrap_or(0);
+        let ladder = ladder_below(ceiling_kbps);
+        let top = ladder.len() - 1;
         Self {
-            controller: RateController::new(RateConfig::default(), &LADDER[..=top], top),
+            controller: RateController::new(RateConfig::default(), &ladder, top),
             origin: tokio::time::Instant::now(),
         }
     }
@@ -158,6 +156,27 @@ impl Abr {
         };
         let now = self.now();
         Ok((self.controller.set_limit(limit, now), note))
+    }
+}
+
+/// The rungs of [`LADDER`] at or below `ceiling_kbps`. A ceiling below the
+/// lowest rung (a metered link whose owner allows, say, 300 kbit/s) is
+/// honoured, not rounded up: the ladder is that one rung at the ceiling's
+/// bitrate, so adaptive bitrate has nowhere to go but the encoder never
+/// sends more than configured.
+fn ladder_below(ceiling_kbps: u32) -> Vec<Rung> {
+    let fitting: Vec<Rung> = LADDER
+        .iter()
+        .copied()
+        .filter(|r| r.kbps <= ceiling_kbps)
+        .collect();
+    if fitting.is_empty() {
+        vec![Rung {
+            kbps: ceiling_kbps,
+            ..LADDER[0]
+        }]
+    } else {
+        fitting
     }
 }
 
@@ -591,7 +610,9 @@ async fn session(
                 let Some(a) = abr.as_deref_mut() else { continue };
                 let now = a.now();
                 let queued = kodama_net::media_send::SendStats::get(&send_stats.video_bytes_queued);
-                let Some(sample) = link::path_sample(&conn, now, queued, send_stats.groups_dropped()) else { continue };
+                let handed = kodama_net::media_send::SendStats::get(&send_stats.bytes_sent);
+                let Some(sample) = link::path_sample(&conn, now, queued, send_stats.groups_dropped(), handed) else { continue };
+                tracing::debug!(?sample, "adaptive bitrate: sample");
                 if let Some(d) = a.controller.on_sample(&sample) {
                     let rung = a.controller.ladder()[d.tier];
                     tracing::info!(tier = rung.name, kbps = rung.kbps, reason = ?d.reason, estimate_kbps = ?sample.bandwidth_bps.map(|b| b / 1000), rtt_ms = sample.rtt.as_millis() as u64, "adaptive bitrate: tier change");
@@ -622,10 +643,18 @@ async fn session(
                 }
                 let (sequence, keyframe, capture_us) = (f.sequence, f.is_keyframe(), f.capture_us);
                 let sent = media.send(f);
-                if sent == SendOutcome::GroupAbandoned {
-                    if let Some(s) = io.store.as_mut() {
+                if let Some(s) = io.store.as_mut() {
+                    // Whatever live sending did not deliver whole goes to
+                    // the backlog: a dropped frame keeps the GOP being
+                    // captured, a superseded group the GOP it carried.
+                    if sent != SendOutcome::Queued {
                         s.live_lost();
                     }
+                    for capture_us in media.take_incomplete() {
+                        s.live_incomplete(capture_us).await;
+                    }
+                }
+                if sent == SendOutcome::GroupAbandoned {
                     let _ = io.control.try_send(VideoControl::Keyframe);
                 }
                 if keyframe && !awaiting.is_empty() {
@@ -1041,6 +1070,16 @@ mod tests {
             apply_command(Command::RequestKeyframe, &tx).0,
             CommandResult::Failed
         );
+    }
+
+    #[test]
+    fn abr_ceiling_below_the_lowest_rung_is_honoured() {
+        let abr = Abr::new(300);
+        assert_eq!(abr.rung().kbps, 300, "never above video.bitrate_kbps");
+        assert_eq!(abr.rung().name, "360p15");
+        assert_eq!(abr.controller.ladder().len(), 1);
+        assert_eq!(Abr::new(500).rung().kbps, 500);
+        assert_eq!(Abr::new(4000).controller.ladder().len(), LADDER.len());
     }
 
     #[test]

@@ -158,7 +158,9 @@ impl Server {
             node.endpoint().clone(),
             hub.clone(),
             allowlist.clone(),
-            false,
+            crate::upstream::Origin::Recorder {
+                data_dir: config.server.data_dir.clone(),
+            },
             own.child_token(),
         )?;
         // `camera add` (another process) puts this in pairing strings.
@@ -890,6 +892,7 @@ async fn watch_live(
         client,
         ViewOptions {
             output: args.output.clone(),
+            audio_output: args.audio_output.clone(),
             duration: args.duration.map(Duration::from_secs_f64),
             frames: args.frames,
             stats_every: Duration::from_secs_f64(args.stats_every.max(0.1)),

@@ -1,6 +1,7 @@
 //! The terminal viewer (`kodama-server view`): watches one camera, prints
 //! per-channel statistics, and can write the H.264 elementary stream to a
-//! file or stdout (`kodama-server view --output - | ffplay -`).
+//! file or stdout (`kodama-server view --output - | ffplay -`) and the
+//! camera's audio as Ogg Opus (`--audio-output`, [`kodama_media::opus`]).
 //!
 //! [`ViewerClient`] is also the library face of a viewer for tests and the
 //! benchmark.
@@ -8,6 +9,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use kodama_media::opus::{OggOpusError, OggOpusWriter, OpusHead};
 use kodama_net::control::{ControlReader, ControlStream, ControlWriter};
 use kodama_net::media_recv::{receive_media, Received};
 use kodama_net::{codes, Connection, Endpoint, EndpointAddr};
@@ -216,12 +218,23 @@ impl ViewerClient {
 pub struct ViewOptions {
     /// Write the H.264 elementary stream here (`-` for stdout).
     pub output: Option<std::path::PathBuf>,
+    /// Write the camera's audio here as Ogg Opus (`-` for stdout).
+    pub audio_output: Option<std::path::PathBuf>,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Stop after this many video frames.
     pub frames: Option<u64>,
     /// Print statistics this often.
     pub stats_every: Duration,
+}
+
+/// Opens an output file, `-` being stdout.
+fn open_output(path: &std::path::Path) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(if path.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout()))
+    } else {
+        Box::new(std::io::BufWriter::new(std::fs::File::create(path)?))
+    })
 }
 
 /// Runs the terminal viewer until done (`duration`, `frames`) or cancelled;
@@ -232,13 +245,30 @@ pub async fn watch(
     opts: ViewOptions,
     cancel: CancellationToken,
 ) -> anyhow::Result<u64> {
-    let mut out: Option<Box<dyn Write + Send>> = match &opts.output {
-        Some(p) if p.as_os_str() == "-" => {
-            Some(Box::new(std::io::BufWriter::new(std::io::stdout())))
-        }
-        Some(p) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(p)?))),
+    let stdout_twice =
+        |p: &Option<std::path::PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if stdout_twice(&opts.output) && stdout_twice(&opts.audio_output) {
+        anyhow::bail!("--output and --audio-output cannot both be stdout (-)");
+    }
+    let mut audio_out = match &opts.audio_output {
         None => None,
+        Some(path) => {
+            let Some(audio) = client.info.audio else {
+                client.close();
+                anyhow::bail!(
+                    "camera {} has no microphone: it sends no audio for --audio-output",
+                    client.info.name
+                );
+            };
+            let head = OpusHead {
+                channels: audio.channels,
+                pre_skip: audio.pre_skip,
+                input_sample_rate: audio.sample_rate,
+            };
+            Some(OggOpusWriter::new(open_output(path)?, head)?)
+        }
     };
+    let mut out = opts.output.as_deref().map(open_output).transpose()?;
     eprintln!(
         "watching {} ({}x{} @ {} fps, {} kbit/s)",
         client.info.name,
@@ -271,6 +301,16 @@ pub async fn watch(
                     if opts.frames.is_some_and(|n| written >= n) {
                         break;
                     }
+                } else if frame.channel == Channel::Audio {
+                    if let Some(w) = audio_out.as_mut() {
+                        match w.push(frame.capture_us, &frame.payload) {
+                            Err(OggOpusError::Io(e)) => return Err(e.into()),
+                            Err(e) => {
+                                tracing::warn!("audio packet {} skipped: {e}", frame.sequence)
+                            }
+                            Ok(()) => {}
+                        }
+                    }
                 } else if frame.channel == Channel::Telemetry {
                     telemetry = Some(summarise_telemetry(&frame));
                 } else if frame.channel == Channel::Event {
@@ -300,6 +340,15 @@ pub async fn watch(
     }
     if let Some(mut w) = out {
         w.flush()?;
+    }
+    if let Some(w) = audio_out {
+        let (packets, filled, seconds) = (
+            w.packets(),
+            w.filled(),
+            w.duration_samples() as f64 / 48_000.0,
+        );
+        w.finish()?;
+        eprintln!("{packets} audio packets ({seconds:.2} s, {filled} lost packets concealed) written as Ogg Opus");
     }
     print_stats(&mut stats, telemetry.as_deref(), last_print.elapsed());
     eprintln!(
