@@ -128,12 +128,12 @@ async fn home_and_offsite(camera: &SecretKey, offsite_dir: &Path) -> (TestServer
 async fn wait_recorded(
     offsite: &Path,
     cam: &TestCamera,
-    range: std::ops::Range<u64>,
+    want: impl Iterator<Item = u64> + Clone,
     within: Duration,
 ) -> Vec<u64> {
     let deadline = Instant::now() + within;
     loop {
-        let gaps = missing(&recorded(offsite, cam), range.clone());
+        let gaps = missing(&recorded(offsite, cam), want.clone());
         if gaps.is_empty() || Instant::now() >= deadline {
             return gaps;
         }
@@ -620,12 +620,13 @@ async fn an_origin_restarted_during_an_outage_forwards_the_whole_window_afterwar
 
     let offsite = TestServer::restart_in(offsite_dir.clone(), offsite_port).await;
     let back = Instant::now();
-    let deadline = back + Duration::from_secs(40);
-    let mut absent = missing(&recorded(&offsite_dir, &cam), window.iter().copied());
-    while !absent.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        absent = missing(&recorded(&offsite_dir, &cam), window.iter().copied());
-    }
+    let absent = wait_recorded(
+        &offsite_dir,
+        &cam,
+        window.iter().copied(),
+        Duration::from_secs(40),
+    )
+    .await;
     assert!(
         absent.is_empty(),
         "after the outage the offsite copy misses {} of the {} frames home recorded in {first}..{restored_at}: {:?}…",
@@ -664,12 +665,13 @@ async fn an_origin_restarted_during_an_outage_forwards_the_whole_window_afterwar
         last_window.len()
     );
     let offsite = TestServer::restart_in(offsite_dir.clone(), offsite_port).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut absent = missing(&recorded(&offsite_dir, &cam), last_window.iter().copied());
-    while !absent.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        absent = missing(&recorded(&offsite_dir, &cam), last_window.iter().copied());
-    }
+    let absent = wait_recorded(
+        &offsite_dir,
+        &cam,
+        last_window.iter().copied(),
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(
         absent.is_empty(),
         "with the camera gone, the restarted origin still forwards what it recorded: offsite misses {} of {} frames: {:?}…",

@@ -309,17 +309,22 @@ interval_ms = {telemetry_ms}
             .map_or(0, |a| a.iter().filter(|x| **x >= t).count())
     }
 
+    /// When the viewer got each video frame in `[from, to]`.
+    fn arrivals_in(&self, from: Instant, to: Instant) -> Vec<Instant> {
+        self.arrivals.lock().map_or_else(
+            |_| Vec::new(),
+            |a| {
+                a.iter()
+                    .copied()
+                    .filter(|t| *t >= from && *t <= to)
+                    .collect()
+            },
+        )
+    }
+
     /// The longest pause between video frames in `[from, to]`.
     pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
-        let Ok(a) = self.arrivals.lock() else {
-            return to - from;
-        };
-        let window: Vec<Instant> = a
-            .iter()
-            .copied()
-            .filter(|t| *t >= from && *t <= to)
-            .collect();
-        window
+        self.arrivals_in(from, to)
             .windows(2)
             .map(|w| w[1] - w[0])
             .max()
@@ -329,15 +334,7 @@ interval_ms = {telemetry_ms}
     /// Pauses between video frames in `[from, to]` longer than `min`: when
     /// each began (relative to `from`) and how long it lasted.
     pub fn pauses(&self, from: Instant, to: Instant, min: Duration) -> Vec<(Duration, Duration)> {
-        let Ok(a) = self.arrivals.lock() else {
-            return Vec::new();
-        };
-        let window: Vec<Instant> = a
-            .iter()
-            .copied()
-            .filter(|t| *t >= from && *t <= to)
-            .collect();
-        window
+        self.arrivals_in(from, to)
             .windows(2)
             .filter(|w| w[1] - w[0] > min)
             .map(|w| (w[0] - from, w[1] - w[0]))
