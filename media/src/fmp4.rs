@@ -865,25 +865,9 @@ pub fn parse_init(buf: &[u8]) -> Result<InitInfo, Mp4Error> {
             m.take(8)?;
             m.u32()?
         };
-        let (at, minf) = child(mdia, at, b"minf", "minf")?;
-        let (at, stbl) = child(minf, at, b"stbl", "stbl")?;
-        let (at, stsd) = child(stbl, at, b"stsd", "stsd")?;
-        // stsd: full box header + entry_count, then the entries.
-        if stsd.len() < 8 {
-            return Err(Mp4Error::Truncated {
-                kind: "stsd".into(),
-                offset: at,
-            });
-        }
-        let (at, avc1) = child(&stsd[8..], at + 8, b"avc1", "avc1")?;
         // VisualSampleEntry fields before child boxes: 78 bytes.
-        if avc1.len() < 78 {
-            return Err(Mp4Error::Truncated {
-                kind: "avc1".into(),
-                offset: at,
-            });
-        }
-        let (avcc_at, avcc) = child(&avc1[78..], at + 78, b"avcC", "avcC")?;
+        let (at, avc1) = sample_entry(mdia, at, b"avc1", "avc1", 78)?;
+        let (avcc_at, avcc) = child(avc1, at, b"avcC", "avcC")?;
         let mut c = Body::new(avcc, "avcC", avcc_at);
         c.take(4)?; // version, profile, compatibility, level
         if c.u8()? & 0x03 != 3 {
@@ -926,6 +910,35 @@ pub fn parse_init(buf: &[u8]) -> Result<InitInfo, Mp4Error> {
     }
 }
 
+/// A track's sample entry `kind` under `mdia`/`minf`/`stbl`/`stsd`: the
+/// offset and bytes of its child boxes, past its `fields` fixed bytes.
+fn sample_entry<'a>(
+    mdia: &'a [u8],
+    at: u64,
+    kind: &[u8; 4],
+    name: &'static str,
+    fields: usize,
+) -> Result<(u64, &'a [u8]), Mp4Error> {
+    let (at, minf) = child(mdia, at, b"minf", "minf")?;
+    let (at, stbl) = child(minf, at, b"stbl", "stbl")?;
+    let (at, stsd) = child(stbl, at, b"stsd", "stsd")?;
+    // stsd: full box header + entry_count, then the entries.
+    if stsd.len() < 8 {
+        return Err(Mp4Error::Truncated {
+            kind: "stsd".into(),
+            offset: at,
+        });
+    }
+    let (at, entry) = child(&stsd[8..], at + 8, kind, name)?;
+    if entry.len() < fields {
+        return Err(Mp4Error::Truncated {
+            kind: name.into(),
+            offset: at,
+        });
+    }
+    Ok((at + fields as u64, &entry[fields..]))
+}
+
 /// Reads an `Opus` track's `dOps`; `None` for a trak that is not audio.
 fn parse_audio_trak(trak: &[u8], at: u64) -> Result<Option<AudioTrack>, Mp4Error> {
     let (at, mdia) = child(trak, at, b"mdia", "mdia")?;
@@ -935,24 +948,9 @@ fn parse_audio_trak(trak: &[u8], at: u64) -> Result<Option<AudioTrack>, Mp4Error
     if h.take(4)? != b"soun" {
         return Ok(None);
     }
-    let (at, minf) = child(mdia, at, b"minf", "minf")?;
-    let (at, stbl) = child(minf, at, b"stbl", "stbl")?;
-    let (at, stsd) = child(stbl, at, b"stsd", "stsd")?;
-    if stsd.len() < 8 {
-        return Err(Mp4Error::Truncated {
-            kind: "stsd".into(),
-            offset: at,
-        });
-    }
-    let (at, entry) = child(&stsd[8..], at + 8, b"Opus", "Opus")?;
     // AudioSampleEntry fields before child boxes: 28 bytes.
-    if entry.len() < 28 {
-        return Err(Mp4Error::Truncated {
-            kind: "Opus".into(),
-            offset: at,
-        });
-    }
-    let (dops_at, dops) = child(&entry[28..], at + 28, b"dOps", "dOps")?;
+    let (at, entry) = sample_entry(mdia, at, b"Opus", "Opus", 28)?;
+    let (dops_at, dops) = child(entry, at, b"dOps", "dOps")?;
     let mut d = Body::new(dops, "dOps", dops_at);
     if d.u8()? != 0 {
         return Err(Mp4Error::Unsupported {
