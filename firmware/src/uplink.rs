@@ -59,6 +59,11 @@ use crate::video::{TierState, VideoControl, VideoFormat};
 /// windows — 500 ms to step down, seconds to probe up — are multiples).
 pub const ABR_SAMPLE: Duration = Duration::from_millis(200);
 
+/// Silence after the hello that means the server is gone: a live server
+/// acknowledges the hello within a round trip (QUIC retransmits a lost one
+/// within a few), so this is several cellular round trips.
+const HELLO_SILENCE: Duration = Duration::from_millis(1500);
+
 /// What the camera streams and how, for telemetry (`stream` in each sample).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StreamStatus {
@@ -940,7 +945,22 @@ async fn connect(
     if let Err(e) = control.send(handshake.hello()).await {
         return Err(SessionEnd::Lost(format!("hello: {e}"), false));
     }
-    let reply = match control.recv_timeout(HANDSHAKE_TIMEOUT).await {
+    let answer = tokio::select! {
+        r = control.recv_timeout(HANDSHAKE_TIMEOUT) => r,
+        quiet = link::until_silent(&conn, HELLO_SILENCE) => {
+            // Not even an acknowledgement: the server behind this connection
+            // is gone (a warm standby's server dies with the active one's in
+            // a crash or restart). Closing it makes the link keeper redial
+            // that uplink and the next session take one that is up, instead
+            // of waiting out the handshake timeout.
+            conn.close(codes::NORMAL, b"silent");
+            return Err(SessionEnd::Lost(
+                format!("handshake: nothing from the server for {quiet:?} after the hello"),
+                false,
+            ));
+        }
+    };
+    let reply = match answer {
         Ok(m) => m,
         Err(e) => {
             // A refused peer sees its connection closed with a reason.
