@@ -57,6 +57,11 @@ use crate::video::{TierState, VideoControl, VideoFormat};
 /// windows — 500 ms to step down, seconds to probe up — are multiples).
 pub const ABR_SAMPLE: Duration = Duration::from_millis(200);
 
+/// Silence after the hello that means the server is gone: a live server
+/// acknowledges the hello within a round trip (QUIC retransmits a lost one
+/// within a few), so this is several cellular round trips.
+const HELLO_SILENCE: Duration = Duration::from_millis(1500);
+
 /// What the camera streams and how, for telemetry (`stream` in each sample).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StreamStatus {
@@ -893,13 +898,23 @@ async fn connect(
         firmware,
         audio: opts.audio,
     };
-    let control = match ControlStream::hello(
-        &conn,
-        ClientHandshake::camera(info),
-        HANDSHAKE_TIMEOUT,
-    )
-    .await
-    {
+    let hello = ControlStream::hello(&conn, ClientHandshake::camera(info), HANDSHAKE_TIMEOUT);
+    let answer = tokio::select! {
+        r = hello => r,
+        quiet = link::until_silent(&conn, HELLO_SILENCE) => {
+            // Not even an acknowledgement: the server behind this connection
+            // is gone (a warm standby's server dies with the active one's in
+            // a crash or restart). Closing it makes the link keeper redial
+            // that uplink and the next session take one that is up, instead
+            // of waiting out the handshake timeout.
+            conn.close(codes::NORMAL, b"silent");
+            return Err(SessionEnd::Lost(
+                format!("handshake: nothing from the server for {quiet:?} after the hello"),
+                false,
+            ));
+        }
+    };
+    let control = match answer {
         Ok((control, server)) => {
             tracing::info!(%server, "connected; streaming");
             control

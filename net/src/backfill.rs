@@ -44,3 +44,25 @@ pub async fn send_backfill_group(
     stream.finish().map_err(|_| MediaError::ClosedStream)?;
     Ok(SendStats::get(&stats.bytes_sent))
 }
+
+/// Sends one batch of recorded telemetry or event rows as group `id` on a
+/// stream of `channel` ([`Channel::Telemetry`] or [`Channel::Event`]) and
+/// finishes it: how a relaying server sends an upstream what it recorded
+/// while the link was down. Each frame's sequence is the origin's row id
+/// (increasing), its capture time the camera's. Same priority as backfill:
+/// behind live. Returns the bytes handed to QUIC.
+pub async fn send_aux_batch(
+    conn: &Connection,
+    channel: Channel,
+    id: u64,
+    frames: &[Frame],
+) -> Result<u64, MediaError> {
+    let header = StreamHeader { channel, group: id };
+    let mut stream = open_stream(conn, header, PRIORITY_BACKFILL).await?;
+    let stats = SendStats::default();
+    for f in frames {
+        write_frame(&mut stream, f, &stats).await?;
+    }
+    stream.finish().map_err(|_| MediaError::ClosedStream)?;
+    Ok(SendStats::get(&stats.bytes_sent))
+}

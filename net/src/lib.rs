@@ -39,6 +39,7 @@ pub mod media_recv;
 pub mod media_send;
 pub mod pair;
 pub mod policy;
+pub mod process;
 pub mod update;
 
 /// The iroh crate itself, for the few places (protocol handlers, hooks) that need more.

@@ -19,7 +19,7 @@
 //! 0x08 CommandAck   id u32, result u8 (0 ok, 1 unsupported, 2 failed), detail str
 //! 0x09 PairRequest  version u16, role u8 (0 camera, 1 viewer, 2 relay), code str, name str
 //! 0x0A Paired       name str, server str
-//! 0x0B Stored       kind u8 (0 live, 1 backfill), id u64
+//! 0x0B Stored       kind u8 (0 live, 1 backfill, 2 aux batch), id u64
 //! 0x0C RelayHello   version u16, camera id [u8;32], CameraInfo   (relay ALPN: one forwarded camera)
 //! 0x0D UpdateOffer  hash [u8;32] (BLAKE3), size u64
 //! 0x0E UpdateReport hash [u8;32], phase u8 (crate::update::UpdatePhase), progress u64, detail str
@@ -238,6 +238,14 @@ pub enum Stored {
     /// id) is durably recorded, or was already: the camera may forget it.
     Backfill {
         /// The record id.
+        id: u64,
+    },
+    /// Relay → upstream acknowledgement of a batch of recorded telemetry or
+    /// event rows (a telemetry/event stream whose group id is `id`): every
+    /// row of it is durably stored, or already was. Only a relay sends such
+    /// batches; a camera never receives this.
+    Aux {
+        /// The batch's stream group id.
         id: u64,
     },
 }
@@ -622,6 +630,10 @@ impl Message {
                     out.put_u8(1);
                     out.put_u64(*id);
                 }
+                Stored::Aux { id } => {
+                    out.put_u8(2);
+                    out.put_u64(*id);
+                }
             },
             Message::RelayHello {
                 version,
@@ -785,6 +797,9 @@ impl Message {
                         capture_us: r.u64("stored.id")?,
                     },
                     1 => Stored::Backfill {
+                        id: r.u64("stored.id")?,
+                    },
+                    2 => Stored::Aux {
                         id: r.u64("stored.id")?,
                     },
                     v => {
@@ -1238,8 +1253,12 @@ pub(crate) mod tests {
             Message::Stored(Stored::Backfill { id: 3 }),
             "0000000a0b010000000000000003",
         );
+        golden(
+            Message::Stored(Stored::Aux { id: 4 }),
+            "0000000a0b020000000000000004",
+        );
         assert!(matches!(
-            decode_one(&hex::decode("0000000a0b020000000000000003").expect("hex")),
+            decode_one(&hex::decode("0000000a0b030000000000000003").expect("hex")),
             Err(MessageError::Field {
                 source: FieldError::UnknownValue {
                     field: "stored.kind",
@@ -1404,6 +1423,7 @@ pub(crate) mod tests {
             }),
             any::<u64>().prop_map(|capture_us| Message::Stored(Stored::LiveThrough { capture_us })),
             any::<u64>().prop_map(|id| Message::Stored(Stored::Backfill { id })),
+            any::<u64>().prop_map(|id| Message::Stored(Stored::Aux { id })),
             (any::<u16>(), any::<[u8; 32]>(), arb_info()).prop_map(|(version, camera, info)| {
                 Message::RelayHello {
                     version,

@@ -8,7 +8,11 @@
 //!      2    8 group id, u64 BE: for video the GOP number (newer = larger);
 //!             for backfill the camera's backlog record id (the server
 //!             acknowledges it with `Message::Stored` once recorded);
-//!             0 for the long-lived audio/telemetry/event streams
+//!             0 for the long-lived audio/telemetry/event streams; on a
+//!             telemetry or event stream from a relay, a nonzero id marks a
+//!             batch of rows recorded at the origin, sent again after an
+//!             outage (frame sequence = the origin's row id; acknowledged
+//!             with `Stored::Aux`)
 //!     10    … frames (crate::frame), until FIN or reset
 //! ```
 //! A video stream carries exactly one group of pictures: its first frame is a
@@ -33,7 +37,8 @@ const MAGIC: u8 = 0x4B;
 pub struct StreamHeader {
     /// What the stream carries.
     pub channel: Channel,
-    /// GOP number for video, backlog record id for backfill; 0 otherwise.
+    /// GOP number for video, backlog record id for backfill, a relay's
+    /// batch id for recorded telemetry/events sent again; 0 otherwise.
     pub group: u64,
 }
 

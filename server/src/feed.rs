@@ -69,6 +69,19 @@ pub enum FeedEvent {
         /// The GOP.
         group: Arc<Group>,
     },
+    /// Telemetry and event rows a relaying server recorded and sends again
+    /// after an outage (frames on [`kodama_proto::Channel::Telemetry`] or
+    /// [`kodama_proto::Channel::Event`], capture times the camera's). The
+    /// recorder stores each row once (by camera, capture time and document)
+    /// and acknowledges `Stored::Aux { id }` when they are durable.
+    AuxBatch {
+        /// The camera.
+        camera: EndpointId,
+        /// The relay's batch id.
+        id: u64,
+        /// The rows, oldest first.
+        frames: Arc<Vec<Frame>>,
+    },
     /// The camera's connection ended.
     CameraOffline {
         /// The camera.

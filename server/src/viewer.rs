@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use kodama_media::opus::{OggOpusError, OggOpusWriter, OpusHead};
 use kodama_net::control::{ControlReader, ControlStream, ControlWriter};
 use kodama_net::error::HelloError;
+use kodama_net::link::{self, LinkProfile};
 use kodama_net::media_recv::{receive_media, Received};
 use kodama_net::{codes, Connection, Endpoint, EndpointAddr};
 use kodama_proto::{
@@ -117,8 +118,10 @@ impl ViewerClient {
             CameraSelector::Id(id) => id.iter().map(|b| format!("{b:02x}")).collect(),
             CameraSelector::FirstOnline => "(first online)".into(),
         };
-        let conn = endpoint
-            .connect(server, ALPN_VIEWER)
+        // Live keep-alives, so a server that dies without closing (kill -9,
+        // power loss, a black-holed path) is noticed within about a second
+        // (the watchdog below), not after QUIC's idle timeout.
+        let conn = link::connect(endpoint, server, ALPN_VIEWER, LinkProfile::Live)
             .await
             .map_err(|e| ViewerError::Connect(e.to_string()))?;
         let (mut control, _server) = ControlStream::hello(
@@ -167,6 +170,20 @@ impl ViewerClient {
                 if let Err(e) = receive_media(conn.clone(), tx, cancel).await {
                     tracing::error!("server sent invalid media: {e}");
                     conn.close(codes::PROTOCOL_VIOLATION, e.to_string().as_bytes());
+                }
+            }
+        });
+        tokio::spawn({
+            let conn = conn.clone();
+            let cancel = cancel.clone();
+            async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = conn.closed() => {}
+                    quiet = link::until_silent(&conn, link::SILENCE) => {
+                        tracing::warn!("nothing from the server for {quiet:?}: it is gone or unreachable");
+                        conn.close(codes::NORMAL, b"server silent");
+                    }
                 }
             }
         });

@@ -190,3 +190,72 @@ fn segments_roll_on_duration_resolution_and_gaps() {
         1
     );
 }
+
+/// A relay's batch of recorded telemetry and events (sent again after an
+/// outage): each row is stored once however often it comes, rows that are
+/// not JSON are dropped, and every batch is acknowledged so the relay's
+/// watermark moves on.
+#[test]
+fn a_relays_batch_of_telemetry_and_events_is_stored_once_and_acknowledged() {
+    use kodama_proto::{Frame, FrameFlags, Stored};
+    use kodama_server::feed::{FeedEvent, StoredAcks};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(SimulatedClock::new(T0));
+    let mut rec = recorder(dir.path(), clock);
+    let acks = StoredAcks::default();
+    rec.set_acks(acks.clone());
+    let cam = camera_id(7);
+    let (_route, mut acked) = acks.register(cam);
+    let row = |channel, sequence, json: &str| Frame {
+        channel,
+        flags: FrameFlags::empty(),
+        capture_us: T0 as u64 + sequence,
+        sequence,
+        payload: bytes::Bytes::copy_from_slice(json.as_bytes()),
+    };
+    let batch = |id| FeedEvent::AuxBatch {
+        camera: cam,
+        id,
+        frames: Arc::new(vec![
+            row(Channel::Event, 1, r#"{"type":"motion_start"}"#),
+            row(Channel::Telemetry, 2, r#"{"gps":{"lat":52.1}}"#),
+            row(Channel::Event, 3, "not json"),
+        ]),
+    };
+    // Live first, then the batch that carries the same row, then the batch
+    // again (its acknowledgement was lost).
+    rec.handle_event(aux(
+        cam,
+        Channel::Event,
+        T0 as u64 + 1,
+        r#"{"type":"motion_start"}"#,
+    ));
+    rec.handle_event(batch(5));
+    rec.handle_event(batch(6));
+    assert_eq!(acked.try_recv().ok(), Some(Stored::Aux { id: 5 }));
+    assert_eq!(acked.try_recv().ok(), Some(Stored::Aux { id: 6 }));
+
+    let db = Db::open(&dir.path().join("kodama.db")).expect("index");
+    let cam_row = db.cameras().expect("cameras")[0].id;
+    let events = db
+        .aux_between(AuxKind::Event, cam_row, i64::MIN, i64::MAX, 10)
+        .expect("events");
+    assert_eq!(
+        events.len(),
+        1,
+        "one event however often it came: {events:?}"
+    );
+    assert_eq!(events[0].capture_us, Some(T0 + 1));
+    let telemetry = db
+        .aux_between(AuxKind::Telemetry, cam_row, i64::MIN, i64::MAX, 10)
+        .expect("telemetry");
+    assert_eq!(telemetry.len(), 1);
+    assert_eq!(
+        rec.stats()
+            .aux_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "the invalid row of each batch"
+    );
+}

@@ -43,7 +43,9 @@ use kodama_proto::{CameraInfo, Channel, Frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{AuxKind, Db, DbError, FragmentOrigin, FragmentRow, IndexBatch, NewSegment};
+use crate::db::{
+    AuxKind, Db, DbError, FragmentOrigin, FragmentRow, IndexBatch, NewAux, NewSegment,
+};
 use crate::feed::{FeedEvent, Group, StoredAcks};
 use kodama_proto::Stored;
 
@@ -624,6 +626,9 @@ impl Recorder {
             Work::Event(FeedEvent::Aux { camera, frame }) => self.on_aux(camera, &frame),
             Work::Event(FeedEvent::CameraOffline { camera }) => self.on_offline(camera),
             Work::Event(FeedEvent::Backfill { camera, group }) => self.on_backfill(camera, &group),
+            Work::Event(FeedEvent::AuxBatch { camera, id, frames }) => {
+                self.on_aux_batch(camera, id, &frames)
+            }
             Work::Retention => self.retention(0),
             Work::Shutdown => {
                 self.flush();
@@ -1271,24 +1276,77 @@ impl Recorder {
         };
         let time_us = cam.mapper.wall_us(frame.capture_us).unwrap_or(now);
         let db_id = cam.db_id;
-        let json = match std::str::from_utf8(&frame.payload) {
-            Ok(text)
-                if text.len() <= MAX_AUX_BYTES
-                    && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() =>
-            {
-                text
-            }
-            _ => {
-                bump(&self.stats.aux_dropped, 1);
-                tracing::debug!(%camera, len = frame.payload.len(), "ignored a telemetry/event frame that is not JSON of at most 64 KiB");
-                return;
-            }
+        let Some(json) = aux_json(frame) else {
+            bump(&self.stats.aux_dropped, 1);
+            tracing::debug!(%camera, len = frame.payload.len(), "ignored a telemetry/event frame that is not JSON of at most 64 KiB");
+            return;
         };
-        match self.db.insert_aux(kind, db_id, time_us, json) {
-            Ok(()) => bump(&self.stats.aux_stored, 1),
+        let row = NewAux {
+            kind,
+            time_us,
+            capture_us: frame.capture_us as i64,
+            json,
+        };
+        // `false`: already stored (a relay forwards a row live and again
+        // from its index).
+        match self.db.insert_aux(db_id, &row) {
+            Ok(_) => bump(&self.stats.aux_stored, 1),
             Err(e) => {
                 bump(&self.stats.aux_dropped, 1);
                 tracing::warn!(%camera, "cannot store {kind:?}: {e}");
+            }
+        }
+    }
+
+    /// A relay's batch of recorded telemetry and event rows: stored in one
+    /// synced transaction (each row once), then acknowledged so the relay
+    /// moves its watermark past them. Rows that are not JSON of at most
+    /// [`MAX_AUX_BYTES`] are dropped and counted, and the batch still
+    /// acknowledged (sending them again would not make them valid).
+    fn on_aux_batch(&mut self, camera: EndpointId, id: u64, frames: &[Frame]) {
+        let Some(cam) = self.camera(camera, None) else {
+            bump(&self.stats.aux_dropped, frames.len() as u64);
+            return;
+        };
+        let db_id = cam.db_id;
+        let mut rows = Vec::with_capacity(frames.len());
+        let mut invalid = 0u64;
+        for frame in frames {
+            let (Some(kind), Some(json)) = (AuxKind::of_channel(frame.channel), aux_json(frame))
+            else {
+                invalid += 1;
+                continue;
+            };
+            // Mapped like live video while it is seen on this connection
+            // (the upstream's recording timeline); the camera's own clock
+            // otherwise, as for backfilled video.
+            let time_us = cam
+                .mapper
+                .wall_us(frame.capture_us)
+                .unwrap_or(frame.capture_us as i64);
+            rows.push(NewAux {
+                kind,
+                time_us,
+                capture_us: frame.capture_us as i64,
+                json,
+            });
+        }
+        bump(&self.stats.aux_dropped, invalid);
+        let mut stored = self.db.insert_aux_durably(db_id, &rows);
+        if stored.as_ref().is_err_and(DbError::is_disk_full) {
+            bump(&self.stats.disk_full, 1);
+            self.retention(FULL_DISK_MARGIN);
+            stored = self.db.insert_aux_durably(db_id, &rows);
+        }
+        match stored {
+            Ok(new) => {
+                bump(&self.stats.aux_stored, new as u64);
+                tracing::debug!(%camera, id, rows = rows.len(), new, "stored a relay's batch of telemetry and events");
+                self.ack(camera, Stored::Aux { id });
+            }
+            // Not acknowledged: the relay sends the batch again.
+            Err(e) => {
+                tracing::warn!(%camera, id, "cannot store a relay's telemetry and events: {e}")
             }
         }
     }
@@ -1350,4 +1408,12 @@ fn nominal_frame_us(info: Option<&CameraInfo>, frames: &[&Frame]) -> u64 {
         }
     }
     33_333
+}
+
+/// A telemetry or event frame's JSON document, if it is JSON of at most
+/// [`MAX_AUX_BYTES`].
+fn aux_json(frame: &Frame) -> Option<&str> {
+    std::str::from_utf8(&frame.payload).ok().filter(|text| {
+        text.len() <= MAX_AUX_BYTES && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    })
 }
