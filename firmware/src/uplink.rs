@@ -3,7 +3,8 @@
 //!
 //! Channels (all bounded):
 //! * `frames` (in): video frames from the capture thread ([`crate::video::spawn_capture`]).
-//! * `aux` (in): telemetry and event JSON from the sampler and motion detector.
+//! * `aux` (in): telemetry and event JSON from the sampler and motion
+//!   detector, Opus packets from the microphone thread.
 //! * `control` (out): keyframe / bitrate requests to the capture thread.
 //! * `state` (out, `watch`): the link state, for telemetry and the status LED.
 //!
@@ -14,6 +15,8 @@
 //! while disconnected (or sent live but not confirmed recorded when the link
 //! dropped) go to the ring, and each session runs a backfill uploader
 //! ([`crate::backlog::upload`]) that the server's `Stored` messages drive.
+//! Audio packets pass through it too, online or not (numbered on one
+//! sequence for the camera's run), and are kept with their GOP.
 //!
 //! Adaptive bitrate ([`Abr`], `video.abr`): every [`ABR_SAMPLE`] the session
 //! reads the selected path's statistics (RTT, cwnd, losses, congestion
@@ -432,7 +435,7 @@ pub async fn run(
                     }
                     None => break,
                 },
-                a = io.aux.recv(), if aux_open => aux_open = a.is_some(),
+                a = io.aux.recv(), if aux_open => aux_offline(a, &mut aux_seq, &mut aux_open, io.store.as_mut()),
             }
         }
         if cancel.is_cancelled() || io.frames.is_closed() {
@@ -447,9 +450,47 @@ pub async fn run(
         while let Ok(Some(f)) = tokio::time::timeout_at(deadline, io.frames.recv()).await {
             store.on_frame(f).await;
         }
+        // The audio already queued goes with the last GOP (bounded: the
+        // microphone thread stops with the same cancellation).
+        for _ in 0..1024 {
+            let Ok(a) = io.aux.try_recv() else { break };
+            aux_offline(Some(a), &mut aux_seq, &mut aux_open, Some(&mut store));
+        }
         store.flush().await;
     }
     let _ = io.state.send(LinkState::Stopped);
+}
+
+/// Numbers an aux message on its channel's sequence (one counter per
+/// channel for the camera's whole run, online or not) as a frame.
+fn aux_frame(a: AuxMessage, aux_seq: &mut [u64; 4]) -> Arc<Frame> {
+    let slot = &mut aux_seq[a.channel as usize % aux_seq.len()];
+    *slot += 1;
+    Arc::new(Frame {
+        channel: a.channel,
+        flags: FrameFlags::empty(),
+        capture_us: a.capture_us,
+        sequence: *slot,
+        payload: a.payload,
+    })
+}
+
+/// An aux message while no session streams: an audio packet goes to the
+/// backlog (kept with its GOP); telemetry and events are dropped. `None`:
+/// the channel closed, never to be polled again.
+fn aux_offline(
+    a: Option<AuxMessage>,
+    aux_seq: &mut [u64; 4],
+    aux_open: &mut bool,
+    store: Option<&mut StoreForward>,
+) {
+    let Some(a) = a else {
+        *aux_open = false;
+        return;
+    };
+    if let (Channel::Audio, Some(store)) = (a.channel, store) {
+        store.on_audio(aux_frame(a, aux_seq));
+    }
 }
 
 // One session's state is borrowed from the uplink loop that outlives it
@@ -510,7 +551,7 @@ async fn session(
                 }
                 None => return SessionEnd::SourceGone,
             },
-            a = io.aux.recv(), if *aux_open => *aux_open = a.is_some(),
+            a = io.aux.recv(), if *aux_open => aux_offline(a, aux_seq, aux_open, io.store.as_mut()),
         }
     };
     let _ = io.state.send(LinkState::Streaming);
@@ -694,15 +735,14 @@ async fn session(
                 // A closed aux channel (no sampler) must not be polled again:
                 // it would be ready forever and spin this loop.
                 let Some(a) = a else { *aux_open = false; continue };
-                let slot = &mut aux_seq[a.channel as usize];
-                *slot += 1;
-                media.send(Arc::new(Frame {
-                    channel: a.channel,
-                    flags: FrameFlags::empty(),
-                    capture_us: a.capture_us,
-                    sequence: *slot,
-                    payload: a.payload,
-                }));
+                let frame = aux_frame(a, aux_seq);
+                if frame.channel == Channel::Audio {
+                    // Kept with its GOP if that GOP must be.
+                    if let Some(s) = io.store.as_mut() {
+                        s.on_audio(frame.clone());
+                    }
+                }
+                media.send(frame);
             }
             changed = async {
                 match update_status.as_mut() {

@@ -61,8 +61,10 @@ pub enum FeedEvent {
     },
     /// A GOP the camera kept while it could not reach the server, uploaded
     /// later (store-and-forward). Its frames are on [`kodama_proto::Channel::Backfill`]
-    /// with their original capture times; `group.id` is the camera's backlog
-    /// record id, which the recorder acknowledges once the GOP is durable.
+    /// with their original capture times, followed by the audio packets
+    /// captured during it ([`kodama_proto::Channel::Audio`], if the camera
+    /// has a microphone); `group.id` is the camera's backlog record id,
+    /// which the recorder acknowledges once the GOP is durable.
     Backfill {
         /// The camera.
         camera: EndpointId,

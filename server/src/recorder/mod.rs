@@ -84,6 +84,16 @@ const GAP_US: u64 = 1_000_000;
 /// camera's backlog is empty or it went away).
 const BACKFILL_IDLE: Duration = Duration::from_secs(10);
 
+/// Where a fragment's audio comes from.
+#[derive(Debug, Clone, Copy)]
+enum FragmentAudio<'a> {
+    /// The camera's live audio waiting for the GOP whose span it falls in.
+    Live,
+    /// The packets a backfilled GOP carried (captured during its span,
+    /// kept by the camera with it), in time order.
+    Carried(&'a [&'a Frame]),
+}
+
 /// Which of a camera's two open segments: live video, or GOPs uploaded
 /// after an outage (which arrive concurrently and lie in the past).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,8 +303,8 @@ struct CameraState {
     /// The segment backfilled GOPs go to, and when it last got one.
     backfill: Option<OpenSegment>,
     backfill_at: Duration,
-    /// Audio packets not yet written, oldest first (live only: a camera
-    /// keeps no audio while offline).
+    /// Live audio packets not yet written, oldest first (a backfilled GOP
+    /// brings its own).
     audio: std::collections::VecDeque<Arc<Frame>>,
 }
 
@@ -853,7 +863,14 @@ impl Recorder {
                 return;
             }
         }
-        if self.append(camera, &frames, nominal_us, wall_us, Lane::Live) {
+        if self.append(
+            camera,
+            &frames,
+            nominal_us,
+            wall_us,
+            Lane::Live,
+            FragmentAudio::Live,
+        ) {
             self.ack_when_durable(
                 camera,
                 Lane::Live,
@@ -866,7 +883,8 @@ impl Recorder {
 
     /// A GOP the camera kept while offline: written to the camera's backfill
     /// segment with its original capture times (wall time from the camera's
-    /// clock mapping), then acknowledged so the camera can forget it. A GOP
+    /// clock mapping), the audio it carried as the fragment's audio run on
+    /// the same origin, then acknowledged so the camera can forget it. A GOP
     /// the index already has in full is acknowledged without writing.
     fn on_backfill(&mut self, camera: EndpointId, group: &Group) {
         let now = self.clock.monotonic();
@@ -880,6 +898,13 @@ impl Recorder {
         let (Some(first), Some(last)) = (frames.first().copied(), frames.last().copied()) else {
             return;
         };
+        let mut audio: Vec<&Frame> = group
+            .frames
+            .iter()
+            .filter(|f| f.channel == Channel::Audio)
+            .map(|f| f.as_ref())
+            .collect();
+        audio.sort_by_key(|a| a.capture_us);
         let Some(cam) = self.camera(camera, None) else {
             return;
         };
@@ -952,10 +977,12 @@ impl Recorder {
             .unwrap_or(first.capture_us as i64);
         let nominal_us = nominal_frame_us(cam.info.as_ref(), &frames);
         cam.backfill_at = now;
+        let audio_track = cam.audio_track();
         let roll = match &cam.backfill {
             None => true,
             Some(seg) => {
                 seg.track != track
+                    || seg.audio != audio_track
                     || first.capture_us < seg.next_capture_us.saturating_sub(nominal_us / 2)
                     || first.capture_us > seg.next_capture_us + GAP_US
                     || first.capture_us - seg.start_capture_us >= segment_us
@@ -968,13 +995,20 @@ impl Recorder {
                 return;
             }
         }
-        if self.append(camera, &frames, nominal_us, wall_us, Lane::Backfill) {
+        if self.append(
+            camera,
+            &frames,
+            nominal_us,
+            wall_us,
+            Lane::Backfill,
+            FragmentAudio::Carried(&audio),
+        ) {
             bump(&self.stats.backfill_written, 1);
             self.status.update(&endpoint, |s| {
                 s.backfill_fragments += 1;
                 s.last_backfill_us = Some(wall_us);
             });
-            tracing::debug!(camera = %endpoint, record = group.id, frames = frames.len(), capture_us = first.capture_us, last_us = last.capture_us, "backfilled GOP recorded");
+            tracing::debug!(camera = %endpoint, record = group.id, frames = frames.len(), audio = audio.len(), capture_us = first.capture_us, last_us = last.capture_us, "backfilled GOP recorded");
             self.ack_when_durable(camera, Lane::Backfill, Stored::Backfill { id: group.id });
         }
     }
@@ -991,12 +1025,8 @@ impl Recorder {
             return false;
         };
         let (endpoint, camera_id) = (cam.endpoint.clone(), cam.db_id);
-        // Backfilled GOPs come without audio (the camera keeps none offline).
-        let audio = if lane == Lane::Live {
-            cam.audio_track()
-        } else {
-            None
-        };
+        // Backfilled GOPs carry the audio the camera kept with them.
+        let audio = cam.audio_track();
         let rel = match self.segment_path(&endpoint, wall_us) {
             Some(rel) => rel,
             None => return false,
@@ -1099,7 +1129,7 @@ impl Recorder {
         None
     }
 
-    /// Writes and indexes one GOP; whether it is durable.
+    /// Writes and indexes one GOP with its audio; whether it is durable.
     fn append(
         &mut self,
         camera: EndpointId,
@@ -1107,6 +1137,7 @@ impl Recorder {
         nominal_us: u64,
         wall_us: i64,
         lane: Lane,
+        audio: FragmentAudio<'_>,
     ) -> bool {
         let Some(cam) = self.cameras.get_mut(&camera) else {
             return false;
@@ -1149,18 +1180,32 @@ impl Recorder {
             let until = frames.last().map_or(0, |f| f.capture_us + nominal_us);
             let from = seg.start_capture_us.saturating_sub(AUDIO_PACKET_US);
             let mut packets = Vec::new();
+            let mut refs: Vec<&Frame> = Vec::new();
             let mut late = 0u64;
-            while pending_audio.front().is_some_and(|a| a.capture_us < until) {
-                if let Some(a) = pending_audio.pop_front() {
-                    if a.capture_us > from {
-                        packets.push(a);
-                    } else {
-                        late += 1;
+            match audio {
+                FragmentAudio::Live => {
+                    while pending_audio.front().is_some_and(|a| a.capture_us < until) {
+                        if let Some(a) = pending_audio.pop_front() {
+                            if a.capture_us > from {
+                                packets.push(a);
+                            } else {
+                                late += 1;
+                            }
+                        }
+                    }
+                    refs.extend(packets.iter().map(|a| a.as_ref()));
+                }
+                FragmentAudio::Carried(carried) => {
+                    for &a in carried {
+                        if a.capture_us > from {
+                            refs.push(a);
+                        } else {
+                            late += 1;
+                        }
                     }
                 }
             }
             bump(&self.stats.aux_dropped, late);
-            let refs: Vec<&Frame> = packets.iter().map(|a| a.as_ref()).collect();
             match attach_audio(&mut built, &refs, seg.start_capture_us, seg.audio_end_ticks) {
                 Ok(end) => audio_end = end,
                 Err(e) => tracing::warn!(camera = %endpoint, "audio left out of a fragment: {e}"),
