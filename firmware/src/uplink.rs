@@ -35,6 +35,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kodama_media::h264;
 use kodama_net::control::ControlStream;
+use kodama_net::error::HelloError;
 use kodama_net::link::{self, LinkProfile};
 use kodama_net::media_send::{MediaSender, SendOutcome};
 use kodama_net::{codes, Endpoint, EndpointAddr};
@@ -937,16 +938,9 @@ async fn connect(
         firmware,
         audio: opts.audio,
     };
-    let mut handshake = ClientHandshake::camera(info);
-    let mut control = match ControlStream::open(&conn).await {
-        Ok(c) => c,
-        Err(e) => return Err(SessionEnd::Lost(format!("control stream: {e}"), false)),
-    };
-    if let Err(e) = control.send(handshake.hello()).await {
-        return Err(SessionEnd::Lost(format!("hello: {e}"), false));
-    }
+    let hello = ControlStream::hello(&conn, ClientHandshake::camera(info), HANDSHAKE_TIMEOUT);
     let answer = tokio::select! {
-        r = control.recv_timeout(HANDSHAKE_TIMEOUT) => r,
+        r = hello => r,
         quiet = link::until_silent(&conn, HELLO_SILENCE) => {
             // Not even an acknowledgement: the server behind this connection
             // is gone (a warm standby's server dies with the active one's in
@@ -960,19 +954,12 @@ async fn connect(
             ));
         }
     };
-    let reply = match answer {
-        Ok(m) => m,
-        Err(e) => {
-            // A refused peer sees its connection closed with a reason.
-            let reason = conn
-                .close_reason()
-                .map_or_else(|| e.to_string(), |r| r.to_string());
-            return Err(SessionEnd::Lost(format!("handshake: {reason}"), false));
+    let control = match answer {
+        Ok((control, server)) => {
+            tracing::info!(%server, "connected; streaming");
+            control
         }
-    };
-    match handshake.handle(reply) {
-        Ok(server) => tracing::info!(%server, "connected; streaming"),
-        Err(kodama_proto::HandshakeError::Rejected { code, reason }) => {
+        Err(HelloError::Handshake(kodama_proto::HandshakeError::Rejected { code, reason })) => {
             conn.close(codes::NORMAL, b"refused");
             let hint = if code == RejectCode::NotAllowed {
                 format!(
@@ -984,11 +971,14 @@ async fn connect(
             };
             return Err(SessionEnd::Refused(format!("{reason}{hint}")));
         }
-        Err(e) => {
+        Err(HelloError::Handshake(e)) => {
             conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
             return Err(SessionEnd::Refused(e.to_string()));
         }
-    }
+        // A refusal before any Kodama byte (a key the server does not
+        // allow) arrives as the connection's close reason.
+        Err(e) => return Err(SessionEnd::Lost(e.to_string(), false)),
+    };
     Ok((conn, control, uplink))
 }
 

@@ -464,17 +464,7 @@ impl CameraInfo {
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, FieldError> {
         let name = r.string16("camera.name")?;
-        let codec_at = r.offset();
-        let codec = match r.u8("camera.codec")? {
-            1 => Codec::H264,
-            v => {
-                return Err(FieldError::UnknownValue {
-                    field: "camera.codec",
-                    offset: codec_at,
-                    value: v.into(),
-                })
-            }
-        };
+        let codec = r.u8_known("camera.codec", |v| (v == 1).then_some(Codec::H264))?;
         let mut info = CameraInfo {
             name,
             codec,
@@ -507,35 +497,15 @@ impl CameraInfo {
 
 impl AudioInfo {
     fn decode(r: &mut Reader<'_>) -> Result<Self, FieldError> {
-        let codec_at = r.offset();
-        let codec = match r.u8("camera.audio.codec")? {
-            1 => AudioCodec::Opus,
-            v => {
-                return Err(FieldError::UnknownValue {
-                    field: "camera.audio.codec",
-                    offset: codec_at,
-                    value: v.into(),
-                })
-            }
-        };
-        let rate_at = r.offset();
-        let sample_rate = r.u32("camera.audio.sample_rate")?;
-        if !(8_000..=48_000).contains(&sample_rate) {
-            return Err(FieldError::UnknownValue {
-                field: "camera.audio.sample_rate",
-                offset: rate_at,
-                value: sample_rate.into(),
-            });
-        }
-        let channels_at = r.offset();
-        let channels = r.u8("camera.audio.channels")?;
-        if !(1..=2).contains(&channels) {
-            return Err(FieldError::UnknownValue {
-                field: "camera.audio.channels",
-                offset: channels_at,
-                value: channels.into(),
-            });
-        }
+        let codec = r.u8_known("camera.audio.codec", |v| {
+            (v == 1).then_some(AudioCodec::Opus)
+        })?;
+        let sample_rate = r.u32_known("camera.audio.sample_rate", |v| {
+            (8_000..=48_000).contains(&v).then_some(v)
+        })?;
+        let channels = r.u8_known("camera.audio.channels", |v| {
+            (1..=2).contains(&v).then_some(v)
+        })?;
         Ok(AudioInfo {
             codec,
             sample_rate,
@@ -731,13 +701,7 @@ impl Message {
                 server: r.string16("server")?,
             },
             T_REJECT => {
-                let at = r.offset();
-                let raw = r.u16("code")?;
-                let code = RejectCode::from_u16(raw).ok_or(FieldError::UnknownValue {
-                    field: "code",
-                    offset: at,
-                    value: raw.into(),
-                })?;
+                let code = r.u16_known("code", RejectCode::from_u16)?;
                 Message::Reject {
                     code,
                     reason: r.string16("reason")?,
@@ -749,18 +713,11 @@ impl Message {
             },
             T_CAMERA_STATE => {
                 let camera = r.array("camera")?;
-                let at = r.offset();
-                let online = match r.u8("online")? {
-                    0 => false,
-                    1 => true,
-                    v => {
-                        return Err(FieldError::UnknownValue {
-                            field: "online",
-                            offset: at,
-                            value: v.into(),
-                        })
-                    }
-                };
+                let online = r.u8_known("online", |v| match v {
+                    0 => Some(false),
+                    1 => Some(true),
+                    _ => None,
+                })?;
                 Message::CameraState { camera, online }
             }
             T_COMMAND => {
@@ -802,19 +759,12 @@ impl Message {
             }
             T_COMMAND_ACK => {
                 let id = r.u32("id")?;
-                let at = r.offset();
-                let result = match r.u8("result")? {
-                    0 => CommandResult::Ok,
-                    1 => CommandResult::Unsupported,
-                    2 => CommandResult::Failed,
-                    v => {
-                        return Err(FieldError::UnknownValue {
-                            field: "result",
-                            offset: at,
-                            value: v.into(),
-                        })
-                    }
-                };
+                let result = r.u8_known("result", |v| match v {
+                    0 => Some(CommandResult::Ok),
+                    1 => Some(CommandResult::Unsupported),
+                    2 => Some(CommandResult::Failed),
+                    _ => None,
+                })?;
                 Message::CommandAck {
                     id,
                     result,
@@ -823,19 +773,12 @@ impl Message {
             }
             T_PAIR_REQUEST => {
                 let version = r.u16("version")?;
-                let at = r.offset();
-                let role = match r.u8("role")? {
-                    0 => Role::Camera,
-                    1 => Role::Viewer,
-                    2 => Role::Relay,
-                    v => {
-                        return Err(FieldError::UnknownValue {
-                            field: "role",
-                            offset: at,
-                            value: v.into(),
-                        })
-                    }
-                };
+                let role = r.u8_known("role", |v| match v {
+                    0 => Some(Role::Camera),
+                    1 => Some(Role::Viewer),
+                    2 => Some(Role::Relay),
+                    _ => None,
+                })?;
                 Message::PairRequest {
                     version,
                     role,
@@ -880,13 +823,7 @@ impl Message {
             },
             T_UPDATE_REPORT => {
                 let hash = r.array("update.hash")?;
-                let at = r.offset();
-                let raw = r.u8("update.phase")?;
-                let phase = UpdatePhase::from_u8(raw).ok_or(FieldError::UnknownValue {
-                    field: "update.phase",
-                    offset: at,
-                    value: raw.into(),
-                })?;
+                let phase = r.u8_known("update.phase", UpdatePhase::from_u8)?;
                 Message::UpdateReport {
                     hash,
                     phase,

@@ -115,6 +115,51 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(a))
     }
 
+    /// Reads a field with `read` and keeps it only if `known` maps it to a
+    /// value: anything else is [`FieldError::UnknownValue`] at the field's
+    /// offset. The one place an enum tag or a range is checked.
+    fn known<R: Copy + Into<u64>, T>(
+        &mut self,
+        field: &'static str,
+        read: fn(&mut Self, &'static str) -> Result<R, FieldError>,
+        known: impl FnOnce(R) -> Option<T>,
+    ) -> Result<T, FieldError> {
+        let offset = self.pos;
+        let raw = read(self, field)?;
+        known(raw).ok_or(FieldError::UnknownValue {
+            field,
+            offset,
+            value: raw.into(),
+        })
+    }
+
+    /// Reads a `u8` that `known` accepts (an enum tag, a range).
+    pub fn u8_known<T>(
+        &mut self,
+        field: &'static str,
+        known: impl FnOnce(u8) -> Option<T>,
+    ) -> Result<T, FieldError> {
+        self.known(field, Self::u8, known)
+    }
+
+    /// Reads a big-endian `u16` that `known` accepts.
+    pub fn u16_known<T>(
+        &mut self,
+        field: &'static str,
+        known: impl FnOnce(u16) -> Option<T>,
+    ) -> Result<T, FieldError> {
+        self.known(field, Self::u16, known)
+    }
+
+    /// Reads a big-endian `u32` that `known` accepts.
+    pub fn u32_known<T>(
+        &mut self,
+        field: &'static str,
+        known: impl FnOnce(u32) -> Option<T>,
+    ) -> Result<T, FieldError> {
+        self.known(field, Self::u32, known)
+    }
+
     /// Reads a fixed-size array.
     pub fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], FieldError> {
         let b = self.take(field, N)?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use kodama_media::opus::{OggOpusError, OggOpusWriter, OpusHead};
 use kodama_net::control::{ControlReader, ControlStream, ControlWriter};
+use kodama_net::error::HelloError;
 use kodama_net::link::{self, LinkProfile};
 use kodama_net::media_recv::{receive_media, Received};
 use kodama_net::{codes, Connection, Endpoint, EndpointAddr};
@@ -123,19 +124,18 @@ impl ViewerClient {
         let conn = link::connect(endpoint, server, ALPN_VIEWER, LinkProfile::Live)
             .await
             .map_err(|e| ViewerError::Connect(e.to_string()))?;
-        let mut handshake = ClientHandshake::viewer(selector);
-        let mut control = ControlStream::open(&conn).await?;
-        control.send(handshake.hello()).await?;
-        let reply = match control.recv_timeout(Duration::from_secs(10)).await {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(match conn.close_reason() {
-                    Some(r) => ViewerError::Connect(r.to_string()),
-                    None => e.into(),
-                })
-            }
-        };
-        handshake.handle(reply)?;
+        let (mut control, _server) = ControlStream::hello(
+            &conn,
+            ClientHandshake::viewer(selector),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| match e {
+            HelloError::Handshake(e) => ViewerError::Handshake(e),
+            HelloError::Closed(reason) => ViewerError::Connect(reason),
+            HelloError::Stream(e) | HelloError::NoAnswer(e) => ViewerError::Control(e),
+            other => ViewerError::Connect(other.to_string()),
+        })?;
         let (camera, info) = match control.recv_timeout(Duration::from_secs(10)).await? {
             Message::StreamInfo { camera, info } => (camera, info),
             Message::CameraState { online: false, .. } => {

@@ -229,9 +229,6 @@ async fn rogue_camera(
         .connect(server.dial_addr(), ALPN_CAMERA)
         .await
         .expect("connects");
-    let mut control = kodama_net::control::ControlStream::open(&conn)
-        .await
-        .expect("control");
     let info = kodama_proto::CameraInfo {
         name: "rogue".into(),
         codec: kodama_proto::Codec::H264,
@@ -244,13 +241,13 @@ async fn rogue_camera(
         firmware: "evil".into(),
         audio: None,
     };
-    let mut hs = ClientHandshake::camera(info);
-    control.send(hs.hello()).await.expect("hello");
-    let welcome = control
-        .recv_timeout(Duration::from_secs(5))
-        .await
-        .expect("welcome");
-    hs.handle(welcome).expect("welcomed");
+    let (control, _server) = kodama_net::control::ControlStream::hello(
+        &conn,
+        ClientHandshake::camera(info),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("welcomed");
     let mut stream = conn.open_uni().await.expect("stream");
     stream.write_all(&garbage).await.expect("write");
     let _ = stream.finish();

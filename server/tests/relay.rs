@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use kodama_net::control::ControlStream;
+use kodama_net::error::HelloError;
 use kodama_net::link::{self, LinkProfile};
 use kodama_net::SecretKey;
 use kodama_proto::{
-    CameraInfo, CameraSelector, Channel, ClientHandshake, Codec, MediaEvent, Message, RejectCode,
-    ALPN_RELAY,
+    CameraInfo, CameraSelector, Channel, ClientHandshake, Codec, HandshakeError, MediaEvent,
+    Message, RejectCode, ALPN_RELAY,
 };
 use kodama_server::db::{AuxKind, Db};
 use kodama_server::upstream::UpstreamConfig;
@@ -431,12 +432,19 @@ fn info(name: &str) -> CameraInfo {
     }
 }
 
-/// Dials `server` on the relay ALPN as `relay` offering `camera`; the reply.
+/// How a server answered a relay's offer.
+#[derive(Debug)]
+enum Offer {
+    Welcome,
+    Rejected { code: RejectCode, reason: String },
+}
+
+/// Dials `server` on the relay ALPN as `relay` offering `camera`; the answer.
 async fn offer(
     server: &TestServer,
     relay: &SecretKey,
     camera: &SecretKey,
-) -> Result<Message, String> {
+) -> Result<Offer, String> {
     let ep = offline_endpoint(relay.clone()).await;
     let conn = link::connect(&ep, server.dial_addr(), ALPN_RELAY, LinkProfile::Live)
         .await
@@ -449,20 +457,16 @@ async fn offer(
             Err(_) => e,
         }
     };
-    let mut control = match ControlStream::open(&conn).await {
-        Ok(c) => c,
-        Err(e) => return Err(why(e.to_string()).await),
-    };
     let hello = ClientHandshake::relay(*camera.public().as_bytes(), info("x"));
-    if let Err(e) = control.send(hello.hello()).await {
-        return Err(why(e.to_string()).await);
-    }
-    let reply = match control.recv_timeout(Duration::from_secs(5)).await {
-        Ok(m) => Ok(m),
+    let answer = match ControlStream::hello(&conn, hello, Duration::from_secs(5)).await {
+        Ok(_) => Ok(Offer::Welcome),
+        Err(HelloError::Handshake(HandshakeError::Rejected { code, reason })) => {
+            Ok(Offer::Rejected { code, reason })
+        }
         Err(e) => Err(why(e.to_string()).await),
     };
     conn.close(kodama_net::codes::NORMAL, b"done");
-    reply
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,7 +497,7 @@ async fn unallowed_relays_and_cameras_they_may_not_carry_are_refused() {
         )
         .expect("allow relay");
     match offer(&server, &relay, &other).await {
-        Ok(Message::Reject { code, reason }) => {
+        Ok(Offer::Rejected { code, reason }) => {
             assert_eq!(code, RejectCode::NotAllowed);
             assert!(reason.contains("may not forward"), "{reason}");
         }
@@ -508,10 +512,7 @@ async fn unallowed_relays_and_cameras_they_may_not_carry_are_refused() {
         "the refused camera never appears"
     );
     assert!(
-        matches!(
-            offer(&server, &relay, &carried).await,
-            Ok(Message::Welcome { .. })
-        ),
+        matches!(offer(&server, &relay, &carried).await, Ok(Offer::Welcome)),
         "the camera it may carry is welcome"
     );
     assert!(logged("may not forward camera"));

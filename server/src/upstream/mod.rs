@@ -62,6 +62,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kodama_net::control::ControlStream;
+use kodama_net::error::HelloError;
 use kodama_net::link::{self, LinkProfile};
 use kodama_net::media_send::{MediaSender, SendOutcome};
 use kodama_net::{codes, Connection, Endpoint, EndpointAddr, EndpointId};
@@ -410,21 +411,10 @@ async fn dial(
     )
     .await
     .map_err(|e| DialError::Connect(e.to_string()))?;
-    let mut control = ControlStream::open(&conn)
-        .await
-        .map_err(|e| DialError::Connect(e.to_string()))?;
-    let mut handshake = ClientHandshake::relay(*status.id.as_bytes(), status.info.clone());
-    control
-        .send(handshake.hello())
-        .await
-        .map_err(|e| DialError::Connect(e.to_string()))?;
-    let reply = control
-        .recv_timeout(CONNECT_TIMEOUT)
-        .await
-        .map_err(|e| DialError::Connect(format!("no welcome: {e}")))?;
-    match handshake.handle(reply) {
-        Ok(_) => Ok((conn, control)),
-        Err(e @ kodama_proto::HandshakeError::Rejected { .. }) => {
+    let handshake = ClientHandshake::relay(*status.id.as_bytes(), status.info.clone());
+    match ControlStream::hello(&conn, handshake, CONNECT_TIMEOUT).await {
+        Ok((control, _server)) => Ok((conn, control)),
+        Err(HelloError::Handshake(e @ kodama_proto::HandshakeError::Rejected { .. })) => {
             Err(DialError::Refused(e.to_string()))
         }
         Err(e) => Err(DialError::Connect(e.to_string())),
