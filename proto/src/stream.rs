@@ -334,6 +334,22 @@ mod tests {
         out.to_vec()
     }
 
+    /// The frames a receiver yields when fed `wire` in `split`-byte pieces,
+    /// and whether the stream then ended whole.
+    fn receive_in_pieces(wire: &[u8], split: usize) -> (Vec<Frame>, bool) {
+        let mut rx = GroupReceiver::new();
+        let mut got = Vec::new();
+        for chunk in wire.chunks(split) {
+            rx.push(chunk);
+            for e in drain(&mut rx).expect("valid") {
+                if let StreamEvent::Frame(f) = e {
+                    got.push(f);
+                }
+            }
+        }
+        (got, rx.finish().is_ok())
+    }
+
     fn drain(rx: &mut GroupReceiver) -> Result<Vec<StreamEvent>, StreamError> {
         let mut out = Vec::new();
         while let Some(e) = rx.poll()? {
@@ -564,15 +580,8 @@ mod tests {
             let h = StreamHeader { channel: Channel::Video, group: start };
             let frames: Vec<Frame> = (0..len as u64).map(|i| video(start + i, i == 0)).collect();
             let wire = stream(h, &frames);
-            let mut rx = GroupReceiver::new();
-            let mut got = Vec::new();
-            for chunk in wire.chunks(split) {
-                rx.push(chunk);
-                while let Some(e) = rx.poll().expect("valid") {
-                    if let StreamEvent::Frame(f) = e { got.push(f) }
-                }
-            }
-            prop_assert!(rx.finish().is_ok());
+            let (got, whole) = receive_in_pieces(&wire, split);
+            prop_assert!(whole);
             prop_assert_eq!(got, frames);
         }
 
@@ -592,15 +601,8 @@ mod tests {
                 payload: Bytes::from(vec![0xf8; 3]),
             }));
             let wire = stream(h, &frames);
-            let mut rx = GroupReceiver::new();
-            let mut got = Vec::new();
-            for chunk in wire.chunks(split) {
-                rx.push(chunk);
-                while let Some(e) = rx.poll().expect("valid") {
-                    if let StreamEvent::Frame(f) = e { got.push(f) }
-                }
-            }
-            prop_assert!(rx.finish().is_ok());
+            let (got, whole) = receive_in_pieces(&wire, split);
+            prop_assert!(whole);
             prop_assert_eq!(got, frames);
         }
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use common::*;
 use kodama_net::SecretKey;
 use kodama_server::allowlist::PeerRole;
-use kodama_server::db::Db;
+use kodama_server::db::{CameraRow, Db};
 
 /// Capture times of the frames a camera produced, in capture order: the
 /// frame at index `i` got sequence number `i` from the capture thread
@@ -59,6 +59,19 @@ async fn wait_backlog_holds(cam: &mut TestCamera, gops: u64, within: Duration) {
     );
 }
 
+/// The server's index in `data_dir` and the camera with `key`'s row in it.
+fn open_index(data_dir: &Path, key: &SecretKey) -> (Db, CameraRow) {
+    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
+    let endpoint = key.public().to_string();
+    let cam = db
+        .cameras()
+        .expect("cameras")
+        .into_iter()
+        .find(|c| c.endpoint == endpoint)
+        .expect("camera indexed");
+    (db, cam)
+}
+
 /// Every frame of every camera process is in the index, by sequence number.
 /// `runs` holds each process's capture times in sequence order and how many
 /// of the first ones must be recorded (the rest were filmed as the test
@@ -68,14 +81,7 @@ fn assert_every_frame_recorded(
     key: &SecretKey,
     runs: &[(Vec<u64>, usize)],
 ) -> (usize, usize) {
-    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
-    let endpoint = key.public().to_string();
-    let cam = db
-        .cameras()
-        .expect("cameras")
-        .into_iter()
-        .find(|c| c.endpoint == endpoint)
-        .expect("camera indexed");
+    let (db, cam) = open_index(data_dir, key);
     let mut by_capture: HashMap<u64, (usize, usize)> = HashMap::new();
     for (run, (caps, _)) in runs.iter().enumerate() {
         for (seq, c) in caps.iter().enumerate() {
@@ -118,14 +124,7 @@ fn assert_every_frame_recorded(
 /// The camera's segments cover `[from, to]` (wall µs) with no hole longer
 /// than a GOP and a bit.
 fn assert_timeline_whole(data_dir: &Path, key: &SecretKey, from_us: i64, to_us: i64) {
-    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
-    let endpoint = key.public().to_string();
-    let cam = db
-        .cameras()
-        .expect("cameras")
-        .into_iter()
-        .find(|c| c.endpoint == endpoint)
-        .expect("camera indexed");
+    let (db, cam) = open_index(data_dir, key);
     let segs = db
         .segments_between(cam.id, from_us, to_us)
         .expect("segments");
@@ -155,14 +154,7 @@ fn assert_timeline_whole(data_dir: &Path, key: &SecretKey, from_us: i64, to_us: 
 /// Opus packet, and the largest distance between a fragment's video and
 /// audio start (seconds).
 fn backfilled_audio(data_dir: &Path, key: &SecretKey) -> (Vec<i64>, f64) {
-    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
-    let endpoint = key.public().to_string();
-    let cam = db
-        .cameras()
-        .expect("cameras")
-        .into_iter()
-        .find(|c| c.endpoint == endpoint)
-        .expect("camera indexed");
+    let (db, cam) = open_index(data_dir, key);
     let mut times = Vec::new();
     let mut worst_offset_s = 0f64;
     let segs = db.segments_between(cam.id, 0, i64::MAX).expect("segments");
