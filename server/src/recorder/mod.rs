@@ -1457,7 +1457,7 @@ fn nominal_frame_us(info: Option<&CameraInfo>, frames: &[&Frame]) -> u64 {
 
 /// A telemetry or event frame's JSON document, if it is JSON of at most
 /// [`MAX_AUX_BYTES`].
-fn aux_json(frame: &Frame) -> Option<&str> {
+pub(crate) fn aux_json(frame: &Frame) -> Option<&str> {
     std::str::from_utf8(&frame.payload).ok().filter(|text| {
         text.len() <= MAX_AUX_BYTES && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
     })

@@ -22,7 +22,15 @@
 //! flight. Memory is bounded by one batch per kind read and one in flight;
 //! disk by the index's own retention (rows retention deleted before they
 //! were forwarded are gone upstream too).
+//!
+//! A relay-only node has no index: [`AuxRows`] stands in for it, holding
+//! the rows that arrived live (numbered as the index would) until the
+//! upstream acknowledged a batch holding them, bounded by [`MEMORY_ROWS`]
+//! and [`MEMORY_BYTES`] per camera and upstream (the oldest are dropped,
+//! counted, when an outage outgrows them). The same [`AuxProgress`] batches
+//! and acknowledges them.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,6 +54,125 @@ pub const READ_EVERY: Duration = Duration::from_secs(5);
 /// How long a batch may go unacknowledged before it is sent again (the
 /// upstream answers as soon as it has synced the rows).
 pub const RESEND: Duration = Duration::from_secs(20);
+
+/// Rows a relay-only node holds per camera and upstream until the upstream
+/// stored them: a day of one telemetry sample every 10 s, with room for
+/// events.
+pub const MEMORY_ROWS: usize = 16_384;
+
+/// And at most this many bytes of their documents.
+pub const MEMORY_BYTES: usize = 8 * 1024 * 1024;
+
+/// A relay-only node's telemetry and event rows not yet stored upstream:
+/// the index's stand-in for [`AuxProgress`] (ids increase in arrival
+/// order, as the index's do).
+#[derive(Debug)]
+pub struct AuxRows {
+    kinds: [VecDeque<ForwardAux>; 2],
+    bytes: usize,
+    max_rows: usize,
+    max_bytes: usize,
+    last_id: i64,
+    dropped: u64,
+}
+
+impl AuxRows {
+    /// Holds at most `max_rows` rows and `max_bytes` bytes of documents.
+    pub fn new(max_rows: usize, max_bytes: usize) -> Self {
+        Self {
+            kinds: [VecDeque::new(), VecDeque::new()],
+            bytes: 0,
+            max_rows,
+            max_bytes,
+            last_id: 0,
+            dropped: 0,
+        }
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.kinds.iter().map(VecDeque::len).sum()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows dropped, oldest first, because the bounds were reached.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// A telemetry or event frame as it arrived live. Frames the upstream
+    /// would not store (not JSON of at most
+    /// [`crate::recorder::MAX_AUX_BYTES`]) are not kept. Returns how many
+    /// older rows were dropped to make room.
+    pub fn keep(&mut self, frame: &Frame) -> u64 {
+        let (Some(kind), Some(json)) = (
+            AuxKind::of_channel(frame.channel),
+            crate::recorder::aux_json(frame),
+        ) else {
+            return 0;
+        };
+        if self.max_rows == 0 {
+            return 0;
+        }
+        self.last_id += 1;
+        self.bytes += json.len();
+        self.kinds[index(kind)].push_back(ForwardAux {
+            id: self.last_id,
+            capture_us: Some(frame.capture_us as i64),
+            json: json.to_owned(),
+        });
+        let mut dropped = 0;
+        while self.len() > self.max_rows || (self.bytes > self.max_bytes && self.len() > 1) {
+            // The oldest of both kinds.
+            let oldest = match (self.kinds[0].front(), self.kinds[1].front()) {
+                (Some(t), Some(e)) => usize::from(e.id < t.id),
+                (Some(_), None) => 0,
+                _ => 1,
+            };
+            let Some(r) = self.kinds[oldest].pop_front() else {
+                break;
+            };
+            self.bytes -= r.json.len();
+            dropped += 1;
+        }
+        self.dropped += dropped;
+        dropped
+    }
+
+    /// Up to `limit` rows of `kind` past id `after`, in id order (what
+    /// [`Db::aux_after`](crate::db::Db::aux_after) reads for an index).
+    pub fn after(&self, kind: AuxKind, after: i64, limit: usize) -> Vec<ForwardAux> {
+        let rows = &self.kinds[index(kind)];
+        let from = rows.partition_point(|r| r.id <= after);
+        rows.range(from..).take(limit).cloned().collect()
+    }
+
+    /// The upstream stored every row of `kind` up to `id`: forgotten.
+    pub fn forget_through(&mut self, kind: AuxKind, id: i64) {
+        let rows = &mut self.kinds[index(kind)];
+        while rows.front().is_some_and(|r| r.id <= id) {
+            if let Some(r) = rows.pop_front() {
+                self.bytes -= r.json.len();
+            }
+        }
+    }
+
+    /// Brings `progress` up to date at `now`: forgets what its watermarks
+    /// passed and gives it the rows it wants next.
+    pub fn sync(&mut self, progress: &mut AuxProgress, now: Instant) {
+        for (kind, at) in progress.unsaved() {
+            self.forget_through(kind, at);
+            progress.saved(kind, at);
+        }
+        for (kind, from) in progress.wants_rows(now) {
+            progress.refresh(kind, from, self.after(kind, from, BATCH_ROWS), now);
+        }
+    }
+}
 
 /// A batch of rows of one kind, to send as one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,5 +581,99 @@ mod tests {
         assert_eq!(p.stats().skipped, 3);
         let b = p.next_batch(t0).expect("batch");
         assert_eq!(b.rows.iter().map(|r| r.id).collect::<Vec<_>>(), vec![4, 5]);
+    }
+
+    fn live(channel: kodama_proto::Channel, capture_us: u64, json: &str) -> Frame {
+        Frame {
+            channel,
+            flags: FrameFlags::empty(),
+            capture_us,
+            sequence: 0,
+            payload: Bytes::copy_from_slice(json.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn a_relay_holds_rows_in_memory_until_a_batch_holding_them_is_stored() {
+        use kodama_proto::Channel;
+        let t0 = Instant::now();
+        let mut rows = AuxRows::new(100, 1 << 20);
+        let mut p = AuxProgress::new(0, 0);
+        for i in 0..3u64 {
+            rows.keep(&live(Channel::Telemetry, 10 + i, r#"{"gps":1}"#));
+        }
+        rows.keep(&live(Channel::Event, 20, r#"{"type":"motion_start"}"#));
+        // Not JSON: the upstream would not store it, so it is not kept.
+        rows.keep(&live(Channel::Event, 21, "not json"));
+        rows.keep(&live(Channel::Audio, 22, "{}"));
+        assert_eq!(rows.len(), 4);
+        rows.sync(&mut p, t0);
+        let first = p.next_batch(t0).expect("telemetry");
+        let second = p.next_batch(t0).expect("events");
+        assert_eq!(
+            first
+                .frames()
+                .iter()
+                .map(|f| f.capture_us)
+                .collect::<Vec<_>>(),
+            vec![10, 11, 12],
+            "the camera's capture times"
+        );
+        assert_eq!(second.kind, AuxKind::Event);
+        assert_eq!(second.rows[0].json, r#"{"type":"motion_start"}"#);
+        // A row arriving meanwhile waits for the next batch.
+        rows.keep(&live(Channel::Telemetry, 13, r#"{"gps":2}"#));
+        // The connection ends before the events are stored: only the
+        // telemetry leaves memory, the events are sent again.
+        assert!(p.acknowledged(first.id));
+        rows.sync(&mut p, t0);
+        assert_eq!(rows.len(), 2);
+        p.disconnected();
+        rows.sync(&mut p, t0);
+        let again: Vec<AuxBatch> = std::iter::from_fn(|| p.next_batch(t0)).collect();
+        assert_eq!(
+            again
+                .iter()
+                .map(|b| (b.kind, b.rows.iter().map(|r| r.capture_us).collect()))
+                .collect::<Vec<(AuxKind, Vec<Option<i64>>)>>(),
+            vec![
+                (AuxKind::Telemetry, vec![Some(13)]),
+                (AuxKind::Event, vec![Some(20)])
+            ]
+        );
+        for b in &again {
+            p.acknowledged(b.id);
+        }
+        rows.sync(&mut p, t0);
+        assert!(rows.is_empty());
+        assert_eq!(p.stats().confirmed, 5);
+    }
+
+    #[test]
+    fn a_relays_rows_are_bounded_by_count_and_bytes_oldest_first() {
+        use kodama_proto::Channel;
+        let mut rows = AuxRows::new(3, 1 << 20);
+        rows.keep(&live(Channel::Event, 1, r#"{"n":1}"#));
+        for i in 2..=4 {
+            rows.keep(&live(Channel::Telemetry, i, r#"{"n":2}"#));
+        }
+        assert_eq!((rows.len(), rows.dropped()), (3, 1));
+        assert!(
+            rows.after(AuxKind::Event, 0, 10).is_empty(),
+            "the oldest went"
+        );
+        let mut small = AuxRows::new(100, 20);
+        for i in 0..4 {
+            small.keep(&live(Channel::Telemetry, i, r#"{"seven":1}"#));
+        }
+        assert_eq!((small.len(), small.dropped()), (1, 3));
+        assert_eq!(
+            small.after(AuxKind::Telemetry, 0, 10)[0].capture_us,
+            Some(3),
+            "the newest stays"
+        );
+        let mut none = AuxRows::new(0, 0);
+        none.keep(&live(Channel::Event, 1, "{}"));
+        assert!(none.is_empty());
     }
 }

@@ -32,11 +32,15 @@
 //!   holds nothing beyond the recordings (their retention bounds the
 //!   outage an upstream can catch up on).
 //! * a relay-only node (`kodama-server relay`) records nothing: it keeps
-//!   the GOPs in a bounded memory buffer ([`pending::Pending`], `buffer_mb`
-//!   per camera and upstream) and passes the upstream's acknowledgements on
-//!   to the camera, so the camera's own crash-safe store-and-forward keeps
-//!   whatever the upstream has not recorded (a relay restart loses only the
-//!   buffer, which the cameras still hold).
+//!   the GOPs, each with the camera's audio of its span, in a bounded
+//!   memory buffer ([`pending::Pending`], `buffer_mb` per camera and
+//!   upstream) and passes the upstream's acknowledgements on to the camera,
+//!   so the camera's own crash-safe store-and-forward keeps whatever the
+//!   upstream has not recorded (a relay restart loses only the buffer,
+//!   which the cameras still hold). Telemetry and events are held in memory
+//!   too ([`aux::AuxRows`]) until the upstream stored them, and sent in the
+//!   same acknowledged batches as from an index. The forwarder takes them
+//!   from the camera's track whether or not the upstream is connected.
 //!
 //! Forwarding never slows the origin: the feed drops whole GOPs rather than
 //! wait, the live path only reads the hub's groups, the index and the
@@ -66,8 +70,9 @@ use kodama_net::error::HelloError;
 use kodama_net::link::{self, LinkProfile};
 use kodama_net::media_send::{MediaSender, SendOutcome};
 use kodama_net::{codes, Connection, Endpoint, EndpointAddr, EndpointId};
-use kodama_proto::{CameraSelector, ClientHandshake, Frame, Message, Stored, ALPN_RELAY};
+use kodama_proto::{CameraSelector, Channel, ClientHandshake, Frame, Message, Stored, ALPN_RELAY};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -78,7 +83,7 @@ use crate::config::ConfigError;
 use crate::db::{AuxKind, Db, DbError, ForwardAux, ForwardFragment, RecordedLane};
 use crate::feed::{self, FeedEvent, FeedSender, Group};
 use crate::hub::{CameraStatus, CameraTrack, Hub, LiveGroup};
-use aux::AuxProgress;
+use aux::{AuxProgress, AuxRows};
 use pace::Pace;
 use pending::{Pending, Source};
 use recorded::Progress;
@@ -330,8 +335,8 @@ async fn dispatch(
                 let id = group.id;
                 (camera, Some((group, Source::CameraBackfill(id))))
             }
-            // Telemetry and events go live from the camera's track, and
-            // from the index after an outage.
+            // Telemetry, events and audio reach each forwarder from the
+            // camera's track (and from the index after an outage).
             FeedEvent::Aux { .. }
             | FeedEvent::AuxBatch { .. }
             | FeedEvent::CameraOffline { .. } => continue,
@@ -425,10 +430,42 @@ async fn dial(
 /// storing it.
 #[derive(Debug)]
 enum Backlog {
-    /// GOPs in memory (relay-only mode, or `recordings = false`: empty).
-    Memory(Pending),
+    /// GOPs, telemetry and events in memory (relay-only mode, or
+    /// `recordings = false`: empty).
+    Memory(Box<InMemory>),
     /// The origin's recordings, telemetry and events past the watermarks.
     Recorded(Box<FromIndex>),
+}
+
+/// A relay-only node's backlog for one upstream and camera.
+#[derive(Debug)]
+struct InMemory {
+    /// GOPs with their audio.
+    gops: Pending,
+    /// Telemetry and events held until stored upstream.
+    rows: AuxRows,
+    /// Their batches.
+    aux: AuxProgress,
+}
+
+impl InMemory {
+    /// Holds at most `max_bytes` of GOPs (0: nothing at all).
+    fn new(max_bytes: usize) -> Self {
+        let (rows, bytes) = if max_bytes == 0 {
+            (0, 0)
+        } else {
+            (aux::MEMORY_ROWS, aux::MEMORY_BYTES)
+        };
+        Self {
+            gops: Pending::new(max_bytes),
+            rows: AuxRows::new(rows, bytes),
+            aux: AuxProgress::new(0, 0),
+        }
+    }
+
+    fn keeps_aux(&self) -> bool {
+        self.gops.keeps()
+    }
 }
 
 /// Where forwarding from a recording origin's index stands.
@@ -462,54 +499,97 @@ impl Backlog {
     /// acknowledgement must not count, backfill sends it again.
     fn live_incomplete(&mut self, capture_us: u64) {
         match self {
-            Backlog::Memory(p) => p.live_incomplete(capture_us),
+            Backlog::Memory(p) => p.gops.live_incomplete(capture_us),
             Backlog::Recorded(p) => p.gops.live_incomplete(capture_us),
         }
     }
 
     fn live_sent(&mut self, capture_us: u64, frames: usize, now: Instant) {
         match self {
-            Backlog::Memory(p) => p.live_sent(capture_us, frames),
+            Backlog::Memory(p) => p.gops.live_sent(capture_us, frames),
             Backlog::Recorded(p) => p.gops.live_sent(capture_us, frames, now),
         }
     }
 
     fn push(&mut self, group: Arc<Group>, source: Source, now: Instant) {
         if let Backlog::Memory(p) = self {
-            p.push(group, source, now);
+            p.gops.push(group, source, now);
+        }
+    }
+
+    /// A telemetry, event or audio frame of the camera from its track:
+    /// kept by a memory backlog until the upstream has it. Returns the
+    /// frame to forward live; `Err` when the camera's track is gone.
+    fn take_aux(
+        &mut self,
+        received: Result<Arc<Frame>, RecvError>,
+        camera: EndpointId,
+    ) -> Result<Option<Arc<Frame>>, ()> {
+        let frame = match received {
+            Ok(frame) => frame,
+            Err(RecvError::Lagged(missed)) => {
+                if matches!(self, Backlog::Memory(m) if m.keeps_aux()) {
+                    tracing::warn!(%camera, missed, "the forwarder fell behind the camera's telemetry, events and audio; these will be missing upstream");
+                }
+                return Ok(None);
+            }
+            Err(RecvError::Closed) => return Err(()),
+        };
+        if let Backlog::Memory(m) = self {
+            if frame.channel == Channel::Audio {
+                m.gops.audio(frame.clone());
+            } else {
+                let dropped = m.rows.keep(&frame);
+                if dropped > 0 && m.rows.dropped() == dropped {
+                    tracing::warn!(%camera, held = m.rows.len(), "the upstream has been away too long: dropping the oldest telemetry and events it has not stored (counted in the progress log)");
+                }
+            }
+        }
+        Ok(Some(frame))
+    }
+
+    /// Batching of telemetry and events.
+    fn aux_progress(&mut self) -> Option<&mut AuxProgress> {
+        match self {
+            Backlog::Memory(m) if m.keeps_aux() => Some(&mut m.aux),
+            Backlog::Memory(_) => None,
+            Backlog::Recorded(p) => Some(&mut p.aux),
         }
     }
 
     fn next_due(&mut self, now: Instant) -> Option<Due> {
         match self {
-            Backlog::Memory(p) => p.next_due(now).map(|(id, g)| Due::Group(id, g)),
+            Backlog::Memory(p) => p.gops.next_due(now).map(|(id, g)| Due::Group(id, g)),
             Backlog::Recorded(p) => p.gops.next_due(now).map(Due::Recorded),
         }
     }
 
     fn in_flight(&self, now: Instant) -> usize {
         match self {
-            Backlog::Memory(p) => p.in_flight(now),
+            Backlog::Memory(p) => p.gops.in_flight(now),
             Backlog::Recorded(p) => p.gops.in_flight(now),
         }
     }
 
     fn send_failed(&mut self, id: u64, now: Instant) {
         match self {
-            Backlog::Memory(p) => p.send_failed(id, now),
+            Backlog::Memory(p) => p.gops.send_failed(id, now),
             Backlog::Recorded(p) => p.gops.send_failed(id),
         }
     }
 
     fn connected(&mut self) {
         if let Backlog::Memory(p) = self {
-            p.connected();
+            p.gops.connected();
         }
     }
 
     fn disconnected(&mut self, now: Instant) {
         match self {
-            Backlog::Memory(p) => p.disconnected(now),
+            Backlog::Memory(p) => {
+                p.gops.disconnected(now);
+                p.aux.disconnected();
+            }
             Backlog::Recorded(p) => {
                 p.gops.disconnected();
                 p.aux.disconnected();
@@ -519,7 +599,7 @@ impl Backlog {
 
     fn next_deadline(&self) -> Option<Instant> {
         match self {
-            Backlog::Memory(p) => p.next_deadline(),
+            Backlog::Memory(p) => p.gops.next_deadline(),
             // Its deadlines are looked at on every index scan.
             Backlog::Recorded(_) => None,
         }
@@ -531,12 +611,16 @@ impl Backlog {
     fn stored(&mut self, stored: Stored) -> Option<Stored> {
         match self {
             Backlog::Memory(p) => match stored {
-                Stored::LiveThrough { capture_us } => {
-                    p.live_acknowledged(capture_us).map(|s| (capture_us, s))
+                Stored::LiveThrough { capture_us } => p
+                    .gops
+                    .live_acknowledged(capture_us)
+                    .map(|s| (capture_us, s)),
+                Stored::Backfill { id } => p.gops.backfill_acknowledged(id).map(|s| (id, s)),
+                Stored::Aux { id } => {
+                    // Forgotten at the next sync.
+                    p.aux.acknowledged(id);
+                    None
                 }
-                Stored::Backfill { id } => p.backfill_acknowledged(id).map(|s| (id, s)),
-                // Only an index sends batches.
-                Stored::Aux { .. } => None,
             }
             .map(|(capture_us, source)| match source {
                 Source::Live => Stored::LiveThrough { capture_us },
@@ -559,8 +643,8 @@ impl Backlog {
     fn counts(&self) -> (usize, u64, u64) {
         match self {
             Backlog::Memory(p) => {
-                let s = p.stats();
-                (s.gops, s.acknowledged, s.evicted)
+                let s = p.gops.stats();
+                (s.gops, s.acknowledged, s.evicted + p.rows.dropped())
             }
             Backlog::Recorded(p) => {
                 let s = p.gops.stats();
@@ -708,7 +792,7 @@ async fn scan(shared: &Shared, camera: EndpointId, backlog: &mut Backlog, read: 
 async fn forward(
     shared: Arc<Shared>,
     track: Arc<CameraTrack>,
-    mut gops: mpsc::Receiver<(Arc<Group>, Source)>,
+    gops: mpsc::Receiver<(Arc<Group>, Source)>,
     cancel: CancellationToken,
 ) {
     let camera = track.id;
@@ -726,7 +810,7 @@ async fn forward(
                 Ok(Ok(p)) => Backlog::Recorded(Box::new(p)),
                 Ok(Err(e)) => {
                     tracing::error!(%camera, %upstream, "cannot read where forwarding stands in the index: {e}; forwarding live only");
-                    Backlog::Memory(Pending::new(0))
+                    Backlog::Memory(Box::new(InMemory::new(0)))
                 }
                 Err(e) => {
                     tracing::error!(%camera, %upstream, "cannot start forwarding: {e}");
@@ -734,10 +818,16 @@ async fn forward(
                 }
             }
         }
-        None if shared.config.recordings => {
-            Backlog::Memory(Pending::new(shared.config.buffer_mb as usize * 1024 * 1024))
-        }
-        None => Backlog::Memory(Pending::new(0)),
+        None if shared.config.recordings => Backlog::Memory(Box::new(InMemory::new(
+            shared.config.buffer_mb as usize * 1024 * 1024,
+        ))),
+        None => Backlog::Memory(Box::new(InMemory::new(0))),
+    };
+    // Held across connections: what the camera sends while the upstream
+    // is away is kept (by a memory backlog) as it arrives.
+    let mut inbox = Inbox {
+        gops,
+        aux: track.aux(),
     };
     let mut backoff = BACKOFF_INITIAL;
     let mut refused_logged = false;
@@ -749,10 +839,11 @@ async fn forward(
         let dialled = loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                g = gops.recv() => match g {
+                g = inbox.gops.recv() => match g {
                     Some((g, source)) => backlog.push(g, source, Instant::now()),
                     None => return,
                 },
+                a = inbox.aux.recv() => if backlog.take_aux(a, camera).is_err() { return },
                 r = &mut attempt => break r,
             }
         };
@@ -764,12 +855,12 @@ async fn forward(
                     refused_logged = true;
                 }
                 backoff = BACKOFF_MAX;
-                wait_taking(&mut gops, &mut backlog, backoff, &cancel).await;
+                wait_taking(&mut inbox, &mut backlog, camera, backoff, &cancel).await;
                 continue;
             }
             Ok(Err(e)) => {
                 tracing::debug!(%camera, %upstream, "cannot reach the upstream: {e}");
-                wait_taking(&mut gops, &mut backlog, backoff, &cancel).await;
+                wait_taking(&mut inbox, &mut backlog, camera, backoff, &cancel).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
@@ -790,7 +881,7 @@ async fn forward(
             &track,
             conn,
             control,
-            &mut gops,
+            &mut inbox,
             &mut backlog,
             &cancel,
         )
@@ -805,10 +896,18 @@ async fn forward(
     }
 }
 
-/// Waits `d`, taking completed GOPs in.
+/// What reaches a forwarder besides live video: completed GOPs from the
+/// dispatcher, and the camera's telemetry, events and audio from its track.
+struct Inbox {
+    gops: mpsc::Receiver<(Arc<Group>, Source)>,
+    aux: broadcast::Receiver<Arc<Frame>>,
+}
+
+/// Waits `d`, taking completed GOPs, telemetry, events and audio in.
 async fn wait_taking(
-    gops: &mut mpsc::Receiver<(Arc<Group>, Source)>,
+    inbox: &mut Inbox,
     backlog: &mut Backlog,
+    camera: EndpointId,
     d: Duration,
     cancel: &CancellationToken,
 ) {
@@ -817,10 +916,11 @@ async fn wait_taking(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep_until(until) => return,
-            g = gops.recv() => match g {
+            g = inbox.gops.recv() => match g {
                 Some((g, source)) => backlog.push(g, source, Instant::now()),
                 None => return,
             },
+            a = inbox.aux.recv() => if backlog.take_aux(a, camera).is_err() { return },
         }
     }
 }
@@ -856,10 +956,11 @@ async fn session(
     track: &Arc<CameraTrack>,
     conn: Connection,
     control: ControlStream,
-    gops: &mut mpsc::Receiver<(Arc<Group>, Source)>,
+    inbox: &mut Inbox,
     backlog: &mut Backlog,
     cancel: &CancellationToken,
 ) -> bool {
+    let Inbox { gops, aux } = inbox;
     let camera = track.id;
     let upstream = shared.addr.id;
     let token = cancel.child_token();
@@ -877,7 +978,6 @@ async fn session(
     let mut seen_group: Option<u64> = None;
     let mut current: Option<LiveCursor> = None;
     let mut frames_rx: Option<tokio::sync::watch::Receiver<usize>> = None;
-    let mut aux = track.aux();
     let mut aux_sequence = 0u64;
     let mut backfills: JoinSet<(u64, Sent)> = JoinSet::new();
     // Telemetry/event batches being sent: batch id, whether it went out.
@@ -886,6 +986,7 @@ async fn session(
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
     let reads_index = shared.store.is_some() && matches!(backlog, Backlog::Recorded(_));
+    let keeps_aux = matches!(backlog, Backlog::Memory(m) if m.keeps_aux());
     let silent = link::until_silent(&conn, link::SILENCE);
     tokio::pin!(silent);
     let mut last_log = Instant::now();
@@ -964,8 +1065,11 @@ async fn session(
                 )
             });
         }
-        if let Backlog::Recorded(p) = backlog {
-            while let Some(batch) = p.aux.next_batch(now) {
+        if let Backlog::Memory(m) = backlog {
+            m.rows.sync(&mut m.aux, now);
+        }
+        if let Some(progress) = backlog.aux_progress() {
+            while let Some(batch) = progress.next_batch(now) {
                 let paced = shared
                     .pace
                     .lock()
@@ -973,7 +1077,7 @@ async fn session(
                     .unwrap_or(true);
                 if !paced {
                     // Read and offered again at the next scan.
-                    p.aux.send_failed(batch.id);
+                    progress.send_failed(batch.id);
                     break;
                 }
                 let conn = conn.clone();
@@ -993,10 +1097,10 @@ async fn session(
         if last_log.elapsed() >= PROGRESS_LOG_EVERY {
             last_log = Instant::now();
             let (waiting, acknowledged, lost) = backlog.counts();
-            let aux_stats = match &*backlog {
-                Backlog::Recorded(p) => p.aux.stats(),
-                Backlog::Memory(_) => aux::AuxStats::default(),
-            };
+            let aux_stats = backlog
+                .aux_progress()
+                .map(|p| p.stats())
+                .unwrap_or_default();
             tracing::info!(%camera, %upstream, waiting, acknowledged, lost, backfill_bytes, aux_rows_confirmed = aux_stats.confirmed, aux_batches = aux_stats.batches, "forwarding");
         }
         let sleep_until = wake.map_or_else(
@@ -1027,19 +1131,21 @@ async fn session(
                 let s = status.borrow_and_update().clone();
                 if ctl_tx.send(&state_message(&s)).await.is_err() { return false }
             }
-            a = aux.recv() => match a {
-                Ok(frame) => {
+            a = aux.recv() => match backlog.take_aux(a, camera) {
+                Ok(Some(frame)) => {
                     aux_sequence += 1;
                     media.send(Arc::new(Frame { sequence: aux_sequence, ..Frame::clone(&frame) }));
                 }
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return true,
+                Ok(None) => {}
+                Err(()) => return true,
             },
             g = gops.recv() => match g {
                 Some((g, source)) => backlog.push(g, source, Instant::now()),
                 None => return true,
             },
-            _ = rescan.tick(), if reads_index => {
+            // A memory backlog's telemetry and events are looked at on
+            // every turn of the loop; the tick makes one.
+            _ = rescan.tick(), if reads_index || keeps_aux => {
                 scan(shared, camera, backlog, true).await;
             }
             Some(done) = backfills.join_next(), if !backfills.is_empty() => match done {
@@ -1054,8 +1160,8 @@ async fn session(
                 Err(_) => {}
             },
             Some(done) = aux_sends.join_next(), if !aux_sends.is_empty() => {
-                if let (Ok((id, false)), Backlog::Recorded(p)) = (done, &mut *backlog) {
-                    p.aux.send_failed(id);
+                if let (Ok((id, false)), Some(progress)) = (done, backlog.aux_progress()) {
+                    progress.send_failed(id);
                 }
             }
             m = ctl_rx.recv() => match m {

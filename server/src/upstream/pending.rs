@@ -13,11 +13,24 @@
 //! its acknowledgement (the upstream bounds the backfill streams a peer may
 //! have open, as it does for cameras); one not acknowledged within
 //! [`RESEND`], whose send failed, or whose connection ended is due again.
+//!
+//! A live GOP is held with the camera's audio of its time span
+//! ([`Pending::audio`]): from its keyframe to the next GOP's keyframe (at
+//! most [`AUDIO_TAIL_US`] past its last frame). Packets wait for the GOP
+//! they fall in to complete (at most [`MAX_WAITING_AUDIO`]); one that
+//! arrives after its GOP completed still joins it while it is held. A
+//! backfilled GOP goes out as its video frames followed by those packets,
+//! as the camera's own store-and-forward sends it, so the upstream's
+//! recording of an outage has its sound. The audio counts against the
+//! buffer's bytes; a GOP that leaves takes its audio with it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kodama_proto::{Channel, Frame};
+
+use crate::camera_session::MAX_BACKFILL_AUDIO;
 use crate::feed::Group;
 
 /// How long a completed GOP waits for the upstream's live acknowledgement
@@ -28,6 +41,19 @@ pub const GRACE: Duration = Duration::from_secs(12);
 
 /// How long a backfilled GOP waits for its acknowledgement before it is sent again.
 pub const RESEND: Duration = Duration::from_secs(20);
+
+/// Audio packets waiting for the GOP they fall in to complete before the
+/// oldest are dropped (counted): the span of the longest GOP a backfill
+/// stream may carry.
+pub const MAX_WAITING_AUDIO: usize = MAX_BACKFILL_AUDIO;
+
+/// Audio captured up to this long after a GOP's last frame still belongs to
+/// it when the next GOP's keyframe is later (a GOP the origin missed in
+/// between is not given to its predecessor).
+pub const AUDIO_TAIL_US: u64 = 1_000_000;
+
+/// Frame interval assumed for a GOP of one frame.
+const DEFAULT_FRAME_US: u64 = 33_333;
 
 /// Where a pending GOP came from at the origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +72,12 @@ struct Entry {
     due: Instant,
     live_frames: usize,
     in_flight: bool,
+    /// The camera's audio of the GOP's span (live GOPs only).
+    audio: Vec<Arc<Frame>>,
+    /// Capture time past its span (live GOPs only).
+    audio_end_us: u64,
+    /// Capture time of its last video frame.
+    last_us: u64,
 }
 
 /// Counters for logs and figures.
@@ -59,6 +91,11 @@ pub struct PendingStats {
     pub acknowledged: u64,
     /// GOPs dropped, oldest first, because the buffer was full.
     pub evicted: u64,
+    /// Audio packets held with GOPs now.
+    pub audio: usize,
+    /// Audio packets dropped that a held GOP needed (too many waiting, or
+    /// more than a backfill stream carries).
+    pub audio_dropped: u64,
 }
 
 /// The not-yet-acknowledged GOPs of one camera at one upstream.
@@ -74,6 +111,11 @@ pub struct Pending {
     /// Whether a connection to the upstream is up (GOPs completed without
     /// one cannot have gone out live: due at once).
     connected: bool,
+    /// Audio packets captured after the newest live GOP's span, waiting for
+    /// the GOP they fall in to complete (bounded, oldest dropped).
+    waiting_audio: VecDeque<Arc<Frame>>,
+    /// Keyframe capture time of the newest live GOP pushed.
+    newest_live: Option<u64>,
     stats: PendingStats,
 }
 
@@ -88,8 +130,15 @@ impl Pending {
             live: VecDeque::new(),
             early_acks: VecDeque::new(),
             connected: false,
+            waiting_audio: VecDeque::new(),
+            newest_live: None,
             stats: PendingStats::default(),
         }
+    }
+
+    /// Whether it keeps anything (a buffer of 0 bytes keeps nothing).
+    pub fn keeps(&self) -> bool {
+        self.max_bytes > 0
     }
 
     /// The counters.
@@ -97,6 +146,7 @@ impl Pending {
         PendingStats {
             gops: self.gops.len(),
             bytes: self.stats.bytes,
+            audio: self.gops.values().map(|e| e.audio.len()).sum(),
             ..self.stats
         }
     }
@@ -135,6 +185,10 @@ impl Pending {
         if self.max_bytes == 0 || self.gops.contains_key(&capture_us) {
             return;
         }
+        let last_us = group.frames.last().map_or(capture_us, |f| f.capture_us);
+        if source == Source::Live {
+            self.live_gop_begins(capture_us);
+        }
         let live_frames = self
             .live
             .iter()
@@ -148,6 +202,7 @@ impl Pending {
             }
         }
         let bytes = group.payload_bytes();
+        let audio_end_us = last_us + frame_interval(&group);
         self.stats.bytes += bytes;
         self.gops.insert(
             capture_us,
@@ -158,8 +213,19 @@ impl Pending {
                 due: if self.connected { now + GRACE } else { now },
                 live_frames,
                 in_flight: false,
+                audio: Vec::new(),
+                audio_end_us,
+                last_us,
             },
         );
+        if source == Source::Live {
+            // Its packets that arrived before it completed.
+            self.attach_waiting_before(audio_end_us);
+        }
+        self.evict();
+    }
+
+    fn evict(&mut self) {
         while self.stats.bytes > self.max_bytes {
             let Some((_, old)) = self.gops.pop_first() else {
                 break;
@@ -167,6 +233,89 @@ impl Pending {
             self.stats.bytes -= old.bytes;
             self.stats.evicted += 1;
         }
+    }
+
+    /// A live GOP whose keyframe was captured at `capture_us` completed:
+    /// the previous one's span ends at its keyframe, and the packets
+    /// waiting before it are the previous one's.
+    fn live_gop_begins(&mut self, capture_us: u64) {
+        if let Some(e) = self.newest_live.and_then(|k| self.gops.get_mut(&k)) {
+            if capture_us > e.audio_end_us {
+                e.audio_end_us = capture_us.min(e.last_us + AUDIO_TAIL_US);
+            }
+        }
+        if self.newest_live.is_none_or(|k| capture_us > k) {
+            self.newest_live = Some(capture_us);
+        }
+        self.attach_waiting_before(capture_us);
+    }
+
+    /// Gives the waiting packets captured before `end_us` to their GOPs.
+    fn attach_waiting_before(&mut self, end_us: u64) {
+        while self
+            .waiting_audio
+            .front()
+            .is_some_and(|a| a.capture_us < end_us)
+        {
+            if let Some(a) = self.waiting_audio.pop_front() {
+                self.attach_audio(a);
+            }
+        }
+    }
+
+    /// An audio packet of the camera ([`Channel::Audio`]) as it arrived
+    /// live: held with the GOP whose span it falls in, or until that GOP
+    /// completes. Packets of GOPs no longer held are not needed.
+    pub fn audio(&mut self, packet: Arc<Frame>) {
+        if self.max_bytes == 0 || packet.channel != Channel::Audio {
+            return;
+        }
+        let newest_end = self
+            .newest_live
+            .and_then(|k| self.gops.get(&k))
+            .map(|e| e.audio_end_us);
+        let after_newest = match (self.newest_live, newest_end) {
+            (None, _) => true,
+            (Some(_), Some(end)) => packet.capture_us >= end,
+            // The newest GOP left already: what is after its keyframe may
+            // be the next one's.
+            (Some(k), None) => packet.capture_us >= k,
+        };
+        if !after_newest {
+            self.attach_audio(packet);
+            return;
+        }
+        if self.waiting_audio.len() >= MAX_WAITING_AUDIO {
+            self.waiting_audio.pop_front();
+            self.stats.audio_dropped += 1;
+        }
+        // Kept in capture order (packets may arrive out of order).
+        let at = self
+            .waiting_audio
+            .partition_point(|a| a.capture_us <= packet.capture_us);
+        self.waiting_audio.insert(at, packet);
+    }
+
+    /// Adds `packet` to the held live GOP whose span holds it, if any.
+    fn attach_audio(&mut self, packet: Arc<Frame>) {
+        let Some((_, e)) = self.gops.range_mut(..=packet.capture_us).next_back() else {
+            return;
+        };
+        if e.source != Source::Live
+            || packet.capture_us >= e.audio_end_us
+            || e.audio.iter().any(|a| a.sequence == packet.sequence)
+        {
+            return;
+        }
+        if e.audio.len() >= MAX_BACKFILL_AUDIO {
+            self.stats.audio_dropped += 1;
+            return;
+        }
+        let bytes = packet.payload.len();
+        e.audio.push(packet);
+        e.bytes += bytes;
+        self.stats.bytes += bytes;
+        self.evict();
     }
 
     /// The upstream recorded the live GOP whose keyframe was captured at
@@ -204,7 +353,7 @@ impl Pending {
         let (capture_us, e) = self.gops.iter_mut().find(|(_, e)| e.due <= now)?;
         e.in_flight = true;
         e.due = now + RESEND;
-        Some((*capture_us, e.group.clone()))
+        Some((*capture_us, with_audio(&e.group, &e.audio)))
     }
 
     /// Backfilled GOPs sent and not yet acknowledged (nor given up on) at `now`.
@@ -247,6 +396,40 @@ impl Pending {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.gops.values().map(|e| e.due).min()
     }
+}
+
+/// The interval between a GOP's frames (its last frame lasts as long).
+fn frame_interval(group: &Group) -> u64 {
+    let video: Vec<u64> = group
+        .frames
+        .iter()
+        .filter(|f| f.channel != Channel::Audio)
+        .map(|f| f.capture_us)
+        .collect();
+    match (video.first(), video.last()) {
+        (Some(first), Some(last)) if video.len() > 1 => {
+            (last.saturating_sub(*first) / (video.len() as u64 - 1)).max(1)
+        }
+        _ => DEFAULT_FRAME_US,
+    }
+}
+
+/// `group` as a backfill stream carries it: its video frames, then `audio`
+/// in increasing sequence numbers (each once).
+fn with_audio(group: &Arc<Group>, audio: &[Arc<Frame>]) -> Arc<Group> {
+    if audio.is_empty() {
+        return group.clone();
+    }
+    let mut packets = audio.to_vec();
+    packets.sort_by_key(|a| a.sequence);
+    packets.dedup_by_key(|a| a.sequence);
+    let mut frames = group.frames.clone();
+    frames.extend(packets);
+    Arc::new(Group {
+        id: group.id,
+        frames,
+        truncated: group.truncated,
+    })
 }
 
 #[cfg(test)]
@@ -385,5 +568,150 @@ mod tests {
         p.push(gop(100, 2, 10), Source::Live, t0);
         assert_eq!(p.stats().gops, 0);
         assert_eq!(p.stats().acknowledged, 1);
+    }
+
+    /// A live GOP of one second at 30 fps from keyframe `k_us`.
+    fn second(k_us: u64) -> Arc<Group> {
+        Arc::new(Group {
+            id: k_us,
+            frames: (0..30u64)
+                .map(|i| {
+                    Arc::new(Frame {
+                        channel: Channel::Video,
+                        flags: if i == 0 {
+                            FrameFlags::KEYFRAME
+                        } else {
+                            FrameFlags::empty()
+                        },
+                        capture_us: k_us + i * 33_333,
+                        sequence: k_us / 33_333 + i,
+                        payload: Bytes::from(vec![0; 100]),
+                    })
+                })
+                .collect(),
+            truncated: false,
+        })
+    }
+
+    /// The 20 ms audio packet captured at `capture_us` (numbered by it).
+    fn packet(capture_us: u64) -> Arc<Frame> {
+        Arc::new(Frame {
+            channel: Channel::Audio,
+            flags: FrameFlags::empty(),
+            capture_us,
+            sequence: capture_us / 20_000,
+            payload: Bytes::from(vec![1; 40]),
+        })
+    }
+
+    fn audio_of(g: &Group) -> Vec<u64> {
+        g.frames
+            .iter()
+            .filter(|f| f.channel == Channel::Audio)
+            .map(|f| f.capture_us)
+            .collect()
+    }
+
+    #[test]
+    fn a_backfilled_gop_carries_the_audio_of_its_span_after_its_video() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(1 << 20);
+        // Offline: three one-second GOPs; each completes when the next
+        // keyframe arrives, after its audio. One packet of the first GOP
+        // arrives late, after that GOP completed; one arrives twice.
+        for gop in 0..3u64 {
+            for a in 0..50u64 {
+                let c = gop * 1_000_000 + a * 20_000;
+                if c != 980_000 {
+                    p.audio(packet(c));
+                }
+            }
+            if gop == 0 {
+                p.audio(packet(20_000));
+            }
+            if gop > 0 {
+                p.push(second((gop - 1) * 1_000_000), Source::Live, t0);
+            }
+            if gop == 1 {
+                p.audio(packet(980_000));
+            }
+        }
+        p.push(second(2_000_000), Source::Live, t0);
+        let sent: Vec<(u64, Arc<Group>)> = std::iter::from_fn(|| p.next_due(t0)).collect();
+        assert_eq!(sent.len(), 3);
+        for (i, (id, g)) in sent.iter().enumerate() {
+            let k = i as u64 * 1_000_000;
+            assert_eq!(*id, k);
+            let kinds: Vec<Channel> = g.frames.iter().map(|f| f.channel).collect();
+            assert!(
+                kinds[..30].iter().all(|c| *c == Channel::Video)
+                    && kinds[30..].iter().all(|c| *c == Channel::Audio),
+                "video first, then audio"
+            );
+            let sequences: Vec<u64> = g.frames[30..].iter().map(|f| f.sequence).collect();
+            assert!(
+                sequences.windows(2).all(|w| w[0] < w[1]),
+                "increasing, each once"
+            );
+            let audio = audio_of(g);
+            // The newest GOP's span ends one frame after its last frame.
+            let want: Vec<u64> = (k..k + 1_000_000).step_by(20_000).collect();
+            assert_eq!(audio, want, "GOP {i} holds exactly its span's audio");
+        }
+        assert_eq!(p.stats().audio, 150);
+        assert_eq!(p.stats().bytes, 3 * 30 * 100 + 150 * 40, "audio counts");
+        // A GOP that leaves takes its audio with it.
+        p.backfill_acknowledged(0);
+        assert_eq!(p.stats().audio, 100);
+        assert_eq!(p.stats().bytes, 2 * 30 * 100 + 100 * 40);
+    }
+
+    #[test]
+    fn audio_of_gops_no_longer_held_is_not_kept() {
+        let t0 = Instant::now();
+        let mut p = Pending::new(1 << 20);
+        p.connected();
+        // Sent whole live and acknowledged: neither it nor its audio stays.
+        for a in 0..50u64 {
+            p.audio(packet(a * 20_000));
+        }
+        p.live_sent(0, 30);
+        p.push(second(0), Source::Live, t0);
+        assert_eq!(p.live_acknowledged(0), Some(Source::Live));
+        p.audio(packet(990_000));
+        assert_eq!(
+            (p.stats().gops, p.stats().audio, p.stats().bytes),
+            (0, 0, 0)
+        );
+        // The next GOP takes only its own span, and a camera's backfilled
+        // GOP keeps the audio it came with.
+        for a in 50..100u64 {
+            p.audio(packet(a * 20_000));
+        }
+        p.push(second(1_000_000), Source::Live, t0);
+        let mut uploaded = (*second(10_000_000)).clone();
+        uploaded.frames.push(packet(10_000_000));
+        p.push(Arc::new(uploaded), Source::CameraBackfill(3), t0);
+        p.audio(packet(10_020_000));
+        let due: Vec<(u64, Arc<Group>)> = std::iter::from_fn(|| p.next_due(t0 + GRACE)).collect();
+        assert_eq!(
+            audio_of(&due[0].1),
+            (1_000_000..2_000_000).step_by(20_000).collect::<Vec<_>>()
+        );
+        assert_eq!(audio_of(&due[1].1), vec![10_000_000]);
+    }
+
+    #[test]
+    fn waiting_audio_is_bounded() {
+        let mut p = Pending::new(1 << 30);
+        for a in 0..(MAX_WAITING_AUDIO as u64 + 10) {
+            p.audio(packet(a * 20_000));
+        }
+        assert_eq!(p.stats().audio_dropped, 10);
+        assert_eq!(p.waiting_audio.len(), MAX_WAITING_AUDIO);
+        // Nothing waits when nothing is kept.
+        let mut none = Pending::new(0);
+        none.audio(packet(0));
+        assert!(none.waiting_audio.is_empty());
     }
 }
