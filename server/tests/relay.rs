@@ -804,8 +804,9 @@ fn aux_rows(data_dir: &Path, camera: &SecretKey, kind: AuxKind) -> BTreeMap<(i64
 }
 
 /// Sends `n` events (motion, as the camera's detector reports it) and `n`
-/// telemetry samples from the camera, labelled `phase`.
-async fn emit(cam: &TestCamera, phase: &str, n: usize) {
+/// telemetry samples from the camera, labelled `phase`; returns them.
+async fn emit(cam: &TestCamera, phase: &str, n: usize) -> Vec<(AuxKind, String)> {
+    let mut sent = Vec::new();
     for i in 0..n {
         for (channel, doc) in [
             (
@@ -817,6 +818,8 @@ async fn emit(cam: &TestCamera, phase: &str, n: usize) {
                 format!(r#"{{"gps":{{"lat":52.{i}}},"phase":"{phase}"}}"#),
             ),
         ] {
+            let kind = AuxKind::of_channel(channel).expect("telemetry or event");
+            sent.push((kind, doc.clone()));
             cam.aux
                 .send(kodama_firmware::uplink::AuxMessage {
                     channel,
@@ -828,6 +831,7 @@ async fn emit(cam: &TestCamera, phase: &str, n: usize) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    sent
 }
 
 /// Waits (bounded) until `offsite` holds exactly the telemetry and events
@@ -927,4 +931,161 @@ async fn events_and_telemetry_of_an_outage_reach_the_upstream_once() {
     cam.stop();
     home.stop().await;
     offsite.stop().await;
+}
+
+/// Waits (bounded) until `data_dir` holds each of `docs` exactly once (by
+/// document, whatever its capture time); a second copy fails at once.
+async fn wait_each_once(
+    data_dir: &Path,
+    camera: &SecretKey,
+    docs: &[(AuxKind, String)],
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut missing = Vec::new();
+        for kind in [AuxKind::Event, AuxKind::Telemetry] {
+            let mut count: HashMap<String, usize> = HashMap::new();
+            for (_, json) in aux_rows(data_dir, camera, kind).into_keys() {
+                *count.entry(json).or_insert(0) += 1;
+            }
+            for (k, doc) in docs.iter().filter(|(k, _)| *k == kind) {
+                match count.get(doc).copied().unwrap_or(0) {
+                    0 => missing.push(format!("{k:?} {doc}")),
+                    1 => {}
+                    n => return Err(format!("{k:?} {doc} is stored {n} times")),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("missing {missing:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A relay-only node loses nothing of an upstream outage although it keeps
+/// no index: the events and telemetry of the outage reach the upstream
+/// afterwards, each once (they also went live before and after), and the
+/// upstream's recording of the outage's GOPs has their audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_node_keeps_events_telemetry_and_audio_of_an_upstream_outage() {
+    let outage = Duration::from_secs(6);
+    let server_data = tempfile::tempdir().expect("server dir");
+    let server_dir = server_data.path().to_owned();
+    let server = TestServer::start_in(server_dir.clone(), None).await;
+    let server_port = server.addr.port();
+    let relay_dir = tempfile::tempdir().expect("relay dir");
+    let relay_key = kodama_net::endpoint::load_or_create_key(&relay_dir.path().join("server.key"))
+        .expect("key");
+    let key = SecretKey::generate();
+    server
+        .server
+        .allowlist
+        .add_relay(
+            &relay_key.public().to_string(),
+            "site",
+            &[key.public().to_string()],
+        )
+        .expect("allow relay");
+    let mut config = test_config(relay_dir.path().to_owned(), None);
+    config.upstreams = vec![upstream_to(&server, server.addr, &[])];
+    let relay = kodama_server::relay_mode::RelayNode::start(&config, Default::default())
+        .await
+        .expect("relay starts");
+    relay
+        .allowlist
+        .add(
+            &key.public().to_string(),
+            kodama_server::allowlist::PeerRole::Camera,
+            "gate",
+        )
+        .expect("allow camera");
+    let relay_addr = relay
+        .node
+        .endpoint()
+        .bound_sockets()
+        .into_iter()
+        .find(SocketAddr::is_ipv4)
+        .expect("bound");
+    let mut cam = start_camera_with_audio(
+        "gate",
+        kodama_net::EndpointAddr::new(relay.node.endpoint().id()).with_ip_addr(relay_addr),
+        key.clone(),
+    )
+    .await;
+    cam.wait_streaming(Duration::from_secs(10)).await;
+    let forwarded = wait_some_recorded(&server_dir, &cam, 1).await;
+    let first = *forwarded.first().expect("the server records the camera");
+    let mut docs = emit(&cam, "before", 2).await;
+    wait_each_once(&server_dir, &key, &docs, Duration::from_secs(15))
+        .await
+        .expect("live telemetry and events reach the server once");
+
+    // The server goes away; the camera films, speaks and reports meanwhile.
+    server.stop().await;
+    let stopped_us = kodama_server::stats::now_us() as i64;
+    let outage_docs = emit(&cam, "outage", 4).await;
+    tokio::time::sleep(outage.saturating_sub(Duration::from_millis(400))).await;
+    let restarted_us = kodama_server::stats::now_us() as i64;
+    let restored_at = sequences(&cam).len() as u64;
+    let server = TestServer::restart_in(server_dir.clone(), server_port).await;
+    let back = Instant::now();
+    docs.extend(outage_docs);
+    docs.extend(emit(&cam, "after", 2).await);
+    wait_each_once(&server_dir, &key, &docs, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("after the outage: {e}"));
+    let aux_after = back.elapsed();
+    let gaps = wait_recorded(
+        &server_dir,
+        &cam,
+        first..restored_at,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        gaps.is_empty(),
+        "the server misses {} frames of the outage: {:?}",
+        gaps.len(),
+        &gaps[..gaps.len().min(20)]
+    );
+    // Nothing filmed while the server was away reached it live: every
+    // packet of that window came with the relay's backfilled GOPs. The
+    // index commits every few seconds.
+    let expected = (restarted_us - stopped_us) as f64 / 20_000.0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (in_outage, worst_offset_s) = loop {
+        let (times, worst) = backfilled_audio(&server_dir, &key);
+        let n = times
+            .iter()
+            .filter(|&&t| t >= stopped_us && t < restarted_us)
+            .count();
+        if n as f64 >= 0.9 * expected || Instant::now() >= deadline {
+            break (n, worst);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!(
+        "BENCH relay-only outage={outage:?}: {} events and samples each once {:.1} s after the server came back; {in_outage} Opus packets of the outage recorded ({:.0} % of {expected:.0}); worst fragment A/V start offset {:.1} ms",
+        docs.len(),
+        aux_after.as_secs_f64(),
+        100.0 * in_outage as f64 / expected,
+        worst_offset_s * 1000.0
+    );
+    assert!(
+        in_outage as f64 >= 0.9 * expected,
+        "only {in_outage} of ~{expected:.0} audio packets of the outage were recorded"
+    );
+    assert!(
+        worst_offset_s <= 0.25,
+        "a backfilled fragment's audio starts {:.0} ms away from its video",
+        worst_offset_s * 1000.0
+    );
+    cam.stop();
+    relay.shutdown().await;
+    server.stop().await;
 }

@@ -987,6 +987,16 @@ async fn session(
     rescan.tick().await;
     let reads_index = shared.store.is_some() && matches!(backlog, Backlog::Recorded(_));
     let keeps_aux = matches!(backlog, Backlog::Memory(m) if m.keeps_aux());
+    // With a memory backlog and a microphone, the GOP under way when the
+    // connection came up is not forwarded live but backfilled after the
+    // grace: live, only the audio arriving from now on would go with it
+    // (and the upstream keeps the first copy of a GOP it records), while
+    // the backfill carries all of its span's audio.
+    let under_way = groups
+        .borrow()
+        .as_ref()
+        .map(|g| g.id)
+        .filter(|_| keeps_aux && first.online && first.info.audio.is_some());
     let silent = link::until_silent(&conn, link::SILENCE);
     tokio::pin!(silent);
     let mut last_log = Instant::now();
@@ -1001,13 +1011,15 @@ async fn session(
                 if seen_group.is_none_or(|s| newest.id > s) {
                     seen_group = Some(newest.id);
                     hand_over(shared, &mut current, &mut media, backlog, now, &mut wake);
-                    frames_rx = Some(newest.subscribe().0);
-                    current = Some(LiveCursor {
-                        group: newest,
-                        next: 0,
-                        keyframe_us: None,
-                        whole: true,
-                    });
+                    if under_way != Some(newest.id) {
+                        frames_rx = Some(newest.subscribe().0);
+                        current = Some(LiveCursor {
+                            group: newest,
+                            next: 0,
+                            keyframe_us: None,
+                            whole: true,
+                        });
+                    }
                 }
             }
             if let Some(rx) = &mut frames_rx {
