@@ -1114,6 +1114,10 @@ async fn session(
                 .map(|p| p.stats())
                 .unwrap_or_default();
             tracing::info!(%camera, %upstream, waiting, acknowledged, lost, backfill_bytes, aux_rows_confirmed = aux_stats.confirmed, aux_batches = aux_stats.batches, "forwarding");
+            if let Backlog::Memory(m) = &*backlog {
+                let g = m.gops.stats();
+                tracing::info!(%camera, %upstream, buffered_bytes = g.bytes, audio_packets = g.audio, audio_dropped = g.audio_dropped, aux_rows_held = m.rows.len(), aux_rows_dropped = m.rows.dropped(), "forwarding from memory");
+            }
         }
         let sleep_until = wake.map_or_else(
             || tokio::time::Instant::now() + PROGRESS_LOG_EVERY,
