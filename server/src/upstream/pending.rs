@@ -185,7 +185,11 @@ impl Pending {
         if self.max_bytes == 0 || self.gops.contains_key(&capture_us) {
             return;
         }
-        let last_us = group.frames.last().map_or(capture_us, |f| f.capture_us);
+        let last_us = group
+            .frames
+            .iter()
+            .rfind(|f| f.channel != Channel::Audio)
+            .map_or(capture_us, |f| f.capture_us);
         if source == Source::Live {
             self.live_gop_begins(capture_us);
         }
