@@ -1035,10 +1035,14 @@ async fn a_relay_only_node_keeps_events_telemetry_and_audio_of_an_upstream_outag
         .into_iter()
         .find(SocketAddr::is_ipv4)
         .expect("bound");
-    let mut cam = start_camera_with_audio(
+    // The camera keeps what its own live sending gives up (under load) and
+    // uploads it to the relay; the outage is the relay's to keep.
+    let camera_backlog = tempfile::tempdir().expect("camera backlog");
+    let mut cam = start_camera_with_backlog_and_audio(
         "gate",
         kodama_net::EndpointAddr::new(relay.node.endpoint().id()).with_ip_addr(relay_addr),
         key.clone(),
+        camera_backlog.path(),
     )
     .await;
     cam.wait_streaming(Duration::from_secs(10)).await;
@@ -1108,6 +1112,49 @@ async fn a_relay_only_node_keeps_events_telemetry_and_audio_of_an_upstream_outag
         worst_offset_s <= 0.25,
         "a backfilled fragment's audio starts {:.0} ms away from its video",
         worst_offset_s * 1000.0
+    );
+    // Nor across the reconnection: from the cut until well after the
+    // forwarder is back (its backoff is at most 5 s), every 20 ms has its
+    // packet, backfilled or live. The GOP under way at the reconnection
+    // comes as backfill after the forwarder's grace (12 s). Each segment
+    // maps the camera's clock with its own offset (the recorder's A/V start
+    // offset, up to ~20 ms), so a boundary may leave up to three slots
+    // empty; a longer run is missing sound.
+    let until_us = restarted_us + 7_000_000;
+    let want = (until_us - stopped_us) / 20_000;
+    let deadline = Instant::now() + Duration::from_secs(35);
+    let holes = loop {
+        let (all, _) = segment_audio(&server_dir, &key, false);
+        let filled: BTreeSet<i64> = all
+            .iter()
+            .filter(|&&t| t >= stopped_us && t < until_us)
+            .map(|t| (t - stopped_us) / 20_000)
+            .collect();
+        let empty: Vec<i64> = (0..want).filter(|s| !filled.contains(s)).collect();
+        let longest = empty
+            .iter()
+            .fold((0, 0, -2), |(best, run, last), &s| {
+                let run = if s == last + 1 { run + 1 } else { 1 };
+                (best.max(run), run, s)
+            })
+            .0;
+        let settled = kodama_server::stats::now_us() as i64 > until_us && longest <= 3;
+        if settled || Instant::now() >= deadline {
+            break (empty, longest);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "BENCH relay-only audio across the reconnection: {} of {want} 20 ms slots empty, longest run {}: {:?}",
+        holes.0.len(),
+        holes.1,
+        &holes.0[..holes.0.len().min(40)]
+    );
+    assert!(
+        holes.1 <= 3,
+        "the server's recording lacks {} ms of audio around the reconnection (slots {:?})",
+        holes.1 * 20,
+        &holes.0[..holes.0.len().min(40)]
     );
     cam.stop();
     relay.shutdown().await;
