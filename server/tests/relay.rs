@@ -957,6 +957,29 @@ async fn events_and_telemetry_of_an_outage_reach_the_upstream_once() {
     offsite.stop().await;
 }
 
+/// Every recorded fragment of the camera: wall start (µs), whether it was
+/// backfilled, its video duration (µs) and its Opus packets (20 ms each).
+fn fragment_audio(data_dir: &Path, key: &SecretKey) -> Vec<(i64, bool, i64, i64)> {
+    let (db, cam) = open_index(data_dir, key);
+    let mut out = Vec::new();
+    for seg in db.segments_between(cam.id, 0, i64::MAX).expect("segments") {
+        let path = data_dir.join("recordings").join(&seg.path);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let scan = kodama_media::fmp4::scan_segment(&bytes).expect("segment parses");
+        for f in &scan.fragments {
+            out.push((
+                seg.start_us + (f.header.base_decode_time as i64 * 1_000_000 / 90_000),
+                seg.backfill,
+                f.duration() as i64 * 1_000_000 / 90_000,
+                f.audio.as_ref().map_or(0, |a| a.samples.len() as i64),
+            ));
+        }
+    }
+    out
+}
+
 /// Waits (bounded) until `data_dir` holds each of `docs` exactly once (by
 /// document, whatever its capture time); a second copy fails at once.
 async fn wait_each_once(
@@ -1113,48 +1136,34 @@ async fn a_relay_only_node_keeps_events_telemetry_and_audio_of_an_upstream_outag
         "a backfilled fragment's audio starts {:.0} ms away from its video",
         worst_offset_s * 1000.0
     );
-    // Nor across the reconnection: from the cut until well after the
-    // forwarder is back (its backoff is at most 5 s), every 20 ms has its
-    // packet, backfilled or live. The GOP under way at the reconnection
-    // comes as backfill after the forwarder's grace (12 s). Each segment
-    // maps the camera's clock with its own offset (the recorder's A/V start
-    // offset, up to ~20 ms), so a boundary may leave up to three slots
-    // empty; a longer run is missing sound.
+    // Nor across the reconnection: every fragment from the cut until well
+    // after the forwarder is back (its backoff is at most 5 s), backfilled
+    // or live, carries the audio of its span — also the GOP under way when
+    // the link came back (backfilled after the forwarder's 12 s grace).
     let until_us = restarted_us + 7_000_000;
-    let want = (until_us - stopped_us) / 20_000;
-    let deadline = Instant::now() + Duration::from_secs(35);
-    let holes = loop {
-        let (all, _) = segment_audio(&server_dir, &key, false);
-        let filled: BTreeSet<i64> = all
-            .iter()
-            .filter(|&&t| t >= stopped_us && t < until_us)
-            .map(|t| (t - stopped_us) / 20_000)
-            .collect();
-        let empty: Vec<i64> = (0..want).filter(|s| !filled.contains(s)).collect();
-        let longest = empty
-            .iter()
-            .fold((0, 0, -2), |(best, run, last), &s| {
-                let run = if s == last + 1 { run + 1 } else { 1 };
-                (best.max(run), run, s)
-            })
-            .0;
-        let settled = kodama_server::stats::now_us() as i64 > until_us && longest <= 3;
-        if settled || Instant::now() >= deadline {
-            break (empty, longest);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let now = kodama_server::stats::now_us() as i64;
+    if now < until_us {
+        tokio::time::sleep(Duration::from_micros((until_us - now) as u64)).await;
+    }
+    let until_seq = sequences(&cam).len() as u64;
+    let gaps = wait_recorded(&server_dir, &cam, first..until_seq, Duration::from_secs(30)).await;
+    assert!(
+        gaps.is_empty(),
+        "the server misses {} frames after the outage: {:?}",
+        gaps.len(),
+        &gaps[..gaps.len().min(20)]
+    );
+    let short: Vec<_> = fragment_audio(&server_dir, &key)
+        .into_iter()
+        .filter(|f| f.0 >= stopped_us && f.0 < until_us && f.3 + 1 < f.2 / 20_000)
+        .collect();
     eprintln!(
-        "BENCH relay-only audio across the reconnection: {} of {want} 20 ms slots empty, longest run {}: {:?}",
-        holes.0.len(),
-        holes.1,
-        &holes.0[..holes.0.len().min(40)]
+        "BENCH relay-only: frames {first}..{until_seq} recorded; reconnection done {:.1} s after the server came back",
+        back.elapsed().as_secs_f64()
     );
     assert!(
-        holes.1 <= 3,
-        "the server's recording lacks {} ms of audio around the reconnection (slots {:?})",
-        holes.1 * 20,
-        &holes.0[..holes.0.len().min(40)]
+        short.is_empty(),
+        "fragments (wall start µs, backfilled, video µs, Opus packets) around the outage lack audio: {short:?}"
     );
     cam.stop();
     relay.shutdown().await;

@@ -21,7 +21,9 @@
 //! arrives after its GOP completed still joins it while it is held. A
 //! backfilled GOP goes out as its video frames followed by those packets,
 //! as the camera's own store-and-forward sends it, so the upstream's
-//! recording of an outage has its sound. The audio counts against the
+//! recording of an outage has its sound; a live GOP completed while no
+//! connection is up is due only [`AUDIO_SETTLE`] later, so the audio of
+//! its last moments has arrived when the connection comes back. The audio counts against the
 //! buffer's bytes; a GOP that leaves takes its audio with it.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -51,6 +53,12 @@ pub const MAX_WAITING_AUDIO: usize = MAX_BACKFILL_AUDIO;
 /// it when the next GOP's keyframe is later (a GOP the origin missed in
 /// between is not given to its predecessor).
 pub const AUDIO_TAIL_US: u64 = 1_000_000;
+
+/// How long a live GOP completed without a connection waits before it is
+/// due: the audio of its last moments travels on its own stream and may
+/// arrive after the next keyframe (later still on a loaded link), and a
+/// GOP that went out before its audio arrived would lack it upstream.
+pub const AUDIO_SETTLE: Duration = Duration::from_secs(2);
 
 /// Frame interval assumed for a GOP of one frame.
 const DEFAULT_FRAME_US: u64 = 33_333;
@@ -214,7 +222,12 @@ impl Pending {
                 group,
                 source,
                 bytes,
-                due: if self.connected { now + GRACE } else { now },
+                due: match (self.connected, source) {
+                    (true, _) => now + GRACE,
+                    (false, Source::Live) => now + AUDIO_SETTLE,
+                    // Whole, with the audio the camera kept with it.
+                    (false, Source::CameraBackfill(_)) => now,
+                },
                 live_frames,
                 in_flight: false,
                 audio: Vec::new(),
@@ -531,10 +544,18 @@ mod tests {
     }
 
     #[test]
-    fn gops_completed_without_a_connection_are_due_at_once() {
+    fn gops_completed_without_a_connection_are_due_once_their_audio_arrived() {
         let t0 = Instant::now();
         let mut p = Pending::new(1 << 20);
         p.push(gop(100, 2, 10), Source::Live, t0);
+        assert!(p.next_due(t0).is_none(), "its last audio may be on its way");
+        p.push(gop(50, 2, 10), Source::CameraBackfill(1), t0);
+        assert_eq!(
+            p.next_due(t0).map(|(c, _)| c),
+            Some(50),
+            "the camera's backfill carries its own audio"
+        );
+        let t0 = t0 + AUDIO_SETTLE;
         assert_eq!(p.next_due(t0).map(|(c, _)| c), Some(100));
         p.connected();
         p.push(gop(200, 2, 10), Source::Live, t0);
@@ -544,8 +565,9 @@ mod tests {
         );
         p.disconnected(t0);
         p.push(gop(300, 2, 10), Source::Live, t0);
-        let due: Vec<u64> = std::iter::from_fn(|| p.next_due(t0).map(|(c, _)| c)).collect();
-        assert_eq!(due, vec![100, 200, 300]);
+        let t1 = t0 + AUDIO_SETTLE;
+        let due: Vec<u64> = std::iter::from_fn(|| p.next_due(t1).map(|(c, _)| c)).collect();
+        assert_eq!(due, vec![50, 100, 200, 300]);
     }
 
     #[test]
@@ -641,6 +663,7 @@ mod tests {
             }
         }
         p.push(second(2_000_000), Source::Live, t0);
+        let t0 = t0 + AUDIO_SETTLE;
         let sent: Vec<(u64, Arc<Group>)> = std::iter::from_fn(|| p.next_due(t0)).collect();
         assert_eq!(sent.len(), 3);
         for (i, (id, g)) in sent.iter().enumerate() {

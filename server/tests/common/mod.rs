@@ -674,21 +674,11 @@ pub fn open_index(
 /// Opus packet, and the largest distance between a fragment's video and
 /// audio start (seconds).
 pub fn backfilled_audio(data_dir: &std::path::Path, key: &SecretKey) -> (Vec<i64>, f64) {
-    segment_audio(data_dir, key, true)
-}
-
-/// [`backfilled_audio`] of every segment (live and backfilled) when not
-/// `only_backfill`.
-pub fn segment_audio(
-    data_dir: &std::path::Path,
-    key: &SecretKey,
-    only_backfill: bool,
-) -> (Vec<i64>, f64) {
     let (db, cam) = open_index(data_dir, key);
     let mut times = Vec::new();
     let mut worst_offset_s = 0f64;
     let segs = db.segments_between(cam.id, 0, i64::MAX).expect("segments");
-    for seg in segs.iter().filter(|s| s.backfill || !only_backfill) {
+    for seg in segs.iter().filter(|s| s.backfill) {
         let path = data_dir.join("recordings").join(&seg.path);
         let bytes = std::fs::read(&path).expect("segment file");
         let scan = kodama_media::fmp4::scan_segment(&bytes).expect("segment parses");
