@@ -51,7 +51,7 @@ log() { echo "boot-test: $*"; }
 die() { echo "boot-test: FAIL: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- inputs
-"$repo/scripts/install-cross-deps.sh" kmod
+"$repo/scripts/install-cross-deps.sh" kmod u-boot-qemu u-boot-tools
 
 if [ -z "${KODAMA_CAMERA_BIN:-}" ]; then
 	"$repo/scripts/cross-build.sh"
@@ -153,7 +153,7 @@ cp stage/bin/busybox initramfs/bin/busybox
 for a in sh mount umount insmod switch_root mkdir sleep cat echo; do ln -s busybox "initramfs/bin/$a"; done
 # Modules in dependency order (modules.dep lists a module's dependencies).
 want="virtio_pci virtio_blk virtio_net virtio-rng squashfs fat vfat nls_cp437 nls_iso8859-1 nls_ascii
-	nls_utf8 crc32c_generic ext4 i6300esb virtio_console"
+	nls_utf8 crc32c_generic ext4 i6300esb virtio_console loop dm-mod dm-verity"
 : > initramfs/modules.order
 add_mod() {
 	local rel dep
@@ -190,13 +190,29 @@ chmod +x initramfs/init
 (cd initramfs && find . | cpio -o -H newc --quiet | gzip -1) > initramfs.cpio.gz
 
 # ------------------------------------------------------------ card
+# U-Boot (Debian's u-boot-qemu, the qemu_arm64 board) is QEMU's firmware: it
+# finds boot.scr on the bootable FAT partition and runs the same A/B
+# boot-counting script as the Pi's U-Boot (buildroot-overlay/board/kodama/
+# boot.cmd), which picks the root slot and passes rauc.slot= to the kernel.
+uboot_bin=/usr/lib/u-boot/qemu_arm64/u-boot.bin
+[ -f "$uboot_bin" ] || die "no $uboot_bin (apt-get install u-boot-qemu)"
+command -v mkimage >/dev/null || die "no mkimage (apt-get install u-boot-tools)"
+mkimage -A arm64 -T script -C none -d "$repo/buildroot-overlay/board/kodama/boot.cmd" boot.scr >/dev/null
+# The boot counters' first state, in the binary format U-Boot's `env import
+# -c` and fw_setenv (/etc/fw_env.config) read.
+printf 'BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n' > uboot-env.txt
+mkenvimage -s 0x4000 -o uboot.env uboot-env.txt
+
 make_card() { # kodama.toml
 	rm -rf bootpart
 	mkdir -p bootpart
 	cp "$1" bootpart/kodama.toml
 	# The real card's config.txt/cmdline.txt, for the layout; qemu ignores them.
 	cp "$repo/buildroot-overlay/board/kodama/config.txt" "$repo/buildroot-overlay/board/kodama/cmdline.txt" bootpart/
-	"$repo/scripts/assemble-image.sh" bootpart rootfs.squashfs sdcard.img 64 >/dev/null
+	cp boot.scr uboot.env bootpart/
+	cp "$kernel" bootpart/Image
+	cp initramfs.cpio.gz bootpart/
+	"$repo/scripts/assemble-image.sh" bootpart rootfs.squashfs sdcard.img 80 >/dev/null
 	# Room for the data partition that the first boot creates.
 	truncate -s +256M sdcard.img
 }
@@ -216,10 +232,14 @@ trap cleanup EXIT
 qemu_extra=()
 boot() { # extra kernel args
 	rm -f console.log
+	# The board's kernel arguments, read by boot.scr (root= and rauc.slot=
+	# come from the slot it picks).
+	printf 'kodama_bootargs=console=ttyAMA0 panic=5 kodama.boot=/dev/vda1 kodama.data=/dev/vda4 %s\n' "$1" > kodama-boot.env
+	mcopy -o -i sdcard.img@@4M kodama-boot.env ::kodama-boot.env
 	boot_start=$(date +%s.%N)
+	# -no-reboot: a guest reboot ends QEMU; the caller boots again.
 	qemu-system-aarch64 -M virt -cpu cortex-a53 -m 512 -smp 2 -nographic -no-reboot \
-		-kernel "$kernel" -initrd initramfs.cpio.gz \
-		-append "console=ttyAMA0 root=/dev/vda2 ro panic=5 kodama.boot=/dev/vda1 kodama.data=/dev/vda4 $1" \
+		-bios "$uboot_bin" \
 		-drive file=sdcard.img,format=raw,if=none,id=sd -device virtio-blk-pci,drive=sd,romfile= \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= \
 		-device virtio-rng-pci,romfile= -device i6300esb "${qemu_extra[@]}" \
