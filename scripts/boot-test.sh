@@ -19,9 +19,12 @@
 # networking: the guest reaches this host as 10.0.2.2, which slirp maps to
 # 127.0.0.1 — nothing leaves the machine).
 #
-# Usage: scripts/boot-test.sh [--seconds N] [--boot-only] [--keep]
+# Usage: scripts/boot-test.sh [--seconds N] [--boot-only] [--update] [--keep]
 #   --seconds N   seconds of video the server must receive (default 10)
 #   --boot-only   boot, run `kodama-camera --version` in the guest, stop
+#   --update      the fleet lifecycle on one card (see update_test below):
+#                 pairing by code, signed A/B updates through U-Boot and
+#                 RAUC, power cuts, rollback, revocation
 #   --keep        keep qemu's console log and the received video
 # Environment: KODAMA_CAMERA_BIN (skip the cross build), KODAMA_SERVER_BIN and
 # KODAMA_SIM_BIN (skip the native builds), BOOT_TEST_TIMEOUT (seconds,
@@ -30,13 +33,15 @@ set -euo pipefail
 
 seconds=10
 boot_only=0
+update=0
 keep=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--seconds) seconds=$2; shift 2 ;;
 	--boot-only) boot_only=1; shift ;;
+	--update) update=1; shift ;;
 	--keep) keep=1; shift ;;
-	*) echo "usage: $0 [--seconds N] [--boot-only] [--keep]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--seconds N] [--boot-only] [--update] [--keep]" >&2; exit 2 ;;
 	esac
 done
 
@@ -46,6 +51,7 @@ overlay=$repo/buildroot-overlay/board/kodama/rootfs-overlay
 timeout_s=${BOOT_TEST_TIMEOUT:-300}
 mkdir -p "$work"
 cd "$work"
+rm -f qemu.pid
 
 log() { echo "boot-test: $*"; }
 die() { echo "boot-test: FAIL: $*" >&2; exit 1; }
@@ -64,9 +70,16 @@ fi
 debs="busybox-static e2fsprogs libext2fs2 libcom-err2 libss2 libblkid1 libuuid1
 	util-linux fdisk libfdisk1 libsmartcols1 libmount1 libselinux1 libpcre2-8-0
 	libudev1 libcap-ng0 libtinfo6 libreadline8 libc6 libgcc-s1 libstdc++6 libsystemd0 liblzma5 libzstd1 liblz4-1
-	libgcrypt20 libgpg-error0 libaudit1 libcap2 libcrypt1"
+	libgcrypt20 libgpg-error0 libaudit1 libcap2 libcrypt1
+	rauc libubootenv-tool libubootenv0.1 dbus-daemon libdbus-1-3 libexpat1 libapparmor1
+	libcurl3-gnutls libglib2.0-0 libjson-glib-1.0-0 libssl3 libffi8 libgnutls30 libnettle8
+	libhogweed6 libgmp10 libidn2-0 libunistring2 libp11-kit0 libtasn1-6 libbrotli1
+	libnghttp2-14 libpsl5 librtmp1 libssh2-1 libgssapi-krb5-2 libkrb5-3 libk5crypto3
+	libkrb5support0 libkeyutils1 libldap-2.5-0 libsasl2-2 zlib1g"
+# A new package list means a new download.
+debs_stamp=debs/.done-$(echo "$debs" | md5sum | cut -c1-12)
 mkdir -p debs stage
-if [ ! -f debs/.done ]; then
+if [ ! -f "$debs_stamp" ]; then
 	download() {
 		local kernel_pkg pkgs d
 		kernel_pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-arm64-unsigned$' |
@@ -81,8 +94,9 @@ if [ ! -f debs/.done ]; then
 	# Stale package lists name versions the mirror no longer has: refresh once.
 	download || { apt-get update -q >/dev/null && download; } ||
 		die "apt-get download of the arm64 kernel and tools failed"
+	rm -rf stage && mkdir stage
 	for f in debs/*.deb; do dpkg-deb -x "$f" stage; done
-	touch debs/.done
+	touch "$debs_stamp"
 fi
 kver=$(ls stage/lib/modules)
 kernel=stage/boot/vmlinuz-$kver
@@ -138,6 +152,18 @@ busybox_links rootfs
 ln -s ../bin/busybox rootfs/sbin/init
 cp -a "$overlay/." rootfs/
 install_elf rootfs "$KODAMA_CAMERA_BIN" /usr/bin/kodama-camera
+# RAUC and what it runs: its D-Bus system bus, U-Boot's fw_printenv/fw_setenv.
+install_elf rootfs stage/usr/bin/rauc /usr/bin/rauc
+install_elf rootfs stage/usr/bin/dbus-daemon /usr/bin/dbus-daemon
+install_elf rootfs stage/usr/bin/fw_printenv /usr/bin/fw_printenv
+install_elf rootfs stage/usr/bin/fw_setenv /usr/bin/fw_setenv
+# The emulator's disk is virtio: the same slots are /dev/vda2 and /dev/vda3.
+sed -i 's|/dev/mmcblk0p|/dev/vda|' rootfs/etc/rauc/system.conf
+# The owner's update keys for the test (scripts/update-keys.sh): the image
+# carries the CA certificate as RAUC's keyring.
+[ -f keys/owner/ca.cert.pem ] || "$repo/scripts/update-keys.sh" keys/owner --name "Boot test owner" >/dev/null
+cp keys/owner/ca.cert.pem rootfs/etc/rauc/keyring.pem
+echo "1.0.0-boottest" > rootfs/etc/kodama-version
 # What Buildroot's skeleton provides on the real image.
 printf 'root:x:0:0:root:/root:/bin/sh\n' > rootfs/etc/passwd
 printf 'root:x:0:\n' > rootfs/etc/group
@@ -199,16 +225,17 @@ uboot_bin=/usr/lib/u-boot/qemu_arm64/u-boot.bin
 command -v mkimage >/dev/null || die "no mkimage (apt-get install u-boot-tools)"
 mkimage -A arm64 -T script -C none -d "$repo/buildroot-overlay/board/kodama/boot.cmd" boot.scr >/dev/null
 # The boot counters' first state, in the binary format U-Boot's `env import
-# -c` and fw_setenv (/etc/fw_env.config) read.
-printf 'BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=3\n' > uboot-env.txt
-mkenvimage -s 0x4000 -o uboot.env uboot-env.txt
+# -c` and fw_setenv (/etc/fw_env.config) read; the Buildroot image is made
+# from the same file.
+mkenvimage -s 0x4000 -o uboot.env "$repo/buildroot-overlay/board/kodama/uboot-env.txt"
 
 make_card() { # kodama.toml
 	rm -rf bootpart
 	mkdir -p bootpart
 	cp "$1" bootpart/kodama.toml
-	# The real card's config.txt/cmdline.txt, for the layout; qemu ignores them.
-	cp "$repo/buildroot-overlay/board/kodama/config.txt" "$repo/buildroot-overlay/board/kodama/cmdline.txt" bootpart/
+	# The real card's config.txt, for the layout; QEMU has no Pi firmware to
+	# read it. boot() writes the emulator's kodama-boot.env.
+	cp "$repo/buildroot-overlay/board/kodama/config.txt" bootpart/
 	cp boot.scr uboot.env bootpart/
 	cp "$kernel" bootpart/Image
 	cp initramfs.cpio.gz bootpart/
@@ -221,6 +248,9 @@ qemu_pid=
 server_pid=
 sim_pid=
 cleanup() {
+	touch "$work/stop-guest"
+	if [ -n "${guest_loop_pid:-}" ]; then kill "$guest_loop_pid" 2>/dev/null || true; fi
+	if [ -f "$work/qemu.pid" ]; then kill "$(cat "$work/qemu.pid")" 2>/dev/null || true; fi
 	if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
 	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
 	if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; fi
@@ -231,7 +261,8 @@ trap cleanup EXIT
 # Extra devices for the next boot (the stream test's serial ports).
 qemu_extra=()
 boot() { # extra kernel args
-	rm -f console.log
+	# The update test's guest loop keeps one console log across its boots.
+	[ "${console_append:-0}" = 1 ] || rm -f console.log
 	# The board's kernel arguments, read by boot.scr (root= and rauc.slot=
 	# come from the slot it picks).
 	printf 'kodama_bootargs=console=ttyAMA0 panic=5 kodama.boot=/dev/vda1 kodama.data=/dev/vda4 %s\n' "$1" > kodama-boot.env
@@ -243,7 +274,7 @@ boot() { # extra kernel args
 		-drive file=sdcard.img,format=raw,if=none,id=sd -device virtio-blk-pci,drive=sd,romfile= \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= \
 		-device virtio-rng-pci,romfile= -device i6300esb "${qemu_extra[@]}" \
-		</dev/null >console.log 2>&1 &
+		</dev/null >>console.log 2>&1 &
 	qemu_pid=$!
 }
 
@@ -455,4 +486,223 @@ stream_test() {
 	log "PASS"
 }
 
-stream_test
+# --------------------------------------------------------- updates
+# The fleet lifecycle on one card, through U-Boot and RAUC, in as few boots
+# as possible (each numbered step below is checked):
+#  1. Pairing by code: `kodama-server camera add` makes a one-time code; the
+#     card's kodama.toml carries only the pairing string. Power-on to first
+#     frame is measured.
+#  2. A bundle signed by another key is refused by RAUC on the camera, and
+#     the other root slot is byte for byte what it was.
+#  3. The owner's bundle (version 2) over iroh; QEMU is killed while `rauc
+#     install` writes the other slot: the camera boots its old slot, the
+#     server offers the bundle again, it installs; QEMU is killed again right
+#     after U-Boot switched to the new slot; the next boot of that slot
+#     reaches the server and commits. `camera status` shows version 2 on B.
+#  4. A version 3 that cannot reach the server (its image drops the route to
+#     it): installed, on trial, reboots after its trial timeout until U-Boot's
+#     counter runs out, and the camera is back on version 2 by itself,
+#     reporting the rollback.
+#  5. Revocation: `kodama-server camera remove` closes the streaming camera's
+#     connection within a second.
+# QEMU runs with -no-reboot, so each guest reboot ends it; a loop boots the
+# card again, as a power supply would.
+guest_loop_pid=
+update_test() {
+	local server_bin=${KODAMA_SERVER_BIN:-}
+	if [ -z "$server_bin" ]; then
+		log "building kodama-server (native)"
+		(cd "$repo" && cargo build --locked -q -p kodama-server -p kodama-sim --bins)
+		server_bin=$repo/target/debug/kodama-server
+	fi
+	[ -x "$server_bin" ] || die "no server binary at $server_bin"
+	command -v rauc >/dev/null || die "no rauc on this host (apt-get install rauc)"
+
+	# Bundles: the card's root with another version file (2), the same
+	# with its route to the server dropped at boot (3), and version 2
+	# signed by someone else's key.
+	log "building bundles"
+	[ -f keys/foreign/ca.cert.pem ] || "$repo/scripts/update-keys.sh" keys/foreign --name "Someone else" >/dev/null
+	rm -rf rootfs-v2 rootfs-v3
+	cp -a rootfs rootfs-v2
+	echo "2.0.0-boottest" > rootfs-v2/etc/kodama-version
+	cp -a rootfs-v2 rootfs-v3
+	echo "3.0.0-unreachable" > rootfs-v3/etc/kodama-version
+	cat > rootfs-v3/etc/init.d/S11unreachable <<-'S11'
+		#!/bin/sh
+		# Test bundle only: this version cannot reach the server.
+		[ "$1" = start ] && ip route add blackhole 10.0.2.2/32
+		exit 0
+	S11
+	chmod +x rootfs-v3/etc/init.d/S11unreachable
+	local v
+	for v in 2 3; do
+		mksquashfs "rootfs-v$v" "rootfs-v$v.squashfs" -comp xz -all-root -noappend -quiet >/dev/null
+	done
+	"$repo/scripts/build-bundle.sh" --keys keys/owner --rootfs rootfs-v2.squashfs --version 2.0.0-boottest v2.raucb
+	"$repo/scripts/build-bundle.sh" --keys keys/owner --rootfs rootfs-v3.squashfs --version 3.0.0-unreachable v3.raucb >/dev/null
+	"$repo/scripts/build-bundle.sh" --keys keys/foreign --rootfs rootfs-v2.squashfs --version 2.0.0-boottest foreign.raucb >/dev/null
+	log "bundle size $(stat -c %s v2.raucb) bytes (root file system $(stat -c %s rootfs-v2.squashfs) bytes)"
+
+	local sdata=$work/server-data port api_port
+	rm -rf "$sdata"
+	mkdir -p "$sdata"
+	port=$((40000 + $$ % 20000))
+	api_port=$((port + 1))
+	srv=("$server_bin" --data-dir "$sdata" --listen "127.0.0.1:$port" --offline)
+	RUST_LOG=info NO_COLOR=1 "${srv[@]}" --api-listen "127.0.0.1:$api_port" run > server.log 2>&1 &
+	server_pid=$!
+	srv+=(--api-listen "127.0.0.1:$api_port")
+
+	# 1. Pairing by code. The guest reaches this host as 10.0.2.2.
+	local pairing i=0
+	while [ ! -s "$sdata/ticket" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	pairing=$("${srv[@]}" camera add boot-test --addr "10.0.2.2:$port" --no-qr | grep -o 'kodama:pair?[^ ]*' | head -n 1)
+	[ -n "$pairing" ] || die "camera add printed no pairing string"
+	cat > kodama.toml <<-EOF2
+		# Written by scripts/boot-test.sh --update.
+		[camera]
+		name = "boot-test"
+
+		[server]
+		pair = "$pairing"
+
+		[network]
+		offline = true
+		reconnect_initial_ms = 200
+		reconnect_max_ms = 1000
+
+		[video]
+		source = "synthetic"
+		width = 320
+		height = 240
+		fps = 10
+
+		[system]
+		reboot_command = ["reboot"]
+
+		[update]
+		# Short for the test; the defaults are 60 s and 600 s.
+		commit_after_s = 5
+		trial_timeout_s = 20
+	EOF2
+	make_card kodama.toml
+	rm -f console.log stop-guest qemu.pid
+	console_append=1
+	(
+		trap 'kill "$(cat qemu.pid 2>/dev/null)" 2>/dev/null; exit 0' TERM
+		n=0
+		while [ ! -e stop-guest ] && [ $n -lt 20 ]; do
+			n=$((n + 1))
+			boot "kodama.console=1"
+			echo "$qemu_pid" > qemu.pid
+			wait "$qemu_pid"
+			echo "boot-test: guest power-off $n" >> console.log
+		done
+	) &
+	guest_loop_pid=$!
+	local t0
+	t0=$(now)
+	until grep -q "camera online" server.log; do
+		[ "$(awk -v a="$t0" -v b="$(now)" 'BEGIN{print (b-a > 240)}')" = 0 ] || { tail -n 30 console.log; tail -n 20 server.log; die "the camera never paired and came online"; }
+		sleep 0.2
+	done
+	NO_COLOR=1 timeout 60 "${srv[@]}" view --camera boot-test --output first.h264 --frames 1 > view.log 2>&1 ||
+		{ tail -n 5 view.log; die "no first frame after pairing"; }
+	local pair_first
+	pair_first=$(since "$t0")
+	log "paired by code: power-on to first frame ${pair_first} s"
+
+	# 2. A foreign-signed bundle: refused, slot B untouched.
+	local b_start b_size b_sum
+	b_start=$(sfdisk --json sdcard.img | grep -o '"start":[0-9]*' | sed -n 3p | cut -d: -f2)
+	b_size=$(sfdisk --json sdcard.img | grep -o '"size":[0-9]*' | sed -n 3p | cut -d: -f2)
+	slot_b_sum() { dd if=sdcard.img bs=512 skip="$b_start" count="$b_size" status=none | sha256sum | cut -c1-16; }
+	b_sum=$(slot_b_sum)
+	local out
+	if out=$("${srv[@]}" camera update boot-test foreign.raucb --timeout 180s 2>&1); then
+		die "a foreign-signed bundle was installed: $out"
+	fi
+	grep -qi "signature\|verif" <<<"$out" || { echo "$out"; die "foreign bundle refused without a signature reason"; }
+	[ "$(slot_b_sum)" = "$b_sum" ] || die "slot B changed although the bundle was refused"
+	log "foreign-signed bundle refused, slot B untouched: $(tail -n 1 <<<"$out")"
+
+	# 3. Version 2, with power cuts mid-install and right after the switch.
+	local installs boots_b t_update
+	installs=$(grep -ac 'phase="installing"\|phase=installing' console.log)
+	t_update=$(now)
+	"${srv[@]}" camera update boot-test v2.raucb --no-wait
+	wait_count() { # pattern count timeout
+		local end=$(($(date +%s) + $3))
+		while [ "$(grep -ac -- "$1" console.log)" -lt "$2" ]; do
+			[ "$(date +%s)" -lt "$end" ] || return 1
+			sleep 0.2
+		done
+	}
+	wait_count 'phase="installing"\|phase=installing' $((installs + 1)) 180 ||
+		{ tail -n 30 console.log; die "the camera never started installing"; }
+	sleep 1
+	log "power cut during rauc install"
+	kill -9 "$(cat qemu.pid)"
+	wait_count 'phase="installing"\|phase=installing' $((installs + 2)) 240 ||
+		{ tail -n 30 console.log; tail -n 20 server.log; die "no second install after the power cut"; }
+	boots_b=$(grep -ac "kodama: booting slot B" console.log)
+	wait_count "kodama: booting slot B" $((boots_b + 1)) 240 ||
+		{ tail -n 30 console.log; die "U-Boot never switched to slot B"; }
+	log "power cut right after the switch to slot B"
+	kill -9 "$(cat qemu.pid)"
+	local status t_commit
+	t0=$(date +%s)
+	until status=$("${srv[@]}" camera status boot-test 2>&1) && grep -q "update:  committed" <<<"$status"; do
+		[ $(($(date +%s) - t0)) -lt 240 ] || { echo "$status"; tail -n 30 console.log; die "version 2 never committed"; }
+		sleep 1
+	done
+	t_commit=$(since "$t_update")
+	grep -q "^running: .*version 2.0.0-boottest on slot B" <<<"$status" || { echo "$status"; die "not running version 2 on slot B"; }
+	log "version 2 committed on slot B, $t_commit s after \`camera update\` (two power cuts included)"
+
+	# 4. Version 3 cannot reach the server: rolls back by itself.
+	local t_install t_rollback
+	"${srv[@]}" camera update boot-test v3.raucb --no-wait
+	t0=$(date +%s)
+	until status=$("${srv[@]}" camera status boot-test 2>&1) && grep -q "update:  rebooting\|update:  installed" <<<"$status"; do
+		[ $(($(date +%s) - t0)) -lt 240 ] || { echo "$status"; die "version 3 never installed"; }
+		sleep 0.5
+	done
+	t_install=$(now)
+	until status=$("${srv[@]}" camera status boot-test 2>&1) && grep -q "update:  rolled-back" <<<"$status"; do
+		[ $(($(date +%s) - t0)) -lt 400 ] || { echo "$status"; tail -n 30 console.log; die "version 3 never rolled back"; }
+		sleep 1
+	done
+	t_rollback=$(since "$t_install")
+	grep -q "^running: .*version 2.0.0-boottest on slot B" <<<"$status" || { echo "$status"; die "not back on version 2 on slot B"; }
+	log "version 3 (no route to the server) rolled back to version 2 on slot B by itself, ${t_rollback} s after it installed"
+
+	# 5. Revocation drops the streaming camera within a second.
+	NO_COLOR=1 timeout 60 "${srv[@]}" view --camera boot-test --output /dev/null --frames 100000 > view.log 2>&1 &
+	local view_pid=$! removed t_drop
+	sleep 3
+	"${srv[@]}" camera remove boot-test > /dev/null
+	removed=$(now)
+	until grep -q "was removed from the allowlist; connection closed" server.log; do
+		[ "$(awk -v a="$removed" -v b="$(now)" 'BEGIN{print (b-a > 5)}')" = 0 ] || die "the revoked camera's connection stayed open"
+		sleep 0.02
+	done
+	t_drop=$(since "$removed")
+	kill "$view_pid" 2>/dev/null || true
+	[ "$(awk -v d="$t_drop" 'BEGIN{print (d <= 1.0)}')" = 1 ] || die "revocation took $t_drop s (more than 1 s)"
+	log "revoked: connection closed ${t_drop} s after \`camera remove\`"
+
+	touch stop-guest
+	kill "$guest_loop_pid" 2>/dev/null || true
+	wait "$guest_loop_pid" 2>/dev/null || true
+	guest_loop_pid=
+	log "pairing power-on-to-first-frame ${pair_first} s; bundle $(stat -c %s v2.raucb) bytes; update-to-commit ${t_commit} s (with 2 power cuts); rollback ${t_rollback} s"
+	log "PASS (update)"
+}
+
+if [ "$update" = 1 ]; then
+	update_test
+else
+	stream_test
+fi

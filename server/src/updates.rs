@@ -236,6 +236,30 @@ impl Updates {
         let entry = entries.entry(*camera).or_default();
         if phase == UpdatePhase::Idle {
             entry.running = Some(detail.to_owned());
+            // Idle after the bundle was verified but before it was installed:
+            // the camera restarted mid-install (a power cut). The old slot is
+            // still the one it boots, so the bundle goes out again.
+            let interrupted = entry.job.as_mut().filter(|j| {
+                matches!(
+                    j.phase,
+                    Some(UpdatePhase::Verified | UpdatePhase::Installing)
+                )
+            });
+            if let Some(job) = interrupted {
+                tracing::info!(%camera, "update interrupted before the install finished; offering again");
+                job.history.push(HistoryEntry {
+                    at_ms: job.started.elapsed().as_millis() as u64,
+                    phase: "interrupted",
+                    detail: format!(
+                        "the camera restarted during the install; {detail}; offering again"
+                    ),
+                });
+                job.phase = None;
+                job.detail = "interrupted during the install; offering again".into();
+                drop(entries);
+                self.changed.send_modify(|g| *g += 1);
+                return None;
+            }
         }
         let job = entry.job.as_mut().filter(|j| j.bundle.hash == hash)?;
         if job.phase != Some(phase) {
@@ -359,5 +383,29 @@ mod tests {
         assert_eq!(v.running.as_deref(), Some("version 2 on slot B"));
         let phases: Vec<_> = v.history.iter().map(|h| h.phase).collect();
         assert_eq!(phases, ["receiving", "installing", "committed"]);
+    }
+
+    #[test]
+    fn a_camera_idle_after_a_cut_mid_install_is_offered_the_bundle_again() {
+        let updates = Updates::new(PathBuf::from("/nonexistent"));
+        let cam = camera();
+        let bundle = StoredBundle {
+            path: PathBuf::from("/b.raucb"),
+            hash: [1; 32],
+            size: 100,
+        };
+        updates.start(cam, bundle.clone());
+        updates.report(&cam, [1; 32], UpdatePhase::Installing, 30, "rauc");
+        assert!(updates.offer_for(&cam).is_none());
+        // Power cut: the camera comes back on its old slot with nothing pending.
+        updates.report(&cam, [0; 32], UpdatePhase::Idle, 0, "version 1 on slot A");
+        assert_eq!(updates.offer_for(&cam), Some(bundle));
+        let v = updates.view(&cam).expect("view");
+        assert_eq!(v.phase, "offered");
+        assert_eq!(v.history.last().map(|h| h.phase), Some("interrupted"));
+        // Idle after the reboot into the new slot is not an interruption.
+        updates.report(&cam, [1; 32], UpdatePhase::Installed, 0, "");
+        updates.report(&cam, [0; 32], UpdatePhase::Idle, 0, "version 1 on slot A");
+        assert!(updates.offer_for(&cam).is_none());
     }
 }
