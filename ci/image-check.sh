@@ -8,7 +8,12 @@
 #      writes the status and node id files
 #   4. emulated boot (qemu-system-aarch64) to the self test
 #   5. emulated boot that streams N seconds of decodable video to a
-#      kodama-server on this host (loopback only)
+#      kodama-server on this host (loopback only); then, on a fresh card of
+#      the same root image, the fleet lifecycle: pairing by code, a
+#      foreign-signed bundle refused, a signed A/B update over iroh with
+#      power cuts mid-install and right after the switch, a version that
+#      cannot reach the server rolling back by itself, revocation
+#      (scripts/boot-test.sh --update; every boot goes through U-Boot)
 #   6. flash.sh writes an image file and a kodama.toml into its boot partition
 #   7. the Yocto crate list matches Cargo.lock (reported, not fatal)
 #
@@ -102,13 +107,13 @@ flash_image_file() {
 	return $rc
 }
 
-step "install packages" scripts/install-cross-deps.sh kmod shellcheck
+step "install packages" scripts/install-cross-deps.sh kmod shellcheck u-boot-qemu u-boot-tools rauc
 step "shellcheck" check_scripts
 if step "cross build (aarch64)" env "${cross_env[@]}" scripts/cross-build.sh; then
 	step "qemu-user smoke test" qemu_user_smoke
 	step "emulated boot (self test)" env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --boot-only
-	step "emulated boot streams ${seconds} s to kodama-server" \
-		env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --seconds "$seconds"
+	step "emulated boot streams ${seconds} s to kodama-server, then pairing, updates, rollback, revocation" \
+		env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --seconds "$seconds" --update
 	step "flash.sh to an image file" flash_image_file
 fi
 yocto/update-crates.sh --check || echo "image-check: warning: run yocto/update-crates.sh"

@@ -19,12 +19,14 @@
 # networking: the guest reaches this host as 10.0.2.2, which slirp maps to
 # 127.0.0.1 — nothing leaves the machine).
 #
-# Usage: scripts/boot-test.sh [--seconds N] [--boot-only] [--update] [--keep]
+# Usage: scripts/boot-test.sh [--seconds N] [--boot-only] [--update|--update-only] [--keep]
 #   --seconds N   seconds of video the server must receive (default 10)
 #   --boot-only   boot, run `kodama-camera --version` in the guest, stop
-#   --update      the fleet lifecycle on one card (see update_test below):
-#                 pairing by code, signed A/B updates through U-Boot and
-#                 RAUC, power cuts, rollback, revocation
+#   --update      then the fleet lifecycle on a fresh card of the same root
+#                 image (see update_test below): pairing by code, signed A/B
+#                 updates through U-Boot and RAUC, power cuts, rollback,
+#                 revocation
+#   --update-only the lifecycle test without the streaming test before it
 #   --keep        keep qemu's console log and the received video
 # Environment: KODAMA_CAMERA_BIN (skip the cross build), KODAMA_SERVER_BIN and
 # KODAMA_SIM_BIN (skip the native builds), BOOT_TEST_TIMEOUT (seconds,
@@ -40,8 +42,9 @@ while [ $# -gt 0 ]; do
 	--seconds) seconds=$2; shift 2 ;;
 	--boot-only) boot_only=1; shift ;;
 	--update) update=1; shift ;;
+	--update-only) update=2; shift ;;
 	--keep) keep=1; shift ;;
-	*) echo "usage: $0 [--seconds N] [--boot-only] [--update] [--keep]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--seconds N] [--boot-only] [--update|--update-only] [--keep]" >&2; exit 2 ;;
 	esac
 done
 
@@ -509,12 +512,7 @@ stream_test() {
 # card again, as a power supply would.
 guest_loop_pid=
 update_test() {
-	local server_bin=${KODAMA_SERVER_BIN:-}
-	if [ -z "$server_bin" ]; then
-		log "building kodama-server (native)"
-		(cd "$repo" && cargo build --locked -q -p kodama-server -p kodama-sim --bins)
-		server_bin=$repo/target/debug/kodama-server
-	fi
+	local server_bin=${KODAMA_SERVER_BIN:-$repo/target/debug/kodama-server}
 	[ -x "$server_bin" ] || die "no server binary at $server_bin"
 	command -v rauc >/dev/null || die "no rauc on this host (apt-get install rauc)"
 
@@ -535,13 +533,19 @@ update_test() {
 		exit 0
 	S11
 	chmod +x rootfs-v3/etc/init.d/S11unreachable
-	local v
-	for v in 2 3; do
-		mksquashfs "rootfs-v$v" "rootfs-v$v.squashfs" -comp xz -all-root -noappend -quiet >/dev/null
-	done
-	"$repo/scripts/build-bundle.sh" --keys keys/owner --rootfs rootfs-v2.squashfs --version 2.0.0-boottest v2.raucb
-	"$repo/scripts/build-bundle.sh" --keys keys/owner --rootfs rootfs-v3.squashfs --version 3.0.0-unreachable v3.raucb >/dev/null
-	"$repo/scripts/build-bundle.sh" --keys keys/foreign --rootfs rootfs-v2.squashfs --version 2.0.0-boottest foreign.raucb >/dev/null
+	# Version 2 as the real image is made (xz); version 3 only has to boot,
+	# so it is packed the fast way.
+	mksquashfs rootfs-v2 rootfs-v2.squashfs -comp xz -all-root -noappend -quiet >/dev/null
+	mksquashfs rootfs-v3 rootfs-v3.squashfs -comp gzip -all-root -noappend -quiet >/dev/null
+	local keys root version name
+	while read -r keys root version name; do
+		"$repo/scripts/build-bundle.sh" --keys "keys/$keys" --rootfs "$root.squashfs" --version "$version" \
+			"$name.raucb" >/dev/null 2>&1 || die "build-bundle.sh failed for $name.raucb"
+	done <<-LIST
+		owner rootfs-v2 2.0.0-boottest v2
+		owner rootfs-v3 3.0.0-unreachable v3
+		foreign rootfs-v2 2.0.0-boottest foreign
+	LIST
 	log "bundle size $(stat -c %s v2.raucb) bytes (root file system $(stat -c %s rootfs-v2.squashfs) bytes)"
 
 	local sdata=$work/server-data port api_port
@@ -615,8 +619,8 @@ update_test() {
 
 	# 2. A foreign-signed bundle: refused, slot B untouched.
 	local b_start b_size b_sum
-	b_start=$(sfdisk --json sdcard.img | grep -o '"start":[0-9]*' | sed -n 3p | cut -d: -f2)
-	b_size=$(sfdisk --json sdcard.img | grep -o '"size":[0-9]*' | sed -n 3p | cut -d: -f2)
+	read -r b_start b_size < <(sfdisk -d sdcard.img | sed -n 's/.*img3 : start= *\([0-9]*\), size= *\([0-9]*\).*/\1 \2/p')
+	[ -n "$b_size" ] || die "cannot find slot B (p3) on the card"
 	slot_b_sum() { dd if=sdcard.img bs=512 skip="$b_start" count="$b_size" status=none | sha256sum | cut -c1-16; }
 	b_sum=$(slot_b_sum)
 	local out
@@ -701,8 +705,11 @@ update_test() {
 	log "PASS (update)"
 }
 
-if [ "$update" = 1 ]; then
+[ "$update" = 2 ] || stream_test
+if [ "$update" != 0 ]; then
+	# Same root image and binaries; its own server.
+	kill "$server_pid" 2>/dev/null || true
+	wait "$server_pid" 2>/dev/null || true
+	server_pid=
 	update_test
-else
-	stream_test
 fi
