@@ -430,18 +430,26 @@ async fn offer(
     let conn = link::connect(&ep, server.dial_addr(), ALPN_RELAY, LinkProfile::Live)
         .await
         .map_err(|e| e.to_string())?;
-    let mut control = ControlStream::open(&conn)
-        .await
-        .map_err(|e| e.to_string())?;
+    // A refusal may reach the client as a failed write or read; the
+    // server's close reason says why (bounded wait for it to arrive).
+    let why = |e: String| async {
+        match tokio::time::timeout(Duration::from_secs(2), conn.closed()).await {
+            Ok(reason) => reason.to_string(),
+            Err(_) => e,
+        }
+    };
+    let mut control = match ControlStream::open(&conn).await {
+        Ok(c) => c,
+        Err(e) => return Err(why(e.to_string()).await),
+    };
     let hello = ClientHandshake::relay(*camera.public().as_bytes(), info("x"));
-    control
-        .send(hello.hello())
-        .await
-        .map_err(|e| e.to_string())?;
-    let reply = control
-        .recv_timeout(Duration::from_secs(5))
-        .await
-        .map_err(|e| conn.close_reason().map_or(e.to_string(), |r| r.to_string()));
+    if let Err(e) = control.send(hello.hello()).await {
+        return Err(why(e.to_string()).await);
+    }
+    let reply = match control.recv_timeout(Duration::from_secs(5)).await {
+        Ok(m) => Ok(m),
+        Err(e) => Err(why(e.to_string()).await),
+    };
     conn.close(kodama_net::codes::NORMAL, b"done");
     reply
 }
