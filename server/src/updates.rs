@@ -392,6 +392,12 @@ impl Updates {
         })
     }
 
+    /// Makes every session offer its camera's pending bundle again (a
+    /// delivery stopped short; the camera's answer says where to resume).
+    pub fn reoffer(&self) {
+        self.changed.send_modify(|g| *g += 1);
+    }
+
     /// `camera`'s update, for people.
     pub fn view(&self, camera: &EndpointId) -> Option<UpdateView> {
         let entries = self.lock();

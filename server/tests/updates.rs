@@ -504,10 +504,8 @@ async fn an_update_job_survives_server_restarts_and_ends_in_the_status() {
     )
     .await;
     wait_phase(&updater, UpdatePhase::Rebooting, Duration::from_secs(30)).await;
-    cam.stop();
-    let _ = tokio::time::timeout(Duration::from_secs(10), cam.uplink).await;
-    cam.endpoint.close().await;
-    // Wait (bounded) until the server has recorded the last phase it was told.
+    // Wait (bounded) until the server has recorded the last phase, then
+    // the camera "reboots".
     let mut recorded = String::new();
     for _ in 0..50 {
         recorded =
@@ -519,6 +517,9 @@ async fn an_update_job_survives_server_restarts_and_ends_in_the_status() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recorded.contains("update:  rebooting"), "{recorded}");
+    cam.stop();
+    let _ = tokio::time::timeout(Duration::from_secs(10), cam.uplink).await;
+    cam.endpoint.close().await;
     server.stop().await;
 
     // Restarted again while the camera reboots into the new slot: the
