@@ -638,7 +638,9 @@ update_test() {
 	if out=$("${srv[@]}" camera update boot-test foreign.raucb --timeout "${slow_s}s" 2>&1); then
 		die "a foreign-signed bundle was installed: $out"
 	fi
-	grep -qi "signature\|verif" <<<"$out" || { echo "$out"; die "foreign bundle refused without a signature reason"; }
+	grep -q "update:  failed\|the update failed" <<<"$out" || { echo "$out"; die "the foreign bundle did not fail"; }
+	# RAUC's reason, as the firmware logged it from `rauc install`.
+	grep -aq "signature verification failed" console.log || { tail -n 20 console.log; die "foreign bundle refused without a signature reason"; }
 	[ "$(slot_b_sum)" = "$b_sum" ] || die "slot B changed although the bundle was refused"
 	log "foreign-signed bundle refused, slot B untouched: $(grep -m 1 "failed" <<<"$out")"
 
