@@ -622,10 +622,18 @@ async fn session(
                 }
                 let (sequence, keyframe, capture_us) = (f.sequence, f.is_keyframe(), f.capture_us);
                 let sent = media.send(f);
-                if sent == SendOutcome::GroupAbandoned {
-                    if let Some(s) = io.store.as_mut() {
+                if let Some(s) = io.store.as_mut() {
+                    // Whatever live sending did not deliver whole goes to
+                    // the backlog: a dropped frame keeps the GOP being
+                    // captured, a superseded group the GOP it carried.
+                    if sent != SendOutcome::Queued {
                         s.live_lost();
                     }
+                    for capture_us in media.take_incomplete() {
+                        s.live_incomplete(capture_us).await;
+                    }
+                }
+                if sent == SendOutcome::GroupAbandoned {
                     let _ = io.control.try_send(VideoControl::Keyframe);
                 }
                 if keyframe && !awaiting.is_empty() {

@@ -23,9 +23,9 @@
 //! Channels: per stream one `mpsc` of capacity [`GROUP_QUEUE`] / [`AUX_QUEUE`]
 //! from the caller to that stream's writer task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -46,6 +46,33 @@ pub const GROUP_QUEUE: usize = 256;
 /// Frames an aux stream's writer may hold before frames are dropped
 /// ([`SendConfig::aux_queue`]).
 pub const AUX_QUEUE: usize = 64;
+
+/// How many incomplete-group notes wait for [`MediaSender::take_incomplete`]
+/// (the oldest go first; the sender's owner drains them every frame).
+const INCOMPLETE_NOTES: usize = 64;
+
+/// Keyframe capture times of video groups that left incomplete (superseded
+/// or never opened with frames still unsent), for the sender's owner.
+#[derive(Debug, Clone, Default)]
+struct IncompleteGroups(Arc<Mutex<VecDeque<u64>>>);
+
+impl IncompleteGroups {
+    fn note(&self, capture_us: u64) {
+        let mut notes = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if notes.len() == INCOMPLETE_NOTES {
+            notes.pop_front();
+        }
+        notes.push_back(capture_us);
+    }
+
+    fn take(&self) -> Vec<u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect()
+    }
+}
 
 /// Counters, shared with the writer tasks.
 #[derive(Debug, Default)]
@@ -127,6 +154,7 @@ pub struct MediaSender {
     tasks: JoinSet<Result<(), MediaError>>,
     stats: Arc<SendStats>,
     cancel: CancellationToken,
+    incomplete: IncompleteGroups,
 }
 
 impl MediaSender {
@@ -144,7 +172,17 @@ impl MediaSender {
             tasks: JoinSet::new(),
             stats: Arc::new(SendStats::default()),
             cancel,
+            incomplete: IncompleteGroups::default(),
         }
+    }
+
+    /// Keyframe capture times of video groups that ended with frames unsent
+    /// (superseded by a newer group, or dropped before their stream opened)
+    /// since the last call. A camera keeps those GOPs for backfill: the
+    /// server acknowledges what it recorded of a live group, not whether it
+    /// got all of it.
+    pub fn take_incomplete(&self) -> Vec<u64> {
+        self.incomplete.take()
     }
 
     /// The shared counters.
@@ -189,7 +227,7 @@ impl MediaSender {
                     tracing::trace!(old = old.id, ?supersede, group, "group superseded");
                     old.superseded.cancel();
                 }
-                self.start_group(group, priority);
+                self.start_group(group, priority, frame.capture_us);
                 self.queue_video(frame)
             }
             VideoPlan::Queue { .. } => self.queue_video(frame),
@@ -229,7 +267,7 @@ impl MediaSender {
         }
     }
 
-    fn start_group(&mut self, id: u64, priority: i32) {
+    fn start_group(&mut self, id: u64, priority: i32, first_capture_us: u64) {
         let (tx, rx) = mpsc::channel(self.policy.config().group_queue);
         let superseded = self.cancel.child_token();
         SendStats::add(&self.stats.groups_started, 1);
@@ -243,6 +281,7 @@ impl MediaSender {
             rx,
             superseded.clone(),
             self.stats.clone(),
+            (self.incomplete.clone(), first_capture_us),
         ));
         self.current = Some(GroupHandle { id, tx, superseded });
     }
@@ -343,8 +382,10 @@ async fn write_group(
     mut rx: mpsc::Receiver<Arc<Frame>>,
     superseded: CancellationToken,
     stats: Arc<SendStats>,
+    (incomplete, first_capture_us): (IncompleteGroups, u64),
 ) -> Result<(), MediaError> {
     let drop_queued = |rx: &mut mpsc::Receiver<Arc<Frame>>, extra: u64| {
+        incomplete.note(first_capture_us);
         rx.close();
         let mut n = extra;
         while let Ok(f) = rx.try_recv() {

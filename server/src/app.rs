@@ -163,7 +163,9 @@ impl Server {
             node.endpoint().clone(),
             hub.clone(),
             allowlist.clone(),
-            false,
+            crate::upstream::Origin::Recorder {
+                data_dir: config.server.data_dir.clone(),
+            },
             own.child_token(),
         )?;
         // `camera add` (another process) puts this in pairing strings.

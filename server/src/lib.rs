@@ -27,7 +27,8 @@
 //! * [`thumbs`]: preview thumbnails decoded from recorded keyframes.
 //! * [`upstream`]: forwarding cameras to upstream servers (`[[upstream]]`,
 //!   relay ALPN `kodama/relay/1`): live, telemetry, and backfill of what the
-//!   upstream has not recorded; [`relay_session`]: the upstream's side of one
+//!   upstream has not recorded (read back from the recordings past a
+//!   per-upstream watermark in the index; a relay node from memory); [`relay_session`]: the upstream's side of one
 //!   forwarded camera; [`relay_mode`]: `kodama-server relay` (no recording,
 //!   no API).
 //! * [`metrics`]: Prometheus `/metrics` and the JSON overview behind

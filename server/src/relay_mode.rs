@@ -67,7 +67,7 @@ impl RelayNode {
             node.endpoint().clone(),
             hub.clone(),
             allowlist.clone(),
-            true,
+            crate::upstream::Origin::Relay,
             own.child_token(),
         )?;
         if let Err(e) = std::fs::write(config.ticket_path(), format!("{}\n", node.ticket())) {

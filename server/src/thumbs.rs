@@ -196,8 +196,15 @@ pub fn make_thumbnail(file: &Path, at: &Located) -> Result<Vec<u8>, ThumbError> 
 /// An AVC-form sample (4-byte lengths) as an Annex-B access unit led by the
 /// parameter sets.
 pub fn to_annexb(sps: &[u8], pps: &[u8], sample: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(sample.len() + sps.len() + pps.len() + 16);
-    for ps in [sps, pps] {
+    to_annexb_led_by(&[sps, pps], sample)
+}
+
+/// An AVC-form sample (4-byte lengths) as an Annex-B access unit, led by
+/// `parameter_sets` (none for a frame that is not a keyframe).
+pub fn to_annexb_led_by(parameter_sets: &[&[u8]], sample: &[u8]) -> Option<Vec<u8>> {
+    let extra: usize = parameter_sets.iter().map(|p| p.len() + 4).sum();
+    let mut out = Vec::with_capacity(sample.len() + extra);
+    for ps in parameter_sets {
         out.extend_from_slice(&[0, 0, 0, 1]);
         out.extend_from_slice(ps);
     }

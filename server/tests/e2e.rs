@@ -68,8 +68,22 @@ async fn two_cameras_three_viewers_each_get_exact_bytes_in_order() {
             viewers.push((cam.name.clone(), viewer(&server, &cam.name).await));
         }
     }
-    for (name, (client, _ep)) in &mut viewers {
-        let frames = video_frames(client, 45, Duration::from_secs(15)).await;
+    // Every viewer reads at once, as real ones do: one left unread while the
+    // others are drained would fall behind and be skipped ahead (by design).
+    let readers: Vec<_> = viewers
+        .into_iter()
+        .map(|(name, (mut client, ep))| {
+            tokio::spawn(async move {
+                let frames = video_frames(&mut client, 45, Duration::from_secs(15)).await;
+                (name, frames, client, ep)
+            })
+        })
+        .collect();
+    let mut viewers = Vec::new();
+    for reader in readers {
+        viewers.push(reader.await.expect("viewer task"));
+    }
+    for (name, frames, _client, _ep) in &viewers {
         assert_eq!(
             frames.len(),
             45,

@@ -95,6 +95,27 @@ impl Keeper {
         }
     }
 
+    /// The live group of the GOP whose keyframe was captured at
+    /// `capture_us` left with frames unsent (superseded on a slow link): the
+    /// server records only part of it but acknowledges it like any other, so
+    /// it is kept whole for backfill (the server fills in what it lacks).
+    pub fn live_incomplete(&mut self, capture_us: u64, keep: &mut Vec<Gop>) {
+        if let Some(at) = self
+            .unconfirmed
+            .iter()
+            .position(|(g, _)| g.capture_us() == capture_us)
+        {
+            if let Some((gop, bytes)) = self.unconfirmed.remove(at) {
+                self.unconfirmed_bytes -= bytes;
+                keep.push(gop);
+            }
+        } else if let Some(c) = &mut self.current {
+            if c.frames.first().is_some_and(|f| f.capture_us == capture_us) {
+                c.keep = true;
+            }
+        }
+    }
+
     /// The uplink reached the server (`true`) or lost it (`false`). Losing
     /// it keeps every unconfirmed GOP and the one being captured.
     pub fn set_online(&mut self, online: bool, keep: &mut Vec<Gop>) {
@@ -189,6 +210,32 @@ mod tests {
             window_us: 3_000_000,
             max_bytes: 1 << 20,
         }
+    }
+
+    #[test]
+    fn a_live_group_sent_incomplete_is_kept_even_once_acknowledged() {
+        let mut k = Keeper::new(limits());
+        let mut keep = Vec::new();
+        k.set_online(true, &mut keep);
+        // GOP 0 completes (unconfirmed), GOP 10 is being captured.
+        assert!(feed(&mut k, 0..15).is_empty());
+        assert_eq!(k.unconfirmed().0, 1);
+        // Its live group was superseded with frames unsent.
+        k.live_incomplete(0, &mut keep);
+        assert_eq!(keep.len(), 1, "the incomplete GOP goes to the backlog");
+        assert_eq!(keep[0].frames.len(), 10, "whole, not just what was sent");
+        assert_eq!(k.unconfirmed(), (0, 0));
+        // The one being captured: kept when it completes, though the
+        // server acknowledges it.
+        k.live_incomplete(10 * FRAME_US, &mut keep);
+        let kept = feed(&mut k, 15..21);
+        k.confirmed(10 * FRAME_US);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].capture_us(), 10 * FRAME_US);
+        // An unknown capture time changes nothing.
+        let mut none = Vec::new();
+        k.live_incomplete(12_345, &mut none);
+        assert!(none.is_empty());
     }
 
     fn feed(k: &mut Keeper, seqs: std::ops::Range<u64>) -> Vec<Gop> {

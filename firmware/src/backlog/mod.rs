@@ -311,6 +311,12 @@ impl StoreForward {
         self.keeper.live_lost();
     }
 
+    /// The live group of the GOP captured at `capture_us` left incomplete.
+    pub async fn live_incomplete(&mut self, capture_us: u64) {
+        self.keeper.live_incomplete(capture_us, &mut self.keep);
+        self.store_kept().await;
+    }
+
     /// The server recorded live video through `capture_us`.
     pub fn confirmed(&mut self, capture_us: u64) {
         self.keeper.confirmed(capture_us);

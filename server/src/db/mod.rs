@@ -21,7 +21,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_fragment_index.sql"),
     include_str!("migrations/0003_backfill.sql"),
     include_str!("migrations/0004_checks_and_garbage.sql"),
-    include_str!("migrations/0005_update_job.sql"),
+    include_str!("migrations/0005_upstream_watermark.sql"),
+    include_str!("migrations/0006_update_job.sql"),
 ];
 
 /// The schema version this code writes.
@@ -156,6 +157,49 @@ pub struct FragmentOrigin {
     pub capture_us: i64,
     /// The keyframe's sequence number.
     pub first_seq: i64,
+}
+
+/// A recorded fragment as forwarding reads it back for an upstream: where
+/// its bytes lie and where it came from on the camera.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardFragment {
+    /// Segment row id.
+    pub segment_id: i64,
+    /// `mfhd` sequence number in the segment.
+    pub seq: i64,
+    /// The segment's path relative to the recordings root.
+    pub path: String,
+    /// Length of the segment's init segment.
+    pub init_bytes: i64,
+    /// Byte offset of the fragment in the file.
+    pub offset: i64,
+    /// Byte length of the fragment.
+    pub len: i64,
+    /// Video frames.
+    pub frames: i64,
+    /// Where it came from on the camera (`None` when indexed from the file alone).
+    pub origin: Option<FragmentOrigin>,
+}
+
+/// Which lane of a camera's recording a watermark follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordedLane {
+    /// Live segments.
+    Live,
+    /// Segments written from the camera's own backfill.
+    Backfill,
+}
+
+impl RecordedLane {
+    /// Both lanes.
+    pub const ALL: [RecordedLane; 2] = [RecordedLane::Live, RecordedLane::Backfill];
+
+    fn code(self) -> i64 {
+        match self {
+            RecordedLane::Live => 0,
+            RecordedLane::Backfill => 1,
+        }
+    }
 }
 
 /// Which side table an auxiliary row goes to.
@@ -565,6 +609,114 @@ impl Db {
         )?;
         let rows = st.query_map(params![camera_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Where forwarding to `upstream` stands for `camera`'s `lane`: the
+    /// (segment id, fragment seq) up to which the upstream confirmed it has
+    /// everything, if forwarding ever started.
+    pub fn upstream_watermark(
+        &self,
+        upstream: &str,
+        camera: &str,
+        lane: RecordedLane,
+    ) -> Result<Option<(i64, i64)>, DbError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT segment_id, seq FROM upstream_watermark
+                 WHERE upstream = ?1 AND camera = ?2 AND lane = ?3",
+            )?
+            .query_row(params![upstream, camera, lane.code()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// The cameras forwarding to `upstream` has a watermark for.
+    pub fn upstream_cameras(&self, upstream: &str) -> Result<Vec<String>, DbError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT DISTINCT camera FROM upstream_watermark WHERE upstream = ?1 ORDER BY camera",
+        )?;
+        let rows = st.query_map(params![upstream], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Moves a watermark forward (never back: a stale writer cannot undo
+    /// a newer one).
+    pub fn set_upstream_watermark(
+        &self,
+        upstream: &str,
+        camera: &str,
+        lane: RecordedLane,
+        at: (i64, i64),
+        now_us: i64,
+    ) -> Result<(), DbError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO upstream_watermark (upstream, camera, lane, segment_id, seq, updated_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (upstream, camera, lane) DO UPDATE SET
+                   segment_id = excluded.segment_id, seq = excluded.seq, updated_us = excluded.updated_us
+                 WHERE (excluded.segment_id, excluded.seq) > (segment_id, seq)",
+            )?
+            .execute(params![upstream, camera, lane.code(), at.0, at.1, now_us])?;
+        Ok(())
+    }
+
+    /// The newest fragment of `camera`'s `lane`, as (segment id, seq).
+    pub fn newest_fragment(
+        &self,
+        camera: &str,
+        lane: RecordedLane,
+    ) -> Result<Option<(i64, i64)>, DbError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT f.segment_id, f.seq FROM fragment f
+                 JOIN segment s ON s.id = f.segment_id JOIN camera c ON c.id = s.camera_id
+                 WHERE c.endpoint = ?1 AND s.backfill = ?2
+                 ORDER BY f.segment_id DESC, f.seq DESC LIMIT 1",
+            )?
+            .query_row(params![camera, lane.code()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// Up to `limit` fragments of `camera`'s `lane` after `after` (segment
+    /// id, seq), in the order they were written.
+    pub fn fragments_after(
+        &self,
+        camera: &str,
+        lane: RecordedLane,
+        after: (i64, i64),
+        limit: i64,
+    ) -> Result<Vec<ForwardFragment>, DbError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT f.segment_id, f.seq, s.path, s.init_bytes, f.offset, f.len, f.frames,
+               f.capture_us, f.first_seq
+             FROM fragment f JOIN segment s ON s.id = f.segment_id JOIN camera c ON c.id = s.camera_id
+             WHERE c.endpoint = ?1 AND s.backfill = ?2 AND (f.segment_id, f.seq) > (?3, ?4)
+             ORDER BY f.segment_id, f.seq LIMIT ?5",
+        )?;
+        let rows = st.query_map(params![camera, lane.code(), after.0, after.1, limit], |r| {
+            let capture_us: Option<i64> = r.get(7)?;
+            let first_seq: Option<i64> = r.get(8)?;
+            Ok(ForwardFragment {
+                segment_id: r.get(0)?,
+                seq: r.get(1)?,
+                path: r.get(2)?,
+                init_bytes: r.get(3)?,
+                offset: r.get(4)?,
+                len: r.get(5)?,
+                frames: r.get(6)?,
+                origin: capture_us
+                    .zip(first_seq)
+                    .map(|(capture_us, first_seq)| FragmentOrigin {
+                        capture_us,
+                        first_seq,
+                    }),
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

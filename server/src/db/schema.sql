@@ -1,4 +1,4 @@
--- Kodama recording index, current schema (version 4). Times are µs since the
+-- Kodama recording index, current schema (version 5). Times are µs since the
 -- Unix epoch (UTC, wall clock as estimated by the recorder); paths are
 -- relative to <data>/recordings. See docs/design/recording.md.
 
@@ -63,6 +63,22 @@ CREATE INDEX fragment_capture ON fragment (capture_us);
 -- before looking for unindexed files (docs/design/recording.md, "Delete").
 CREATE TABLE garbage (
   path TEXT PRIMARY KEY CHECK (path <> '')
+) WITHOUT ROWID;
+
+-- Forwarding to upstream servers (`[[upstream]]`): per upstream, camera and
+-- lane (0 live, 1 backfill) the fragment up to which the upstream confirmed
+-- storing the whole lane, as (segment id, fragment seq). Moves only forward,
+-- on the upstream's acknowledgements (docs/design/forwarding.md).
+CREATE TABLE upstream_watermark (
+  -- The upstream's iroh endpoint id.
+  upstream TEXT NOT NULL CHECK (upstream <> ''),
+  -- The camera's iroh endpoint id.
+  camera TEXT NOT NULL CHECK (camera <> ''),
+  lane INTEGER NOT NULL CHECK (lane IN (0, 1)),
+  segment_id INTEGER NOT NULL CHECK (segment_id >= 0),
+  seq INTEGER NOT NULL CHECK (seq >= 0),
+  updated_us INTEGER NOT NULL,
+  PRIMARY KEY (upstream, camera, lane)
 ) WITHOUT ROWID;
 
 CREATE TABLE telemetry (

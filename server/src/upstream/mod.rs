@@ -17,17 +17,33 @@
 //! * telemetry and events;
 //! * backfill ([`kodama_net::backfill`], lowest priority): every GOP the
 //!   upstream has not acknowledged as recorded — the link was down, its live
-//!   copy was cut short, or the camera uploaded it late here — is kept in a
-//!   bounded buffer ([`pending::Pending`]) and sent whole, oldest first,
-//!   with its original capture times and sequence numbers, behind live.
+//!   copy was cut short, or the camera uploaded it late here — is sent
+//!   whole, oldest first, with its original capture times and sequence
+//!   numbers, behind live.
+//!
+//! Where the backlog lives depends on the origin ([`Origin`]):
+//!
+//! * a recording server forwards from its own recordings
+//!   ([`recorded`]): per upstream, camera and lane a watermark in the
+//!   SQLite index, moved only by the upstream's `Stored` acknowledgements;
+//!   after an outage, or a restart of the origin during one, everything
+//!   past it is read back from the fMP4 segments and sent. Memory holds a
+//!   window of index rows and at most [`BACKFILL_IN_FLIGHT`] GOPs; disk
+//!   holds nothing beyond the recordings (their retention bounds the
+//!   outage an upstream can catch up on).
+//! * a relay-only node (`kodama-server relay`) records nothing: it keeps
+//!   the GOPs in a bounded memory buffer ([`pending::Pending`], `buffer_mb`
+//!   per camera and upstream) and passes the upstream's acknowledgements on
+//!   to the camera, so the camera's own crash-safe store-and-forward keeps
+//!   whatever the upstream has not recorded (a relay restart loses only the
+//!   buffer, which the cameras still hold).
 //!
 //! Forwarding never slows the origin: the feed drops whole GOPs rather than
-//! wait, the live path only reads the hub's groups, and memory is bounded
-//! by `buffer_mb` per camera and upstream.
-//!
-//! In relay-only mode (`kodama-server relay`, nothing recorded here) the
-//! upstream's acknowledgements travel on to the camera (`ack_through`), so a
-//! camera's own store-and-forward keeps what the upstream has not recorded.
+//! wait, the live path only reads the hub's groups, the index and the
+//! segment files are read on the blocking pool, and the recorder's own
+//! writes never wait on a forwarder (SQLite WAL: readers do not block the
+//! writer; a watermark is one small row written at most every
+//! [`recorded::SCAN_EVERY`]).
 //!
 //! Channels: the hub's feed per upstream ([`FEED_QUEUE`]); per camera a
 //! bounded `mpsc` of completed GOPs ([`CAMERA_QUEUE`]) from the dispatcher;
@@ -36,9 +52,11 @@
 
 pub mod pace;
 pub mod pending;
+pub mod recorded;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,10 +73,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::allowlist::{Allowlist, PeerRole};
 use crate::config::ConfigError;
+use crate::db::{Db, DbError, ForwardFragment, RecordedLane};
 use crate::feed::{self, FeedEvent, FeedSender, Group};
 use crate::hub::{CameraStatus, CameraTrack, Hub, LiveGroup};
 use pace::Pace;
 use pending::{Pending, Source};
+use recorded::Progress;
 
 /// Events queued per upstream between the hub and its dispatcher.
 pub const FEED_QUEUE: usize = 256;
@@ -103,7 +123,9 @@ pub struct UpstreamConfig {
     pub recordings: bool,
     /// Bandwidth cap in kbit/s for everything sent to this upstream (0: none).
     pub max_kbps: u32,
-    /// Memory per forwarded camera for GOPs not yet recorded upstream, in MiB.
+    /// Relay-only mode: memory per forwarded camera for GOPs not yet
+    /// recorded upstream, in MiB (a recording server forwards from its
+    /// recordings instead).
     pub buffer_mb: u32,
 }
 
@@ -200,6 +222,28 @@ pub fn feeds(configs: &[UpstreamConfig]) -> (Vec<FeedSender>, Upstreams) {
     (senders, Upstreams { feeds })
 }
 
+/// What the forwarding server is, which decides where its backlog lives.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A recording server with this data directory: forward from the
+    /// recordings, watermarks in its index.
+    Recorder {
+        /// `[server] data_dir`.
+        data_dir: PathBuf,
+    },
+    /// A relay-only node: a bounded memory buffer, and the upstream's
+    /// acknowledgements passed on to the cameras.
+    Relay,
+}
+
+/// A recording origin's index and recordings, shared by the forwarders of
+/// one upstream (one connection to the index each upstream).
+#[derive(Debug)]
+struct Store {
+    db: Arc<Mutex<Db>>,
+    root: PathBuf,
+}
+
 /// What every forwarder of one upstream shares.
 #[derive(Debug)]
 struct Shared {
@@ -209,31 +253,38 @@ struct Shared {
     hub: Arc<Hub>,
     pace: Mutex<Pace>,
     ack_through: bool,
+    store: Option<Store>,
 }
 
 impl Upstreams {
-    /// Starts every forwarder; they stop when `cancel` fires. With
-    /// `ack_through` (relay-only mode) the upstream's acknowledgements are
-    /// passed on to the cameras.
+    /// Starts every forwarder; they stop when `cancel` fires.
     pub fn start(
         self,
         endpoint: Endpoint,
         hub: Arc<Hub>,
         allowlist: Arc<Allowlist>,
-        ack_through: bool,
+        origin: Origin,
         cancel: CancellationToken,
     ) -> anyhow::Result<JoinSet<()>> {
         let mut tasks = JoinSet::new();
         for (config, rx) in self.feeds {
             let addr = config.dial_addr()?;
             tracing::info!(upstream = %addr.id, cameras = ?config.cameras, live = config.live, recordings = config.recordings, max_kbps = config.max_kbps, "forwarding to an upstream server");
+            let store = match (&origin, config.recordings) {
+                (Origin::Recorder { data_dir }, true) => Some(Store {
+                    db: Arc::new(Mutex::new(Db::open(&crate::recorder::db_path(data_dir))?)),
+                    root: crate::recorder::recordings_dir(data_dir),
+                }),
+                _ => None,
+            };
             let shared = Arc::new(Shared {
                 pace: Mutex::new(Pace::new(config.max_kbps, Instant::now())),
                 config,
                 addr,
                 endpoint: endpoint.clone(),
                 hub: hub.clone(),
-                ack_through,
+                ack_through: matches!(origin, Origin::Relay),
+                store,
             });
             tasks.spawn(dispatch(shared, allowlist.clone(), rx, cancel.clone()));
         }
@@ -251,6 +302,18 @@ async fn dispatch(
 ) {
     let mut cameras: HashMap<EndpointId, mpsc::Sender<(Arc<Group>, Source)>> = HashMap::new();
     let mut forwarders = JoinSet::new();
+    // After a restart, cameras that are not back yet may still have
+    // recordings the upstream lacks: their forwarders start now.
+    for camera in forwarded_before(&shared).await {
+        if !shared.config.forwards(&allowlist, &camera) {
+            continue;
+        }
+        if let Some(track) = shared.hub.find(&CameraSelector::Id(*camera.as_bytes())) {
+            let (tx, crx) = mpsc::channel(CAMERA_QUEUE);
+            forwarders.spawn(forward(shared.clone(), track, crx, cancel.child_token()));
+            cameras.insert(camera, tx);
+        }
+    }
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -282,13 +345,42 @@ async fn dispatch(
             }
         };
         if let Some(gop) = gop {
-            if shared.config.recordings && tx.try_send(gop).is_err() {
+            // A recording origin reads its backlog back from the recordings.
+            let buffered = shared.config.recordings && shared.store.is_none();
+            if buffered && tx.try_send(gop).is_err() {
                 tracing::warn!(%camera, upstream = %shared.addr.id, "forwarder is behind; a GOP will be missing upstream");
             }
         }
     }
     cancel.cancel();
     while forwarders.join_next().await.is_some() {}
+}
+
+/// The cameras a recording origin has forwarded to this upstream before
+/// (a watermark exists).
+async fn forwarded_before(shared: &Shared) -> Vec<EndpointId> {
+    let Some(store) = &shared.store else {
+        return Vec::new();
+    };
+    let db = store.db.clone();
+    let upstream = shared.addr.id.to_string();
+    let listed = tokio::task::spawn_blocking(move || {
+        db.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upstream_cameras(&upstream)
+    })
+    .await;
+    match listed {
+        Ok(Ok(ids)) => ids
+            .iter()
+            .filter_map(|id| kodama_net::endpoint::parse_endpoint_id(id).ok())
+            .collect(),
+        Ok(Err(e)) => {
+            tracing::warn!(upstream = %shared.addr.id, "cannot list the cameras forwarded before: {e}");
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Why a connection attempt failed.
@@ -333,6 +425,206 @@ async fn dial(
     }
 }
 
+/// What a forwarder keeps for its upstream until the upstream confirms
+/// storing it.
+#[derive(Debug)]
+enum Backlog {
+    /// GOPs in memory (relay-only mode, or `recordings = false`: empty).
+    Memory(Pending),
+    /// The origin's recordings past the watermarks.
+    Recorded(Box<Progress>),
+}
+
+/// A GOP due for backfill.
+enum Due {
+    /// Held in memory, by its wire id.
+    Group(u64, Arc<Group>),
+    /// To read back from the recordings.
+    Recorded(ForwardFragment),
+}
+
+/// How one backfill send ended, by wire id.
+#[derive(Debug)]
+enum Sent {
+    Out,
+    Failed,
+    Unreadable(recorded::LoadError),
+}
+
+impl Backlog {
+    fn live_sent(&mut self, capture_us: u64, frames: usize, now: Instant) {
+        match self {
+            Backlog::Memory(p) => p.live_sent(capture_us, frames),
+            Backlog::Recorded(p) => p.live_sent(capture_us, frames, now),
+        }
+    }
+
+    fn push(&mut self, group: Arc<Group>, source: Source, now: Instant) {
+        if let Backlog::Memory(p) = self {
+            p.push(group, source, now);
+        }
+    }
+
+    fn next_due(&mut self, now: Instant) -> Option<Due> {
+        match self {
+            Backlog::Memory(p) => p.next_due(now).map(|(id, g)| Due::Group(id, g)),
+            Backlog::Recorded(p) => p.next_due(now).map(Due::Recorded),
+        }
+    }
+
+    fn in_flight(&self, now: Instant) -> usize {
+        match self {
+            Backlog::Memory(p) => p.in_flight(now),
+            Backlog::Recorded(p) => p.in_flight(now),
+        }
+    }
+
+    fn send_failed(&mut self, id: u64, now: Instant) {
+        match self {
+            Backlog::Memory(p) => p.send_failed(id, now),
+            Backlog::Recorded(p) => p.send_failed(id),
+        }
+    }
+
+    fn connected(&mut self) {
+        if let Backlog::Memory(p) = self {
+            p.connected();
+        }
+    }
+
+    fn disconnected(&mut self, now: Instant) {
+        match self {
+            Backlog::Memory(p) => p.disconnected(now),
+            Backlog::Recorded(p) => p.disconnected(),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Backlog::Memory(p) => p.next_deadline(),
+            // Its deadlines are looked at on every index scan.
+            Backlog::Recorded(_) => None,
+        }
+    }
+
+    /// The upstream stored a GOP; the acknowledgement to pass on to the
+    /// camera when the GOP leaves a memory buffer.
+    fn stored(&mut self, stored: Stored) -> Option<Stored> {
+        match self {
+            Backlog::Memory(p) => match stored {
+                Stored::LiveThrough { capture_us } => {
+                    p.live_acknowledged(capture_us).map(|s| (capture_us, s))
+                }
+                Stored::Backfill { id } => p.backfill_acknowledged(id).map(|s| (id, s)),
+            }
+            .map(|(capture_us, source)| match source {
+                Source::Live => Stored::LiveThrough { capture_us },
+                Source::CameraBackfill(id) => Stored::Backfill { id },
+            }),
+            Backlog::Recorded(p) => {
+                match stored {
+                    Stored::LiveThrough { capture_us } => p.live_acknowledged(capture_us),
+                    Stored::Backfill { id } => p.backfill_acknowledged(id),
+                }
+                None
+            }
+        }
+    }
+
+    /// `(waiting, acknowledged or confirmed, evicted or skipped)` for logs.
+    fn counts(&self) -> (usize, u64, u64) {
+        match self {
+            Backlog::Memory(p) => {
+                let s = p.stats();
+                (s.gops, s.acknowledged, s.evicted)
+            }
+            Backlog::Recorded(p) => {
+                let s = p.stats();
+                (s.waiting, s.confirmed, s.skipped)
+            }
+        }
+    }
+}
+
+/// The watermarks of `camera` at `upstream`, starting them at the newest
+/// recorded fragment when forwarding to this upstream begins (what was
+/// recorded before the `[[upstream]]` existed is not sent).
+fn load_watermarks(db: &Db, upstream: &str, camera: &str) -> Result<Progress, DbError> {
+    let now_us = crate::stats::now_us() as i64;
+    let mut marks = [(0, 0); 2];
+    for (i, lane) in RecordedLane::ALL.into_iter().enumerate() {
+        marks[i] = match db.upstream_watermark(upstream, camera, lane)? {
+            Some(w) => w,
+            None => {
+                let start = db.newest_fragment(camera, lane)?.unwrap_or((0, 0));
+                db.set_upstream_watermark(upstream, camera, lane, start, now_us)?;
+                start
+            }
+        };
+    }
+    Ok(Progress::new(marks[0], marks[1]))
+}
+
+/// Saves the watermarks that moved and reads the fragments past them.
+type Scanned = (
+    Vec<(RecordedLane, (i64, i64))>,
+    Vec<(RecordedLane, (i64, i64), Vec<ForwardFragment>)>,
+);
+
+fn sync_index(
+    db: &Db,
+    upstream: &str,
+    camera: &str,
+    unsaved: &[(RecordedLane, (i64, i64))],
+    read_from: Option<[(RecordedLane, (i64, i64)); 2]>,
+) -> Result<Scanned, DbError> {
+    let now_us = crate::stats::now_us() as i64;
+    for (lane, at) in unsaved {
+        db.set_upstream_watermark(upstream, camera, *lane, *at, now_us)?;
+    }
+    let mut windows = Vec::new();
+    for (lane, from) in read_from.into_iter().flatten() {
+        let rows = db.fragments_after(camera, lane, from, recorded::WINDOW as i64)?;
+        windows.push((lane, from, rows));
+    }
+    Ok((unsaved.to_vec(), windows))
+}
+
+/// Saves moved watermarks and, with `read`, refreshes the windows past them
+/// (on the blocking pool; the forwarder waits, the recorder does not).
+async fn scan(shared: &Shared, camera: EndpointId, backlog: &mut Backlog, read: bool) {
+    let (Some(store), Backlog::Recorded(progress)) = (&shared.store, backlog) else {
+        return;
+    };
+    let unsaved = progress.unsaved();
+    if unsaved.is_empty() && !read {
+        return;
+    }
+    let read_from = read.then(|| RecordedLane::ALL.map(|lane| (lane, progress.watermark(lane))));
+    let db = store.db.clone();
+    let upstream = shared.addr.id.to_string();
+    let cam = camera.to_string();
+    let done = tokio::task::spawn_blocking(move || {
+        let db = db.lock().unwrap_or_else(|p| p.into_inner());
+        sync_index(&db, &upstream, &cam, &unsaved, read_from)
+    })
+    .await;
+    match done {
+        Ok(Ok((saved, windows))) => {
+            for (lane, at) in saved {
+                progress.saved(lane, at);
+            }
+            for (lane, from, rows) in windows {
+                progress.refresh(lane, from, rows);
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%camera, upstream = %shared.addr.id, "forwarding cannot read or update the index: {e}")
+        }
+        Err(e) => tracing::warn!(%camera, "index scan failed: {e}"),
+    }
+}
+
 /// Forwards one camera to one upstream until cancelled.
 async fn forward(
     shared: Arc<Shared>,
@@ -342,12 +634,32 @@ async fn forward(
 ) {
     let camera = track.id;
     let upstream = shared.addr.id;
-    let buffer = if shared.config.recordings {
-        shared.config.buffer_mb as usize * 1024 * 1024
-    } else {
-        0
+    let mut backlog = match &shared.store {
+        Some(store) => {
+            let db = store.db.clone();
+            let (up, cam) = (upstream.to_string(), camera.to_string());
+            let loaded = tokio::task::spawn_blocking(move || {
+                let db = db.lock().unwrap_or_else(|p| p.into_inner());
+                load_watermarks(&db, &up, &cam)
+            })
+            .await;
+            match loaded {
+                Ok(Ok(p)) => Backlog::Recorded(Box::new(p)),
+                Ok(Err(e)) => {
+                    tracing::error!(%camera, %upstream, "cannot read where forwarding stands in the index: {e}; forwarding live only");
+                    Backlog::Memory(Pending::new(0))
+                }
+                Err(e) => {
+                    tracing::error!(%camera, %upstream, "cannot start forwarding: {e}");
+                    return;
+                }
+            }
+        }
+        None if shared.config.recordings => {
+            Backlog::Memory(Pending::new(shared.config.buffer_mb as usize * 1024 * 1024))
+        }
+        None => Backlog::Memory(Pending::new(0)),
     };
-    let mut pending = Pending::new(buffer);
     let mut backoff = BACKOFF_INITIAL;
     let mut refused_logged = false;
     loop {
@@ -359,7 +671,7 @@ async fn forward(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 g = gops.recv() => match g {
-                    Some((g, source)) => pending.push(g, source, Instant::now()),
+                    Some((g, source)) => backlog.push(g, source, Instant::now()),
                     None => return,
                 },
                 r = &mut attempt => break r,
@@ -373,12 +685,12 @@ async fn forward(
                     refused_logged = true;
                 }
                 backoff = BACKOFF_MAX;
-                wait_taking(&mut gops, &mut pending, backoff, &cancel).await;
+                wait_taking(&mut gops, &mut backlog, backoff, &cancel).await;
                 continue;
             }
             Ok(Err(e)) => {
                 tracing::debug!(%camera, %upstream, "cannot reach the upstream: {e}");
-                wait_taking(&mut gops, &mut pending, backoff, &cancel).await;
+                wait_taking(&mut gops, &mut backlog, backoff, &cancel).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
@@ -390,32 +702,34 @@ async fn forward(
         };
         refused_logged = false;
         backoff = BACKOFF_INITIAL;
-        let before = pending.stats();
-        tracing::info!(%camera, %upstream, name = %track.current_status().info.name, waiting_gops = before.gops, "forwarding the camera upstream");
-        pending.connected();
+        scan(&shared, camera, &mut backlog, true).await;
+        let (waiting, _, _) = backlog.counts();
+        tracing::info!(%camera, %upstream, name = %track.current_status().info.name, waiting, "forwarding the camera upstream");
+        backlog.connected();
         let stop = session(
             &shared,
             &track,
             conn,
             control,
             &mut gops,
-            &mut pending,
+            &mut backlog,
             &cancel,
         )
         .await;
-        pending.disconnected(Instant::now());
+        backlog.disconnected(Instant::now());
+        scan(&shared, camera, &mut backlog, false).await;
         if stop {
             return;
         }
-        let s = pending.stats();
-        tracing::warn!(%camera, %upstream, waiting_gops = s.gops, waiting_bytes = s.bytes, "link to the upstream lost; keeping what it has not recorded");
+        let (waiting, _, _) = backlog.counts();
+        tracing::warn!(%camera, %upstream, waiting, "link to the upstream lost; keeping what it has not recorded");
     }
 }
 
 /// Waits `d`, taking completed GOPs in.
 async fn wait_taking(
     gops: &mut mpsc::Receiver<(Arc<Group>, Source)>,
-    pending: &mut Pending,
+    backlog: &mut Backlog,
     d: Duration,
     cancel: &CancellationToken,
 ) {
@@ -425,7 +739,7 @@ async fn wait_taking(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep_until(until) => return,
             g = gops.recv() => match g {
-                Some((g, source)) => pending.push(g, source, Instant::now()),
+                Some((g, source)) => backlog.push(g, source, Instant::now()),
                 None => return,
             },
         }
@@ -461,7 +775,7 @@ async fn session(
     conn: Connection,
     control: ControlStream,
     gops: &mut mpsc::Receiver<(Arc<Group>, Source)>,
-    pending: &mut Pending,
+    backlog: &mut Backlog,
     cancel: &CancellationToken,
 ) -> bool {
     let camera = track.id;
@@ -483,7 +797,11 @@ async fn session(
     let mut frames_rx: Option<tokio::sync::watch::Receiver<usize>> = None;
     let mut aux = track.aux();
     let mut aux_sequence = 0u64;
-    let mut backfills: JoinSet<(u64, bool)> = JoinSet::new();
+    let mut backfills: JoinSet<(u64, Sent)> = JoinSet::new();
+    let mut rescan = tokio::time::interval(recorded::SCAN_EVERY);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    rescan.tick().await;
+    let reads_index = shared.store.is_some() && matches!(backlog, Backlog::Recorded(_));
     let silent = link::until_silent(&conn, link::SILENCE);
     tokio::pin!(silent);
     let mut last_log = Instant::now();
@@ -497,7 +815,7 @@ async fn session(
             if let Some(newest) = newest {
                 if seen_group.is_none_or(|s| newest.id > s) {
                     seen_group = Some(newest.id);
-                    hand_over(shared, &mut current, &mut media, pending, now, &mut wake);
+                    hand_over(shared, &mut current, &mut media, backlog, now, &mut wake);
                     frames_rx = Some(newest.subscribe().0);
                     current = Some(LiveCursor {
                         group: newest,
@@ -509,41 +827,65 @@ async fn session(
             if let Some(rx) = &mut frames_rx {
                 rx.borrow_and_update();
             }
-            hand_over(shared, &mut current, &mut media, pending, now, &mut wake);
+            hand_over(shared, &mut current, &mut media, backlog, now, &mut wake);
         }
         while backfills.len() < BACKFILL_IN_FLIGHT
-            && pending.in_flight(now) < BACKFILL_UNACKNOWLEDGED
+            && backlog.in_flight(now) < BACKFILL_UNACKNOWLEDGED
         {
-            let Some((id, group)) = pending.next_due(now) else {
+            let Some(due) = backlog.next_due(now) else {
                 break;
             };
-            let bytes = group.payload_bytes();
+            let (id, bytes) = match &due {
+                Due::Group(id, group) => (*id, group.payload_bytes()),
+                Due::Recorded(f) => (recorded::wire_id(f), f.len.max(0) as usize),
+            };
             let paced = shared
                 .pace
                 .lock()
                 .map(|mut p| p.take_backfill(bytes, now))
                 .unwrap_or(true);
             if !paced {
-                pending.send_failed(id, now);
+                backlog.send_failed(id, now);
                 let retry = now + Duration::from_millis(50);
                 wake = Some(wake.map_or(retry, |w| w.min(retry)));
                 break;
             }
             backfill_bytes += bytes as u64;
             let conn = conn.clone();
+            let root = shared.store.as_ref().map(|s| s.root.clone());
             backfills.spawn(async move {
+                let group = match (due, root) {
+                    (Due::Group(_, group), _) => group,
+                    (Due::Recorded(f), Some(root)) => {
+                        match tokio::task::spawn_blocking(move || recorded::load_group(&root, &f))
+                            .await
+                        {
+                            Ok(Ok(group)) => Arc::new(group),
+                            Ok(Err(e)) => return (id, Sent::Unreadable(e)),
+                            Err(_) => return (id, Sent::Failed),
+                        }
+                    }
+                    (Due::Recorded(_), None) => return (id, Sent::Failed),
+                };
                 let sent =
                     kodama_net::backfill::send_backfill_group(&conn, id, &group.frames).await;
-                (id, sent.is_ok())
+                (
+                    id,
+                    if sent.is_ok() {
+                        Sent::Out
+                    } else {
+                        Sent::Failed
+                    },
+                )
             });
         }
-        if let Some(due) = pending.next_deadline() {
+        if let Some(due) = backlog.next_deadline() {
             wake = Some(wake.map_or(due, |w| w.min(due)));
         }
         if last_log.elapsed() >= PROGRESS_LOG_EVERY {
             last_log = Instant::now();
-            let s = pending.stats();
-            tracing::info!(%camera, %upstream, waiting_gops = s.gops, acknowledged = s.acknowledged, evicted = s.evicted, backfill_bytes, "forwarding");
+            let (waiting, acknowledged, lost) = backlog.counts();
+            tracing::info!(%camera, %upstream, waiting, acknowledged, lost, backfill_bytes, "forwarding");
         }
         let sleep_until = wake.map_or_else(
             || tokio::time::Instant::now() + PROGRESS_LOG_EVERY,
@@ -582,25 +924,27 @@ async fn session(
                 Err(RecvError::Closed) => return true,
             },
             g = gops.recv() => match g {
-                Some((g, source)) => pending.push(g, source, Instant::now()),
+                Some((g, source)) => backlog.push(g, source, Instant::now()),
                 None => return true,
             },
-            Some(done) = backfills.join_next(), if !backfills.is_empty() => {
-                if let Ok((id, false)) = done {
-                    pending.send_failed(id, Instant::now());
-                }
+            _ = rescan.tick(), if reads_index => {
+                scan(shared, camera, backlog, true).await;
             }
+            Some(done) = backfills.join_next(), if !backfills.is_empty() => match done {
+                Ok((_, Sent::Out)) => {}
+                Ok((id, Sent::Failed)) => backlog.send_failed(id, Instant::now()),
+                Ok((id, Sent::Unreadable(e))) => {
+                    tracing::warn!(%camera, %upstream, "a recorded GOP cannot be read back and will be missing upstream: {e}");
+                    if let Backlog::Recorded(p) = backlog {
+                        p.skip(id);
+                    }
+                }
+                Err(_) => {}
+            },
             m = ctl_rx.recv() => match m {
                 Ok(Message::Stored(stored)) => {
-                    let left = match stored {
-                        Stored::LiveThrough { capture_us } => pending.live_acknowledged(capture_us).map(|s| (capture_us, s)),
-                        Stored::Backfill { id } => pending.backfill_acknowledged(id).map(|s| (id, s)),
-                    };
-                    if let (true, Some((capture_us, source))) = (shared.ack_through, left) {
-                        let ack = match source {
-                            Source::Live => Stored::LiveThrough { capture_us },
-                            Source::CameraBackfill(id) => Stored::Backfill { id },
-                        };
+                    let passed = backlog.stored(stored);
+                    if let (true, Some(ack)) = (shared.ack_through, passed) {
                         shared.hub.acks().send(camera, ack);
                     }
                 }
@@ -617,7 +961,7 @@ fn hand_over(
     shared: &Shared,
     current: &mut Option<LiveCursor>,
     media: &mut MediaSender,
-    pending: &mut Pending,
+    backlog: &mut Backlog,
     now: Instant,
     wake: &mut Option<Instant>,
 ) {
@@ -643,7 +987,7 @@ fn hand_over(
         let keyframe_us = *c.keyframe_us.get_or_insert(frame.capture_us);
         media.send(frame);
         c.next += 1;
-        pending.live_sent(keyframe_us, c.next);
+        backlog.live_sent(keyframe_us, c.next, now);
     }
 }
 

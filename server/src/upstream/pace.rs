@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 /// Seconds of the cap the bucket holds (burst).
 const BURST_SECONDS: f64 = 1.0;
 
-/// Smallest bucket, so one large keyframe always fits eventually.
-const MIN_BURST_BYTES: f64 = 512.0 * 1024.0;
+/// Smallest bucket: a few frames at a low cap. A keyframe larger than the
+/// bucket still goes (when it is full, leaving a debt); a bigger floor
+/// would only let a low cap be overrun for longer after a quiet spell.
+const MIN_BURST_BYTES: f64 = 64.0 * 1024.0;
 
 /// A token bucket; `None` rate means no cap.
 #[derive(Debug, Clone)]
@@ -118,7 +120,7 @@ mod tests {
     #[test]
     fn a_frame_bigger_than_the_bucket_goes_when_it_is_full() {
         let t0 = Instant::now();
-        let mut p = Pace::new(1_000, t0); // 125 kB/s, burst 512 KiB
+        let mut p = Pace::new(1_000, t0); // 125 kB/s, burst 125 kB
         assert!(
             p.take_live(600_000, t0),
             "full bucket: goes, leaving a debt"
