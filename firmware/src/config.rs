@@ -12,35 +12,7 @@ use serde::Deserialize;
 
 use crate::video::VideoSettings;
 
-/// Why the configuration is unusable.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown keys / wrong types.
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What the TOML parser said (it names the key and line).
-        message: String,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("{field}: {message}")]
-    Invalid {
-        /// Dotted path of the field, e.g. `server.node_id`.
-        field: String,
-        /// Why.
-        message: String,
-    },
-}
+pub use kodama_net::config::ConfigError;
 
 /// Where the video comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -364,11 +336,7 @@ impl Config {
 
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
+        Self::from_toml(&kodama_net::config::read(path)?, path)
     }
 
     /// Checks every value, naming the first bad field.

@@ -3,7 +3,8 @@
 //!
 //! Channels (all bounded):
 //! * `frames` (in): video frames from the capture thread ([`crate::video::spawn_capture`]).
-//! * `aux` (in): telemetry and event JSON from the sampler and motion detector.
+//! * `aux` (in): telemetry and event JSON from the sampler and motion
+//!   detector, Opus packets from the microphone thread.
 //! * `control` (out): keyframe / bitrate requests to the capture thread.
 //! * `state` (out, `watch`): the link state, for telemetry and the status LED.
 //!
@@ -14,6 +15,8 @@
 //! while disconnected (or sent live but not confirmed recorded when the link
 //! dropped) go to the ring, and each session runs a backfill uploader
 //! ([`crate::backlog::upload`]) that the server's `Stored` messages drive.
+//! Audio packets pass through it too, online or not (numbered on one
+//! sequence for the camera's run), and are kept with their GOP.
 //!
 //! Adaptive bitrate ([`Abr`], `video.abr`): every [`ABR_SAMPLE`] the session
 //! reads the selected path's statistics (RTT, cwnd, losses, congestion
@@ -32,6 +35,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kodama_media::h264;
 use kodama_net::control::ControlStream;
+use kodama_net::error::HelloError;
 use kodama_net::link::{self, LinkProfile};
 use kodama_net::media_send::{MediaSender, SendOutcome};
 use kodama_net::{codes, Endpoint, EndpointAddr};
@@ -55,6 +59,11 @@ use crate::video::{TierState, VideoControl, VideoFormat};
 /// How often adaptive bitrate reads the path's statistics (the controller's
 /// windows — 500 ms to step down, seconds to probe up — are multiples).
 pub const ABR_SAMPLE: Duration = Duration::from_millis(200);
+
+/// Silence after the hello that means the server is gone: a live server
+/// acknowledges the hello within a round trip (QUIC retransmits a lost one
+/// within a few), so this is several cellular round trips.
+const HELLO_SILENCE: Duration = Duration::from_millis(1500);
 
 /// What the camera streams and how, for telemetry (`stream` in each sample).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -87,12 +96,10 @@ impl Abr {
     /// reaches (`video.bitrate_kbps`: the camera never sends more than its
     /// owner configured), starting at that rung.
     pub fn new(ceiling_kbps: u32) -> Self {
-        let top = LADDER
-            .iter()
-            .rposition(|r| r.kbps <= ceiling_kbps)
-            .unwrap_or(0);
+        let ladder = ladder_below(ceiling_kbps);
+        let top = ladder.len() - 1;
         Self {
-            controller: RateController::new(RateConfig::default(), &LADDER[..=top], top),
+            controller: RateController::new(RateConfig::default(), &ladder, top),
             origin: tokio::time::Instant::now(),
         }
     }
@@ -158,6 +165,27 @@ impl Abr {
         };
         let now = self.now();
         Ok((self.controller.set_limit(limit, now), note))
+    }
+}
+
+/// The rungs of [`LADDER`] at or below `ceiling_kbps`. A ceiling below the
+/// lowest rung (a metered link whose owner allows, say, 300 kbit/s) is
+/// honoured, not rounded up: the ladder is that one rung at the ceiling's
+/// bitrate, so adaptive bitrate has nowhere to go but the encoder never
+/// sends more than configured.
+fn ladder_below(ceiling_kbps: u32) -> Vec<Rung> {
+    let fitting: Vec<Rung> = LADDER
+        .iter()
+        .copied()
+        .filter(|r| r.kbps <= ceiling_kbps)
+        .collect();
+    if fitting.is_empty() {
+        vec![Rung {
+            kbps: ceiling_kbps,
+            ..LADDER[0]
+        }]
+    } else {
+        fitting
     }
 }
 
@@ -407,7 +435,7 @@ pub async fn run(
                     }
                     None => break,
                 },
-                a = io.aux.recv(), if aux_open => aux_open = a.is_some(),
+                a = io.aux.recv(), if aux_open => aux_offline(a, &mut aux_seq, &mut aux_open, io.store.as_mut()),
             }
         }
         if cancel.is_cancelled() || io.frames.is_closed() {
@@ -422,9 +450,47 @@ pub async fn run(
         while let Ok(Some(f)) = tokio::time::timeout_at(deadline, io.frames.recv()).await {
             store.on_frame(f).await;
         }
+        // The audio already queued goes with the last GOP (bounded: the
+        // microphone thread stops with the same cancellation).
+        for _ in 0..1024 {
+            let Ok(a) = io.aux.try_recv() else { break };
+            aux_offline(Some(a), &mut aux_seq, &mut aux_open, Some(&mut store));
+        }
         store.flush().await;
     }
     let _ = io.state.send(LinkState::Stopped);
+}
+
+/// Numbers an aux message on its channel's sequence (one counter per
+/// channel for the camera's whole run, online or not) as a frame.
+fn aux_frame(a: AuxMessage, aux_seq: &mut [u64; 4]) -> Arc<Frame> {
+    let slot = &mut aux_seq[a.channel as usize % aux_seq.len()];
+    *slot += 1;
+    Arc::new(Frame {
+        channel: a.channel,
+        flags: FrameFlags::empty(),
+        capture_us: a.capture_us,
+        sequence: *slot,
+        payload: a.payload,
+    })
+}
+
+/// An aux message while no session streams: an audio packet goes to the
+/// backlog (kept with its GOP); telemetry and events are dropped. `None`:
+/// the channel closed, never to be polled again.
+fn aux_offline(
+    a: Option<AuxMessage>,
+    aux_seq: &mut [u64; 4],
+    aux_open: &mut bool,
+    store: Option<&mut StoreForward>,
+) {
+    let Some(a) = a else {
+        *aux_open = false;
+        return;
+    };
+    if let (Channel::Audio, Some(store)) = (a.channel, store) {
+        store.on_audio(aux_frame(a, aux_seq));
+    }
 }
 
 // One session's state is borrowed from the uplink loop that outlives it
@@ -485,7 +551,7 @@ async fn session(
                 }
                 None => return SessionEnd::SourceGone,
             },
-            a = io.aux.recv(), if *aux_open => *aux_open = a.is_some(),
+            a = io.aux.recv(), if *aux_open => aux_offline(a, aux_seq, aux_open, io.store.as_mut()),
         }
     };
     let _ = io.state.send(LinkState::Streaming);
@@ -591,7 +657,9 @@ async fn session(
                 let Some(a) = abr.as_deref_mut() else { continue };
                 let now = a.now();
                 let queued = kodama_net::media_send::SendStats::get(&send_stats.video_bytes_queued);
-                let Some(sample) = link::path_sample(&conn, now, queued, send_stats.groups_dropped()) else { continue };
+                let handed = kodama_net::media_send::SendStats::get(&send_stats.bytes_sent);
+                let Some(sample) = link::path_sample(&conn, now, queued, send_stats.groups_dropped(), handed) else { continue };
+                tracing::debug!(?sample, "adaptive bitrate: sample");
                 if let Some(d) = a.controller.on_sample(&sample) {
                     let rung = a.controller.ladder()[d.tier];
                     tracing::info!(tier = rung.name, kbps = rung.kbps, reason = ?d.reason, estimate_kbps = ?sample.bandwidth_bps.map(|b| b / 1000), rtt_ms = sample.rtt.as_millis() as u64, "adaptive bitrate: tier change");
@@ -667,15 +735,14 @@ async fn session(
                 // A closed aux channel (no sampler) must not be polled again:
                 // it would be ready forever and spin this loop.
                 let Some(a) = a else { *aux_open = false; continue };
-                let slot = &mut aux_seq[a.channel as usize];
-                *slot += 1;
-                media.send(Arc::new(Frame {
-                    channel: a.channel,
-                    flags: FrameFlags::empty(),
-                    capture_us: a.capture_us,
-                    sequence: *slot,
-                    payload: a.payload,
-                }));
+                let frame = aux_frame(a, aux_seq);
+                if frame.channel == Channel::Audio {
+                    // Kept with its GOP if that GOP must be.
+                    if let Some(s) = io.store.as_mut() {
+                        s.on_audio(frame.clone());
+                    }
+                }
+                media.send(frame);
             }
             changed = async {
                 match update_status.as_mut() {
@@ -871,27 +938,28 @@ async fn connect(
         firmware,
         audio: opts.audio,
     };
-    let mut handshake = ClientHandshake::camera(info);
-    let mut control = match ControlStream::open(&conn).await {
-        Ok(c) => c,
-        Err(e) => return Err(SessionEnd::Lost(format!("control stream: {e}"), false)),
-    };
-    if let Err(e) = control.send(handshake.hello()).await {
-        return Err(SessionEnd::Lost(format!("hello: {e}"), false));
-    }
-    let reply = match control.recv_timeout(HANDSHAKE_TIMEOUT).await {
-        Ok(m) => m,
-        Err(e) => {
-            // A refused peer sees its connection closed with a reason.
-            let reason = conn
-                .close_reason()
-                .map_or_else(|| e.to_string(), |r| r.to_string());
-            return Err(SessionEnd::Lost(format!("handshake: {reason}"), false));
+    let hello = ControlStream::hello(&conn, ClientHandshake::camera(info), HANDSHAKE_TIMEOUT);
+    let answer = tokio::select! {
+        r = hello => r,
+        quiet = link::until_silent(&conn, HELLO_SILENCE) => {
+            // Not even an acknowledgement: the server behind this connection
+            // is gone (a warm standby's server dies with the active one's in
+            // a crash or restart). Closing it makes the link keeper redial
+            // that uplink and the next session take one that is up, instead
+            // of waiting out the handshake timeout.
+            conn.close(codes::NORMAL, b"silent");
+            return Err(SessionEnd::Lost(
+                format!("handshake: nothing from the server for {quiet:?} after the hello"),
+                false,
+            ));
         }
     };
-    match handshake.handle(reply) {
-        Ok(server) => tracing::info!(%server, "connected; streaming"),
-        Err(kodama_proto::HandshakeError::Rejected { code, reason }) => {
+    let control = match answer {
+        Ok((control, server)) => {
+            tracing::info!(%server, "connected; streaming");
+            control
+        }
+        Err(HelloError::Handshake(kodama_proto::HandshakeError::Rejected { code, reason })) => {
             conn.close(codes::NORMAL, b"refused");
             let hint = if code == RejectCode::NotAllowed {
                 format!(
@@ -903,11 +971,14 @@ async fn connect(
             };
             return Err(SessionEnd::Refused(format!("{reason}{hint}")));
         }
-        Err(e) => {
+        Err(HelloError::Handshake(e)) => {
             conn.close(codes::HANDSHAKE, e.to_string().as_bytes());
             return Err(SessionEnd::Refused(e.to_string()));
         }
-    }
+        // A refusal before any Kodama byte (a key the server does not
+        // allow) arrives as the connection's close reason.
+        Err(e) => return Err(SessionEnd::Lost(e.to_string(), false)),
+    };
     Ok((conn, control, uplink))
 }
 
@@ -1049,6 +1120,16 @@ mod tests {
             apply_command(Command::RequestKeyframe, &tx).0,
             CommandResult::Failed
         );
+    }
+
+    #[test]
+    fn abr_ceiling_below_the_lowest_rung_is_honoured() {
+        let abr = Abr::new(300);
+        assert_eq!(abr.rung().kbps, 300, "never above video.bitrate_kbps");
+        assert_eq!(abr.rung().name, "360p15");
+        assert_eq!(abr.controller.ladder().len(), 1);
+        assert_eq!(Abr::new(500).rung().kbps, 500);
+        assert_eq!(Abr::new(4000).controller.ladder().len(), LADDER.len());
     }
 
     #[test]

@@ -585,27 +585,9 @@ pub fn fragment_header_av(
     }
     end(&mut o, b);
     end(&mut o, traf);
-    let mut audio_offset_at = None;
-    if let Some(run) = audio.filter(|r| !r.samples.is_empty()) {
-        let traf = begin(&mut o, b"traf");
-        let b = begin_full(&mut o, b"tfhd", 0, 0x02_0000);
-        u32be(&mut o, AUDIO_TRACK_ID);
-        end(&mut o, b);
-        let b = begin_full(&mut o, b"tfdt", 1, 0);
-        u64be(&mut o, run.base_decode_time);
-        end(&mut o, b);
-        // trun: data-offset, sample duration and size; flags from trex (sync).
-        let b = begin_full(&mut o, b"trun", 0, 0x000_0301);
-        u32be(&mut o, u32::try_from(run.samples.len()).unwrap_or(u32::MAX));
-        audio_offset_at = Some(o.len());
-        u32be(&mut o, 0);
-        for s in &run.samples {
-            u32be(&mut o, s.duration);
-            u32be(&mut o, s.size);
-        }
-        end(&mut o, b);
-        end(&mut o, traf);
-    }
+    let audio_offset_at = audio
+        .filter(|r| !r.samples.is_empty())
+        .map(|run| audio_traf(&mut o, run));
     end(&mut o, moof);
     // data_offset is relative to the moof start; the payload follows the
     // 8-byte mdat header.
@@ -615,6 +597,52 @@ pub fn fragment_header_av(
         let audio_offset = data_offset + video_payload as u32;
         o[at..at + 4].copy_from_slice(&audio_offset.to_be_bytes());
     }
+    u32be(&mut o, (payload + 8) as u32);
+    o.extend_from_slice(b"mdat");
+    Ok(o)
+}
+
+/// Writes track 2's `traf` for `run`; returns where its `trun` data offset
+/// goes (filled in once the `moof`'s length is known).
+fn audio_traf(o: &mut Vec<u8>, run: &AudioRun) -> usize {
+    let traf = begin(o, b"traf");
+    let b = begin_full(o, b"tfhd", 0, 0x02_0000);
+    u32be(o, AUDIO_TRACK_ID);
+    end(o, b);
+    let b = begin_full(o, b"tfdt", 1, 0);
+    u64be(o, run.base_decode_time);
+    end(o, b);
+    // trun: data-offset, sample duration and size; flags from trex (sync).
+    let b = begin_full(o, b"trun", 0, 0x000_0301);
+    u32be(o, u32::try_from(run.samples.len()).unwrap_or(u32::MAX));
+    let offset_at = o.len();
+    u32be(o, 0);
+    for s in &run.samples {
+        u32be(o, s.duration);
+        u32be(o, s.size);
+    }
+    end(o, b);
+    end(o, traf);
+    offset_at
+}
+
+/// `moof` + the `mdat` header of a fragment holding only audio samples (the
+/// browsers' live view sends audio as it arrives, between video frames).
+/// The samples' bytes, in order, follow immediately.
+pub fn audio_fragment_header(sequence: u32, run: &AudioRun) -> Result<Vec<u8>, Mp4Error> {
+    let payload = run.payload_len();
+    if payload > u64::from(u32::MAX) - 8 {
+        return Err(Mp4Error::PayloadTooLarge(payload));
+    }
+    let mut o = Vec::with_capacity(80 + 8 * run.samples.len());
+    let moof = begin(&mut o, b"moof");
+    let b = begin_full(&mut o, b"mfhd", 0, 0);
+    u32be(&mut o, sequence);
+    end(&mut o, b);
+    let offset_at = audio_traf(&mut o, run);
+    end(&mut o, moof);
+    let data_offset = (o.len() - moof + 8) as u32;
+    o[offset_at..offset_at + 4].copy_from_slice(&data_offset.to_be_bytes());
     u32be(&mut o, (payload + 8) as u32);
     o.extend_from_slice(b"mdat");
     Ok(o)
@@ -837,25 +865,9 @@ pub fn parse_init(buf: &[u8]) -> Result<InitInfo, Mp4Error> {
             m.take(8)?;
             m.u32()?
         };
-        let (at, minf) = child(mdia, at, b"minf", "minf")?;
-        let (at, stbl) = child(minf, at, b"stbl", "stbl")?;
-        let (at, stsd) = child(stbl, at, b"stsd", "stsd")?;
-        // stsd: full box header + entry_count, then the entries.
-        if stsd.len() < 8 {
-            return Err(Mp4Error::Truncated {
-                kind: "stsd".into(),
-                offset: at,
-            });
-        }
-        let (at, avc1) = child(&stsd[8..], at + 8, b"avc1", "avc1")?;
         // VisualSampleEntry fields before child boxes: 78 bytes.
-        if avc1.len() < 78 {
-            return Err(Mp4Error::Truncated {
-                kind: "avc1".into(),
-                offset: at,
-            });
-        }
-        let (avcc_at, avcc) = child(&avc1[78..], at + 78, b"avcC", "avcC")?;
+        let (at, avc1) = sample_entry(mdia, at, b"avc1", "avc1", 78)?;
+        let (avcc_at, avcc) = child(avc1, at, b"avcC", "avcC")?;
         let mut c = Body::new(avcc, "avcC", avcc_at);
         c.take(4)?; // version, profile, compatibility, level
         if c.u8()? & 0x03 != 3 {
@@ -898,6 +910,35 @@ pub fn parse_init(buf: &[u8]) -> Result<InitInfo, Mp4Error> {
     }
 }
 
+/// A track's sample entry `kind` under `mdia`/`minf`/`stbl`/`stsd`: the
+/// offset and bytes of its child boxes, past its `fields` fixed bytes.
+fn sample_entry<'a>(
+    mdia: &'a [u8],
+    at: u64,
+    kind: &[u8; 4],
+    name: &'static str,
+    fields: usize,
+) -> Result<(u64, &'a [u8]), Mp4Error> {
+    let (at, minf) = child(mdia, at, b"minf", "minf")?;
+    let (at, stbl) = child(minf, at, b"stbl", "stbl")?;
+    let (at, stsd) = child(stbl, at, b"stsd", "stsd")?;
+    // stsd: full box header + entry_count, then the entries.
+    if stsd.len() < 8 {
+        return Err(Mp4Error::Truncated {
+            kind: "stsd".into(),
+            offset: at,
+        });
+    }
+    let (at, entry) = child(&stsd[8..], at + 8, kind, name)?;
+    if entry.len() < fields {
+        return Err(Mp4Error::Truncated {
+            kind: name.into(),
+            offset: at,
+        });
+    }
+    Ok((at + fields as u64, &entry[fields..]))
+}
+
 /// Reads an `Opus` track's `dOps`; `None` for a trak that is not audio.
 fn parse_audio_trak(trak: &[u8], at: u64) -> Result<Option<AudioTrack>, Mp4Error> {
     let (at, mdia) = child(trak, at, b"mdia", "mdia")?;
@@ -907,24 +948,9 @@ fn parse_audio_trak(trak: &[u8], at: u64) -> Result<Option<AudioTrack>, Mp4Error
     if h.take(4)? != b"soun" {
         return Ok(None);
     }
-    let (at, minf) = child(mdia, at, b"minf", "minf")?;
-    let (at, stbl) = child(minf, at, b"stbl", "stbl")?;
-    let (at, stsd) = child(stbl, at, b"stsd", "stsd")?;
-    if stsd.len() < 8 {
-        return Err(Mp4Error::Truncated {
-            kind: "stsd".into(),
-            offset: at,
-        });
-    }
-    let (at, entry) = child(&stsd[8..], at + 8, b"Opus", "Opus")?;
     // AudioSampleEntry fields before child boxes: 28 bytes.
-    if entry.len() < 28 {
-        return Err(Mp4Error::Truncated {
-            kind: "Opus".into(),
-            offset: at,
-        });
-    }
-    let (dops_at, dops) = child(&entry[28..], at + 28, b"dOps", "dOps")?;
+    let (at, entry) = sample_entry(mdia, at, b"Opus", "Opus", 28)?;
+    let (dops_at, dops) = child(entry, at, b"dOps", "dOps")?;
     let mut d = Body::new(dops, "dOps", dops_at);
     if d.u8()? != 0 {
         return Err(Mp4Error::Unsupported {
@@ -1366,6 +1392,48 @@ mod tests {
         // A video-only file reads back without audio.
         let plain = init_segment(&track());
         assert_eq!(parse_init(&plain).expect("init").audio, None);
+    }
+
+    #[test]
+    fn an_audio_only_fragment_points_at_its_samples() {
+        use mp4_atom::{Any, Decode};
+        let run = AudioRun {
+            base_decode_time: 48_000,
+            samples: (0..3)
+                .map(|k| SampleInfo {
+                    duration: 960,
+                    size: 10 + k,
+                    keyframe: true,
+                })
+                .collect(),
+        };
+        let mut bytes = audio_fragment_header(7, &run).expect("fits");
+        let header_len = bytes.len();
+        bytes.extend((0..run.payload_len()).map(|b| b as u8));
+        let mut cursor = std::io::Cursor::new(&bytes[..]);
+        let Any::Moof(moof) = Any::decode(&mut cursor).expect("moof") else {
+            panic!("expected moof");
+        };
+        assert_eq!(moof.mfhd.sequence_number, 7);
+        assert_eq!(moof.traf.len(), 1);
+        let traf = &moof.traf[0];
+        assert_eq!(traf.tfhd.track_id, AUDIO_TRACK_ID);
+        assert_eq!(
+            traf.tfdt.as_ref().map(|t| t.base_media_decode_time),
+            Some(48_000)
+        );
+        let entries: Vec<(u32, u32)> = traf.trun[0]
+            .entries
+            .iter()
+            .map(|e| (e.duration.unwrap_or(0), e.size.unwrap_or(0)))
+            .collect();
+        assert_eq!(entries, vec![(960, 10), (960, 11), (960, 12)]);
+        // The data offset (from the moof's start) lands on the first sample.
+        assert_eq!(traf.trun[0].data_offset, Some(header_len as i32));
+        let Any::Mdat(mdat) = Any::decode(&mut cursor).expect("mdat") else {
+            panic!("expected mdat");
+        };
+        assert_eq!(mdat.data.len() as u64, run.payload_len());
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //!   sequence parameter set fields (profile, level, resolution) both sides need.
 //! * [`fmp4`]: fragmented MP4 (ISO/IEC 14496-12) writing and reading for one
 //!   H.264 track: the server's recordings, and later the camera's offline ones.
+//! * [`opus`]: Opus packet durations (RFC 6716) and the Ogg Opus writer
+//!   (RFC 7845) of the terminal viewer's audio output.
 
 pub mod fmp4;
 pub mod h264;
+pub mod opus;

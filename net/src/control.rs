@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use iroh::endpoint::{Connection, RecvStream, SendStream};
+use kodama_proto::handshake::ClientHandshake;
 use kodama_proto::{Message, MessageDecoder};
 
-use crate::error::ControlError;
+use crate::error::{ControlError, HelloError};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -26,6 +27,39 @@ impl ControlStream {
     pub async fn open(conn: &Connection) -> Result<Self, ControlError> {
         let (send, recv) = conn.open_bi().await?;
         Ok(Self::new(send, recv))
+    }
+
+    /// The client side of the handshake, the one every dialer uses (camera
+    /// uplink, viewer, upstream relay, tests): opens the control stream,
+    /// sends the hello and reads the server's answer within `timeout`.
+    /// Returns the stream and the server's name.
+    ///
+    /// A server that refuses closes the connection, sometimes before its
+    /// `Reject` arrives or before the stream opens: then the connection's
+    /// close reason is the answer.
+    pub async fn hello(
+        conn: &Connection,
+        mut handshake: ClientHandshake,
+        timeout: Duration,
+    ) -> Result<(Self, String), HelloError> {
+        let closed_or =
+            |e: ControlError, other: fn(ControlError) -> HelloError| match conn.close_reason() {
+                Some(reason) => HelloError::Closed(reason.to_string()),
+                None => other(e),
+            };
+        let mut control = Self::open(conn)
+            .await
+            .map_err(|e| closed_or(e, HelloError::Stream))?;
+        control
+            .send(handshake.hello())
+            .await
+            .map_err(|e| closed_or(e, HelloError::Stream))?;
+        let reply = control
+            .recv_timeout(timeout)
+            .await
+            .map_err(|e| closed_or(e, HelloError::NoAnswer))?;
+        let server = handshake.handle(reply)?;
+        Ok((control, server))
     }
 
     /// Accepts the control stream (the answering side).

@@ -96,9 +96,19 @@ pub(crate) fn transport_config_builder() -> iroh::endpoint::QuicTransportConfigB
         .receive_window(VarInt::from_u32(CONNECTION_WINDOW))
 }
 
-fn transport_config() -> QuicTransportConfig {
-    transport_config_builder()
-        .keep_alive_interval(KEEP_ALIVE)
+/// The endpoint's default transport settings. An endpoint that accepts
+/// (a server) sends no keep-alives of its own: every Kodama client dials
+/// with the keep-alive its link affords ([`crate::link::LinkProfile`]), and
+/// a server pinging every [`KEEP_ALIVE`] as well would cost each camera's
+/// metered standby link 30 round trips a minute.
+fn transport_config(accepts: bool) -> QuicTransportConfig {
+    let builder = transport_config_builder();
+    let builder = if accepts {
+        builder
+    } else {
+        builder.keep_alive_interval(KEEP_ALIVE)
+    };
+    builder
         .max_idle_timeout(Some(
             IDLE_TIMEOUT
                 .try_into()
@@ -135,7 +145,7 @@ pub async fn bind_with_hooks<H: EndpointHooks + 'static>(
     builder = builder
         .secret_key(secret)
         .alpns(opts.alpns.clone())
-        .transport_config(transport_config());
+        .transport_config(transport_config(!opts.alpns.is_empty()));
     if let Some(hooks) = hooks {
         builder = builder.hooks(hooks);
     }

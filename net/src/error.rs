@@ -1,6 +1,6 @@
 //! Errors of the transport layer.
 
-use kodama_proto::{FrameError, MessageError, StreamError};
+use kodama_proto::{FrameError, HandshakeError, MessageError, StreamError};
 
 /// Why the endpoint or identity could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,26 @@ pub enum ControlError {
     /// No message arrived in time.
     #[error("no control message within {0:?}")]
     Timeout(std::time::Duration),
+}
+
+/// Why saying hello to a server failed
+/// ([`crate::control::ControlStream::hello`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HelloError {
+    /// The control stream could not be opened or the hello not sent.
+    #[error("{0}")]
+    Stream(#[source] ControlError),
+    /// The server closed the connection before answering (a refusal before
+    /// any Kodama byte, e.g. a key not on its allowlist): its close reason.
+    #[error("handshake: {0}")]
+    Closed(String),
+    /// No answer could be read within the timeout.
+    #[error("handshake: {0}")]
+    NoAnswer(#[source] ControlError),
+    /// The server answered with a refusal or something other than a welcome.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
 }
 
 /// Why a media stream failed.

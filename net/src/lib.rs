@@ -24,9 +24,12 @@
 //!   policy; [`policy::rate`], the adaptive-bitrate controller and tier ladder).
 //! * [`update`]: firmware bundles sent to a camera on its own connection,
 //!   resumable from an offset, below every live stream's priority.
+//! * [`config`]: the configuration-file error type and reading a file,
+//!   shared by both binaries' `config` modules.
 //! * [`error`]: the error enums.
 
 pub mod backfill;
+pub mod config;
 pub mod control;
 pub mod durable;
 pub mod endpoint;
@@ -36,6 +39,7 @@ pub mod media_recv;
 pub mod media_send;
 pub mod pair;
 pub mod policy;
+pub mod process;
 pub mod update;
 
 /// The iroh crate itself, for the few places (protocol handlers, hooks) that need more.

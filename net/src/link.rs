@@ -215,13 +215,15 @@ pub fn selected_rtt(conn: &Connection) -> Option<Duration> {
 
 /// The selected path's statistics as the rate controller's input, at `now`
 /// (any monotonic origin). The sender's own numbers (bytes waiting in its
-/// queues, groups it dropped) come from the caller. `None` when no path is
+/// queues, groups it dropped, stream bytes it handed to QUIC) come from the
+/// caller. `None` when no path is
 /// selected (the connection is between paths or closed).
 pub fn path_sample(
     conn: &Connection,
     now: Duration,
     send_queue_bytes: u64,
     groups_dropped: u64,
+    handed_bytes: u64,
 ) -> Option<PathSample> {
     let paths = conn.paths();
     let selected = paths.iter().find(|p| p.is_selected())?;
@@ -237,6 +239,8 @@ pub fn path_sample(
         send_queue_bytes,
         groups_dropped,
         bandwidth_bps: s.bandwidth_estimate,
+        handed_bytes,
+        wire_bytes: s.sent_bytes,
     })
 }
 

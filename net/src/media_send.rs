@@ -375,6 +375,64 @@ pub(crate) async fn write_frame(
     Ok(())
 }
 
+/// Most frames a group's writer hands to QUIC in one write.
+const WRITE_BATCH: usize = 16;
+
+/// Frames taken from a group's queue and written together: one QUIC write
+/// (one lock of the connection, one wake-up of its driver) for whatever
+/// queued while the previous write was under way, and one header buffer for
+/// all of them. The buffers are kept across batches.
+#[derive(Default)]
+struct Batch {
+    frames: Vec<Arc<Frame>>,
+    headers: BytesMut,
+    chunks: Vec<Bytes>,
+}
+
+impl Batch {
+    fn prepare(&mut self) -> Result<(), MediaError> {
+        self.chunks.clear();
+        self.headers
+            .reserve(self.frames.len() * kodama_proto::FRAME_HEADER_LEN);
+        for frame in &self.frames {
+            frame.encode_header(&mut self.headers)?;
+            self.chunks.push(self.headers.split().freeze());
+            self.chunks.push(frame.payload.clone());
+        }
+        Ok(())
+    }
+
+    /// Writes the batch's frames; on success the batch is empty again.
+    async fn write(
+        &mut self,
+        stream: &mut SendStream,
+        stats: &SendStats,
+    ) -> Result<(), MediaError> {
+        self.prepare()?;
+        let written = stream.write_all_chunks(&mut self.chunks).await;
+        for frame in &self.frames {
+            stats.unqueue(frame);
+        }
+        written?;
+        SendStats::add(&stats.frames_sent, self.frames.len() as u64);
+        let bytes: usize = self.frames.iter().map(|f| f.encoded_len()).sum();
+        SendStats::add(&stats.bytes_sent, bytes as u64);
+        self.frames.clear();
+        Ok(())
+    }
+
+    /// Drops the batch's frames after a reset mid-write; returns how many.
+    fn abandon(&mut self, stats: &SendStats) -> u64 {
+        for frame in &self.frames {
+            stats.unqueue(frame);
+        }
+        let n = self.frames.len() as u64;
+        self.frames.clear();
+        self.chunks.clear();
+        n
+    }
+}
+
 async fn write_group(
     conn: Connection,
     header: StreamHeader,
@@ -395,19 +453,26 @@ async fn write_group(
         SendStats::add(&stats.frames_dropped, n);
         SendStats::add(&stats.groups_superseded, 1);
     };
+    // One wait for the whole group: re-creating it around every frame
+    // registered with and unregistered from the token's tree twice per frame.
+    let superseded = superseded.cancelled_owned();
+    tokio::pin!(superseded);
     let mut stream = tokio::select! {
         s = open_stream(&conn, header, priority) => s?,
-        _ = superseded.cancelled() => {
+        _ = &mut superseded => {
             // Never got a stream: everything queued is unsent.
             drop_queued(&mut rx, 0);
             return Ok(());
         }
     };
+    let mut batch = Batch::default();
     loop {
-        let frame = tokio::select! {
+        // Whatever queued while the previous batch was written, up to
+        // WRITE_BATCH frames; queued frames go before a supersede is heard.
+        let received = tokio::select! {
             biased;
-            f = rx.recv() => f,
-            _ = superseded.cancelled() => {
+            n = rx.recv_many(&mut batch.frames, WRITE_BATCH) => n,
+            _ = &mut superseded => {
                 match end_superseded(rx.len(), false) {
                     GroupEnd::Finish => {
                         let _ = stream.finish();
@@ -420,18 +485,19 @@ async fn write_group(
                 return Ok(());
             }
         };
-        let Some(frame) = frame else {
+        if received == 0 {
+            // The sender finished the group and everything is written.
             let _ = stream.finish();
             return Ok(());
-        };
+        }
         tokio::select! {
-            r = write_frame(&mut stream, &frame, &stats) => r?,
-            _ = superseded.cancelled() => {
+            r = batch.write(&mut stream, &stats) => r?,
+            _ = &mut superseded => {
                 // Mid-write on a stalled link: the rest of this group is stale.
                 debug_assert_eq!(end_superseded(rx.len(), true), GroupEnd::Reset);
                 let _ = stream.reset(codes::GROUP_SUPERSEDED);
-                stats.unqueue(&frame);
-                drop_queued(&mut rx, 1);
+                let unsent = batch.abandon(&stats);
+                drop_queued(&mut rx, unsent);
                 return Ok(());
             }
         }

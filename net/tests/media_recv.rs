@@ -3,6 +3,11 @@
 //! blocked on a full hand-over channel (regression: readers used to be joined
 //! before that channel was drained, and a reader blocked in `send` ignored
 //! cancellation).
+//!
+//! `MediaSender`'s group writer, which hands queued frames to QUIC in
+//! batches: a burst arrives whole and in order with the counters matching,
+//! and a group superseded mid-write on a stalled stream is reset, its
+//! unsent frames counted and the group reported incomplete.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kodama_net::endpoint::{self, EndpointOptions};
 use kodama_net::media_recv::{receive_media, Received};
-use kodama_net::media_send::MediaSender;
+use kodama_net::media_send::{MediaSender, SendOutcome, SendStats};
 use kodama_net::{Connection, Endpoint, EndpointAddr, SecretKey};
 use kodama_proto::{Channel, Frame, FrameFlags};
 use tokio::sync::mpsc;
@@ -131,4 +136,97 @@ async fn connection_end_delivers_everything_then_returns() {
         frames.windows(2).all(|w| w[0] < w[1]),
         "in order: {frames:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_written_whole_and_in_order() {
+    let (tx_conn, rx_conn, _client, _server) = pair().await;
+    let (tx, mut rx) = mpsc::channel::<Received>(256);
+    let receiving = tokio::spawn(receive_media(rx_conn, tx, CancellationToken::new()));
+    let mut media = MediaSender::new(tx_conn.clone(), CancellationToken::new());
+    let stats = media.stats();
+    // Queued faster than one write completes, so the writer takes several
+    // frames per write.
+    for seq in 0..100 {
+        assert_eq!(media.send(frame(seq, seq == 0)), SendOutcome::Queued);
+    }
+    media.finish().await;
+    let mut frames = Vec::new();
+    let received = tokio::time::timeout(Duration::from_secs(10), async {
+        while frames.len() < 100 {
+            match rx.recv().await {
+                Some(Received::Frame(_, f)) => frames.push(f.sequence),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert!(
+        received.is_ok(),
+        "only {} of 100 frames arrived",
+        frames.len()
+    );
+    assert_eq!(frames, (0..100).collect::<Vec<u64>>());
+    assert_eq!(SendStats::get(&stats.frames_sent), 100);
+    assert_eq!(
+        SendStats::get(&stats.bytes_sent),
+        100 * frame(0, false).encoded_len() as u64
+    );
+    assert_eq!(SendStats::get(&stats.frames_dropped), 0);
+    assert_eq!(SendStats::get(&stats.video_bytes_queued), 0);
+    assert_eq!(stats.groups_dropped(), 0);
+    tx_conn.close(kodama_net::codes::NORMAL, b"done");
+    let _ = tokio::time::timeout(Duration::from_secs(2), receiving).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_superseded_mid_write_is_reset_and_reported_incomplete() {
+    // Nobody accepts the receiver's streams: the first group stalls once
+    // the stream's flow-control window (256 KiB) is full.
+    let (tx_conn, _rx_conn, _client, _server) = pair().await;
+    let mut media = MediaSender::new(tx_conn.clone(), CancellationToken::new());
+    let stats = media.stats();
+    for seq in 0..200 {
+        assert_eq!(
+            media.send(frame(1_000 + seq, seq == 0)),
+            SendOutcome::Queued
+        );
+    }
+    // Bounded wait until the writer has handed over what the window takes.
+    for _ in 0..100 {
+        if SendStats::get(&stats.frames_sent) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A newer keyframe supersedes the stalled group.
+    assert_eq!(media.send(frame(5_000, true)), SendOutcome::Queued);
+    let mut incomplete = Vec::new();
+    for _ in 0..250 {
+        incomplete.extend(media.take_incomplete());
+        if !incomplete.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(incomplete, vec![1_000], "the first group's keyframe time");
+    assert_eq!(SendStats::get(&stats.groups_superseded), 1);
+    let dropped = SendStats::get(&stats.frames_dropped);
+    assert!(dropped > 0, "the stalled group's unsent frames are counted");
+    // Every frame is accounted for once the new group's keyframe (on its
+    // own stream, not stalled) is written: 200 + 1.
+    let mut sent = 0;
+    for _ in 0..250 {
+        sent = SendStats::get(&stats.frames_sent);
+        if sent + dropped >= 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sent < 200, "the window cannot take 400 kB: {sent} sent");
+    assert_eq!(sent + dropped, 201, "every frame is sent or dropped, once");
+    assert_eq!(SendStats::get(&stats.video_bytes_queued), 0);
+    assert!(media.take_incomplete().is_empty(), "the new group is whole");
+    tx_conn.close(kodama_net::codes::NORMAL, b"done");
 }

@@ -15,6 +15,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::wire::{length_prefix, LengthPrefixed};
+
 /// Largest payload a frame may carry (2 MiB). A 1080p H.264 keyframe at high
 /// quality is a few hundred KiB, so this leaves room without letting a peer
 /// make us buffer without bound.
@@ -228,11 +230,7 @@ pub enum FrameError {
 /// poisoned: the stream is garbage and must be dropped.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
-    buf: BytesMut,
-    /// Stream offset of `buf[0]`.
-    offset: u64,
-    /// The error that poisoned the decoder, returned again on every call.
-    failed: Option<FrameError>,
+    core: LengthPrefixed<FrameError>,
 }
 
 impl FrameDecoder {
@@ -243,85 +241,67 @@ impl FrameDecoder {
 
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        self.core.push(data);
     }
 
     /// Bytes buffered and not yet returned as frames. Never more than one
     /// frame's worth plus the last pushed chunk, because [`Self::next_frame`]
     /// refuses an oversized header before its payload is buffered.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.core.buffered()
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        let result = self.parse();
-        if let Err(e) = &result {
-            self.failed = Some(e.clone());
-            // The rest of the stream is garbage; don't keep it around.
-            self.buf = BytesMut::new();
-        }
-        result
-    }
-
-    fn parse(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.buf.len() < 4 {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len > MAX_PAYLOAD {
-            return Err(FrameError::TooLarge {
-                offset: self.offset,
-                len,
-                max: MAX_PAYLOAD,
-            });
-        }
-        if self.buf.len() < 6 {
-            return Ok(None);
-        }
-        let channel = Channel::from_u8(self.buf[4]).ok_or(FrameError::UnknownChannel {
-            offset: self.offset,
-            value: self.buf[4],
-        })?;
-        let flags = FrameFlags::from_bits(self.buf[5]).ok_or(FrameError::UnknownFlags {
-            offset: self.offset,
-            value: self.buf[5],
-        })?;
-        if self.buf.len() < FRAME_HEADER_LEN + len {
-            self.buf.reserve(FRAME_HEADER_LEN + len - self.buf.len());
-            return Ok(None);
-        }
-        let mut header = self.buf.split_to(FRAME_HEADER_LEN);
-        header.advance(6);
-        let capture_us = header.get_u64();
-        let sequence = header.get_u64();
-        let payload = self.buf.split_to(len).freeze();
-        self.offset += (FRAME_HEADER_LEN + len) as u64;
-        Ok(Some(Frame {
-            channel,
-            flags,
-            capture_us,
-            sequence,
-            payload,
-        }))
+        self.core.next(parse_frame)
     }
 
     /// Declares end of stream: fails if a partial frame is buffered.
     pub fn finish(&self) -> Result<(), FrameError> {
-        if let Some(e) = &self.failed {
-            Err(e.clone())
-        } else if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(FrameError::Truncated {
-                offset: self.offset,
-                buffered: self.buf.len(),
-            })
-        }
+        self.core
+            .finish(|offset, buffered| FrameError::Truncated { offset, buffered })
     }
+}
+
+fn parse_frame(buf: &mut BytesMut, offset: u64) -> Result<Option<(Frame, usize)>, FrameError> {
+    let Some(len) = length_prefix(buf) else {
+        return Ok(None);
+    };
+    if len > MAX_PAYLOAD {
+        return Err(FrameError::TooLarge {
+            offset,
+            len,
+            max: MAX_PAYLOAD,
+        });
+    }
+    if buf.len() < 6 {
+        return Ok(None);
+    }
+    let channel = Channel::from_u8(buf[4]).ok_or(FrameError::UnknownChannel {
+        offset,
+        value: buf[4],
+    })?;
+    let flags = FrameFlags::from_bits(buf[5]).ok_or(FrameError::UnknownFlags {
+        offset,
+        value: buf[5],
+    })?;
+    if buf.len() < FRAME_HEADER_LEN + len {
+        buf.reserve(FRAME_HEADER_LEN + len - buf.len());
+        return Ok(None);
+    }
+    let mut header = buf.split_to(FRAME_HEADER_LEN);
+    header.advance(6);
+    let capture_us = header.get_u64();
+    let sequence = header.get_u64();
+    let payload = buf.split_to(len).freeze();
+    let frame = Frame {
+        channel,
+        flags,
+        capture_us,
+        sequence,
+        payload,
+    };
+    Ok(Some((frame, FRAME_HEADER_LEN + len)))
 }
 
 #[cfg(test)]

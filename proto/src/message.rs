@@ -19,7 +19,7 @@
 //! 0x08 CommandAck   id u32, result u8 (0 ok, 1 unsupported, 2 failed), detail str
 //! 0x09 PairRequest  version u16, role u8 (0 camera, 1 viewer, 2 relay), code str, name str
 //! 0x0A Paired       name str, server str
-//! 0x0B Stored       kind u8 (0 live, 1 backfill), id u64
+//! 0x0B Stored       kind u8 (0 live, 1 backfill, 2 aux batch), id u64
 //! 0x0C RelayHello   version u16, camera id [u8;32], CameraInfo   (relay ALPN: one forwarded camera)
 //! 0x0D UpdateOffer  hash [u8;32] (BLAKE3), size u64
 //! 0x0E UpdateReport hash [u8;32], phase u8 (crate::update::UpdatePhase), progress u64, detail str
@@ -37,7 +37,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::update::UpdatePhase;
-use crate::wire::{put_bytes16, put_string16, FieldError, Reader};
+use crate::wire::{length_prefix, put_bytes16, put_string16, FieldError, LengthPrefixed, Reader};
 
 /// Largest control message body (64 KiB). SPS/PPS and names fit many times over.
 pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
@@ -238,6 +238,14 @@ pub enum Stored {
     /// id) is durably recorded, or was already: the camera may forget it.
     Backfill {
         /// The record id.
+        id: u64,
+    },
+    /// Relay → upstream acknowledgement of a batch of recorded telemetry or
+    /// event rows (a telemetry/event stream whose group id is `id`): every
+    /// row of it is durably stored, or already was. Only a relay sends such
+    /// batches; a camera never receives this.
+    Aux {
+        /// The batch's stream group id.
         id: u64,
     },
 }
@@ -456,17 +464,7 @@ impl CameraInfo {
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, FieldError> {
         let name = r.string16("camera.name")?;
-        let codec_at = r.offset();
-        let codec = match r.u8("camera.codec")? {
-            1 => Codec::H264,
-            v => {
-                return Err(FieldError::UnknownValue {
-                    field: "camera.codec",
-                    offset: codec_at,
-                    value: v.into(),
-                })
-            }
-        };
+        let codec = r.u8_known("camera.codec", |v| (v == 1).then_some(Codec::H264))?;
         let mut info = CameraInfo {
             name,
             codec,
@@ -499,35 +497,15 @@ impl CameraInfo {
 
 impl AudioInfo {
     fn decode(r: &mut Reader<'_>) -> Result<Self, FieldError> {
-        let codec_at = r.offset();
-        let codec = match r.u8("camera.audio.codec")? {
-            1 => AudioCodec::Opus,
-            v => {
-                return Err(FieldError::UnknownValue {
-                    field: "camera.audio.codec",
-                    offset: codec_at,
-                    value: v.into(),
-                })
-            }
-        };
-        let rate_at = r.offset();
-        let sample_rate = r.u32("camera.audio.sample_rate")?;
-        if !(8_000..=48_000).contains(&sample_rate) {
-            return Err(FieldError::UnknownValue {
-                field: "camera.audio.sample_rate",
-                offset: rate_at,
-                value: sample_rate.into(),
-            });
-        }
-        let channels_at = r.offset();
-        let channels = r.u8("camera.audio.channels")?;
-        if !(1..=2).contains(&channels) {
-            return Err(FieldError::UnknownValue {
-                field: "camera.audio.channels",
-                offset: channels_at,
-                value: channels.into(),
-            });
-        }
+        let codec = r.u8_known("camera.audio.codec", |v| {
+            (v == 1).then_some(AudioCodec::Opus)
+        })?;
+        let sample_rate = r.u32_known("camera.audio.sample_rate", |v| {
+            (8_000..=48_000).contains(&v).then_some(v)
+        })?;
+        let channels = r.u8_known("camera.audio.channels", |v| {
+            (1..=2).contains(&v).then_some(v)
+        })?;
         Ok(AudioInfo {
             codec,
             sample_rate,
@@ -652,6 +630,10 @@ impl Message {
                     out.put_u8(1);
                     out.put_u64(*id);
                 }
+                Stored::Aux { id } => {
+                    out.put_u8(2);
+                    out.put_u64(*id);
+                }
             },
             Message::RelayHello {
                 version,
@@ -719,13 +701,7 @@ impl Message {
                 server: r.string16("server")?,
             },
             T_REJECT => {
-                let at = r.offset();
-                let raw = r.u16("code")?;
-                let code = RejectCode::from_u16(raw).ok_or(FieldError::UnknownValue {
-                    field: "code",
-                    offset: at,
-                    value: raw.into(),
-                })?;
+                let code = r.u16_known("code", RejectCode::from_u16)?;
                 Message::Reject {
                     code,
                     reason: r.string16("reason")?,
@@ -737,18 +713,11 @@ impl Message {
             },
             T_CAMERA_STATE => {
                 let camera = r.array("camera")?;
-                let at = r.offset();
-                let online = match r.u8("online")? {
-                    0 => false,
-                    1 => true,
-                    v => {
-                        return Err(FieldError::UnknownValue {
-                            field: "online",
-                            offset: at,
-                            value: v.into(),
-                        })
-                    }
-                };
+                let online = r.u8_known("online", |v| match v {
+                    0 => Some(false),
+                    1 => Some(true),
+                    _ => None,
+                })?;
                 Message::CameraState { camera, online }
             }
             T_COMMAND => {
@@ -790,19 +759,12 @@ impl Message {
             }
             T_COMMAND_ACK => {
                 let id = r.u32("id")?;
-                let at = r.offset();
-                let result = match r.u8("result")? {
-                    0 => CommandResult::Ok,
-                    1 => CommandResult::Unsupported,
-                    2 => CommandResult::Failed,
-                    v => {
-                        return Err(FieldError::UnknownValue {
-                            field: "result",
-                            offset: at,
-                            value: v.into(),
-                        })
-                    }
-                };
+                let result = r.u8_known("result", |v| match v {
+                    0 => Some(CommandResult::Ok),
+                    1 => Some(CommandResult::Unsupported),
+                    2 => Some(CommandResult::Failed),
+                    _ => None,
+                })?;
                 Message::CommandAck {
                     id,
                     result,
@@ -811,19 +773,12 @@ impl Message {
             }
             T_PAIR_REQUEST => {
                 let version = r.u16("version")?;
-                let at = r.offset();
-                let role = match r.u8("role")? {
-                    0 => Role::Camera,
-                    1 => Role::Viewer,
-                    2 => Role::Relay,
-                    v => {
-                        return Err(FieldError::UnknownValue {
-                            field: "role",
-                            offset: at,
-                            value: v.into(),
-                        })
-                    }
-                };
+                let role = r.u8_known("role", |v| match v {
+                    0 => Some(Role::Camera),
+                    1 => Some(Role::Viewer),
+                    2 => Some(Role::Relay),
+                    _ => None,
+                })?;
                 Message::PairRequest {
                     version,
                     role,
@@ -842,6 +797,9 @@ impl Message {
                         capture_us: r.u64("stored.id")?,
                     },
                     1 => Stored::Backfill {
+                        id: r.u64("stored.id")?,
+                    },
+                    2 => Stored::Aux {
                         id: r.u64("stored.id")?,
                     },
                     v => {
@@ -865,13 +823,7 @@ impl Message {
             },
             T_UPDATE_REPORT => {
                 let hash = r.array("update.hash")?;
-                let at = r.offset();
-                let raw = r.u8("update.phase")?;
-                let phase = UpdatePhase::from_u8(raw).ok_or(FieldError::UnknownValue {
-                    field: "update.phase",
-                    offset: at,
-                    value: raw.into(),
-                })?;
+                let phase = r.u8_known("update.phase", UpdatePhase::from_u8)?;
                 Message::UpdateReport {
                     hash,
                     phase,
@@ -904,9 +856,7 @@ fn known_kind(kind: u8) -> bool {
 /// [`crate::FrameDecoder`]: push bytes, pull messages until `Ok(None)`.
 #[derive(Debug, Default)]
 pub struct MessageDecoder {
-    buf: BytesMut,
-    offset: u64,
-    failed: Option<MessageError>,
+    core: LengthPrefixed<MessageError>,
 }
 
 impl MessageDecoder {
@@ -917,75 +867,57 @@ impl MessageDecoder {
 
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        self.core.push(data);
     }
 
     /// The next complete message, `Ok(None)` if more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message>, MessageError> {
-        if let Some(e) = &self.failed {
-            return Err(e.clone());
-        }
-        let result = self.parse();
-        if let Err(e) = &result {
-            self.failed = Some(e.clone());
-            self.buf = BytesMut::new();
-        }
-        result
-    }
-
-    fn parse(&mut self) -> Result<Option<Message>, MessageError> {
-        if self.buf.len() < 4 {
-            return Ok(None);
-        }
-        let offset = self.offset;
-        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        if len > MAX_MESSAGE_LEN {
-            return Err(MessageError::TooLarge {
-                offset,
-                len,
-                max: MAX_MESSAGE_LEN,
-            });
-        }
-        if len == 0 {
-            return Err(MessageError::Empty { offset });
-        }
-        let kind = self.buf[4.min(self.buf.len() - 1)];
-        if self.buf.len() >= 5 && !known_kind(kind) {
-            return Err(MessageError::UnknownType { offset, kind });
-        }
-        if self.buf.len() < 4 + len {
-            return Ok(None);
-        }
-        self.buf.advance(5);
-        let body = self.buf.split_to(len - 1);
-        self.offset += 4 + len as u64;
-        let msg = Message::decode_body(kind, &body).map_err(|source| MessageError::Field {
-            offset,
-            kind,
-            source,
-        })?;
-        match &msg {
-            Message::CameraHello { info, .. } | Message::StreamInfo { info, .. } => {
-                info.validate()?
-            }
-            _ => {}
-        }
-        Ok(Some(msg))
+        self.core.next(parse_message)
     }
 
     /// Declares end of stream: fails if a partial message is buffered.
     pub fn finish(&self) -> Result<(), MessageError> {
-        if let Some(e) = &self.failed {
-            Err(e.clone())
-        } else if self.buf.is_empty() {
-            Ok(())
-        } else {
-            Err(MessageError::Truncated {
-                offset: self.offset,
-                buffered: self.buf.len(),
-            })
-        }
+        self.core
+            .finish(|offset, buffered| MessageError::Truncated { offset, buffered })
     }
+}
+
+fn parse_message(
+    buf: &mut BytesMut,
+    offset: u64,
+) -> Result<Option<(Message, usize)>, MessageError> {
+    let Some(len) = length_prefix(buf) else {
+        return Ok(None);
+    };
+    if len > MAX_MESSAGE_LEN {
+        return Err(MessageError::TooLarge {
+            offset,
+            len,
+            max: MAX_MESSAGE_LEN,
+        });
+    }
+    if len == 0 {
+        return Err(MessageError::Empty { offset });
+    }
+    let kind = buf[4.min(buf.len() - 1)];
+    if buf.len() >= 5 && !known_kind(kind) {
+        return Err(MessageError::UnknownType { offset, kind });
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    buf.advance(5);
+    let body = buf.split_to(len - 1);
+    let msg = Message::decode_body(kind, &body).map_err(|source| MessageError::Field {
+        offset,
+        kind,
+        source,
+    })?;
+    match &msg {
+        Message::CameraHello { info, .. } | Message::StreamInfo { info, .. } => info.validate()?,
+        _ => {}
+    }
+    Ok(Some((msg, 4 + len)))
 }
 
 #[cfg(test)]
@@ -1321,8 +1253,12 @@ pub(crate) mod tests {
             Message::Stored(Stored::Backfill { id: 3 }),
             "0000000a0b010000000000000003",
         );
+        golden(
+            Message::Stored(Stored::Aux { id: 4 }),
+            "0000000a0b020000000000000004",
+        );
         assert!(matches!(
-            decode_one(&hex::decode("0000000a0b020000000000000003").expect("hex")),
+            decode_one(&hex::decode("0000000a0b030000000000000003").expect("hex")),
             Err(MessageError::Field {
                 source: FieldError::UnknownValue {
                     field: "stored.kind",
@@ -1487,6 +1423,7 @@ pub(crate) mod tests {
             }),
             any::<u64>().prop_map(|capture_us| Message::Stored(Stored::LiveThrough { capture_us })),
             any::<u64>().prop_map(|id| Message::Stored(Stored::Backfill { id })),
+            any::<u64>().prop_map(|id| Message::Stored(Stored::Aux { id })),
             (any::<u16>(), any::<[u8; 32]>(), arb_info()).prop_map(|(version, camera, info)| {
                 Message::RelayHello {
                     version,

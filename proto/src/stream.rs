@@ -8,13 +8,20 @@
 //!      2    8 group id, u64 BE: for video the GOP number (newer = larger);
 //!             for backfill the camera's backlog record id (the server
 //!             acknowledges it with `Message::Stored` once recorded);
-//!             0 for the long-lived audio/telemetry/event streams
+//!             0 for the long-lived audio/telemetry/event streams; on a
+//!             telemetry or event stream from a relay, a nonzero id marks a
+//!             batch of rows recorded at the origin, sent again after an
+//!             outage (frame sequence = the origin's row id; acknowledged
+//!             with `Stored::Aux`)
 //!     10    … frames (crate::frame), until FIN or reset
 //! ```
 //! A video stream carries exactly one group of pictures: its first frame is a
 //! keyframe and no other frame in it is, and its sequence numbers increase by
 //! exactly one (a gap inside a GOP would break decoding). A backfill stream
-//! (channel 4) follows the same rules: it is one GOP recorded while offline. On the long-lived
+//! (channel 4) follows the same rules: it is one GOP recorded while offline;
+//! after its video frames it may carry the audio packets captured during the
+//! GOP (frames on channel 1, audio, with strictly increasing sequence
+//! numbers of their own), and no video after them. On the long-lived
 //! audio, telemetry and event streams sequence numbers strictly increase; gaps
 //! there are frames a sender dropped for a slow receiver. A sender abandons an old group with a stream reset; the
 //! receiver treats a reset as "skip the rest of that group", not as an error.
@@ -33,7 +40,8 @@ const MAGIC: u8 = 0x4B;
 pub struct StreamHeader {
     /// What the stream carries.
     pub channel: Channel,
-    /// GOP number for video, backlog record id for backfill; 0 otherwise.
+    /// GOP number for video, backlog record id for backfill, a relay's
+    /// batch id for recorded telemetry/events sent again; 0 otherwise.
     pub group: u64,
 }
 
@@ -151,6 +159,8 @@ pub struct GroupReceiver {
     frames: FrameDecoder,
     received: u64,
     last_sequence: Option<u64>,
+    /// On a backfill stream: the last audio packet's sequence.
+    last_audio_sequence: Option<u64>,
 }
 
 impl GroupReceiver {
@@ -205,16 +215,50 @@ impl GroupReceiver {
         };
         self.check(&header, &frame)?;
         self.received += 1;
-        self.last_sequence = Some(frame.sequence);
+        if frame.channel == header.channel {
+            self.last_sequence = Some(frame.sequence);
+        } else {
+            self.last_audio_sequence = Some(frame.sequence);
+        }
         Ok(Some(StreamEvent::Frame(frame)))
     }
 
     fn check(&self, header: &StreamHeader, frame: &Frame) -> Result<(), StreamError> {
-        if frame.channel != header.channel {
+        let backfill_audio = header.channel == Channel::Backfill && frame.channel == Channel::Audio;
+        if frame.channel != header.channel && !backfill_audio {
             return Err(StreamError::ChannelMismatch {
                 expected: header.channel.name(),
                 found: frame.channel.name(),
                 sequence: frame.sequence,
+            });
+        }
+        if backfill_audio {
+            // The GOP's audio follows its video.
+            if self.received == 0 {
+                return Err(StreamError::BadGroup {
+                    group: header.group,
+                    index: 0,
+                    sequence: frame.sequence,
+                    problem: "is audio before the group's keyframe",
+                });
+            }
+            if let Some(previous) = self.last_audio_sequence {
+                if frame.sequence <= previous {
+                    return Err(StreamError::SequenceGap {
+                        channel: Channel::Audio.name(),
+                        previous,
+                        found: frame.sequence,
+                    });
+                }
+            }
+            return Ok(());
+        }
+        if self.last_audio_sequence.is_some() {
+            return Err(StreamError::BadGroup {
+                group: header.group,
+                index: self.received,
+                sequence: frame.sequence,
+                problem: "is video after the group's audio",
             });
         }
         if header.channel.is_video() {
@@ -290,6 +334,22 @@ mod tests {
         out.to_vec()
     }
 
+    /// The frames a receiver yields when fed `wire` in `split`-byte pieces,
+    /// and whether the stream then ended whole.
+    fn receive_in_pieces(wire: &[u8], split: usize) -> (Vec<Frame>, bool) {
+        let mut rx = GroupReceiver::new();
+        let mut got = Vec::new();
+        for chunk in wire.chunks(split) {
+            rx.push(chunk);
+            for e in drain(&mut rx).expect("valid") {
+                if let StreamEvent::Frame(f) = e {
+                    got.push(f);
+                }
+            }
+        }
+        (got, rx.finish().is_ok())
+    }
+
     fn drain(rx: &mut GroupReceiver) -> Result<Vec<StreamEvent>, StreamError> {
         let mut out = Vec::new();
         while let Some(e) = rx.poll()? {
@@ -335,6 +395,61 @@ mod tests {
         // Live frames on a backfill stream are refused.
         let mut rx = GroupReceiver::new();
         rx.push(&stream(h, &[video(5, true)]));
+        assert!(matches!(
+            drain(&mut rx),
+            Err(StreamError::ChannelMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_backfilled_gop_carries_its_audio_after_its_video() {
+        let h = StreamHeader {
+            channel: Channel::Backfill,
+            group: 7,
+        };
+        let backfill = |seq: u64, key: bool| Frame {
+            channel: Channel::Backfill,
+            ..video(seq, key)
+        };
+        let audio = |seq: u64| Frame {
+            channel: Channel::Audio,
+            flags: FrameFlags::empty(),
+            capture_us: seq * 20_000,
+            sequence: seq,
+            payload: Bytes::from_static(&[0xf8, 1, 2]),
+        };
+        let run = |frames: &[Frame]| {
+            let mut rx = GroupReceiver::new();
+            rx.push(&stream(h, frames));
+            drain(&mut rx)
+        };
+        // Audio sequences are their own and may skip (dropped packets).
+        let ok = run(&[
+            backfill(5, true),
+            backfill(6, false),
+            audio(900),
+            audio(902),
+        ]);
+        assert_eq!(ok.expect("valid").len(), 5);
+        assert!(matches!(
+            run(&[audio(900), backfill(5, true)]),
+            Err(StreamError::BadGroup { index: 0, .. })
+        ));
+        assert!(matches!(
+            run(&[backfill(5, true), audio(900), backfill(6, false)]),
+            Err(StreamError::BadGroup { index: 2, .. })
+        ));
+        assert!(matches!(
+            run(&[backfill(5, true), audio(900), audio(900)]),
+            Err(StreamError::SequenceGap { .. })
+        ));
+        // Only a backfill stream carries audio inside a group.
+        let live = StreamHeader {
+            channel: Channel::Video,
+            group: 7,
+        };
+        let mut rx = GroupReceiver::new();
+        rx.push(&stream(live, &[video(5, true), audio(900)]));
         assert!(matches!(
             drain(&mut rx),
             Err(StreamError::ChannelMismatch { .. })
@@ -465,15 +580,29 @@ mod tests {
             let h = StreamHeader { channel: Channel::Video, group: start };
             let frames: Vec<Frame> = (0..len as u64).map(|i| video(start + i, i == 0)).collect();
             let wire = stream(h, &frames);
-            let mut rx = GroupReceiver::new();
-            let mut got = Vec::new();
-            for chunk in wire.chunks(split) {
-                rx.push(chunk);
-                while let Some(e) = rx.poll().expect("valid") {
-                    if let StreamEvent::Frame(f) = e { got.push(f) }
-                }
-            }
-            prop_assert!(rx.finish().is_ok());
+            let (got, whole) = receive_in_pieces(&wire, split);
+            prop_assert!(whole);
+            prop_assert_eq!(got, frames);
+        }
+
+        #[test]
+        fn backfilled_groups_with_audio_round_trip(start in 0u64..1_000_000, len in 1usize..20,
+                                                   audio in proptest::collection::btree_set(0u64..10_000, 0..30),
+                                                   split in 1usize..64) {
+            let h = StreamHeader { channel: Channel::Backfill, group: 9 };
+            let mut frames: Vec<Frame> = (0..len as u64)
+                .map(|i| Frame { channel: Channel::Backfill, ..video(start + i, i == 0) })
+                .collect();
+            frames.extend(audio.into_iter().map(|seq| Frame {
+                channel: Channel::Audio,
+                flags: FrameFlags::empty(),
+                capture_us: seq * 20_000,
+                sequence: seq,
+                payload: Bytes::from(vec![0xf8; 3]),
+            }));
+            let wire = stream(h, &frames);
+            let (got, whole) = receive_in_pieces(&wire, split);
+            prop_assert!(whole);
             prop_assert_eq!(got, frames);
         }
     }

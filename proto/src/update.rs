@@ -60,14 +60,7 @@ impl BundleHeader {
     /// Decodes the first [`BUNDLE_HEADER_LEN`] bytes of a stream.
     pub fn decode(bytes: &[u8; BUNDLE_HEADER_LEN]) -> Result<Self, FieldError> {
         let mut r = Reader::new(bytes);
-        let magic = r.u8("bundle.magic")?;
-        if magic != BUNDLE_MAGIC {
-            return Err(FieldError::UnknownValue {
-                field: "bundle.magic",
-                offset: 0,
-                value: magic.into(),
-            });
-        }
+        r.u8_known("bundle.magic", |v| (v == BUNDLE_MAGIC).then_some(()))?;
         let hash = r.array("bundle.hash")?;
         let offset = r.u64("bundle.offset")?;
         r.finish()?;

@@ -115,6 +115,51 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(a))
     }
 
+    /// Reads a field with `read` and keeps it only if `known` maps it to a
+    /// value: anything else is [`FieldError::UnknownValue`] at the field's
+    /// offset. The one place an enum tag or a range is checked.
+    fn known<R: Copy + Into<u64>, T>(
+        &mut self,
+        field: &'static str,
+        read: fn(&mut Self, &'static str) -> Result<R, FieldError>,
+        known: impl FnOnce(R) -> Option<T>,
+    ) -> Result<T, FieldError> {
+        let offset = self.pos;
+        let raw = read(self, field)?;
+        known(raw).ok_or(FieldError::UnknownValue {
+            field,
+            offset,
+            value: raw.into(),
+        })
+    }
+
+    /// Reads a `u8` that `known` accepts (an enum tag, a range).
+    pub fn u8_known<T>(
+        &mut self,
+        field: &'static str,
+        known: impl FnOnce(u8) -> Option<T>,
+    ) -> Result<T, FieldError> {
+        self.known(field, Self::u8, known)
+    }
+
+    /// Reads a big-endian `u16` that `known` accepts.
+    pub fn u16_known<T>(
+        &mut self,
+        field: &'static str,
+        known: impl FnOnce(u16) -> Option<T>,
+    ) -> Result<T, FieldError> {
+        self.known(field, Self::u16, known)
+    }
+
+    /// Reads a big-endian `u32` that `known` accepts.
+    pub fn u32_known<T>(
+        &mut self,
+        field: &'static str,
+        known: impl FnOnce(u32) -> Option<T>,
+    ) -> Result<T, FieldError> {
+        self.known(field, Self::u32, known)
+    }
+
     /// Reads a fixed-size array.
     pub fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], FieldError> {
         let b = self.take(field, N)?;
@@ -170,4 +215,78 @@ pub(crate) fn put_string16(out: &mut BytesMut, s: &str) {
         end -= 1;
     }
     put_bytes16(out, &s.as_bytes()[..end]);
+}
+
+/// The core every length-prefixed stream decoder shares ([`crate::FrameDecoder`],
+/// [`crate::MessageDecoder`]): the read buffer, the stream offset of its
+/// first byte, the `u32` length prefix, poisoning after an error (the rest
+/// of the stream is garbage: the buffer is freed and the error returned
+/// again on every call) and the end-of-stream check.
+///
+/// A decoder supplies only its `parse` step, which sees the buffer and its
+/// stream offset and returns the item and the bytes it consumed, or
+/// `Ok(None)` while more bytes are needed.
+#[derive(Debug)]
+pub(crate) struct LengthPrefixed<E> {
+    buf: BytesMut,
+    offset: u64,
+    failed: Option<E>,
+}
+
+impl<E> Default for LengthPrefixed<E> {
+    fn default() -> Self {
+        Self {
+            buf: BytesMut::new(),
+            offset: 0,
+            failed: None,
+        }
+    }
+}
+
+impl<E: Clone> LengthPrefixed<E> {
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Runs one `parse` step on the buffer; an error poisons the decoder.
+    pub(crate) fn next<T>(
+        &mut self,
+        parse: impl FnOnce(&mut BytesMut, u64) -> Result<Option<(T, usize)>, E>,
+    ) -> Result<Option<T>, E> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        match parse(&mut self.buf, self.offset) {
+            Ok(Some((item, consumed))) => {
+                self.offset += consumed as u64;
+                Ok(Some(item))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.failed = Some(e.clone());
+                self.buf = BytesMut::new();
+                Err(e)
+            }
+        }
+    }
+
+    /// Fails if the decoder is poisoned or a partial item is buffered
+    /// (`truncated` of the offset and the bytes buffered).
+    pub(crate) fn finish(&self, truncated: impl FnOnce(u64, usize) -> E) -> Result<(), E> {
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None if self.buf.is_empty() => Ok(()),
+            None => Err(truncated(self.offset, self.buf.len())),
+        }
+    }
+}
+
+/// The big-endian `u32` length prefix at the start of `buf`, once all four bytes are there.
+pub(crate) fn length_prefix(buf: &[u8]) -> Option<usize> {
+    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(prefix) as usize)
 }

@@ -897,6 +897,7 @@ async fn watch_live(
         client,
         ViewOptions {
             output: args.output.clone(),
+            audio_output: args.audio_output.clone(),
             duration: args.duration.map(Duration::from_secs_f64),
             frames: args.frames,
             stats_every: Duration::from_secs_f64(args.stats_every.max(0.1)),

@@ -52,10 +52,24 @@ pub const MEDIA_QUEUE: usize = 128;
 /// three in flight).
 pub const MAX_BACKFILL_STREAMS: usize = 8;
 
+/// Audio packets one backfilled GOP may carry (2 minutes of 20 ms packets:
+/// the span of the longest GOP the hub accepts).
+pub const MAX_BACKFILL_AUDIO: usize = 6000;
+
+/// One backfill stream being collected.
+#[derive(Debug, Default)]
+struct Collecting {
+    /// Video frames, then the GOP's audio packets.
+    frames: Vec<Arc<Frame>>,
+    video: usize,
+    audio: usize,
+    bytes: usize,
+}
+
 /// Backfilled GOPs being received, by backlog record id.
 #[derive(Debug, Default)]
 pub struct Backfills {
-    open: HashMap<u64, (Vec<Arc<Frame>>, usize)>,
+    open: HashMap<u64, Collecting>,
     /// Streams allowed at once (0: [`MAX_BACKFILL_STREAMS`]).
     limit: usize,
 }
@@ -80,33 +94,39 @@ impl Backfills {
         if self.open.len() >= limit {
             return Err(format!("more than {limit} backfill streams at once"));
         }
-        self.open.insert(h.group, (Vec::new(), 0));
+        self.open.insert(h.group, Collecting::default());
         Ok(())
     }
 
-    /// A frame of backfill stream `h`.
+    /// A frame of backfill stream `h`: video, or (after it, validated by
+    /// the stream's receiver) an audio packet of the GOP's span.
     pub fn frame(&mut self, h: StreamHeader, f: Frame) -> Result<(), String> {
-        let Some((frames, bytes)) = self.open.get_mut(&h.group) else {
+        let Some(c) = self.open.get_mut(&h.group) else {
             return Ok(());
         };
-        *bytes += f.payload.len();
-        if frames.len() >= MAX_GROUP_FRAMES || *bytes > MAX_GROUP_BYTES {
+        c.bytes += f.payload.len();
+        if f.channel == Channel::Audio {
+            c.audio += 1;
+        } else {
+            c.video += 1;
+        }
+        if c.video > MAX_GROUP_FRAMES || c.audio > MAX_BACKFILL_AUDIO || c.bytes > MAX_GROUP_BYTES {
             return Err(format!(
-                "backfilled GOP {} exceeds {MAX_GROUP_FRAMES} frames or {MAX_GROUP_BYTES} bytes",
+                "backfilled GOP {} exceeds {MAX_GROUP_FRAMES} frames, {MAX_BACKFILL_AUDIO} audio packets or {MAX_GROUP_BYTES} bytes",
                 h.group
             ));
         }
-        frames.push(Arc::new(f));
+        c.frames.push(Arc::new(f));
         Ok(())
     }
 
-    /// Stream `h` ended: the whole GOP if it finished normally (a reset or
-    /// lost one is sent again by the camera).
+    /// Stream `h` ended: the whole GOP (video, then its audio) if it
+    /// finished normally (a reset or lost one is sent again by the camera).
     pub fn end(&mut self, h: StreamHeader, complete: bool) -> Option<Group> {
-        let (frames, _) = self.open.remove(&h.group)?;
-        (complete && !frames.is_empty()).then_some(Group {
+        let c = self.open.remove(&h.group)?;
+        (complete && c.video > 0).then_some(Group {
             id: h.group,
-            frames,
+            frames: c.frames,
             truncated: false,
         })
     }
@@ -335,4 +355,61 @@ pub async fn run(
     }
     drop(publisher);
     drop(guard);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use kodama_proto::FrameFlags;
+
+    fn frame(channel: Channel, sequence: u64, key: bool) -> Frame {
+        Frame {
+            channel,
+            flags: if key {
+                FrameFlags::KEYFRAME
+            } else {
+                FrameFlags::empty()
+            },
+            capture_us: sequence * 1000,
+            sequence,
+            payload: Bytes::from_static(&[1, 2, 3]),
+        }
+    }
+
+    #[test]
+    fn a_backfilled_gop_is_collected_with_its_audio_and_bounded() {
+        let h = StreamHeader {
+            channel: Channel::Backfill,
+            group: 4,
+        };
+        let mut b = Backfills::default();
+        b.start(h).expect("starts");
+        b.frame(h, frame(Channel::Backfill, 10, true))
+            .expect("video");
+        b.frame(h, frame(Channel::Backfill, 11, false))
+            .expect("video");
+        for s in 0..MAX_BACKFILL_AUDIO as u64 {
+            b.frame(h, frame(Channel::Audio, s, false)).expect("audio");
+        }
+        let g = b.end(h, true).expect("whole GOP");
+        assert_eq!(g.frames.len(), 2 + MAX_BACKFILL_AUDIO);
+        assert_eq!(g.frames[0].channel, Channel::Backfill);
+        assert_eq!(g.frames[2].channel, Channel::Audio);
+
+        // One audio packet more than a GOP may carry is refused.
+        b.start(h).expect("starts");
+        b.frame(h, frame(Channel::Backfill, 10, true))
+            .expect("video");
+        for s in 0..MAX_BACKFILL_AUDIO as u64 {
+            b.frame(h, frame(Channel::Audio, s, false)).expect("audio");
+        }
+        assert!(b.frame(h, frame(Channel::Audio, 99_999, false)).is_err());
+        // Audio alone is no GOP.
+        let lone = StreamHeader { group: 5, ..h };
+        b.start(lone).expect("starts");
+        b.frame(lone, frame(Channel::Audio, 1, false))
+            .expect("held");
+        assert!(b.end(lone, true).is_none());
+    }
 }

@@ -314,6 +314,10 @@ pub struct ViewArgs {
     /// Write the H.264 elementary stream (live) or MP4 (recorded) to this file (`-` for stdout).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Write the camera's live audio as Ogg Opus to this file (`-` for
+    /// stdout). A recorded range's MP4 (`--from`) already carries the audio.
+    #[arg(long, conflicts_with = "from")]
+    pub audio_output: Option<PathBuf>,
     /// Stop after this many seconds.
     #[arg(long)]
     pub duration: Option<f64>,

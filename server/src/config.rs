@@ -5,35 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// Why the configuration is unusable.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, unknown key or wrong type (the message names the key).
-    #[error("config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said.
-        message: String,
-    },
-    /// A value is out of range.
-    #[error("{field}: {message}")]
-    Invalid {
-        /// Dotted path of the field.
-        field: String,
-        /// Why.
-        message: String,
-    },
-}
+pub use kodama_net::config::ConfigError;
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize)]
@@ -80,14 +52,7 @@ pub struct Config {
 impl Config {
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+        kodama_net::config::load(path, |text| toml::from_str(text))
     }
 
     /// Checks every value, naming the first bad field.

@@ -61,13 +61,28 @@ pub enum FeedEvent {
     },
     /// A GOP the camera kept while it could not reach the server, uploaded
     /// later (store-and-forward). Its frames are on [`kodama_proto::Channel::Backfill`]
-    /// with their original capture times; `group.id` is the camera's backlog
-    /// record id, which the recorder acknowledges once the GOP is durable.
+    /// with their original capture times, followed by the audio packets
+    /// captured during it ([`kodama_proto::Channel::Audio`], if the camera
+    /// has a microphone); `group.id` is the camera's backlog record id,
+    /// which the recorder acknowledges once the GOP is durable.
     Backfill {
         /// The camera.
         camera: EndpointId,
         /// The GOP.
         group: Arc<Group>,
+    },
+    /// Telemetry and event rows a relaying server recorded and sends again
+    /// after an outage (frames on [`kodama_proto::Channel::Telemetry`] or
+    /// [`kodama_proto::Channel::Event`], capture times the camera's). The
+    /// recorder stores each row once (by camera, capture time and document)
+    /// and acknowledges `Stored::Aux { id }` when they are durable.
+    AuxBatch {
+        /// The camera.
+        camera: EndpointId,
+        /// The relay's batch id.
+        id: u64,
+        /// The rows, oldest first.
+        frames: Arc<Vec<Frame>>,
     },
     /// The camera's connection ended.
     CameraOffline {

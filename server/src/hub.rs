@@ -326,6 +326,26 @@ impl Hub {
         all
     }
 
+    /// Hands a relay's batch of recorded telemetry and event rows to the
+    /// consumers; `false` if one of them had no room (the batch is not
+    /// acknowledged and the relay sends it again later).
+    pub fn aux_batch(&self, camera: EndpointId, id: u64, frames: Arc<Vec<Frame>>) -> bool {
+        let mut all = true;
+        for f in &self.feeds {
+            if f.tx
+                .try_send(FeedEvent::AuxBatch {
+                    camera,
+                    id,
+                    frames: frames.clone(),
+                })
+                .is_err()
+            {
+                all = false;
+            }
+        }
+        all
+    }
+
     fn offer(&self, event: FeedEvent) {
         for f in &self.feeds {
             f.offer(event.clone());

@@ -1,24 +1,14 @@
 //! `kodama-server`: the recording server's entry point.
 
 use clap::Parser;
+use kodama_net::process::{init_logging, shutdown_signal};
 use kodama_server::app;
 use kodama_server::cli::{Cli, ServerCommand, TokenAction};
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,iroh=warn,noq=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .finish()
-        // Recent events for `kodama-server top` (GET /api/v1/overview).
-        .with(kodama_server::metrics::recent::RecentLayer)
-        .init();
+    // Recent events for `kodama-server top` (GET /api/v1/overview).
+    init_logging(Some(Box::new(kodama_server::metrics::recent::RecentLayer)));
     let cli = Cli::parse();
     let config = cli.common.resolve()?;
     let runtime = tokio::runtime::Runtime::new()?;
@@ -45,19 +35,4 @@ fn main() -> anyhow::Result<()> {
             } => app::rotate_token(&config),
         }
     })
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

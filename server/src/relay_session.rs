@@ -16,6 +16,14 @@
 //! (the relay superseded it, so only part of it arrived): the relay then
 //! sends the whole GOP again as backfill.
 //!
+//! Telemetry and events arrive twice from a recording relay: live (group
+//! 0, for viewers and the recorder) and in batches read from the relay's
+//! index (a telemetry/event stream with a nonzero group id, [`AuxBatches`]),
+//! which the recorder stores once each and acknowledges with
+//! `Stored::Aux`, so what happened while the link was down arrives too.
+//! Both are this session's camera: a relay can only add rows to a camera it
+//! may carry.
+//!
 //! Channels: as the camera session (a bounded `mpsc` of media, the
 //! recorder's acknowledgement route).
 
@@ -33,6 +41,8 @@ use crate::allowlist::{Allowlist, PeerRole};
 use crate::camera_session::{Backfills, SessionContext, MEDIA_QUEUE};
 use crate::hello;
 use crate::hub::{Hub, Publisher};
+use crate::recorder::MAX_AUX_BYTES;
+use crate::upstream::aux::{BATCH_BYTES, BATCH_ROWS};
 
 /// How often a session checks that its relay may still carry the camera.
 const CARRY_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -40,6 +50,51 @@ const CARRY_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Live GOPs whose outcome (complete or reset) is remembered for filtering
 /// the recorder's acknowledgements.
 const LIVE_OUTCOMES: usize = 64;
+
+/// Batches of recorded telemetry/event rows a relay may have open at once.
+const MAX_AUX_BATCHES: usize = 8;
+
+/// Telemetry/event batch streams being received, by group id.
+#[derive(Debug, Default)]
+struct AuxBatches {
+    open: HashMap<u64, (Vec<Frame>, usize)>,
+}
+
+impl AuxBatches {
+    /// A batch stream began.
+    fn start(&mut self, group: u64) -> Result<(), String> {
+        if self.open.len() >= MAX_AUX_BATCHES {
+            return Err(format!(
+                "more than {MAX_AUX_BATCHES} telemetry/event batches at once"
+            ));
+        }
+        self.open.insert(group, (Vec::new(), 0));
+        Ok(())
+    }
+
+    /// A row of batch `group`.
+    fn frame(&mut self, group: u64, f: Frame) -> Result<(), String> {
+        let Some((frames, bytes)) = self.open.get_mut(&group) else {
+            return Ok(());
+        };
+        *bytes += f.payload.len();
+        if frames.len() >= BATCH_ROWS || *bytes > BATCH_BYTES + MAX_AUX_BYTES {
+            return Err(format!(
+                "telemetry/event batch {group} exceeds {BATCH_ROWS} rows or {} bytes",
+                BATCH_BYTES + MAX_AUX_BYTES
+            ));
+        }
+        frames.push(f);
+        Ok(())
+    }
+
+    /// Batch `group` ended: its rows if the stream finished normally (a
+    /// reset or lost one is sent again by the relay).
+    fn end(&mut self, group: u64, complete: bool) -> Option<Vec<Frame>> {
+        let (frames, _) = self.open.remove(&group)?;
+        (complete && !frames.is_empty()).then_some(frames)
+    }
+}
 
 /// Whether each recent live GOP (by keyframe capture time) arrived whole.
 #[derive(Debug, Default)]
@@ -142,6 +197,7 @@ pub async fn run(
     let mut backfills = Backfills::with_limit(kodama_net::endpoint::MAX_UNI_STREAMS as usize);
     let mut publisher: Option<Publisher> = None;
     let mut outcomes = LiveOutcomes::default();
+    let mut batches = AuxBatches::default();
     let session = cancel.child_token();
     let (tx, mut rx) = mpsc::channel(MEDIA_QUEUE);
     let receiver = tokio::spawn(receive_media(conn.clone(), tx, session.clone()));
@@ -186,7 +242,19 @@ pub async fn run(
                         break Some(why);
                     }
                 }
+                Some(Received::Started(h)) if is_aux_batch(h) => {
+                    if let Err(why) = batches.start(h.group) {
+                        conn.close(codes::OVER_LIMIT, why.as_bytes());
+                        break Some(why);
+                    }
+                }
                 Some(Received::Started(_)) => {}
+                Some(Received::Frame(h, f)) if is_aux_batch(h) => {
+                    if let Err(why) = batches.frame(h.group, f) {
+                        conn.close(codes::OVER_LIMIT, why.as_bytes());
+                        break Some(why);
+                    }
+                }
                 Some(Received::Frame(h, f)) if h.channel == Channel::Backfill => {
                     if let Err(why) = backfills.frame(h, f) {
                         conn.close(codes::OVER_LIMIT, why.as_bytes());
@@ -215,6 +283,12 @@ pub async fn run(
                         if let Some(p) = &mut publisher {
                             p.end_group(header.group, complete);
                         }
+                    } else if is_aux_batch(header) {
+                        if let Some(rows) = batches.end(header.group, complete) {
+                            if !hub.aux_batch(camera, header.group, Arc::new(rows)) {
+                                tracing::debug!(%camera, id = header.group, "a consumer is busy; the relay will send this telemetry/event batch again");
+                            }
+                        }
                     } else if header.channel == Channel::Backfill {
                         if let Some(group) = backfills.end(header, complete) {
                             let id = group.id;
@@ -229,7 +303,7 @@ pub async fn run(
             Some(stored) = acks.recv() => {
                 let forward = match stored {
                     Stored::LiveThrough { capture_us } => outcomes.whole(capture_us),
-                    Stored::Backfill { .. } => true,
+                    Stored::Backfill { .. } | Stored::Aux { .. } => true,
                 };
                 if forward {
                     if let Err(e) = ctl_tx.send(&Message::Stored(stored)).await {
@@ -272,9 +346,41 @@ pub async fn run(
     drop(guard);
 }
 
+/// Whether stream `h` is a relay's batch of recorded telemetry or events
+/// (the live telemetry/event streams have group 0).
+fn is_aux_batch(h: kodama_proto::StreamHeader) -> bool {
+    matches!(h.channel, Channel::Telemetry | Channel::Event) && h.group != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aux_batches_are_bounded_and_only_whole_ones_count() {
+        let row = |n: u64, len: usize| Frame {
+            channel: Channel::Event,
+            flags: Default::default(),
+            capture_us: n,
+            sequence: n,
+            payload: bytes::Bytes::from(vec![b'1'; len]),
+        };
+        let mut b = AuxBatches::default();
+        b.start(7).expect("start");
+        b.frame(7, row(1, 10)).expect("row");
+        b.frame(7, row(2, 10)).expect("row");
+        assert_eq!(b.end(7, true).map(|r| r.len()), Some(2));
+        b.start(8).expect("start");
+        b.frame(8, row(1, 10)).expect("row");
+        assert_eq!(b.end(8, false), None, "a reset batch is sent again");
+        b.start(9).expect("start");
+        let too_many = (0..=BATCH_ROWS as u64).try_for_each(|n| b.frame(9, row(n + 1, 1)));
+        assert!(too_many.is_err(), "at most {BATCH_ROWS} rows");
+        for g in 100..100 + MAX_AUX_BATCHES as u64 {
+            let _ = b.start(g);
+        }
+        assert!(b.start(1000).is_err(), "at most {MAX_AUX_BATCHES} open");
+    }
 
     #[test]
     fn only_whole_live_gops_are_acknowledged_to_the_relay() {

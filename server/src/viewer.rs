@@ -1,6 +1,7 @@
 //! The terminal viewer (`kodama-server view`): watches one camera, prints
 //! per-channel statistics, and can write the H.264 elementary stream to a
-//! file or stdout (`kodama-server view --output - | ffplay -`).
+//! file or stdout (`kodama-server view --output - | ffplay -`) and the
+//! camera's audio as Ogg Opus (`--audio-output`, [`kodama_media::opus`]).
 //!
 //! [`ViewerClient`] is also the library face of a viewer for tests and the
 //! benchmark.
@@ -8,7 +9,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use kodama_media::opus::{OggOpusError, OggOpusWriter, OpusHead};
 use kodama_net::control::{ControlReader, ControlStream, ControlWriter};
+use kodama_net::error::HelloError;
+use kodama_net::link::{self, LinkProfile};
 use kodama_net::media_recv::{receive_media, Received};
 use kodama_net::{codes, Connection, Endpoint, EndpointAddr};
 use kodama_proto::{
@@ -114,23 +118,24 @@ impl ViewerClient {
             CameraSelector::Id(id) => id.iter().map(|b| format!("{b:02x}")).collect(),
             CameraSelector::FirstOnline => "(first online)".into(),
         };
-        let conn = endpoint
-            .connect(server, ALPN_VIEWER)
+        // Live keep-alives, so a server that dies without closing (kill -9,
+        // power loss, a black-holed path) is noticed within about a second
+        // (the watchdog below), not after QUIC's idle timeout.
+        let conn = link::connect(endpoint, server, ALPN_VIEWER, LinkProfile::Live)
             .await
             .map_err(|e| ViewerError::Connect(e.to_string()))?;
-        let mut handshake = ClientHandshake::viewer(selector);
-        let mut control = ControlStream::open(&conn).await?;
-        control.send(handshake.hello()).await?;
-        let reply = match control.recv_timeout(Duration::from_secs(10)).await {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(match conn.close_reason() {
-                    Some(r) => ViewerError::Connect(r.to_string()),
-                    None => e.into(),
-                })
-            }
-        };
-        handshake.handle(reply)?;
+        let (mut control, _server) = ControlStream::hello(
+            &conn,
+            ClientHandshake::viewer(selector),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| match e {
+            HelloError::Handshake(e) => ViewerError::Handshake(e),
+            HelloError::Closed(reason) => ViewerError::Connect(reason),
+            HelloError::Stream(e) | HelloError::NoAnswer(e) => ViewerError::Control(e),
+            other => ViewerError::Connect(other.to_string()),
+        })?;
         let (camera, info) = match control.recv_timeout(Duration::from_secs(10)).await? {
             Message::StreamInfo { camera, info } => (camera, info),
             Message::CameraState { online: false, .. } => {
@@ -165,6 +170,20 @@ impl ViewerClient {
                 if let Err(e) = receive_media(conn.clone(), tx, cancel).await {
                     tracing::error!("server sent invalid media: {e}");
                     conn.close(codes::PROTOCOL_VIOLATION, e.to_string().as_bytes());
+                }
+            }
+        });
+        tokio::spawn({
+            let conn = conn.clone();
+            let cancel = cancel.clone();
+            async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = conn.closed() => {}
+                    quiet = link::until_silent(&conn, link::SILENCE) => {
+                        tracing::warn!("nothing from the server for {quiet:?}: it is gone or unreachable");
+                        conn.close(codes::NORMAL, b"server silent");
+                    }
                 }
             }
         });
@@ -216,12 +235,23 @@ impl ViewerClient {
 pub struct ViewOptions {
     /// Write the H.264 elementary stream here (`-` for stdout).
     pub output: Option<std::path::PathBuf>,
+    /// Write the camera's audio here as Ogg Opus (`-` for stdout).
+    pub audio_output: Option<std::path::PathBuf>,
     /// Stop after this long.
     pub duration: Option<Duration>,
     /// Stop after this many video frames.
     pub frames: Option<u64>,
     /// Print statistics this often.
     pub stats_every: Duration,
+}
+
+/// Opens an output file, `-` being stdout.
+fn open_output(path: &std::path::Path) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(if path.as_os_str() == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout()))
+    } else {
+        Box::new(std::io::BufWriter::new(std::fs::File::create(path)?))
+    })
 }
 
 /// Runs the terminal viewer until done (`duration`, `frames`) or cancelled;
@@ -232,13 +262,30 @@ pub async fn watch(
     opts: ViewOptions,
     cancel: CancellationToken,
 ) -> anyhow::Result<u64> {
-    let mut out: Option<Box<dyn Write + Send>> = match &opts.output {
-        Some(p) if p.as_os_str() == "-" => {
-            Some(Box::new(std::io::BufWriter::new(std::io::stdout())))
-        }
-        Some(p) => Some(Box::new(std::io::BufWriter::new(std::fs::File::create(p)?))),
+    let stdout_twice =
+        |p: &Option<std::path::PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str() == "-");
+    if stdout_twice(&opts.output) && stdout_twice(&opts.audio_output) {
+        anyhow::bail!("--output and --audio-output cannot both be stdout (-)");
+    }
+    let mut audio_out = match &opts.audio_output {
         None => None,
+        Some(path) => {
+            let Some(audio) = client.info.audio else {
+                client.close();
+                anyhow::bail!(
+                    "camera {} has no microphone: it sends no audio for --audio-output",
+                    client.info.name
+                );
+            };
+            let head = OpusHead {
+                channels: audio.channels,
+                pre_skip: audio.pre_skip,
+                input_sample_rate: audio.sample_rate,
+            };
+            Some(OggOpusWriter::new(open_output(path)?, head)?)
+        }
     };
+    let mut out = opts.output.as_deref().map(open_output).transpose()?;
     eprintln!(
         "watching {} ({}x{} @ {} fps, {} kbit/s)",
         client.info.name,
@@ -271,6 +318,16 @@ pub async fn watch(
                     if opts.frames.is_some_and(|n| written >= n) {
                         break;
                     }
+                } else if frame.channel == Channel::Audio {
+                    if let Some(w) = audio_out.as_mut() {
+                        match w.push(frame.capture_us, &frame.payload) {
+                            Err(OggOpusError::Io(e)) => return Err(e.into()),
+                            Err(e) => {
+                                tracing::warn!("audio packet {} skipped: {e}", frame.sequence)
+                            }
+                            Ok(()) => {}
+                        }
+                    }
                 } else if frame.channel == Channel::Telemetry {
                     telemetry = Some(summarise_telemetry(&frame));
                 } else if frame.channel == Channel::Event {
@@ -300,6 +357,15 @@ pub async fn watch(
     }
     if let Some(mut w) = out {
         w.flush()?;
+    }
+    if let Some(w) = audio_out {
+        let (packets, filled, seconds) = (
+            w.packets(),
+            w.filled(),
+            w.duration_samples() as f64 / 48_000.0,
+        );
+        w.finish()?;
+        eprintln!("{packets} audio packets ({seconds:.2} s, {filled} lost packets concealed) written as Ogg Opus");
     }
     print_stats(&mut stats, telemetry.as_deref(), last_print.elapsed());
     eprintln!(

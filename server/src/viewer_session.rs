@@ -11,12 +11,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kodama_net::control::ControlReader;
+use kodama_net::error::ControlError;
 use kodama_net::media_send::{MediaSender, SendStats};
 use kodama_net::{codes, Connection};
 use kodama_proto::handshake::Hello;
 use kodama_proto::{CameraSelector, Frame, Message, RejectCode, Role};
 use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 
 use crate::allowlist::PeerRole;
 use crate::camera_session::SessionContext;
@@ -44,6 +47,64 @@ fn send_arrived(current: &mut Option<(Arc<LiveGroup>, usize)>, media: &mut Media
             *next += 1;
         }
     }
+}
+
+/// Waits for the next change of a watched value, handing the receiver back
+/// (owned, so the wait can live across loop turns); `false` once the sender
+/// is gone.
+async fn next_change<T>(mut rx: watch::Receiver<T>) -> (watch::Receiver<T>, bool) {
+    let ok = rx.changed().await.is_ok();
+    (rx, ok)
+}
+
+/// Waits for the camera's next aux frame (audio, telemetry, events).
+async fn next_aux(
+    mut rx: broadcast::Receiver<Arc<Frame>>,
+) -> (
+    broadcast::Receiver<Arc<Frame>>,
+    Result<Arc<Frame>, RecvError>,
+) {
+    let r = rx.recv().await;
+    (rx, r)
+}
+
+/// Waits for the viewer's next control message.
+async fn next_control(mut rx: ControlReader) -> (ControlReader, Result<Message, ControlError>) {
+    let r = rx.recv().await;
+    (rx, r)
+}
+
+/// Waits for the current group's next frame; never resolves without a
+/// group or once the group can grow no more (its sender is gone), so only a
+/// newer group moves on.
+async fn next_frame(rx: Option<watch::Receiver<usize>>) -> watch::Receiver<usize> {
+    if let Some(mut rx) = rx {
+        if rx.changed().await.is_ok() {
+            return rx;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Moves to the newest group when one has begun (counting the old group's
+/// unsent frames as skipped) and returns the receiver of its frame count.
+fn adopt_newest(
+    groups: &mut watch::Receiver<Option<Arc<LiveGroup>>>,
+    current: &mut Option<(Arc<LiveGroup>, usize)>,
+    skipped: &mut u64,
+) -> Option<watch::Receiver<usize>> {
+    let newest = groups.borrow_and_update().clone()?;
+    if current.as_ref().is_some_and(|(g, _)| newest.id <= g.id) {
+        return None;
+    }
+    if let Some((old, next)) = current.take() {
+        *skipped += old.len().saturating_sub(next) as u64;
+    }
+    // Subscribed before the loop sends what has arrived, so no frame slips
+    // between the two.
+    let frames = newest.subscribe().0;
+    *current = Some((newest, 0));
+    Some(frames)
 }
 
 /// Runs a viewer connection to its end.
@@ -143,35 +204,33 @@ pub async fn run(
     let mut media = MediaSender::new(conn.clone(), session.clone());
     let stats = media.stats();
     let mut groups = track.groups();
-    let mut aux = track.aux();
-    let (mut ctl_rx, mut ctl_tx) = control.split();
+    let (ctl_rx, mut ctl_tx) = control.split();
     let mut current: Option<(Arc<LiveGroup>, usize)> = None;
-    let mut frames_rx: Option<tokio::sync::watch::Receiver<usize>> = None;
     let mut skipped = 0u64;
     let mut aux_sequence = 0u64;
     let mut aux_missed = 0u64;
     let mut logged_drops = 0u64;
     let mut last_drop_log = Instant::now();
+
+    // Every wait below lives across loop turns and is re-armed only when it
+    // fires: re-creating them per frame registered and unregistered each
+    // with its waiter list (the connection's lock among them) for every
+    // frame of every viewer, the main cost above raw iroh at high fan-out.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    let closed = conn.closed();
+    tokio::pin!(closed);
+    let first_frames = adopt_newest(&mut groups, &mut current, &mut skipped);
+    let mut frames_wait = ReusableBoxFuture::new(next_frame(first_frames));
+    let mut groups_wait = ReusableBoxFuture::new(next_change(groups));
+    let mut status_wait = ReusableBoxFuture::new(next_change(status));
+    let mut aux_wait = ReusableBoxFuture::new(next_aux(track.aux()));
+    let mut control_wait = ReusableBoxFuture::new(next_control(ctl_rx));
     loop {
-        // Hand over what has arrived of the current group first: whether the
+        // Hand over what has arrived of the current group: whether the
         // viewer keeps up is for the network to decide (MediaSender resets a
         // superseded group whose frames are still unsent), not for how
         // promptly this task was scheduled.
-        send_arrived(&mut current, &mut media);
-        // Move to the newest group when one has begun.
-        let newest = groups.borrow_and_update().clone();
-        if let Some(newest) = newest {
-            if current.as_ref().is_none_or(|(g, _)| newest.id > g.id) {
-                if let Some((old, next)) = current.take() {
-                    skipped += old.len().saturating_sub(next) as u64;
-                }
-                frames_rx = Some(newest.subscribe().0);
-                current = Some((newest, 0));
-            }
-        }
-        if let Some(rx) = &mut frames_rx {
-            rx.borrow_and_update();
-        }
         send_arrived(&mut current, &mut media);
         let dropped = SendStats::get(&stats.frames_dropped) + skipped;
         if dropped > logged_drops && last_drop_log.elapsed() >= DROP_LOG_EVERY {
@@ -180,37 +239,48 @@ pub async fn run(
             last_drop_log = Instant::now();
         }
         tokio::select! {
-            _ = cancel.cancelled() => {
+            _ = &mut cancelled => {
                 conn.close(codes::SHUTDOWN, b"server shutting down");
                 break;
             }
-            _ = conn.closed() => break,
-            r = groups.changed() => if r.is_err() { break },
-            _ = async {
-                match &mut frames_rx {
-                    Some(rx) => { let _ = rx.changed().await; }
-                    None => std::future::pending::<()>().await,
+            _ = &mut closed => break,
+            (mut rx, ok) = &mut groups_wait => {
+                if !ok { break }
+                // Finish the old group before moving on, so nothing that
+                // had arrived is counted as skipped.
+                send_arrived(&mut current, &mut media);
+                if let Some(frames) = adopt_newest(&mut rx, &mut current, &mut skipped) {
+                    frames_wait.set(next_frame(Some(frames)));
                 }
-            } => {}
-            r = status.changed() => {
-                if r.is_err() { break }
-                let s = status.borrow_and_update().clone();
+                groups_wait.set(next_change(rx));
+            }
+            frames = &mut frames_wait => frames_wait.set(next_frame(Some(frames))),
+            (mut rx, ok) = &mut status_wait => {
+                if !ok { break }
+                let s = rx.borrow_and_update().clone();
+                status_wait.set(next_change(rx));
                 let msg = if s.online { stream_info(&s) } else {
                     Message::CameraState { camera: *s.id.as_bytes(), online: false }
                 };
                 if ctl_tx.send(&msg).await.is_err() { break }
             }
-            a = aux.recv() => match a {
-                Ok(frame) => {
-                    // Re-sequence: the camera's numbering restarts when it
-                    // does, but this stream's must keep increasing.
-                    aux_sequence += 1;
-                    media.send(Arc::new(Frame { sequence: aux_sequence, ..(*frame).clone() }));
+            (rx, a) = &mut aux_wait => {
+                aux_wait.set(next_aux(rx));
+                match a {
+                    Ok(frame) => {
+                        // Re-sequence: the camera's numbering restarts when it
+                        // does, but this stream's must keep increasing.
+                        aux_sequence += 1;
+                        media.send(Arc::new(Frame { sequence: aux_sequence, ..(*frame).clone() }));
+                    }
+                    Err(RecvError::Lagged(n)) => aux_missed += n,
+                    Err(RecvError::Closed) => break,
                 }
-                Err(RecvError::Lagged(n)) => aux_missed += n,
-                Err(RecvError::Closed) => break,
-            },
-            m = ctl_rx.recv() => if m.is_err() { break },
+            }
+            (rx, m) = &mut control_wait => {
+                if m.is_err() { break }
+                control_wait.set(next_control(rx));
+            }
         }
     }
     session.cancel();

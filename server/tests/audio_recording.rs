@@ -244,3 +244,110 @@ async fn recording_with_audio_has_both_tracks_in_sync() {
     }
     server.stop().await;
 }
+
+/// The terminal viewer writes the live audio as Ogg Opus (`view
+/// --audio-output`): ffprobe reads one Opus stream whose duration is what
+/// the viewer received, and it decodes to sound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_writes_live_audio_as_ogg_opus() {
+    let server = TestServer::start().await;
+    let key = SecretKey::generate();
+    server.allow_camera(&key, "ogg");
+    let mut cam = start_camera_with_audio("ogg", server.dial_addr(), key).await;
+    cam.wait_streaming(Duration::from_secs(10)).await;
+    let (client, _ep) = viewer(&server, "ogg").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let video = dir.path().join("ogg.h264");
+    let audio = dir.path().join("ogg.opus");
+    let watched = Duration::from_secs(3);
+    let written = kodama_server::viewer::watch(
+        client,
+        kodama_server::viewer::ViewOptions {
+            output: Some(video.clone()),
+            audio_output: Some(audio.clone()),
+            duration: Some(watched),
+            frames: None,
+            stats_every: Duration::from_secs(1),
+        },
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("watch");
+    cam.stop();
+    assert!(written > 0, "no video frames");
+
+    // Read back with the Ogg parser: headers, then 20 ms Opus packets whose
+    // last granule position counts them all.
+    let bytes = std::fs::read(&audio).expect("audio file");
+    let mut reader = ogg::reading::PacketReader::new(std::io::Cursor::new(&bytes));
+    let mut packets = Vec::new();
+    while let Some(p) = reader.read_packet().expect("valid Ogg") {
+        packets.push(p);
+    }
+    assert!(packets.len() > 2 + 50, "{} Ogg packets", packets.len());
+    assert_eq!(&packets[0].data[..8], b"OpusHead");
+    assert_eq!(&packets[1].data[..8], b"OpusTags");
+    let pre_skip = u16::from_le_bytes([packets[0].data[10], packets[0].data[11]]);
+    let last = packets.last().expect("packets");
+    assert!(last.last_in_stream(), "the stream is not ended");
+    let decoded: u64 = packets[2..]
+        .iter()
+        .map(|p| u64::from(kodama_media::opus::packet_samples(&p.data).expect("Opus packet")))
+        .sum();
+    assert_eq!(last.absgp_page(), decoded);
+    let expected_s = (decoded - u64::from(pre_skip)) as f64 / 48_000.0;
+    // Live audio flows the whole time the viewer watched (less the time to
+    // its first packet).
+    assert!(
+        expected_s > watched.as_secs_f64() - 1.0 && expected_s < watched.as_secs_f64() + 0.5,
+        "{expected_s:.3} s of audio in a {watched:?} watch"
+    );
+
+    if !have_ffmpeg() {
+        server.stop().await;
+        return;
+    }
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries"])
+        .args(["stream=codec_name,sample_rate,channels:format=format_name,duration"])
+        .args(["-of", "json"])
+        .arg(&audio)
+        .output()
+        .expect("ffprobe runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["format"]["format_name"], "ogg");
+    assert_eq!(v["streams"][0]["codec_name"], "opus");
+    assert_eq!(v["streams"][0]["sample_rate"], "48000");
+    let duration: f64 = v["format"]["duration"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("a duration");
+    assert!(
+        (duration - expected_s).abs() < 0.025,
+        "ffprobe says {duration:.3} s, the granules {expected_s:.3} s"
+    );
+    let pcm = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&audio)
+        .args(["-f", "s16le", "-ac", "1", "-ar", "48000", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        pcm.status.success() && pcm.stderr.is_empty(),
+        "audio decode: {}",
+        String::from_utf8_lossy(&pcm.stderr)
+    );
+    let samples = pcm.stdout.len() as f64 / 2.0;
+    assert!(
+        (samples / 48_000.0 - expected_s).abs() < 0.025,
+        "decoded {:.3} s, expected {expected_s:.3} s",
+        samples / 48_000.0
+    );
+    println!("ogg opus: {expected_s:.3} s of audio in {duration:.3} s (ffprobe)");
+    server.stop().await;
+}

@@ -5,6 +5,8 @@
 //! index holds every frame the camera captured, checked by sequence number,
 //! in backfilled segments that close the gap in the timeline — also when the
 //! camera itself restarts (same key, same backlog directory) mid-outage.
+//! A camera with a microphone keeps the audio of the outage with its GOPs:
+//! the backfilled segments hold it, in time with the video.
 
 mod common;
 
@@ -16,7 +18,7 @@ use std::time::Duration;
 use common::*;
 use kodama_net::SecretKey;
 use kodama_server::allowlist::PeerRole;
-use kodama_server::db::Db;
+use kodama_server::db::{CameraRow, Db};
 
 /// Capture times of the frames a camera produced, in capture order: the
 /// frame at index `i` got sequence number `i` from the capture thread
@@ -57,6 +59,19 @@ async fn wait_backlog_holds(cam: &mut TestCamera, gops: u64, within: Duration) {
     );
 }
 
+/// The server's index in `data_dir` and the camera with `key`'s row in it.
+fn open_index(data_dir: &Path, key: &SecretKey) -> (Db, CameraRow) {
+    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
+    let endpoint = key.public().to_string();
+    let cam = db
+        .cameras()
+        .expect("cameras")
+        .into_iter()
+        .find(|c| c.endpoint == endpoint)
+        .expect("camera indexed");
+    (db, cam)
+}
+
 /// Every frame of every camera process is in the index, by sequence number.
 /// `runs` holds each process's capture times in sequence order and how many
 /// of the first ones must be recorded (the rest were filmed as the test
@@ -66,14 +81,7 @@ fn assert_every_frame_recorded(
     key: &SecretKey,
     runs: &[(Vec<u64>, usize)],
 ) -> (usize, usize) {
-    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
-    let endpoint = key.public().to_string();
-    let cam = db
-        .cameras()
-        .expect("cameras")
-        .into_iter()
-        .find(|c| c.endpoint == endpoint)
-        .expect("camera indexed");
+    let (db, cam) = open_index(data_dir, key);
     let mut by_capture: HashMap<u64, (usize, usize)> = HashMap::new();
     for (run, (caps, _)) in runs.iter().enumerate() {
         for (seq, c) in caps.iter().enumerate() {
@@ -116,14 +124,7 @@ fn assert_every_frame_recorded(
 /// The camera's segments cover `[from, to]` (wall µs) with no hole longer
 /// than a GOP and a bit.
 fn assert_timeline_whole(data_dir: &Path, key: &SecretKey, from_us: i64, to_us: i64) {
-    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
-    let endpoint = key.public().to_string();
-    let cam = db
-        .cameras()
-        .expect("cameras")
-        .into_iter()
-        .find(|c| c.endpoint == endpoint)
-        .expect("camera indexed");
+    let (db, cam) = open_index(data_dir, key);
     let segs = db
         .segments_between(cam.id, from_us, to_us)
         .expect("segments");
@@ -149,6 +150,38 @@ fn assert_timeline_whole(data_dir: &Path, key: &SecretKey, from_us: i64, to_us: 
     );
 }
 
+/// The audio in the camera's backfilled segments: the wall time of every
+/// Opus packet, and the largest distance between a fragment's video and
+/// audio start (seconds).
+fn backfilled_audio(data_dir: &Path, key: &SecretKey) -> (Vec<i64>, f64) {
+    let (db, cam) = open_index(data_dir, key);
+    let mut times = Vec::new();
+    let mut worst_offset_s = 0f64;
+    let segs = db.segments_between(cam.id, 0, i64::MAX).expect("segments");
+    for seg in segs.iter().filter(|s| s.backfill) {
+        let path = data_dir.join("recordings").join(&seg.path);
+        let bytes = std::fs::read(&path).expect("segment file");
+        let scan = kodama_media::fmp4::scan_segment(&bytes).expect("segment parses");
+        assert!(
+            scan.init.audio.is_some(),
+            "backfilled segment {} has an audio track",
+            seg.path
+        );
+        for f in &scan.fragments {
+            let Some(run) = &f.audio else { continue };
+            let video_s = f.header.base_decode_time as f64 / 90_000.0;
+            let audio_s = run.base_decode_time as f64 / 48_000.0;
+            worst_offset_s = worst_offset_s.max((audio_s - video_s).abs());
+            let mut t = run.base_decode_time;
+            for sample in &run.samples {
+                times.push(seg.start_us + (t as i64 * 1_000_000 / 48_000));
+                t += u64::from(sample.duration);
+            }
+        }
+    }
+    (times, worst_offset_s)
+}
+
 fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -160,6 +193,12 @@ fn now_us() -> i64 {
 /// halfway through when `reboot`), comes back on the same data directory,
 /// and the recording ends up complete.
 async fn outage(outage: Duration, reboot: bool) {
+    outage_with(outage, reboot, false).await;
+}
+
+/// [`outage`], with a camera that has a microphone when `audio`: then the
+/// backfilled segments must also hold the outage's audio.
+async fn outage_with(outage: Duration, reboot: bool, audio: bool) {
     let data = tempfile::tempdir().expect("data dir");
     let backlog_dir = tempfile::tempdir().expect("backlog dir");
     let server = TestServer::start_in(data.path().to_owned(), None).await;
@@ -167,11 +206,16 @@ async fn outage(outage: Duration, reboot: bool) {
     let key = SecretKey::generate();
     server.allow(&key, PeerRole::Camera);
     let dial = server.dial_addr();
-    let mut cam =
-        start_camera_with_backlog("porch", dial.clone(), key.clone(), backlog_dir.path()).await;
+    let mut cam = if audio {
+        start_camera_with_backlog_and_audio("porch", dial.clone(), key.clone(), backlog_dir.path())
+            .await
+    } else {
+        start_camera_with_backlog("porch", dial.clone(), key.clone(), backlog_dir.path()).await
+    };
     cam.wait_streaming(Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    let stopped_us = now_us();
     server.stop().await;
     let mut runs = Vec::new();
     if reboot {
@@ -200,6 +244,7 @@ async fn outage(outage: Duration, reboot: bool) {
     eprintln!("server back after {outage:?}; backlog holds {gops_waiting} GOPs");
     assert!(gops_waiting > 0, "the outage was kept in the backlog");
 
+    let restarted_us = now_us();
     let server = TestServer::start_in(data.path().to_owned(), Some(port)).await;
     let back = std::time::Instant::now();
     cam.wait_streaming(Duration::from_secs(15)).await;
@@ -243,6 +288,33 @@ async fn outage(outage: Duration, reboot: bool) {
         outage
     );
     assert!(backfilled > 0, "the outage was backfilled");
+    if audio {
+        // Nothing filmed while the server was down reached it live: every
+        // packet of that window came through the backlog.
+        let (times, worst_offset_s) = backfilled_audio(data.path(), &key);
+        let in_outage = times
+            .iter()
+            .filter(|&&t| t >= stopped_us && t < restarted_us)
+            .count();
+        let expected = (restarted_us - stopped_us) as f64 / 20_000.0;
+        let audio_dropped = cam.backlog.as_ref().map_or(0, |b| b.borrow().audio_dropped);
+        eprintln!(
+            "BENCH backfill audio: {in_outage} Opus packets of the {:.1} s outage recorded ({:.0} % of {expected:.0}); {} backfilled in all; worst fragment A/V start offset {:.1} ms; camera dropped {audio_dropped}",
+            (restarted_us - stopped_us) as f64 / 1e6,
+            100.0 * in_outage as f64 / expected,
+            times.len(),
+            worst_offset_s * 1000.0
+        );
+        assert!(
+            in_outage as f64 >= 0.8 * expected,
+            "only {in_outage} of ~{expected:.0} audio packets of the outage were recorded"
+        );
+        assert!(
+            worst_offset_s <= 0.25,
+            "a backfilled fragment's audio starts {:.0} ms away from its video",
+            worst_offset_s * 1000.0
+        );
+    }
     // From shortly after the (last) camera process began filming: a camera
     // that is off films nothing, so the reboot itself may leave a hole.
     let filming_from = runs
@@ -260,6 +332,11 @@ async fn outage(outage: Duration, reboot: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_outage_is_backfilled_completely() {
     outage(Duration::from_secs(6), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_outage_backfills_audio_with_video() {
+    outage_with(Duration::from_secs(4), false, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

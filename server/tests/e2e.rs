@@ -92,7 +92,7 @@ async fn two_cameras_three_viewers_each_get_exact_bytes_in_order() {
         );
         assert!(frames[0].is_keyframe(), "first frame is a keyframe");
         let cam = cams.iter().find(|c| &c.name == name).expect("camera");
-        assert_exact_and_ordered(cam, &frames);
+        assert_exact_and_ordered(cam, frames);
         // Strictly consecutive: nothing was skipped for a healthy viewer.
         for w in frames.windows(2) {
             assert_eq!(
@@ -229,9 +229,6 @@ async fn rogue_camera(
         .connect(server.dial_addr(), ALPN_CAMERA)
         .await
         .expect("connects");
-    let mut control = kodama_net::control::ControlStream::open(&conn)
-        .await
-        .expect("control");
     let info = kodama_proto::CameraInfo {
         name: "rogue".into(),
         codec: kodama_proto::Codec::H264,
@@ -244,13 +241,13 @@ async fn rogue_camera(
         firmware: "evil".into(),
         audio: None,
     };
-    let mut hs = ClientHandshake::camera(info);
-    control.send(hs.hello()).await.expect("hello");
-    let welcome = control
-        .recv_timeout(Duration::from_secs(5))
-        .await
-        .expect("welcome");
-    hs.handle(welcome).expect("welcomed");
+    let (control, _server) = kodama_net::control::ControlStream::hello(
+        &conn,
+        ClientHandshake::camera(info),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("welcomed");
     let mut stream = conn.open_uni().await.expect("stream");
     stream.write_all(&garbage).await.expect("write");
     let _ = stream.finish();
@@ -454,6 +451,7 @@ async fn viewer_output_is_valid_h264_for_ffprobe() {
         client,
         kodama_server::viewer::ViewOptions {
             output: Some(out.clone()),
+            audio_output: None,
             duration: Some(Duration::from_secs(20)),
             frames: Some(90),
             stats_every: Duration::from_secs(1),
@@ -473,6 +471,95 @@ async fn viewer_output_is_valid_h264_for_ffprobe() {
         (Some(320), Some(240))
     );
     assert_eq!(s["nb_read_frames"].as_str(), Some("90"), "{s}");
+    cam.stop();
+    server.stop().await;
+}
+
+/// Motion from a luma stream, whatever the sensor: replayed low-resolution
+/// luma frames (a still scene, then a bright block crossing it, then still
+/// again) go through the firmware's detector task (`motion::run`, as the
+/// Pi's motion stream and the synthetic source feed it) into the camera's
+/// event channel, over the uplink, and land in the recording's index as a
+/// motion start and end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_luma_frames_become_motion_events_in_the_index() {
+    use kodama_firmware::motion::{self, MotionConfig};
+    use kodama_firmware::video::LumaFrame;
+    use kodama_server::db::{AuxKind, Db};
+
+    let server = TestServer::start().await;
+    let key = SecretKey::generate();
+    server.allow_camera(&key, "yard");
+    let mut cam = start_camera("yard", server.dial_addr(), key).await;
+    cam.wait_streaming(Duration::from_secs(10)).await;
+
+    let (luma_tx, luma_rx) = tokio::sync::mpsc::channel(4);
+    let (active_tx, active) = tokio::sync::watch::channel(false);
+    let detector = tokio::spawn(motion::run(
+        MotionConfig::default(),
+        luma_rx,
+        cam.aux.clone(),
+        active_tx,
+        cam.cancel.clone(),
+    ));
+    // 10 fps on the camera's clock, ending now: 2 s still, 2 s of a 24x24
+    // block moving right, 3 s still (longer than the 2 s cooldown).
+    let (w, h) = (160u32, 90u32);
+    let frames = 70u64;
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as u64;
+    let start_us = now_us - frames * 100_000;
+    for i in 0..frames {
+        let mut data = vec![40u8; (w * h) as usize];
+        if (20..40).contains(&i) {
+            let x0 = ((i - 20) * 6) as u32;
+            for y in 30..54 {
+                for x in x0..(x0 + 24).min(w) {
+                    data[(y * w + x) as usize] = 220;
+                }
+            }
+        }
+        let frame = LumaFrame {
+            width: w,
+            height: h,
+            data,
+            capture_us: start_us + i * 100_000,
+        };
+        luma_tx.send(frame).await.expect("detector running");
+    }
+    drop(luma_tx);
+    tokio::time::timeout(Duration::from_secs(10), detector)
+        .await
+        .expect("detector ends with its input")
+        .expect("detector task");
+    assert!(!*active.borrow(), "the event ended");
+
+    // The server's index has both events (bounded wait: the recorder
+    // commits in batches).
+    let db = Db::open(&server.config.server.data_dir.join("kodama.db")).expect("db");
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        let cams = db.cameras().expect("cameras");
+        if let Some(row) = cams.iter().find(|c| c.name == "yard") {
+            events = db
+                .aux_between(AuxKind::Event, row.id, 0, i64::MAX, 10)
+                .expect("events");
+            if events.len() >= 2 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let v: serde_json::Value = serde_json::from_str(&e.json).expect("event json");
+            v["event"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, ["motion_start", "motion_end"], "{events:?}");
     cam.stop();
     server.stop().await;
 }

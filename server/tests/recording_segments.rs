@@ -190,3 +190,166 @@ fn segments_roll_on_duration_resolution_and_gaps() {
         1
     );
 }
+
+/// A GOP the camera kept while offline (store-and-forward) brings the
+/// audio captured during it: the backfill segment has the Opus track, and
+/// each fragment holds its GOP's audio run on the video's time origin, in
+/// time order with the video.
+#[test]
+fn backfilled_gops_carry_their_audio_into_the_segment() {
+    use bytes::Bytes;
+    use kodama_proto::{AudioCodec, AudioInfo, Frame, FrameFlags};
+    use kodama_server::feed::{FeedEvent, Group};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(SimulatedClock::new(T0));
+    let mut rec = recorder(dir.path(), clock.clone());
+    let gops = encode(320, 240, 10, 10, 3);
+    let cam = camera_id(3);
+    let mut hello = online(cam, "yard", &gops, 320, 240, 10);
+    if let FeedEvent::CameraOnline { info, .. } = &mut hello {
+        info.audio = Some(AudioInfo {
+            codec: AudioCodec::Opus,
+            sample_rate: 48_000,
+            channels: 1,
+            pre_skip: 312,
+        });
+    }
+    rec.handle_event(hello);
+    // No live video on this connection: wall times are the camera clock.
+    let capture0 = T0 as u64 + 5_000_000;
+    for (i, aus) in gops.iter().enumerate() {
+        let start = capture0 + i as u64 * 1_000_000;
+        let FeedEvent::Group { group: live, .. } = group(cam, i as u64, aus, start, 10) else {
+            panic!("group() makes a Group event");
+        };
+        let mut frames: Vec<Arc<Frame>> = live
+            .frames
+            .iter()
+            .map(|f| {
+                Arc::new(Frame {
+                    channel: Channel::Backfill,
+                    ..Frame::clone(f)
+                })
+            })
+            .collect();
+        // 50 Opus packets of 20 ms (TOC 0x08: SILK narrowband, 20 ms, one
+        // frame), arriving slightly out of capture order.
+        let mut packets: Vec<u64> = (0..50).collect();
+        packets.swap(3, 4);
+        frames.extend(packets.into_iter().map(|n| {
+            Arc::new(Frame {
+                channel: Channel::Audio,
+                flags: FrameFlags::empty(),
+                capture_us: start + n * 20_000,
+                sequence: i as u64 * 50 + n,
+                payload: Bytes::from_static(&[0x08, 0xab, 0xcd]),
+            })
+        }));
+        clock.advance(Duration::from_secs(1));
+        rec.handle_event(FeedEvent::Backfill {
+            camera: cam,
+            group: Arc::new(Group {
+                id: 100 + i as u64,
+                frames,
+                truncated: false,
+            }),
+        });
+    }
+    rec.close_all();
+    assert_consistent(dir.path());
+    let db = Db::open(&dir.path().join("kodama.db")).expect("db");
+    let segs = db.all_segments().expect("rows");
+    assert_eq!(segs.len(), 1);
+    assert!(segs[0].backfill);
+    assert_eq!(
+        segs[0].frames as usize,
+        gops.iter().map(Vec::len).sum::<usize>()
+    );
+    let bytes = std::fs::read(dir.path().join("recordings").join(&segs[0].path)).expect("segment");
+    let scan = kodama_media::fmp4::scan_segment(&bytes).expect("parses");
+    assert!(
+        scan.init.audio.is_some(),
+        "the backfill segment has an audio track"
+    );
+    assert_eq!(scan.fragments.len(), gops.len());
+    for (i, f) in scan.fragments.iter().enumerate() {
+        let run = f.audio.as_ref().expect("each GOP's audio run");
+        let i = i as u64;
+        assert_eq!(run.samples.len(), 50, "fragment {i}");
+        // Video at i s (90 kHz), its audio at the same instant (48 kHz),
+        // 50 × 960 samples with no holes.
+        assert_eq!(f.header.base_decode_time, i * 90_000);
+        assert_eq!(run.base_decode_time, i * 48_000);
+        assert_eq!(run.duration(), 50 * 960);
+    }
+}
+
+/// A relay's batch of recorded telemetry and events (sent again after an
+/// outage): each row is stored once however often it comes, rows that are
+/// not JSON are dropped, and every batch is acknowledged so the relay's
+/// watermark moves on.
+#[test]
+fn a_relays_batch_of_telemetry_and_events_is_stored_once_and_acknowledged() {
+    use kodama_proto::{Frame, FrameFlags, Stored};
+    use kodama_server::feed::{FeedEvent, StoredAcks};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(SimulatedClock::new(T0));
+    let mut rec = recorder(dir.path(), clock);
+    let acks = StoredAcks::default();
+    rec.set_acks(acks.clone());
+    let cam = camera_id(7);
+    let (_route, mut acked) = acks.register(cam);
+    let row = |channel, sequence, json: &str| Frame {
+        channel,
+        flags: FrameFlags::empty(),
+        capture_us: T0 as u64 + sequence,
+        sequence,
+        payload: bytes::Bytes::copy_from_slice(json.as_bytes()),
+    };
+    let batch = |id| FeedEvent::AuxBatch {
+        camera: cam,
+        id,
+        frames: Arc::new(vec![
+            row(Channel::Event, 1, r#"{"type":"motion_start"}"#),
+            row(Channel::Telemetry, 2, r#"{"gps":{"lat":52.1}}"#),
+            row(Channel::Event, 3, "not json"),
+        ]),
+    };
+    // Live first, then the batch that carries the same row, then the batch
+    // again (its acknowledgement was lost).
+    rec.handle_event(aux(
+        cam,
+        Channel::Event,
+        T0 as u64 + 1,
+        r#"{"type":"motion_start"}"#,
+    ));
+    rec.handle_event(batch(5));
+    rec.handle_event(batch(6));
+    assert_eq!(acked.try_recv().ok(), Some(Stored::Aux { id: 5 }));
+    assert_eq!(acked.try_recv().ok(), Some(Stored::Aux { id: 6 }));
+
+    let db = Db::open(&dir.path().join("kodama.db")).expect("index");
+    let cam_row = db.cameras().expect("cameras")[0].id;
+    let events = db
+        .aux_between(AuxKind::Event, cam_row, i64::MIN, i64::MAX, 10)
+        .expect("events");
+    assert_eq!(
+        events.len(),
+        1,
+        "one event however often it came: {events:?}"
+    );
+    assert_eq!(events[0].capture_us, Some(T0 + 1));
+    let telemetry = db
+        .aux_between(AuxKind::Telemetry, cam_row, i64::MIN, i64::MAX, 10)
+        .expect("telemetry");
+    assert_eq!(telemetry.len(), 1);
+    assert_eq!(
+        rec.stats()
+            .aux_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "the invalid row of each batch"
+    );
+}

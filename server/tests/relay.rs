@@ -8,23 +8,25 @@
 //! The outage is the offsite server going away rather than a cut UDP cable:
 //! iroh learns the upstream's direct address on the first connection and
 //! would route around a cable.
-//! A relay-only node passes frames through unchanged; relays and cameras
-//! nobody allowed are refused.
+//! Telemetry and events of an outage reach the offsite server afterwards,
+//! each once. A relay-only node passes frames through unchanged; relays
+//! and cameras nobody allowed are refused.
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
 use kodama_net::control::ControlStream;
+use kodama_net::error::HelloError;
 use kodama_net::link::{self, LinkProfile};
 use kodama_net::SecretKey;
 use kodama_proto::{
-    CameraInfo, CameraSelector, Channel, ClientHandshake, Codec, MediaEvent, Message, RejectCode,
-    ALPN_RELAY,
+    CameraInfo, CameraSelector, Channel, ClientHandshake, Codec, HandshakeError, MediaEvent,
+    Message, RejectCode, ALPN_RELAY,
 };
 use kodama_server::db::{AuxKind, Db};
 use kodama_server::upstream::UpstreamConfig;
@@ -128,12 +130,12 @@ async fn home_and_offsite(camera: &SecretKey, offsite_dir: &Path) -> (TestServer
 async fn wait_recorded(
     offsite: &Path,
     cam: &TestCamera,
-    range: std::ops::Range<u64>,
+    want: impl Iterator<Item = u64> + Clone,
     within: Duration,
 ) -> Vec<u64> {
     let deadline = Instant::now() + within;
     loop {
-        let gaps = missing(&recorded(offsite, cam), range.clone());
+        let gaps = missing(&recorded(offsite, cam), want.clone());
         if gaps.is_empty() || Instant::now() >= deadline {
             return gaps;
         }
@@ -430,12 +432,19 @@ fn info(name: &str) -> CameraInfo {
     }
 }
 
-/// Dials `server` on the relay ALPN as `relay` offering `camera`; the reply.
+/// How a server answered a relay's offer.
+#[derive(Debug)]
+enum Offer {
+    Welcome,
+    Rejected { code: RejectCode, reason: String },
+}
+
+/// Dials `server` on the relay ALPN as `relay` offering `camera`; the answer.
 async fn offer(
     server: &TestServer,
     relay: &SecretKey,
     camera: &SecretKey,
-) -> Result<Message, String> {
+) -> Result<Offer, String> {
     let ep = offline_endpoint(relay.clone()).await;
     let conn = link::connect(&ep, server.dial_addr(), ALPN_RELAY, LinkProfile::Live)
         .await
@@ -448,20 +457,16 @@ async fn offer(
             Err(_) => e,
         }
     };
-    let mut control = match ControlStream::open(&conn).await {
-        Ok(c) => c,
-        Err(e) => return Err(why(e.to_string()).await),
-    };
     let hello = ClientHandshake::relay(*camera.public().as_bytes(), info("x"));
-    if let Err(e) = control.send(hello.hello()).await {
-        return Err(why(e.to_string()).await);
-    }
-    let reply = match control.recv_timeout(Duration::from_secs(5)).await {
-        Ok(m) => Ok(m),
+    let answer = match ControlStream::hello(&conn, hello, Duration::from_secs(5)).await {
+        Ok(_) => Ok(Offer::Welcome),
+        Err(HelloError::Handshake(HandshakeError::Rejected { code, reason })) => {
+            Ok(Offer::Rejected { code, reason })
+        }
         Err(e) => Err(why(e.to_string()).await),
     };
     conn.close(kodama_net::codes::NORMAL, b"done");
-    reply
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,7 +497,7 @@ async fn unallowed_relays_and_cameras_they_may_not_carry_are_refused() {
         )
         .expect("allow relay");
     match offer(&server, &relay, &other).await {
-        Ok(Message::Reject { code, reason }) => {
+        Ok(Offer::Rejected { code, reason }) => {
             assert_eq!(code, RejectCode::NotAllowed);
             assert!(reason.contains("may not forward"), "{reason}");
         }
@@ -507,10 +512,7 @@ async fn unallowed_relays_and_cameras_they_may_not_carry_are_refused() {
         "the refused camera never appears"
     );
     assert!(
-        matches!(
-            offer(&server, &relay, &carried).await,
-            Ok(Message::Welcome { .. })
-        ),
+        matches!(offer(&server, &relay, &carried).await, Ok(Offer::Welcome)),
         "the camera it may carry is welcome"
     );
     assert!(logged("may not forward camera"));
@@ -620,12 +622,13 @@ async fn an_origin_restarted_during_an_outage_forwards_the_whole_window_afterwar
 
     let offsite = TestServer::restart_in(offsite_dir.clone(), offsite_port).await;
     let back = Instant::now();
-    let deadline = back + Duration::from_secs(40);
-    let mut absent = missing(&recorded(&offsite_dir, &cam), window.iter().copied());
-    while !absent.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        absent = missing(&recorded(&offsite_dir, &cam), window.iter().copied());
-    }
+    let absent = wait_recorded(
+        &offsite_dir,
+        &cam,
+        window.iter().copied(),
+        Duration::from_secs(40),
+    )
+    .await;
     assert!(
         absent.is_empty(),
         "after the outage the offsite copy misses {} of the {} frames home recorded in {first}..{restored_at}: {:?}…",
@@ -664,12 +667,13 @@ async fn an_origin_restarted_during_an_outage_forwards_the_whole_window_afterwar
         last_window.len()
     );
     let offsite = TestServer::restart_in(offsite_dir.clone(), offsite_port).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut absent = missing(&recorded(&offsite_dir, &cam), last_window.iter().copied());
-    while !absent.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        absent = missing(&recorded(&offsite_dir, &cam), last_window.iter().copied());
-    }
+    let absent = wait_recorded(
+        &offsite_dir,
+        &cam,
+        last_window.iter().copied(),
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(
         absent.is_empty(),
         "with the camera gone, the restarted origin still forwards what it recorded: offsite misses {} of {} frames: {:?}…",
@@ -770,6 +774,156 @@ async fn a_capped_upstream_gets_the_newest_gops_and_the_origin_records_everythin
         "home's recording misses {} frames: {gaps:?}",
         gaps.len()
     );
+    cam.stop();
+    home.stop().await;
+    offsite.stop().await;
+}
+
+/// A camera's telemetry or events in a server's index: (capture time on the
+/// camera, document) → how many rows hold it.
+fn aux_rows(data_dir: &Path, camera: &SecretKey, kind: AuxKind) -> BTreeMap<(i64, String), usize> {
+    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
+    let endpoint = camera.public().to_string();
+    let mut out = BTreeMap::new();
+    let Some(row) = db
+        .cameras()
+        .expect("cameras")
+        .into_iter()
+        .find(|c| c.endpoint == endpoint)
+    else {
+        return out;
+    };
+    for r in db
+        .aux_between(kind, row.id, i64::MIN, i64::MAX, 100_000)
+        .expect("rows")
+    {
+        let capture_us = r.capture_us.expect("every new row keeps its capture time");
+        *out.entry((capture_us, r.json)).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Sends `n` events (motion, as the camera's detector reports it) and `n`
+/// telemetry samples from the camera, labelled `phase`.
+async fn emit(cam: &TestCamera, phase: &str, n: usize) {
+    for i in 0..n {
+        for (channel, doc) in [
+            (
+                Channel::Event,
+                format!(r#"{{"type":"motion_start","phase":"{phase}","n":{i}}}"#),
+            ),
+            (
+                Channel::Telemetry,
+                format!(r#"{{"gps":{{"lat":52.{i}}},"phase":"{phase}"}}"#),
+            ),
+        ] {
+            cam.aux
+                .send(kodama_firmware::uplink::AuxMessage {
+                    channel,
+                    capture_us: kodama_server::stats::now_us(),
+                    payload: bytes::Bytes::from(doc),
+                })
+                .await
+                .expect("camera running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until `offsite` holds exactly the telemetry and events
+/// `home` holds, each once; returns the last difference seen otherwise.
+async fn wait_same_aux(
+    home: &Path,
+    offsite: &Path,
+    camera: &SecretKey,
+    want_events: usize,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut problem = None;
+        for kind in [AuxKind::Event, AuxKind::Telemetry] {
+            let (at_home, away) = (
+                aux_rows(home, camera, kind),
+                aux_rows(offsite, camera, kind),
+            );
+            if at_home.len() < want_events {
+                problem = Some(format!(
+                    "home holds {} {kind:?} rows of {want_events}",
+                    at_home.len()
+                ));
+            } else if let Some(dup) = away.iter().find(|(_, n)| **n > 1) {
+                // A duplicate never goes away: fail at once.
+                return Err(format!("offsite holds {kind:?} {dup:?} more than once"));
+            } else if at_home != away {
+                let missing: Vec<_> = at_home.keys().filter(|k| !away.contains_key(*k)).collect();
+                let extra: Vec<_> = away.keys().filter(|k| !at_home.contains_key(*k)).collect();
+                problem = Some(format!(
+                    "{kind:?}: offsite misses {missing:?}, has extra {extra:?}"
+                ));
+            }
+            if problem.is_some() {
+                break;
+            }
+        }
+        match problem {
+            None => return Ok(()),
+            Some(p) if Instant::now() >= deadline => return Err(p),
+            Some(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Events and telemetry that happen while the link to the upstream is down
+/// reach it once the link is back, from the origin's index, and each row is
+/// stored there once although it also went live (and a second outage sends
+/// nothing twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_telemetry_of_an_outage_reach_the_upstream_once() {
+    let key = SecretKey::generate();
+    let offsite_data = tempfile::tempdir().expect("offsite dir");
+    let offsite_dir = offsite_data.path().to_owned();
+    let (home, offsite) = home_and_offsite(&key, &offsite_dir).await;
+    let offsite_port = offsite.addr.port();
+    let home_dir = home.config.server.data_dir.clone();
+    let mut cam = start_camera("porch", home.dial_addr(), key.clone()).await;
+    cam.wait_streaming(Duration::from_secs(10)).await;
+    // Forwarding runs once offsite has recorded some video of the camera.
+    let forwarded = wait_some_recorded(&offsite_dir, &cam, 1).await;
+    assert!(!forwarded.is_empty(), "offsite records the camera");
+
+    emit(&cam, "before", 3).await;
+    wait_same_aux(&home_dir, &offsite_dir, &key, 3, Duration::from_secs(15))
+        .await
+        .expect("live telemetry and events reach offsite once");
+
+    let mut offsite = offsite;
+    let mut total = 3;
+    for outage in ["first", "second"] {
+        offsite.stop().await;
+        emit(&cam, outage, 5).await;
+        total += 5;
+        // Recorded at home while offsite is away.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while aux_rows(&home_dir, &key, AuxKind::Event).len() < total && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        offsite = TestServer::restart_in(offsite_dir.clone(), offsite_port).await;
+        let back = Instant::now();
+        wait_same_aux(
+            &home_dir,
+            &offsite_dir,
+            &key,
+            total,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("after the {outage} outage: {e}"));
+        eprintln!(
+            "{outage} outage: offsite holds all {total} events and samples, each once, {:.1} s after it came back",
+            back.elapsed().as_secs_f64()
+        );
+    }
     cam.stop();
     home.stop().await;
     offsite.stop().await;

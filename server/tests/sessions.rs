@@ -45,9 +45,6 @@ async fn lingering_camera(
         .connect(server.dial_addr(), ALPN_CAMERA)
         .await
         .expect("connects");
-    let mut control = kodama_net::control::ControlStream::open(&conn)
-        .await
-        .expect("control");
     let first = source.next_frame().expect("frame");
     let (sps, pps) = kodama_media::h264::parameter_sets(&first.data);
     let info = kodama_proto::CameraInfo {
@@ -62,13 +59,13 @@ async fn lingering_camera(
         firmware: "old".into(),
         audio: None,
     };
-    let mut hs = ClientHandshake::camera(info);
-    control.send(hs.hello()).await.expect("hello");
-    let welcome = control
-        .recv_timeout(Duration::from_secs(5))
-        .await
-        .expect("welcome");
-    hs.handle(welcome).expect("welcomed");
+    let (control, _server) = kodama_net::control::ControlStream::hello(
+        &conn,
+        ClientHandshake::camera(info),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("welcomed");
     let mut media = MediaSender::new(conn.clone(), CancellationToken::new());
     let mut frame = first;
     for sequence in 0..15 {

@@ -283,6 +283,25 @@ interval_ms = {telemetry_ms}
         None
     }
 
+    /// Runs `kodama-server ARGS…` against the running server (its admin
+    /// API, in the server's namespace); returns stdout or the error.
+    pub fn server_command(&self, args: &[&str]) -> Result<String, BedError> {
+        let data = self.server_args[1].clone();
+        let server = self.server_bin.to_string_lossy().into_owned();
+        let mut command = vec![
+            "ip".to_owned(),
+            "netns".into(),
+            "exec".into(),
+            self.bed.ns(Ns::Server),
+            server,
+            "--data-dir".into(),
+            data,
+        ];
+        command.extend(args.iter().map(|a| (*a).to_owned()));
+        let refs: Vec<&str> = command.iter().map(String::as_str).collect();
+        Ok(crate::run(&refs)?.trim().to_owned())
+    }
+
     /// Video frames the viewer got since `t`.
     pub fn frames_since(&self, t: Instant) -> usize {
         self.arrivals
@@ -290,21 +309,36 @@ interval_ms = {telemetry_ms}
             .map_or(0, |a| a.iter().filter(|x| **x >= t).count())
     }
 
+    /// When the viewer got each video frame in `[from, to]`.
+    fn arrivals_in(&self, from: Instant, to: Instant) -> Vec<Instant> {
+        self.arrivals.lock().map_or_else(
+            |_| Vec::new(),
+            |a| {
+                a.iter()
+                    .copied()
+                    .filter(|t| *t >= from && *t <= to)
+                    .collect()
+            },
+        )
+    }
+
     /// The longest pause between video frames in `[from, to]`.
     pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
-        let Ok(a) = self.arrivals.lock() else {
-            return to - from;
-        };
-        let window: Vec<Instant> = a
-            .iter()
-            .copied()
-            .filter(|t| *t >= from && *t <= to)
-            .collect();
-        window
+        self.arrivals_in(from, to)
             .windows(2)
             .map(|w| w[1] - w[0])
             .max()
             .unwrap_or(to - from)
+    }
+
+    /// Pauses between video frames in `[from, to]` longer than `min`: when
+    /// each began (relative to `from`) and how long it lasted.
+    pub fn pauses(&self, from: Instant, to: Instant, min: Duration) -> Vec<(Duration, Duration)> {
+        self.arrivals_in(from, to)
+            .windows(2)
+            .filter(|w| w[1] - w[0] > min)
+            .map(|w| (w[0] - from, w[1] - w[0]))
+            .collect()
     }
 
     /// Bytes sent and received on `uplink` over `window`.

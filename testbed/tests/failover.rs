@@ -12,7 +12,7 @@ fn wifi_cut_both_ways_fails_over_to_cellular_and_back() {
     if !root_or_skip("wifi_cut_both_ways_fails_over_to_cellular_and_back") {
         return;
     }
-    let rig = Rig::start(&RigOptions::default()).expect("rig");
+    let mut rig = Rig::start(&RigOptions::default()).expect("rig");
     assert!(
         rig.wait_streaming_over(Uplink::Wifi, Duration::from_secs(30)),
         "the camera streams over Wi-Fi first\n{}",
@@ -76,5 +76,22 @@ fn wifi_cut_both_ways_fails_over_to_cellular_and_back() {
         log.contains("moving back"),
         "the camera logged moving back\n{}",
         rig.diagnostics()
+    );
+
+    // A server that dies without closing anything (kill -9) and comes back:
+    // camera and viewer notice the silence within about a second and
+    // reconnect, instead of waiting out QUIC's 10 s idle timeout.
+    let killed = rig.crash_and_restart_server().expect("restart the server");
+    let back = rig
+        .first_frame_after(killed + Duration::from_millis(300), Duration::from_secs(8))
+        .unwrap_or_else(|| {
+            panic!(
+                "video at the viewer within 8 s of a server kill -9 and restart\n{}",
+                rig.diagnostics()
+            )
+        });
+    eprintln!(
+        "server kill -9 + restart: video at the viewer after {:.0} ms",
+        (back - killed).as_secs_f64() * 1000.0
     );
 }

@@ -11,6 +11,12 @@
 //! ([`Keeper::set_online`]) the unconfirmed ones are kept too. A link that
 //! dies silently is noticed only after a timeout; the window covers it, and
 //! the server skips GOPs it already has.
+//!
+//! Audio packets pass through [`Keeper::on_audio`] and wait until the GOP
+//! whose time span they fall in completes; that GOP takes them (also the
+//! packets that arrived a little after the GOP's own end, up to
+//! [`LATE_AUDIO_US`] behind its keyframe), so a GOP is kept, held unconfirmed
+//! and uploaded together with the sound filmed with it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,6 +24,15 @@ use std::sync::Arc;
 use kodama_proto::Frame;
 
 use super::record::Gop;
+
+/// Audio packets waiting for their GOP beyond which the oldest are
+/// dropped (2 minutes of 20 ms packets: the longest GOP a record holds).
+pub const MAX_PENDING_AUDIO: usize = super::record::MAX_RECORD_AUDIO;
+
+/// A packet captured up to this long before a GOP's keyframe still goes
+/// with that GOP (it reached the keeper after the previous GOP had left);
+/// older ones belong to a GOP long gone and are dropped.
+pub const LATE_AUDIO_US: u64 = 1_000_000;
 
 /// Limits of the unconfirmed window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +63,11 @@ pub struct Keeper {
     unconfirmed_bytes: usize,
     /// Keyframe capture time of the newest GOP the server confirmed.
     confirmed_through: Option<u64>,
+    /// Audio packets not yet given to a GOP, in sequence order.
+    audio: VecDeque<Arc<Frame>>,
+    last_audio_sequence: Option<u64>,
+    /// Audio packets dropped (out of order, or no GOP to go with).
+    audio_dropped: u64,
 }
 
 impl Keeper {
@@ -60,7 +80,55 @@ impl Keeper {
             unconfirmed: VecDeque::new(),
             unconfirmed_bytes: 0,
             confirmed_through: None,
+            audio: VecDeque::new(),
+            last_audio_sequence: None,
+            audio_dropped: 0,
         }
+    }
+
+    /// Audio packets dropped so far: out of order, beyond
+    /// [`MAX_PENDING_AUDIO`], or too old for any GOP.
+    pub fn audio_dropped(&self) -> u64 {
+        self.audio_dropped
+    }
+
+    /// An audio packet (one Opus packet on [`kodama_proto::Channel::Audio`],
+    /// numbered by the uplink): it goes with the GOP whose time span it
+    /// falls in, once that GOP completes.
+    pub fn on_audio(&mut self, packet: Arc<Frame>) {
+        if self
+            .last_audio_sequence
+            .is_some_and(|s| packet.sequence <= s)
+        {
+            self.audio_dropped += 1;
+            return;
+        }
+        self.last_audio_sequence = Some(packet.sequence);
+        if self.audio.len() >= MAX_PENDING_AUDIO {
+            self.audio.pop_front();
+            self.audio_dropped += 1;
+        }
+        self.audio.push_back(packet);
+    }
+
+    /// The pending audio packets captured before `end` (all of them when
+    /// `None`), for the GOP whose keyframe was captured at `start`.
+    fn take_audio(&mut self, start: u64, end: Option<u64>) -> Vec<Arc<Frame>> {
+        let mut out = Vec::new();
+        while let Some(a) = self.audio.front() {
+            if end.is_some_and(|e| a.capture_us >= e) {
+                break;
+            }
+            let Some(a) = self.audio.pop_front() else {
+                break;
+            };
+            if a.capture_us.saturating_add(LATE_AUDIO_US) >= start {
+                out.push(a);
+            } else {
+                self.audio_dropped += 1;
+            }
+        }
+        out
     }
 
     /// Unconfirmed GOPs held in memory, and their payload bytes.
@@ -71,7 +139,7 @@ impl Keeper {
     /// A video frame from the capture thread; GOPs to store go to `keep`.
     pub fn on_frame(&mut self, frame: Arc<Frame>, keep: &mut Vec<Gop>) {
         if frame.is_keyframe() {
-            self.complete(keep);
+            self.complete(Some(frame.capture_us), keep);
             self.current = Some(Assembling {
                 bytes: frame.payload.len(),
                 frames: vec![frame],
@@ -148,14 +216,22 @@ impl Keeper {
     /// Stopping: the GOP being captured, if it must be kept, and (when the
     /// link is down) nothing else is pending — see [`Keeper::set_online`].
     pub fn flush(&mut self, keep: &mut Vec<Gop>) {
-        self.complete(keep);
+        self.complete(None, keep);
     }
 
-    fn complete(&mut self, keep: &mut Vec<Gop>) {
+    /// The GOP being assembled ends before `end` (the next keyframe's
+    /// capture time; `None`: stopping, it takes every pending packet).
+    fn complete(&mut self, end: Option<u64>, keep: &mut Vec<Gop>) {
         let Some(c) = self.current.take() else {
             return;
         };
-        let gop = Gop { frames: c.frames };
+        let start = c.frames.first().map_or(0, |f| f.capture_us);
+        let audio = self.take_audio(start, end);
+        let bytes = c.bytes + audio.iter().map(|a| a.payload.len()).sum::<usize>();
+        let gop = Gop {
+            frames: c.frames,
+            audio,
+        };
         if c.keep {
             keep.push(gop);
             return;
@@ -167,8 +243,8 @@ impl Keeper {
             return;
         }
         let newest = gop.frames.last().map_or(0, |f| f.capture_us);
-        self.unconfirmed_bytes += c.bytes;
-        self.unconfirmed.push_back((gop, c.bytes));
+        self.unconfirmed_bytes += bytes;
+        self.unconfirmed.push_back((gop, bytes));
         while let Some((g, bytes)) = self.unconfirmed.front() {
             let too_old = newest.saturating_sub(g.capture_us()) > self.limits.window_us;
             if !too_old && self.unconfirmed_bytes <= self.limits.max_bytes {
@@ -318,5 +394,127 @@ mod tests {
         k.flush(&mut flushed);
         assert_eq!(firsts(&flushed), vec![20]);
         assert_eq!(flushed[0].frames.len(), 4);
+    }
+
+    const PACKET_US: u64 = 20_000;
+
+    fn packet(n: u64) -> Arc<Frame> {
+        Arc::new(Frame {
+            channel: Channel::Audio,
+            flags: FrameFlags::empty(),
+            capture_us: n * PACKET_US,
+            sequence: n,
+            payload: Bytes::from(vec![1; 30]),
+        })
+    }
+
+    /// Video frames `seqs`, each followed by the audio packets captured
+    /// during its interval (as a camera with a microphone delivers them).
+    fn feed_av(k: &mut Keeper, seqs: std::ops::Range<u64>) -> Vec<Gop> {
+        let mut keep = Vec::new();
+        for s in seqs {
+            k.on_frame(frame(s), &mut keep);
+            let per_frame = FRAME_US / PACKET_US;
+            for n in s * per_frame..(s + 1) * per_frame {
+                k.on_audio(packet(n));
+            }
+        }
+        keep
+    }
+
+    fn audio_span(g: &Gop) -> (u64, u64, usize) {
+        (
+            g.audio.first().map_or(0, |a| a.capture_us),
+            g.audio.last().map_or(0, |a| a.capture_us),
+            g.audio.len(),
+        )
+    }
+
+    #[test]
+    fn a_gop_kept_offline_carries_the_audio_of_its_span() {
+        let mut k = Keeper::new(limits());
+        let kept = feed_av(&mut k, 0..31);
+        assert_eq!(firsts(&kept), vec![0, 10, 20]);
+        for g in &kept {
+            // 1 s GOPs: 50 packets of 20 ms, from the keyframe on, up to the
+            // next keyframe.
+            let start = g.capture_us();
+            assert_eq!(
+                audio_span(g),
+                (start, start + 980_000, 50),
+                "GOP at {start}"
+            );
+            assert!(g
+                .audio
+                .windows(2)
+                .all(|w| w[0].sequence + 1 == w[1].sequence));
+        }
+        // Stopping: the partial GOP takes every packet still waiting.
+        let mut flushed = Vec::new();
+        k.flush(&mut flushed);
+        assert_eq!(audio_span(&flushed[0]), (3_000_000, 3_080_000, 5));
+        assert_eq!(k.audio_dropped(), 0);
+    }
+
+    #[test]
+    fn unconfirmed_and_incomplete_live_gops_keep_their_audio() {
+        let mut k = Keeper::new(limits());
+        let mut keep = Vec::new();
+        k.set_online(true, &mut keep);
+        assert!(feed_av(&mut k, 0..25).is_empty(), "sent live");
+        let (held, bytes) = k.unconfirmed();
+        assert_eq!(held, 2);
+        assert_eq!(
+            bytes,
+            2 * (10 * 100 + 50 * 30),
+            "audio counts toward the window"
+        );
+        // GOP 0's live group left incomplete: kept with its audio.
+        k.live_incomplete(0, &mut keep);
+        assert_eq!(audio_span(&keep[0]), (0, 980_000, 50));
+        // The GOP being captured left incomplete too: kept, with its audio,
+        // once it completes.
+        k.live_incomplete(20 * FRAME_US, &mut keep);
+        let kept = feed_av(&mut k, 25..31);
+        assert_eq!(firsts(&kept), vec![20]);
+        assert_eq!(audio_span(&kept[0]), (2_000_000, 2_980_000, 50));
+        // The link drops: the unconfirmed GOP 10 goes with its audio.
+        let mut dropped = Vec::new();
+        k.set_online(false, &mut dropped);
+        assert_eq!(firsts(&dropped), vec![10]);
+        assert_eq!(audio_span(&dropped[0]), (1_000_000, 1_980_000, 50));
+    }
+
+    #[test]
+    fn late_stale_and_out_of_order_audio() {
+        let mut k = Keeper::new(limits());
+        let mut keep = Vec::new();
+        // Audio from long before the first keyframe, and a repeat.
+        k.on_audio(packet(1));
+        k.on_audio(packet(1));
+        for s in 100..110 {
+            k.on_frame(frame(s), &mut keep);
+        }
+        // A packet of GOP 100's span arrives after GOP 110 began: it goes
+        // with GOP 110 rather than being lost.
+        k.on_frame(frame(110), &mut keep);
+        k.on_audio(packet(549));
+        for s in 111..121 {
+            k.on_frame(frame(s), &mut keep);
+        }
+        assert_eq!(firsts(&keep), vec![100, 110]);
+        assert!(keep[0].audio.is_empty());
+        assert_eq!(audio_span(&keep[1]), (10_980_000, 10_980_000, 1));
+        assert_eq!(k.audio_dropped(), 2, "the repeat and the stale packet");
+    }
+
+    #[test]
+    fn waiting_audio_is_bounded_without_video() {
+        let mut k = Keeper::new(limits());
+        for n in 0..(MAX_PENDING_AUDIO as u64 + 100) {
+            k.on_audio(packet(n));
+        }
+        assert_eq!(k.audio_dropped(), 100);
+        assert_eq!(k.audio.len(), MAX_PENDING_AUDIO);
     }
 }

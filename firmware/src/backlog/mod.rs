@@ -1,11 +1,12 @@
-//! Store-and-forward: while no uplink reaches the server, every GOP goes to a
-//! bounded, crash-safe ring on the data partition; once the server is back,
+//! Store-and-forward: while no uplink reaches the server, every GOP (with
+//! the audio captured during it) goes to a bounded, crash-safe ring on the
+//! data partition; once the server is back,
 //! the ring is uploaded behind live video (backfill) and each GOP is
 //! forgotten only when the server says it is recorded. Design and
 //! invariants: docs/design/backlog.md.
 //!
 //! # Layout
-//! * [`record`]: a GOP as a checksummed record (pure).
+//! * [`record`]: a GOP and its audio as a checksummed, versioned record (pure).
 //! * [`ring`]: the chunk files, eviction, recovery (blocking file I/O).
 //! * [`keeper`]: which GOPs must be kept (sans-IO state machine).
 //! * [`upload`]: the backfill uploader and its pacer.
@@ -35,12 +36,14 @@ pub use ring::{Recovery, Ring, RingError, RingStatus};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BacklogConfig {
-    /// Keep video while the server is unreachable and upload it later.
+    /// Keep video (and its audio) while the server is unreachable and
+    /// upload it later.
     pub enabled: bool,
     /// Directory of the ring. Default: `backlog` next to the working
     /// directory; on the SD-card image `<data partition>/backlog`.
     pub dir: Option<PathBuf>,
-    /// Disk budget in MB (10^6 bytes); the oldest video goes first beyond it.
+    /// Disk budget in MB (10^6 bytes), video and audio together; the oldest
+    /// GOPs go first beyond it.
     pub max_mb: u64,
     /// Long-run upload rate of backfill, kbit/s (on top of live video, and
     /// only from bandwidth live does not use).
@@ -114,6 +117,10 @@ pub struct BacklogStatus {
     pub ring: RingStatus,
     /// GOPs being uploaded and not yet acknowledged.
     pub in_flight: u32,
+    /// Audio packets that could not go with a GOP (out of order, too old,
+    /// or more than a GOP may wait for) since start.
+    #[serde(default)]
+    pub audio_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -121,6 +128,7 @@ struct Shared {
     ring: Mutex<Ring>,
     status: watch::Sender<BacklogStatus>,
     in_flight: std::sync::atomic::AtomicU32,
+    audio_dropped: std::sync::atomic::AtomicU64,
 }
 
 /// Shared handle to the ring; see the module docs.
@@ -153,13 +161,14 @@ impl Backlog {
         );
         let status = BacklogStatus {
             ring: ring.status(),
-            in_flight: 0,
+            ..BacklogStatus::default()
         };
         Ok((
             Backlog(Arc::new(Shared {
                 ring: Mutex::new(ring),
                 status: watch::channel(status).0,
                 in_flight: Default::default(),
+                audio_dropped: Default::default(),
             })),
             recovery,
         ))
@@ -176,9 +185,14 @@ impl Backlog {
 
     fn publish(&self, ring: &Ring) {
         let in_flight = self.0.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        let audio_dropped = self
+            .0
+            .audio_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
         self.0.status.send_replace(BacklogStatus {
             ring: ring.status(),
             in_flight,
+            audio_dropped,
         });
     }
 
@@ -191,6 +205,17 @@ impl Backlog {
             != n
         {
             self.0.status.send_modify(|s| s.in_flight = n);
+        }
+    }
+
+    fn set_audio_dropped(&self, n: u64) {
+        if self
+            .0
+            .audio_dropped
+            .swap(n, std::sync::atomic::Ordering::Relaxed)
+            != n
+        {
+            self.0.status.send_modify(|s| s.audio_dropped = n);
         }
     }
 
@@ -297,6 +322,8 @@ impl StoreForward {
     /// A video frame from the capture thread.
     pub async fn on_frame(&mut self, frame: Arc<Frame>) {
         self.keeper.on_frame(frame, &mut self.keep);
+        // Completing a GOP may have dropped audio too old for it.
+        self.backlog.set_audio_dropped(self.keeper.audio_dropped());
         self.store_kept().await;
     }
 
@@ -304,6 +331,13 @@ impl StoreForward {
     pub async fn set_online(&mut self, online: bool) {
         self.keeper.set_online(online, &mut self.keep);
         self.store_kept().await;
+    }
+
+    /// An audio packet, numbered as the live audio stream numbers it: it is
+    /// kept (or not) with the GOP whose time span it falls in.
+    pub fn on_audio(&mut self, packet: Arc<Frame>) {
+        self.keeper.on_audio(packet);
+        self.backlog.set_audio_dropped(self.keeper.audio_dropped());
     }
 
     /// Live sending gave up the current GOP.

@@ -81,6 +81,10 @@ pub struct Recovery {
     pub torn_chunks: usize,
     /// Leftover temporary files removed.
     pub temp_removed: usize,
+    /// Chunk files holding records of a newer format than this firmware
+    /// reads (written before a rollback): left as they are, counted in the
+    /// budget, and deleted only by eviction.
+    pub foreign_chunks: usize,
 }
 
 /// Counters since open (plus what recovery found pending).
@@ -125,6 +129,9 @@ struct Chunk {
     bytes: u64,
     /// Records not yet acknowledged, in id order.
     pending: VecDeque<RecordMeta>,
+    /// From some offset on it holds records of a newer format version:
+    /// kept until evicted, never cut or deleted for being acknowledged.
+    foreign: bool,
 }
 
 /// The ring; see the module docs.
@@ -207,7 +214,7 @@ impl Ring {
         for number in numbers {
             recovery.chunks += 1;
             let chunk = ring.scan_chunk(number, &mut recovery)?;
-            if chunk.pending.is_empty() {
+            if chunk.pending.is_empty() && !chunk.foreign {
                 let path = ring.chunk_path(number);
                 fs::remove_file(&path).map_err(io_err(&path))?;
                 removed = true;
@@ -245,6 +252,7 @@ impl Ring {
             number,
             bytes: 0,
             pending: VecDeque::new(),
+            foreign: false,
         };
         let mut offset = 0u64;
         let mut buf = Vec::new();
@@ -267,6 +275,21 @@ impl Ring {
                         });
                     }
                     offset += len;
+                }
+                Err(RecordError::UnsupportedVersion { version }) => {
+                    // Not damage: newer firmware wrote it before a rollback.
+                    // Cutting it off would lose video an update could
+                    // still upload.
+                    tracing::warn!(
+                        chunk = %path.display(),
+                        offset,
+                        version,
+                        "backlog chunk holds records of format version {version}, newer than this firmware reads; leaving them on disk (the oldest go first when the backlog is full)"
+                    );
+                    chunk.foreign = true;
+                    recovery.foreign_chunks += 1;
+                    offset = file_len;
+                    break;
                 }
                 Ok(None) | Err(_) => {
                     tracing::warn!(
@@ -375,6 +398,7 @@ impl Ring {
                 number,
                 bytes: 0,
                 pending: VecDeque::new(),
+                foreign: false,
             });
         }
         let (Some(file), Some(chunk)) = (self.tail.as_mut(), self.chunks.back_mut()) else {
@@ -497,7 +521,10 @@ impl Ring {
     fn remove_acked(&mut self, id: u64) -> Result<(), RingError> {
         self.acked.insert(id);
         let mut deleted = false;
-        while let Some(front) = self.chunks.front_mut() {
+        // Foreign chunks (a newer format's records) are passed over: only
+        // eviction deletes them.
+        let mut at = 0;
+        while let Some(front) = self.chunks.get_mut(at) {
             while let Some(r) = front.pending.front() {
                 if !self.acked.remove(&r.id) {
                     break;
@@ -509,9 +536,14 @@ impl Ring {
             if !front.pending.is_empty() {
                 break;
             }
+            if front.foreign {
+                at += 1;
+                continue;
+            }
             let number = front.number;
-            self.chunks.pop_front();
-            if self.chunks.is_empty() {
+            self.chunks.remove(at);
+            if at == self.chunks.len() {
+                // The newest chunk went: the next append starts another.
                 self.tail = None;
             }
             let path = self.chunk_path(number);
@@ -769,5 +801,60 @@ mod tests {
         assert!(ring.disk_bytes() <= 200 * 1024);
         assert!(ring.status().dropped_gops > 0);
         assert_eq!(ring.status().gops + ring.status().dropped_gops, 20);
+    }
+
+    #[test]
+    fn gops_with_audio_round_trip_through_the_ring() {
+        use super::super::record::tests::gop_with_audio;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ring = open(dir.path(), 10 << 20);
+        let g = gop_with_audio(0, 30, 500, 0, 50);
+        let id = ring.append(&g).expect("append");
+        drop(ring);
+        let (mut ring, rec) = Ring::open(dir.path(), 10 << 20).expect("reopen");
+        assert_eq!(rec.pending, 1);
+        assert_eq!(ring.read(id).expect("read"), g);
+        // Audio bytes count toward the budget like video.
+        assert!(ring.status().bytes >= g.payload_bytes() as u64);
+    }
+
+    #[test]
+    fn records_of_a_newer_format_are_left_alone_until_evicted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let max = 256 * 1024; // four 64 KiB chunks
+        let mut ring = open(dir.path(), max);
+        for i in 0..3 {
+            ring.append(&gop(i * 10, 10, 200)).expect("append");
+        }
+        drop(ring);
+        // Newer firmware (before a rollback) wrote the last record.
+        let chunk = dir.path().join(chunk_name(0));
+        let mut bytes = fs::read(&chunk).expect("read");
+        let one = bytes.len() / 3;
+        bytes[2 * one + 3] = b'3';
+        fs::write(&chunk, &bytes).expect("write");
+        let (mut ring, rec) = Ring::open(dir.path(), max).expect("recovers");
+        assert_eq!((rec.pending, rec.foreign_chunks, rec.torn_bytes), (2, 1, 0));
+        assert_eq!(
+            fs::metadata(&chunk).expect("meta").len(),
+            bytes.len() as u64,
+            "not cut off"
+        );
+        // Our records upload and are forgotten; the chunk stays.
+        ring.ack(0).expect("ack");
+        ring.ack(1).expect("ack");
+        assert!(chunk.exists());
+        let id = ring.append(&gop(100, 10, 200)).expect("append");
+        ring.ack(id).expect("ack");
+        assert!(chunk.exists(), "acknowledging later records keeps it");
+        drop(ring);
+        let (mut ring, rec) = Ring::open(dir.path(), max).expect("reopen");
+        assert_eq!((rec.pending, rec.foreign_chunks), (0, 1));
+        // A full backlog evicts it first, like any oldest chunk.
+        for i in 0..40 {
+            ring.append(&gop(i * 30, 30, 1000)).expect("append");
+        }
+        assert!(!chunk.exists());
+        assert!(ring.disk_bytes() <= max);
     }
 }

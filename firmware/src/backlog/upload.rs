@@ -128,7 +128,10 @@ pub async fn run(
             last_sent = Some(last_sent.map_or(id, |l| l.max(id)));
             in_flight.insert(id, Instant::now());
             let conn = conn.clone();
-            sends.spawn(async move { (id, send_backfill_group(&conn, id, &gop.frames).await) });
+            // The GOP's audio rides on its stream, after the video.
+            let mut frames = gop.frames;
+            frames.extend(gop.audio);
+            sends.spawn(async move { (id, send_backfill_group(&conn, id, &frames).await) });
         }
         backlog.set_in_flight(in_flight.len());
         let timeout = in_flight.values().min().map_or(IDLE_POLL, |t| {

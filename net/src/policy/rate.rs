@@ -108,6 +108,17 @@ pub struct RateConfig {
     /// A bandwidth estimate below this share of the tier's rate means the
     /// path does not carry the tier (congestion, even without loss).
     pub estimate_starved: f64,
+    /// The sender backlog (stream bytes handed to QUIC but not yet on the
+    /// wire) worth more than this much time at the rate the wire drains it,
+    /// and still growing, is congestion. QUIC accepts whole GOPs into its
+    /// send buffer at once, so a link that does not carry the tier shows up
+    /// here first: BBR paces without loss and the RTT stays near its floor.
+    pub backlog_congested: Duration,
+    /// While the backlog keeps growing, the next step down waits only this
+    /// long after the previous one instead of `settle`: the new tier starts
+    /// at once (its keyframe is forced), so bytes still handed faster than
+    /// the wire takes them mean it does not fit either.
+    pub backlog_settle: Duration,
 }
 
 impl Default for RateConfig {
@@ -125,6 +136,8 @@ impl Default for RateConfig {
             queue_congested: Duration::from_millis(500),
             headroom: 0.8,
             estimate_starved: 0.75,
+            backlog_congested: Duration::from_millis(250),
+            backlog_settle: Duration::from_millis(600),
         }
     }
 }
@@ -153,6 +166,12 @@ pub struct PathSample {
     pub groups_dropped: u64,
     /// The congestion controller's bandwidth estimate, bit/s, if it has one.
     pub bandwidth_bps: Option<u64>,
+    /// Stream bytes the sender has handed to QUIC so far (0 if it does not
+    /// count them: the sender-backlog signal is then off).
+    pub handed_bytes: u64,
+    /// Bytes QUIC has put on this path so far (packet payloads:
+    /// `PathStats::sent_bytes`).
+    pub wire_bytes: u64,
 }
 
 /// What the server allows.
@@ -174,6 +193,9 @@ pub enum Reason {
     Congested,
     /// The bandwidth estimate does not carry the tier.
     BandwidthBelowTier,
+    /// Bytes pile up in the sender faster than the wire takes them; the
+    /// rate the wire drains them picks the rung.
+    SenderBacklog,
     /// A clean period: trying one rung up.
     Probe,
     /// The probe met congestion: back down.
@@ -209,6 +231,8 @@ pub struct RateController {
     bad_since: Option<Duration>,
     good_since: Option<Duration>,
     hold_until: Duration,
+    changed_at: Duration,
+    backlog_bytes: u64,
     probe: Option<Probe>,
     next_probe: Duration,
     backoff: Duration,
@@ -235,6 +259,8 @@ impl RateController {
             bad_since: None,
             good_since: None,
             hold_until: Duration::ZERO,
+            changed_at: Duration::ZERO,
+            backlog_bytes: 0,
             probe: None,
             next_probe: Duration::ZERO,
             estimate_bps: None,
@@ -254,6 +280,12 @@ impl RateController {
     /// The latest bandwidth estimate, bit/s.
     pub fn estimate_bps(&self) -> Option<u64> {
         self.estimate_bps
+    }
+
+    /// Stream bytes handed to QUIC and not yet on the wire, as the
+    /// controller reckons them.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.backlog_bytes
     }
 
     /// The server's limit in force.
@@ -277,6 +309,7 @@ impl RateController {
         self.bad_since = None;
         self.good_since = Some(now);
         self.hold_until = now + self.cfg.settle;
+        self.changed_at = now;
         Some(Decision { tier, reason })
     }
 
@@ -291,6 +324,7 @@ impl RateController {
         self.good_since = Some(now);
         self.probe = None;
         self.estimate_bps = None;
+        self.backlog_bytes = 0;
     }
 
     /// Sets the server's limit; returns the change it forces, if any.
@@ -330,6 +364,31 @@ impl RateController {
             self.good_since = Some(now);
             return None;
         };
+        // The sender backlog, leaky: what was handed minus what went out.
+        // Packet overhead (~2 %) makes the wire count run slightly ahead of
+        // the stream bytes, so an empty backlog stays at zero instead of
+        // drifting; retransmissions and backfill only ever make it smaller.
+        let handed = s.handed_bytes.saturating_sub(prev.handed_bytes);
+        let wire = s.wire_bytes.saturating_sub(prev.wire_bytes);
+        let grew = s.handed_bytes > 0 && handed > wire;
+        let dropped_groups = s.groups_dropped > prev.groups_dropped;
+        if dropped_groups {
+            // A dropped group's stream was reset, and QUIC discarded its
+            // unsent bytes: whatever stood is gone (how much of it was that
+            // group's is unknown; a link that still does not carry the tier
+            // builds a new backlog within a sample or two).
+            self.backlog_bytes = 0;
+        }
+        if s.handed_bytes > 0 {
+            self.backlog_bytes = (self.backlog_bytes + handed).saturating_sub(wire);
+        }
+        let interval = now.saturating_sub(prev.now).as_secs_f64();
+        // While a backlog stands the sender is not application-limited:
+        // what the wire took is what the path carries.
+        let wire_bps = (interval > 0.0).then(|| wire as f64 * 8.0 / interval);
+        let backlogged = grew
+            && self.backlog_bytes as f64 * 8.0
+                > wire_bps.unwrap_or(0.0) * self.cfg.backlog_congested.as_secs_f64();
         let sent = s.sent_packets.saturating_sub(prev.sent_packets);
         let lost = s.lost_packets.saturating_sub(prev.lost_packets);
         let loss = if sent + lost == 0 {
@@ -337,7 +396,6 @@ impl RateController {
         } else {
             lost as f64 / (sent + lost) as f64
         };
-        let dropped_groups = s.groups_dropped > prev.groups_dropped;
         let queue_s =
             s.send_queue_bytes as f64 * 8.0 / (f64::from(self.ladder[self.current].kbps) * 1000.0);
         let queued = queue_s > self.cfg.queue_congested.as_secs_f64();
@@ -350,7 +408,7 @@ impl RateController {
         let starved = s
             .bandwidth_bps
             .is_some_and(|bps| (bps as f64) < tier_bps * self.cfg.estimate_starved);
-        let congested = lossy || dropped_groups || queued || inflated || starved;
+        let congested = lossy || dropped_groups || queued || inflated || starved || backlogged;
 
         if congested {
             self.good_since = None;
@@ -363,13 +421,32 @@ impl RateController {
                     return self.change(p.from, Reason::ProbeFailed, now);
                 }
             }
-            if now < self.hold_until || now.saturating_sub(since) < self.cfg.down_after {
+            let hold_until = if backlogged {
+                self.hold_until
+                    .min(self.changed_at + self.cfg.backlog_settle)
+            } else {
+                self.hold_until
+            };
+            if now < hold_until || now.saturating_sub(since) < self.cfg.down_after {
                 return None;
             }
+            // At least one rung; further when a measured rate says so: the
+            // estimate, or what the wire took while the backlog stood.
+            let one_down = self.current.saturating_sub(1);
             let by_estimate = s.bandwidth_bps.map(|bps| self.fits(bps));
-            let (target, reason) = match by_estimate {
-                Some(t) if t + 1 < self.current => (t, Reason::BandwidthBelowTier),
-                _ => (self.current.saturating_sub(1), Reason::Congested),
+            let by_wire = wire_bps
+                .filter(|_| backlogged)
+                .map(|bps| self.fits(bps as u64));
+            let target = [by_estimate, by_wire]
+                .into_iter()
+                .flatten()
+                .fold(one_down, usize::min);
+            let reason = if backlogged {
+                Reason::SenderBacklog
+            } else if target < one_down {
+                Reason::BandwidthBelowTier
+            } else {
+                Reason::Congested
             };
             // Stepping down also postpones the next probe a little.
             self.next_probe = self.next_probe.max(now + self.cfg.probe_after);
@@ -443,6 +520,7 @@ mod tests {
                 send_queue_bytes: r.queue_bytes,
                 groups_dropped: r.dropped,
                 bandwidth_bps: r.est_kbps.map(|k| k * 1000),
+                ..PathSample::default()
             };
             if let Some(d) = c.on_sample(&s) {
                 out.push((r.t_ms, d));
@@ -636,6 +714,179 @@ mod tests {
         let d = replay(&mut c, &rows);
         assert!(d.iter().all(|(_, d)| d.reason == Reason::Probe), "{d:?}");
         assert_eq!(c.current(), 3);
+    }
+
+    /// A virtual uplink on the controller's clock: each 200 ms the encoder
+    /// hands the tier's rate (a keyframe of 4 frames' worth once a second)
+    /// to QUIC, which puts at most `capacity` on the wire plus 2.4 % packet
+    /// overhead; RTT and loss stay clean and BBR's estimate is stale (as
+    /// recorded in the test bed when a tbf cap hits a BBR sender). Returns
+    /// the decisions with their times.
+    fn drive(
+        c: &mut RateController,
+        from_ms: u64,
+        to_ms: u64,
+        capacity_kbps: impl Fn(u64) -> u64,
+        handed: &mut u64,
+        wire: &mut u64,
+        queue: &mut u64,
+    ) -> Vec<(u64, Decision)> {
+        let mut out = Vec::new();
+        for t in (from_ms..to_ms).step_by(200) {
+            let tier_bytes = u64::from(c.ladder()[c.current()].kbps) * 1000 / 8 / 5;
+            let burst = if t % 1000 == 0 {
+                3 * tier_bytes
+            } else {
+                tier_bytes * 7 / 10
+            };
+            *handed += burst;
+            *queue += burst;
+            let room = capacity_kbps(t) * 1000 / 8 / 5;
+            let out_now = (*queue).min(room);
+            *queue -= out_now;
+            *wire += out_now * 1024 / 1000;
+            let s = PathSample {
+                now: Duration::from_millis(t),
+                rtt: Duration::from_millis(22),
+                cwnd: 40_000,
+                sent_packets: *wire / 1200,
+                bandwidth_bps: Some(300_000_000),
+                handed_bytes: *handed,
+                wire_bytes: *wire,
+                ..PathSample::default()
+            };
+            if let Some(d) = c.on_sample(&s) {
+                out.push((t, d));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_growing_sender_backlog_steps_down_to_what_the_wire_carries() {
+        let mut c = controller(3);
+        let (mut handed, mut wire, mut queue) = (0, 0, 0);
+        // A clean 20 Mbit/s link: keyframe bursts never count as a backlog.
+        let d = drive(
+            &mut c,
+            0,
+            10_000,
+            |_| 20_000,
+            &mut handed,
+            &mut wire,
+            &mut queue,
+        );
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(c.backlog_bytes(), 0);
+        // A 1 Mbit/s cap at 10 s, lifted at 20 s.
+        let cap = |t: u64| {
+            if (10_000..20_000).contains(&t) {
+                1_000
+            } else {
+                20_000
+            }
+        };
+        let d = drive(
+            &mut c,
+            10_000,
+            20_000,
+            cap,
+            &mut handed,
+            &mut wire,
+            &mut queue,
+        );
+        let (t, first) = d[0];
+        assert_eq!(first.reason, Reason::SenderBacklog, "{d:?}");
+        assert_eq!(
+            first.tier, 0,
+            "straight to 500 kbit/s, the rung 1 Mbit/s carries: {d:?}"
+        );
+        assert!(
+            t - 10_000 <= 800,
+            "stepped down {} ms after the cap",
+            t - 10_000
+        );
+        assert_eq!(d.len(), 1, "and stays there while capped: {d:?}");
+        assert!(
+            queue < 40_000,
+            "the backlog drains under the cap: {queue} bytes left"
+        );
+        // Lifted: it climbs back to the top.
+        let d = drive(
+            &mut c,
+            20_000,
+            50_000,
+            cap,
+            &mut handed,
+            &mut wire,
+            &mut queue,
+        );
+        assert!(d.iter().all(|(_, d)| d.reason == Reason::Probe), "{d:?}");
+        assert_eq!(c.current(), 3);
+    }
+
+    #[test]
+    fn a_tier_that_still_does_not_fit_steps_again_before_the_settle_time() {
+        // Cubic (no estimate): the link falls to 1.3 Mbit/s, the step goes to
+        // the rung that carries (1 Mbit/s); then it falls to 600 kbit/s and
+        // the backlog grows again, so the next step comes after
+        // `backlog_settle`, not `settle`.
+        let mut c = controller(2);
+        let (mut handed, mut wire, mut queue) = (0, 0, 0);
+        drive(
+            &mut c,
+            0,
+            2_000,
+            |_| 20_000,
+            &mut handed,
+            &mut wire,
+            &mut queue,
+        );
+        let mut rows = Vec::new();
+        for t in (2_000..6_400).step_by(200) {
+            let tier_bytes = u64::from(c.ladder()[c.current()].kbps) * 1000 / 8 / 5;
+            handed += tier_bytes;
+            queue += tier_bytes;
+            let capacity_kbps = if t < 3_200 { 1_300 } else { 600 };
+            let out_now = queue.min(capacity_kbps * 1000 / 8 / 5);
+            queue -= out_now;
+            wire += out_now * 1024 / 1000;
+            let s = PathSample {
+                now: Duration::from_millis(t),
+                rtt: Duration::from_millis(22),
+                handed_bytes: handed,
+                wire_bytes: wire,
+                ..PathSample::default()
+            };
+            if let Some(d) = c.on_sample(&s) {
+                rows.push((t, d));
+            }
+        }
+        let tiers: Vec<(usize, Reason)> = rows.iter().map(|(_, d)| (d.tier, d.reason)).collect();
+        assert_eq!(
+            tiers,
+            vec![(1, Reason::SenderBacklog), (0, Reason::SenderBacklog)],
+            "{rows:?}"
+        );
+        assert!(
+            rows[1].0 - rows[0].0 < 1_500,
+            "faster than `settle`: {rows:?}"
+        );
+    }
+
+    #[test]
+    fn without_handed_bytes_the_backlog_signal_is_off() {
+        let mut c = controller(3);
+        let rows: Vec<PathSample> = (0..50)
+            .map(|i| PathSample {
+                now: Duration::from_millis(i * 200),
+                rtt: Duration::from_millis(20),
+                wire_bytes: i * 1_000,
+                ..PathSample::default()
+            })
+            .collect();
+        assert!(rows.iter().all(|s| c.on_sample(s).is_none()));
+        assert_eq!(c.backlog_bytes(), 0);
     }
 
     #[test]

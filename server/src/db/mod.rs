@@ -22,7 +22,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_backfill.sql"),
     include_str!("migrations/0004_checks_and_garbage.sql"),
     include_str!("migrations/0005_upstream_watermark.sql"),
-    include_str!("migrations/0006_update_job.sql"),
+    include_str!("migrations/0006_aux_origin.sql"),
+    include_str!("migrations/0007_update_job.sql"),
 ];
 
 /// The schema version this code writes.
@@ -212,10 +213,37 @@ pub enum AuxKind {
 }
 
 impl AuxKind {
+    /// Both kinds.
+    pub const ALL: [AuxKind; 2] = [AuxKind::Telemetry, AuxKind::Event];
+
     fn table(self) -> &'static str {
         match self {
             AuxKind::Telemetry => "telemetry",
             AuxKind::Event => "event",
+        }
+    }
+
+    fn code(self) -> i64 {
+        match self {
+            AuxKind::Telemetry => 0,
+            AuxKind::Event => 1,
+        }
+    }
+
+    /// The kind of frames on `channel`, if it carries telemetry or events.
+    pub fn of_channel(channel: kodama_proto::Channel) -> Option<AuxKind> {
+        match channel {
+            kodama_proto::Channel::Telemetry => Some(AuxKind::Telemetry),
+            kodama_proto::Channel::Event => Some(AuxKind::Event),
+            _ => None,
+        }
+    }
+
+    /// The channel its frames travel on.
+    pub fn channel(self) -> kodama_proto::Channel {
+        match self {
+            AuxKind::Telemetry => kodama_proto::Channel::Telemetry,
+            AuxKind::Event => kodama_proto::Channel::Event,
         }
     }
 }
@@ -225,8 +253,36 @@ impl AuxKind {
 pub struct AuxRow {
     /// Wall-clock time.
     pub time_us: i64,
+    /// Capture time on the camera's clock (`None` for rows stored before
+    /// schema version 6).
+    pub capture_us: Option<i64>,
     /// The JSON document as received.
     pub json: String,
+}
+
+/// A telemetry or event row as forwarding reads it for an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAux {
+    /// Row id (increasing in the order rows were stored).
+    pub id: i64,
+    /// Capture time on the camera's clock (`None`: stored before schema
+    /// version 6, cannot be identified upstream).
+    pub capture_us: Option<i64>,
+    /// The JSON document.
+    pub json: String,
+}
+
+/// A telemetry or event row to store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewAux<'a> {
+    /// Which table.
+    pub kind: AuxKind,
+    /// Wall-clock time.
+    pub time_us: i64,
+    /// Capture time on the camera's clock.
+    pub capture_us: i64,
+    /// The JSON document.
+    pub json: &'a str,
 }
 
 /// What the recorder commits at once (see [`Db::commit_batch`]).
@@ -888,21 +944,130 @@ impl Db {
         })
     }
 
-    /// Stores a telemetry or event row.
-    pub fn insert_aux(
+    /// Stores a telemetry or event row; false when the camera already has
+    /// this document at this capture time (a row forwarded again).
+    pub fn insert_aux(&self, camera_id: i64, row: &NewAux<'_>) -> Result<bool, DbError> {
+        let sql = format!(
+            "INSERT INTO {} (camera_id, time_us, capture_us, json) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            row.kind.table()
+        );
+        let n = self.conn.prepare_cached(&sql)?.execute(params![
+            camera_id,
+            row.time_us,
+            row.capture_us,
+            row.json
+        ])?;
+        Ok(n == 1)
+    }
+
+    /// Stores a batch of telemetry and event rows in one transaction that is
+    /// synced to disk before this returns (`synchronous=FULL` for it): the
+    /// batch is acknowledged to the relay that sent it, which may then
+    /// forget it. Rows the camera already has are skipped; returns how many
+    /// were new.
+    pub fn insert_aux_durably(
+        &mut self,
+        camera_id: i64,
+        rows: &[NewAux<'_>],
+    ) -> Result<usize, DbError> {
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        let result = (|| -> Result<usize, DbError> {
+            let tx = self.conn.transaction()?;
+            let mut new = 0;
+            for row in rows {
+                let sql = format!(
+                    "INSERT INTO {} (camera_id, time_us, capture_us, json) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    row.kind.table()
+                );
+                new += tx.prepare_cached(&sql)?.execute(params![
+                    camera_id,
+                    row.time_us,
+                    row.capture_us,
+                    row.json
+                ])?;
+            }
+            tx.commit()?;
+            Ok(new)
+        })();
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        result
+    }
+
+    /// Up to `limit` rows of `kind` of `camera` (endpoint) with an id above
+    /// `after`, in id order: what forwarding sends an upstream next.
+    pub fn aux_after(
         &self,
         kind: AuxKind,
-        camera_id: i64,
-        time_us: i64,
-        json: &str,
-    ) -> Result<(), DbError> {
+        camera: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<ForwardAux>, DbError> {
         let sql = format!(
-            "INSERT INTO {} (camera_id, time_us, json) VALUES (?1, ?2, ?3)",
+            "SELECT a.id, a.capture_us, a.json FROM {} a JOIN camera c ON c.id = a.camera_id
+             WHERE c.endpoint = ?1 AND a.id > ?2 ORDER BY a.id LIMIT ?3",
             kind.table()
         );
-        self.conn
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(params![camera, after, limit], |r| {
+            Ok(ForwardAux {
+                id: r.get(0)?,
+                capture_us: r.get(1)?,
+                json: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest row id of `kind` of `camera` (endpoint).
+    pub fn newest_aux(&self, kind: AuxKind, camera: &str) -> Result<Option<i64>, DbError> {
+        let sql = format!(
+            "SELECT max(a.id) FROM {} a JOIN camera c ON c.id = a.camera_id WHERE c.endpoint = ?1",
+            kind.table()
+        );
+        Ok(self
+            .conn
             .prepare_cached(&sql)?
-            .execute(params![camera_id, time_us, json])?;
+            .query_row(params![camera], |r| r.get(0))?)
+    }
+
+    /// Where forwarding `kind` rows of `camera` to `upstream` stands: the
+    /// row id up to which the upstream confirmed it has every row.
+    pub fn upstream_aux_watermark(
+        &self,
+        upstream: &str,
+        camera: &str,
+        kind: AuxKind,
+    ) -> Result<Option<i64>, DbError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT row_id FROM upstream_aux_watermark
+                 WHERE upstream = ?1 AND camera = ?2 AND kind = ?3",
+            )?
+            .query_row(params![upstream, camera, kind.code()], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Moves an aux watermark forward (never back).
+    pub fn set_upstream_aux_watermark(
+        &self,
+        upstream: &str,
+        camera: &str,
+        kind: AuxKind,
+        row_id: i64,
+        now_us: i64,
+    ) -> Result<(), DbError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO upstream_aux_watermark (upstream, camera, kind, row_id, updated_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (upstream, camera, kind) DO UPDATE SET
+                   row_id = excluded.row_id, updated_us = excluded.updated_us
+                 WHERE excluded.row_id > row_id",
+            )?
+            .execute(params![upstream, camera, kind.code(), row_id, now_us])?;
         Ok(())
     }
 
@@ -917,7 +1082,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<AuxRow>, DbError> {
         let sql = format!(
-            "SELECT time_us, json FROM {} WHERE camera_id = ?1 AND time_us >= ?2 AND time_us < ?3
+            "SELECT time_us, capture_us, json FROM {} WHERE camera_id = ?1 AND time_us >= ?2 AND time_us < ?3
              ORDER BY time_us, id LIMIT ?4",
             kind.table()
         );
@@ -925,7 +1090,8 @@ impl Db {
         let rows = st.query_map(params![camera_id, start_us, end_us, limit], |r| {
             Ok(AuxRow {
                 time_us: r.get(0)?,
-                json: r.get(1)?,
+                capture_us: r.get(1)?,
+                json: r.get(2)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -934,7 +1100,7 @@ impl Db {
     /// The newest telemetry or event row of a camera.
     pub fn latest_aux(&self, kind: AuxKind, camera_id: i64) -> Result<Option<AuxRow>, DbError> {
         let sql = format!(
-            "SELECT time_us, json FROM {} WHERE camera_id = ?1 ORDER BY time_us DESC, id DESC LIMIT 1",
+            "SELECT time_us, capture_us, json FROM {} WHERE camera_id = ?1 ORDER BY time_us DESC, id DESC LIMIT 1",
             kind.table()
         );
         Ok(self
@@ -943,7 +1109,8 @@ impl Db {
             .query_row(params![camera_id], |r| {
                 Ok(AuxRow {
                     time_us: r.get(0)?,
-                    json: r.get(1)?,
+                    capture_us: r.get(1)?,
+                    json: r.get(2)?,
                 })
             })
             .optional()?)
@@ -1227,13 +1394,38 @@ mod tests {
         assert_eq!(db.cameras().expect("cams")[0].name, "front door");
         assert_eq!(db.total_bytes(Some(cam)).expect("bytes"), 5_700);
 
-        db.insert_aux(AuxKind::Event, cam, 50, r#"{"motion":true}"#)
-            .expect("event");
+        let motion = NewAux {
+            kind: AuxKind::Event,
+            time_us: 50,
+            capture_us: 49,
+            json: r#"{"motion":true}"#,
+        };
+        assert!(db.insert_aux(cam, &motion).expect("event"));
+        assert!(
+            !db.insert_aux(
+                cam,
+                &NewAux {
+                    time_us: 51,
+                    ..motion
+                }
+            )
+            .expect("again"),
+            "the same document at the same capture time is one event"
+        );
+        assert!(db
+            .insert_aux(
+                cam,
+                &NewAux {
+                    capture_us: 48,
+                    ..motion
+                }
+            )
+            .expect("earlier"));
         assert_eq!(
             db.aux_between(AuxKind::Event, cam, 0, 100, 10)
                 .expect("q")
                 .len(),
-            1
+            2
         );
         assert!(db
             .aux_between(AuxKind::Telemetry, cam, 0, 100, 10)
@@ -1242,5 +1434,78 @@ mod tests {
         db.delete_segment(id).expect("delete");
         assert!(db.fragments(id).expect("frags").is_empty());
         assert_eq!(db.total_bytes(None).expect("bytes"), 0);
+    }
+
+    #[test]
+    fn aux_rows_past_a_watermark_keep_their_identity_and_ids_never_repeat() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        {
+            let mut conn = Connection::open(&path).expect("open");
+            Db::migrate(&mut conn, 0, 5).expect("to v5");
+            conn.execute_batch(
+                "INSERT INTO camera (endpoint, name, last_seen_us) VALUES ('ep', 'door', 5);
+                 INSERT INTO event (camera_id, time_us, json) VALUES (1, 7, '{\"old\":1}');",
+            )
+            .expect("data");
+        }
+        let mut db = Db::open(&path).expect("migrates through v6");
+        let old = db.aux_after(AuxKind::Event, "ep", 0, 10).expect("rows");
+        assert_eq!(old.len(), 1);
+        assert_eq!(
+            old[0].capture_us, None,
+            "rows from before v6 have no origin"
+        );
+        let row = |capture_us, json| NewAux {
+            kind: AuxKind::Event,
+            time_us: capture_us + 1,
+            capture_us,
+            json,
+        };
+        assert_eq!(
+            db.insert_aux_durably(1, &[row(10, "{}"), row(11, "{}"), row(10, "{}")])
+                .expect("batch"),
+            2,
+            "a row sent twice is stored once"
+        );
+        let rows = db
+            .aux_after(AuxKind::Event, "ep", old[0].id, 10)
+            .expect("rows");
+        assert_eq!(
+            rows.iter().map(|r| r.capture_us).collect::<Vec<_>>(),
+            vec![Some(10), Some(11)]
+        );
+        assert!(db
+            .aux_after(AuxKind::Telemetry, "ep", 0, 10)
+            .expect("rows")
+            .is_empty());
+        let newest = db.newest_aux(AuxKind::Event, "ep").expect("newest");
+        assert_eq!(newest, Some(rows[1].id));
+        assert_eq!(db.newest_aux(AuxKind::Telemetry, "ep").expect("none"), None);
+
+        // Watermarks move forward only.
+        assert_eq!(
+            db.upstream_aux_watermark("up", "ep", AuxKind::Event)
+                .expect("q"),
+            None
+        );
+        db.set_upstream_aux_watermark("up", "ep", AuxKind::Event, rows[1].id, 1)
+            .expect("set");
+        db.set_upstream_aux_watermark("up", "ep", AuxKind::Event, rows[0].id, 2)
+            .expect("stale");
+        assert_eq!(
+            db.upstream_aux_watermark("up", "ep", AuxKind::Event)
+                .expect("q"),
+            Some(rows[1].id)
+        );
+
+        // Retention empties the table: new rows still get ids above the
+        // watermark, or forwarding would pass over them.
+        db.delete_aux_before(i64::MAX).expect("retention");
+        assert!(db.insert_aux(1, &row(20, "{}")).expect("new"));
+        let after = db
+            .aux_after(AuxKind::Event, "ep", rows[1].id, 10)
+            .expect("rows");
+        assert_eq!(after.len(), 1, "the new row lies past the watermark");
     }
 }

@@ -1,4 +1,4 @@
--- Kodama recording index, current schema (version 5). Times are µs since the
+-- Kodama recording index, current schema (version 6). Times are µs since the
 -- Unix epoch (UTC, wall clock as estimated by the recorder); paths are
 -- relative to <data>/recordings. See docs/design/recording.md.
 
@@ -81,23 +81,48 @@ CREATE TABLE upstream_watermark (
   PRIMARY KEY (upstream, camera, lane)
 ) WITHOUT ROWID;
 
+-- Telemetry samples and events as the camera sent them (JSON), with the
+-- wall time the recorder mapped them to and the capture time on the
+-- camera's clock (NULL for rows stored before version 6). (camera,
+-- capture time, document) identifies a row wherever it is forwarded, so
+-- one received again is stored once. Ids never repeat (AUTOINCREMENT):
+-- forwarding's watermarks are row ids.
 CREATE TABLE telemetry (
-  id INTEGER PRIMARY KEY,
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   camera_id INTEGER NOT NULL REFERENCES camera (id),
   time_us INTEGER NOT NULL,
+  capture_us INTEGER,
   json TEXT NOT NULL
 );
 
 CREATE INDEX telemetry_camera_time ON telemetry (camera_id, time_us);
+CREATE UNIQUE INDEX telemetry_origin ON telemetry (camera_id, capture_us, json)
+  WHERE capture_us IS NOT NULL;
 
 CREATE TABLE event (
-  id INTEGER PRIMARY KEY,
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   camera_id INTEGER NOT NULL REFERENCES camera (id),
   time_us INTEGER NOT NULL,
+  capture_us INTEGER,
   json TEXT NOT NULL
 );
 
 CREATE INDEX event_camera_time ON event (camera_id, time_us);
+CREATE UNIQUE INDEX event_origin ON event (camera_id, capture_us, json)
+  WHERE capture_us IS NOT NULL;
+
+-- Forwarding telemetry and events to upstream servers: per upstream,
+-- camera and kind (0 telemetry, 1 event) the row id up to which the
+-- upstream confirmed storing every row of that camera and kind. Moves only
+-- forward, on the upstream's acknowledgements (docs/design/forwarding.md).
+CREATE TABLE upstream_aux_watermark (
+  upstream TEXT NOT NULL CHECK (upstream <> ''),
+  camera TEXT NOT NULL CHECK (camera <> ''),
+  kind INTEGER NOT NULL CHECK (kind IN (0, 1)),
+  row_id INTEGER NOT NULL CHECK (row_id >= 0),
+  updated_us INTEGER NOT NULL,
+  PRIMARY KEY (upstream, camera, kind)
+) WITHOUT ROWID;
 
 CREATE TABLE update_job (
   camera BLOB PRIMARY KEY CHECK (length(camera) = 32),

@@ -43,7 +43,9 @@ use kodama_proto::{CameraInfo, Channel, Frame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{AuxKind, Db, DbError, FragmentOrigin, FragmentRow, IndexBatch, NewSegment};
+use crate::db::{
+    AuxKind, Db, DbError, FragmentOrigin, FragmentRow, IndexBatch, NewAux, NewSegment,
+};
 use crate::feed::{FeedEvent, Group, StoredAcks};
 use kodama_proto::Stored;
 
@@ -81,6 +83,16 @@ const GAP_US: u64 = 1_000_000;
 /// A backfill segment that received nothing for this long is closed (the
 /// camera's backlog is empty or it went away).
 const BACKFILL_IDLE: Duration = Duration::from_secs(10);
+
+/// Where a fragment's audio comes from.
+#[derive(Debug, Clone, Copy)]
+enum FragmentAudio<'a> {
+    /// The camera's live audio waiting for the GOP whose span it falls in.
+    Live,
+    /// The packets a backfilled GOP carried (captured during its span,
+    /// kept by the camera with it), in time order.
+    Carried(&'a [&'a Frame]),
+}
 
 /// Which of a camera's two open segments: live video, or GOPs uploaded
 /// after an outage (which arrive concurrently and lie in the past).
@@ -291,8 +303,8 @@ struct CameraState {
     /// The segment backfilled GOPs go to, and when it last got one.
     backfill: Option<OpenSegment>,
     backfill_at: Duration,
-    /// Audio packets not yet written, oldest first (live only: a camera
-    /// keeps no audio while offline).
+    /// Live audio packets not yet written, oldest first (a backfilled GOP
+    /// brings its own).
     audio: std::collections::VecDeque<Arc<Frame>>,
 }
 
@@ -624,6 +636,9 @@ impl Recorder {
             Work::Event(FeedEvent::Aux { camera, frame }) => self.on_aux(camera, &frame),
             Work::Event(FeedEvent::CameraOffline { camera }) => self.on_offline(camera),
             Work::Event(FeedEvent::Backfill { camera, group }) => self.on_backfill(camera, &group),
+            Work::Event(FeedEvent::AuxBatch { camera, id, frames }) => {
+                self.on_aux_batch(camera, id, &frames)
+            }
             Work::Retention => self.retention(0),
             Work::Shutdown => {
                 self.flush();
@@ -848,7 +863,14 @@ impl Recorder {
                 return;
             }
         }
-        if self.append(camera, &frames, nominal_us, wall_us, Lane::Live) {
+        if self.append(
+            camera,
+            &frames,
+            nominal_us,
+            wall_us,
+            Lane::Live,
+            FragmentAudio::Live,
+        ) {
             self.ack_when_durable(
                 camera,
                 Lane::Live,
@@ -861,7 +883,8 @@ impl Recorder {
 
     /// A GOP the camera kept while offline: written to the camera's backfill
     /// segment with its original capture times (wall time from the camera's
-    /// clock mapping), then acknowledged so the camera can forget it. A GOP
+    /// clock mapping), the audio it carried as the fragment's audio run on
+    /// the same origin, then acknowledged so the camera can forget it. A GOP
     /// the index already has in full is acknowledged without writing.
     fn on_backfill(&mut self, camera: EndpointId, group: &Group) {
         let now = self.clock.monotonic();
@@ -875,6 +898,13 @@ impl Recorder {
         let (Some(first), Some(last)) = (frames.first().copied(), frames.last().copied()) else {
             return;
         };
+        let mut audio: Vec<&Frame> = group
+            .frames
+            .iter()
+            .filter(|f| f.channel == Channel::Audio)
+            .map(|f| f.as_ref())
+            .collect();
+        audio.sort_by_key(|a| a.capture_us);
         let Some(cam) = self.camera(camera, None) else {
             return;
         };
@@ -947,10 +977,12 @@ impl Recorder {
             .unwrap_or(first.capture_us as i64);
         let nominal_us = nominal_frame_us(cam.info.as_ref(), &frames);
         cam.backfill_at = now;
+        let audio_track = cam.audio_track();
         let roll = match &cam.backfill {
             None => true,
             Some(seg) => {
                 seg.track != track
+                    || seg.audio != audio_track
                     || first.capture_us < seg.next_capture_us.saturating_sub(nominal_us / 2)
                     || first.capture_us > seg.next_capture_us + GAP_US
                     || first.capture_us - seg.start_capture_us >= segment_us
@@ -963,13 +995,20 @@ impl Recorder {
                 return;
             }
         }
-        if self.append(camera, &frames, nominal_us, wall_us, Lane::Backfill) {
+        if self.append(
+            camera,
+            &frames,
+            nominal_us,
+            wall_us,
+            Lane::Backfill,
+            FragmentAudio::Carried(&audio),
+        ) {
             bump(&self.stats.backfill_written, 1);
             self.status.update(&endpoint, |s| {
                 s.backfill_fragments += 1;
                 s.last_backfill_us = Some(wall_us);
             });
-            tracing::debug!(camera = %endpoint, record = group.id, frames = frames.len(), capture_us = first.capture_us, last_us = last.capture_us, "backfilled GOP recorded");
+            tracing::debug!(camera = %endpoint, record = group.id, frames = frames.len(), audio = audio.len(), capture_us = first.capture_us, last_us = last.capture_us, "backfilled GOP recorded");
             self.ack_when_durable(camera, Lane::Backfill, Stored::Backfill { id: group.id });
         }
     }
@@ -986,12 +1025,8 @@ impl Recorder {
             return false;
         };
         let (endpoint, camera_id) = (cam.endpoint.clone(), cam.db_id);
-        // Backfilled GOPs come without audio (the camera keeps none offline).
-        let audio = if lane == Lane::Live {
-            cam.audio_track()
-        } else {
-            None
-        };
+        // Backfilled GOPs carry the audio the camera kept with them.
+        let audio = cam.audio_track();
         let rel = match self.segment_path(&endpoint, wall_us) {
             Some(rel) => rel,
             None => return false,
@@ -1094,7 +1129,7 @@ impl Recorder {
         None
     }
 
-    /// Writes and indexes one GOP; whether it is durable.
+    /// Writes and indexes one GOP with its audio; whether it is durable.
     fn append(
         &mut self,
         camera: EndpointId,
@@ -1102,6 +1137,7 @@ impl Recorder {
         nominal_us: u64,
         wall_us: i64,
         lane: Lane,
+        audio: FragmentAudio<'_>,
     ) -> bool {
         let Some(cam) = self.cameras.get_mut(&camera) else {
             return false;
@@ -1144,18 +1180,32 @@ impl Recorder {
             let until = frames.last().map_or(0, |f| f.capture_us + nominal_us);
             let from = seg.start_capture_us.saturating_sub(AUDIO_PACKET_US);
             let mut packets = Vec::new();
+            let mut refs: Vec<&Frame> = Vec::new();
             let mut late = 0u64;
-            while pending_audio.front().is_some_and(|a| a.capture_us < until) {
-                if let Some(a) = pending_audio.pop_front() {
-                    if a.capture_us > from {
-                        packets.push(a);
-                    } else {
-                        late += 1;
+            match audio {
+                FragmentAudio::Live => {
+                    while pending_audio.front().is_some_and(|a| a.capture_us < until) {
+                        if let Some(a) = pending_audio.pop_front() {
+                            if a.capture_us > from {
+                                packets.push(a);
+                            } else {
+                                late += 1;
+                            }
+                        }
+                    }
+                    refs.extend(packets.iter().map(|a| a.as_ref()));
+                }
+                FragmentAudio::Carried(carried) => {
+                    for &a in carried {
+                        if a.capture_us > from {
+                            refs.push(a);
+                        } else {
+                            late += 1;
+                        }
                     }
                 }
             }
             bump(&self.stats.aux_dropped, late);
-            let refs: Vec<&Frame> = packets.iter().map(|a| a.as_ref()).collect();
             match attach_audio(&mut built, &refs, seg.start_capture_us, seg.audio_end_ticks) {
                 Ok(end) => audio_end = end,
                 Err(e) => tracing::warn!(camera = %endpoint, "audio left out of a fragment: {e}"),
@@ -1271,24 +1321,77 @@ impl Recorder {
         };
         let time_us = cam.mapper.wall_us(frame.capture_us).unwrap_or(now);
         let db_id = cam.db_id;
-        let json = match std::str::from_utf8(&frame.payload) {
-            Ok(text)
-                if text.len() <= MAX_AUX_BYTES
-                    && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok() =>
-            {
-                text
-            }
-            _ => {
-                bump(&self.stats.aux_dropped, 1);
-                tracing::debug!(%camera, len = frame.payload.len(), "ignored a telemetry/event frame that is not JSON of at most 64 KiB");
-                return;
-            }
+        let Some(json) = aux_json(frame) else {
+            bump(&self.stats.aux_dropped, 1);
+            tracing::debug!(%camera, len = frame.payload.len(), "ignored a telemetry/event frame that is not JSON of at most 64 KiB");
+            return;
         };
-        match self.db.insert_aux(kind, db_id, time_us, json) {
-            Ok(()) => bump(&self.stats.aux_stored, 1),
+        let row = NewAux {
+            kind,
+            time_us,
+            capture_us: frame.capture_us as i64,
+            json,
+        };
+        // `false`: already stored (a relay forwards a row live and again
+        // from its index).
+        match self.db.insert_aux(db_id, &row) {
+            Ok(_) => bump(&self.stats.aux_stored, 1),
             Err(e) => {
                 bump(&self.stats.aux_dropped, 1);
                 tracing::warn!(%camera, "cannot store {kind:?}: {e}");
+            }
+        }
+    }
+
+    /// A relay's batch of recorded telemetry and event rows: stored in one
+    /// synced transaction (each row once), then acknowledged so the relay
+    /// moves its watermark past them. Rows that are not JSON of at most
+    /// [`MAX_AUX_BYTES`] are dropped and counted, and the batch still
+    /// acknowledged (sending them again would not make them valid).
+    fn on_aux_batch(&mut self, camera: EndpointId, id: u64, frames: &[Frame]) {
+        let Some(cam) = self.camera(camera, None) else {
+            bump(&self.stats.aux_dropped, frames.len() as u64);
+            return;
+        };
+        let db_id = cam.db_id;
+        let mut rows = Vec::with_capacity(frames.len());
+        let mut invalid = 0u64;
+        for frame in frames {
+            let (Some(kind), Some(json)) = (AuxKind::of_channel(frame.channel), aux_json(frame))
+            else {
+                invalid += 1;
+                continue;
+            };
+            // Mapped like live video while it is seen on this connection
+            // (the upstream's recording timeline); the camera's own clock
+            // otherwise, as for backfilled video.
+            let time_us = cam
+                .mapper
+                .wall_us(frame.capture_us)
+                .unwrap_or(frame.capture_us as i64);
+            rows.push(NewAux {
+                kind,
+                time_us,
+                capture_us: frame.capture_us as i64,
+                json,
+            });
+        }
+        bump(&self.stats.aux_dropped, invalid);
+        let mut stored = self.db.insert_aux_durably(db_id, &rows);
+        if stored.as_ref().is_err_and(DbError::is_disk_full) {
+            bump(&self.stats.disk_full, 1);
+            self.retention(FULL_DISK_MARGIN);
+            stored = self.db.insert_aux_durably(db_id, &rows);
+        }
+        match stored {
+            Ok(new) => {
+                bump(&self.stats.aux_stored, new as u64);
+                tracing::debug!(%camera, id, rows = rows.len(), new, "stored a relay's batch of telemetry and events");
+                self.ack(camera, Stored::Aux { id });
+            }
+            // Not acknowledged: the relay sends the batch again.
+            Err(e) => {
+                tracing::warn!(%camera, id, "cannot store a relay's telemetry and events: {e}")
             }
         }
     }
@@ -1350,4 +1453,12 @@ fn nominal_frame_us(info: Option<&CameraInfo>, frames: &[&Frame]) -> u64 {
         }
     }
     33_333
+}
+
+/// A telemetry or event frame's JSON document, if it is JSON of at most
+/// [`MAX_AUX_BYTES`].
+fn aux_json(frame: &Frame) -> Option<&str> {
+    std::str::from_utf8(&frame.payload).ok().filter(|text| {
+        text.len() <= MAX_AUX_BYTES && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    })
 }

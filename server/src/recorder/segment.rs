@@ -119,26 +119,7 @@ pub fn us_to_audio_ticks(us: u64) -> u64 {
     (u128::from(us) * u128::from(AUDIO_TIMESCALE) / 1_000_000) as u64
 }
 
-/// Samples (at 48 kHz) one Opus packet decodes to, from its TOC byte
-/// (RFC 6716 §3.1); `None` for a packet that is not Opus.
-pub fn opus_packet_samples(packet: &[u8]) -> Option<u32> {
-    let toc = *packet.first()?;
-    let config = toc >> 3;
-    // Frame sizes in units of 2.5 ms (120 samples at 48 kHz).
-    let units: u32 = match config {
-        0..=11 => [4, 8, 16, 24][usize::from(config % 4)], // SILK 10/20/40/60 ms
-        12..=15 => [4, 8][usize::from(config % 2)],        // hybrid 10/20 ms
-        _ => [1, 2, 4, 8][usize::from(config % 4)],        // CELT 2.5/5/10/20 ms
-    };
-    let frames = match toc & 0x3 {
-        0 => 1,
-        1 | 2 => 2,
-        _ => u32::from(*packet.get(1)? & 0x3f),
-    };
-    let samples = units * 120 * frames;
-    // A packet holds at most 120 ms (§3.2.5).
-    (frames > 0 && samples <= 5760).then_some(samples)
-}
+pub use kodama_media::opus::packet_samples as opus_packet_samples;
 
 /// Adds the audio packets of a fragment's time span as its audio run.
 ///

@@ -50,6 +50,7 @@
 //! backfill sends run as tasks (at most [`BACKFILL_IN_FLIGHT`] at once and
 //! [`BACKFILL_UNACKNOWLEDGED`] GOPs per camera sent and not yet acknowledged).
 
+pub mod aux;
 pub mod pace;
 pub mod pending;
 pub mod recorded;
@@ -61,8 +62,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kodama_net::control::ControlStream;
+use kodama_net::error::HelloError;
 use kodama_net::link::{self, LinkProfile};
-use kodama_net::media_send::MediaSender;
+use kodama_net::media_send::{MediaSender, SendOutcome};
 use kodama_net::{codes, Connection, Endpoint, EndpointAddr, EndpointId};
 use kodama_proto::{CameraSelector, ClientHandshake, Frame, Message, Stored, ALPN_RELAY};
 use serde::Deserialize;
@@ -73,9 +75,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::allowlist::{Allowlist, PeerRole};
 use crate::config::ConfigError;
-use crate::db::{Db, DbError, ForwardFragment, RecordedLane};
+use crate::db::{AuxKind, Db, DbError, ForwardAux, ForwardFragment, RecordedLane};
 use crate::feed::{self, FeedEvent, FeedSender, Group};
 use crate::hub::{CameraStatus, CameraTrack, Hub, LiveGroup};
+use aux::AuxProgress;
 use pace::Pace;
 use pending::{Pending, Source};
 use recorded::Progress;
@@ -327,7 +330,11 @@ async fn dispatch(
                 let id = group.id;
                 (camera, Some((group, Source::CameraBackfill(id))))
             }
-            FeedEvent::Aux { .. } | FeedEvent::CameraOffline { .. } => continue,
+            // Telemetry and events go live from the camera's track, and
+            // from the index after an outage.
+            FeedEvent::Aux { .. }
+            | FeedEvent::AuxBatch { .. }
+            | FeedEvent::CameraOffline { .. } => continue,
         };
         let tx = match cameras.get(&camera) {
             Some(tx) if !tx.is_closed() => tx.clone(),
@@ -404,21 +411,10 @@ async fn dial(
     )
     .await
     .map_err(|e| DialError::Connect(e.to_string()))?;
-    let mut control = ControlStream::open(&conn)
-        .await
-        .map_err(|e| DialError::Connect(e.to_string()))?;
-    let mut handshake = ClientHandshake::relay(*status.id.as_bytes(), status.info.clone());
-    control
-        .send(handshake.hello())
-        .await
-        .map_err(|e| DialError::Connect(e.to_string()))?;
-    let reply = control
-        .recv_timeout(CONNECT_TIMEOUT)
-        .await
-        .map_err(|e| DialError::Connect(format!("no welcome: {e}")))?;
-    match handshake.handle(reply) {
-        Ok(_) => Ok((conn, control)),
-        Err(e @ kodama_proto::HandshakeError::Rejected { .. }) => {
+    let handshake = ClientHandshake::relay(*status.id.as_bytes(), status.info.clone());
+    match ControlStream::hello(&conn, handshake, CONNECT_TIMEOUT).await {
+        Ok((control, _server)) => Ok((conn, control)),
+        Err(HelloError::Handshake(e @ kodama_proto::HandshakeError::Rejected { .. })) => {
             Err(DialError::Refused(e.to_string()))
         }
         Err(e) => Err(DialError::Connect(e.to_string())),
@@ -431,8 +427,17 @@ async fn dial(
 enum Backlog {
     /// GOPs in memory (relay-only mode, or `recordings = false`: empty).
     Memory(Pending),
-    /// The origin's recordings past the watermarks.
-    Recorded(Box<Progress>),
+    /// The origin's recordings, telemetry and events past the watermarks.
+    Recorded(Box<FromIndex>),
+}
+
+/// Where forwarding from a recording origin's index stands.
+#[derive(Debug)]
+struct FromIndex {
+    /// Recorded GOPs.
+    gops: Progress,
+    /// Telemetry and events.
+    aux: AuxProgress,
 }
 
 /// A GOP due for backfill.
@@ -452,10 +457,20 @@ enum Sent {
 }
 
 impl Backlog {
+    /// The live group of the GOP captured at `capture_us` did not leave
+    /// whole (superseded with frames unsent, or a frame dropped): its live
+    /// acknowledgement must not count, backfill sends it again.
+    fn live_incomplete(&mut self, capture_us: u64) {
+        match self {
+            Backlog::Memory(p) => p.live_incomplete(capture_us),
+            Backlog::Recorded(p) => p.gops.live_incomplete(capture_us),
+        }
+    }
+
     fn live_sent(&mut self, capture_us: u64, frames: usize, now: Instant) {
         match self {
             Backlog::Memory(p) => p.live_sent(capture_us, frames),
-            Backlog::Recorded(p) => p.live_sent(capture_us, frames, now),
+            Backlog::Recorded(p) => p.gops.live_sent(capture_us, frames, now),
         }
     }
 
@@ -468,21 +483,21 @@ impl Backlog {
     fn next_due(&mut self, now: Instant) -> Option<Due> {
         match self {
             Backlog::Memory(p) => p.next_due(now).map(|(id, g)| Due::Group(id, g)),
-            Backlog::Recorded(p) => p.next_due(now).map(Due::Recorded),
+            Backlog::Recorded(p) => p.gops.next_due(now).map(Due::Recorded),
         }
     }
 
     fn in_flight(&self, now: Instant) -> usize {
         match self {
             Backlog::Memory(p) => p.in_flight(now),
-            Backlog::Recorded(p) => p.in_flight(now),
+            Backlog::Recorded(p) => p.gops.in_flight(now),
         }
     }
 
     fn send_failed(&mut self, id: u64, now: Instant) {
         match self {
             Backlog::Memory(p) => p.send_failed(id, now),
-            Backlog::Recorded(p) => p.send_failed(id),
+            Backlog::Recorded(p) => p.gops.send_failed(id),
         }
     }
 
@@ -495,7 +510,10 @@ impl Backlog {
     fn disconnected(&mut self, now: Instant) {
         match self {
             Backlog::Memory(p) => p.disconnected(now),
-            Backlog::Recorded(p) => p.disconnected(),
+            Backlog::Recorded(p) => {
+                p.gops.disconnected();
+                p.aux.disconnected();
+            }
         }
     }
 
@@ -507,8 +525,9 @@ impl Backlog {
         }
     }
 
-    /// The upstream stored a GOP; the acknowledgement to pass on to the
-    /// camera when the GOP leaves a memory buffer.
+    /// The upstream stored a GOP or a batch of telemetry and events; the
+    /// acknowledgement to pass on to the camera when a GOP leaves a memory
+    /// buffer.
     fn stored(&mut self, stored: Stored) -> Option<Stored> {
         match self {
             Backlog::Memory(p) => match stored {
@@ -516,6 +535,8 @@ impl Backlog {
                     p.live_acknowledged(capture_us).map(|s| (capture_us, s))
                 }
                 Stored::Backfill { id } => p.backfill_acknowledged(id).map(|s| (id, s)),
+                // Only an index sends batches.
+                Stored::Aux { .. } => None,
             }
             .map(|(capture_us, source)| match source {
                 Source::Live => Stored::LiveThrough { capture_us },
@@ -523,8 +544,11 @@ impl Backlog {
             }),
             Backlog::Recorded(p) => {
                 match stored {
-                    Stored::LiveThrough { capture_us } => p.live_acknowledged(capture_us),
-                    Stored::Backfill { id } => p.backfill_acknowledged(id),
+                    Stored::LiveThrough { capture_us } => p.gops.live_acknowledged(capture_us),
+                    Stored::Backfill { id } => p.gops.backfill_acknowledged(id),
+                    Stored::Aux { id } => {
+                        p.aux.acknowledged(id);
+                    }
                 }
                 None
             }
@@ -539,7 +563,7 @@ impl Backlog {
                 (s.gops, s.acknowledged, s.evicted)
             }
             Backlog::Recorded(p) => {
-                let s = p.stats();
+                let s = p.gops.stats();
                 (s.waiting, s.confirmed, s.skipped)
             }
         }
@@ -547,9 +571,10 @@ impl Backlog {
 }
 
 /// The watermarks of `camera` at `upstream`, starting them at the newest
-/// recorded fragment when forwarding to this upstream begins (what was
-/// recorded before the `[[upstream]]` existed is not sent).
-fn load_watermarks(db: &Db, upstream: &str, camera: &str) -> Result<Progress, DbError> {
+/// recorded fragment, telemetry sample and event when forwarding to this
+/// upstream begins (what was recorded before the `[[upstream]]` existed is
+/// not sent).
+fn load_watermarks(db: &Db, upstream: &str, camera: &str) -> Result<FromIndex, DbError> {
     let now_us = crate::stats::now_us() as i64;
     let mut marks = [(0, 0); 2];
     for (i, lane) in RecordedLane::ALL.into_iter().enumerate() {
@@ -562,7 +587,21 @@ fn load_watermarks(db: &Db, upstream: &str, camera: &str) -> Result<Progress, Db
             }
         };
     }
-    Ok(Progress::new(marks[0], marks[1]))
+    let mut aux_marks = [0; 2];
+    for (i, kind) in AuxKind::ALL.into_iter().enumerate() {
+        aux_marks[i] = match db.upstream_aux_watermark(upstream, camera, kind)? {
+            Some(w) => w,
+            None => {
+                let start = db.newest_aux(kind, camera)?.unwrap_or(0);
+                db.set_upstream_aux_watermark(upstream, camera, kind, start, now_us)?;
+                start
+            }
+        };
+    }
+    Ok(FromIndex {
+        gops: Progress::new(marks[0], marks[1]),
+        aux: AuxProgress::new(aux_marks[0], aux_marks[1]),
+    })
 }
 
 /// Saves the watermarks that moved and reads the fragments past them.
@@ -590,32 +629,72 @@ fn sync_index(
     Ok((unsaved.to_vec(), windows))
 }
 
+/// Saves the telemetry and event watermarks that moved and reads the rows
+/// past those `read_from` names.
+type AuxScanned = (Vec<(AuxKind, i64)>, Vec<(AuxKind, i64, Vec<ForwardAux>)>);
+
+fn sync_aux(
+    db: &Db,
+    upstream: &str,
+    camera: &str,
+    unsaved: &[(AuxKind, i64)],
+    read_from: &[(AuxKind, i64)],
+) -> Result<AuxScanned, DbError> {
+    let now_us = crate::stats::now_us() as i64;
+    for (kind, at) in unsaved {
+        db.set_upstream_aux_watermark(upstream, camera, *kind, *at, now_us)?;
+    }
+    let mut read = Vec::new();
+    for (kind, from) in read_from {
+        let rows = db.aux_after(*kind, camera, *from, aux::BATCH_ROWS as i64)?;
+        read.push((*kind, *from, rows));
+    }
+    Ok((unsaved.to_vec(), read))
+}
+
 /// Saves moved watermarks and, with `read`, refreshes the windows past them
-/// (on the blocking pool; the forwarder waits, the recorder does not).
+/// and reads the telemetry and events due (on the blocking pool; the
+/// forwarder waits, the recorder does not).
 async fn scan(shared: &Shared, camera: EndpointId, backlog: &mut Backlog, read: bool) {
     let (Some(store), Backlog::Recorded(progress)) = (&shared.store, backlog) else {
         return;
     };
-    let unsaved = progress.unsaved();
-    if unsaved.is_empty() && !read {
+    let unsaved = progress.gops.unsaved();
+    let aux_unsaved = progress.aux.unsaved();
+    if unsaved.is_empty() && aux_unsaved.is_empty() && !read {
         return;
     }
-    let read_from = read.then(|| RecordedLane::ALL.map(|lane| (lane, progress.watermark(lane))));
+    let read_from =
+        read.then(|| RecordedLane::ALL.map(|lane| (lane, progress.gops.watermark(lane))));
+    let aux_from = if read {
+        progress.aux.wants_rows(Instant::now())
+    } else {
+        Vec::new()
+    };
     let db = store.db.clone();
     let upstream = shared.addr.id.to_string();
     let cam = camera.to_string();
     let done = tokio::task::spawn_blocking(move || {
         let db = db.lock().unwrap_or_else(|p| p.into_inner());
-        sync_index(&db, &upstream, &cam, &unsaved, read_from)
+        let gops = sync_index(&db, &upstream, &cam, &unsaved, read_from)?;
+        let aux = sync_aux(&db, &upstream, &cam, &aux_unsaved, &aux_from)?;
+        Ok::<_, DbError>((gops, aux))
     })
     .await;
     match done {
-        Ok(Ok((saved, windows))) => {
+        Ok(Ok(((saved, windows), (aux_saved, aux_read)))) => {
             for (lane, at) in saved {
-                progress.saved(lane, at);
+                progress.gops.saved(lane, at);
             }
             for (lane, from, rows) in windows {
-                progress.refresh(lane, from, rows);
+                progress.gops.refresh(lane, from, rows);
+            }
+            for (kind, at) in aux_saved {
+                progress.aux.saved(kind, at);
+            }
+            let now = Instant::now();
+            for (kind, from, rows) in aux_read {
+                progress.aux.refresh(kind, from, rows, now);
             }
         }
         Ok(Err(e)) => {
@@ -766,6 +845,9 @@ struct LiveCursor {
     group: Arc<LiveGroup>,
     next: usize,
     keyframe_us: Option<u64>,
+    /// Every frame so far was queued whole; once one was not, the GOP's
+    /// live acknowledgement no longer counts.
+    whole: bool,
 }
 
 /// One connection's life; true when the forwarder must stop.
@@ -798,6 +880,8 @@ async fn session(
     let mut aux = track.aux();
     let mut aux_sequence = 0u64;
     let mut backfills: JoinSet<(u64, Sent)> = JoinSet::new();
+    // Telemetry/event batches being sent: batch id, whether it went out.
+    let mut aux_sends: JoinSet<(u64, bool)> = JoinSet::new();
     let mut rescan = tokio::time::interval(recorded::SCAN_EVERY);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
@@ -821,6 +905,7 @@ async fn session(
                         group: newest,
                         next: 0,
                         keyframe_us: None,
+                        whole: true,
                     });
                 }
             }
@@ -879,13 +964,40 @@ async fn session(
                 )
             });
         }
+        if let Backlog::Recorded(p) = backlog {
+            while let Some(batch) = p.aux.next_batch(now) {
+                let paced = shared
+                    .pace
+                    .lock()
+                    .map(|mut bucket| bucket.take_backfill(batch.bytes(), now))
+                    .unwrap_or(true);
+                if !paced {
+                    // Read and offered again at the next scan.
+                    p.aux.send_failed(batch.id);
+                    break;
+                }
+                let conn = conn.clone();
+                aux_sends.spawn(async move {
+                    let frames = batch.frames();
+                    let channel = batch.kind.channel();
+                    let sent =
+                        kodama_net::backfill::send_aux_batch(&conn, channel, batch.id, &frames)
+                            .await;
+                    (batch.id, sent.is_ok())
+                });
+            }
+        }
         if let Some(due) = backlog.next_deadline() {
             wake = Some(wake.map_or(due, |w| w.min(due)));
         }
         if last_log.elapsed() >= PROGRESS_LOG_EVERY {
             last_log = Instant::now();
             let (waiting, acknowledged, lost) = backlog.counts();
-            tracing::info!(%camera, %upstream, waiting, acknowledged, lost, backfill_bytes, "forwarding");
+            let aux_stats = match &*backlog {
+                Backlog::Recorded(p) => p.aux.stats(),
+                Backlog::Memory(_) => aux::AuxStats::default(),
+            };
+            tracing::info!(%camera, %upstream, waiting, acknowledged, lost, backfill_bytes, aux_rows_confirmed = aux_stats.confirmed, aux_batches = aux_stats.batches, "forwarding");
         }
         let sleep_until = wake.map_or_else(
             || tokio::time::Instant::now() + PROGRESS_LOG_EVERY,
@@ -936,16 +1048,26 @@ async fn session(
                 Ok((id, Sent::Unreadable(e))) => {
                     tracing::warn!(%camera, %upstream, "a recorded GOP cannot be read back and will be missing upstream: {e}");
                     if let Backlog::Recorded(p) = backlog {
-                        p.skip(id);
+                        p.gops.skip(id);
                     }
                 }
                 Err(_) => {}
             },
+            Some(done) = aux_sends.join_next(), if !aux_sends.is_empty() => {
+                if let (Ok((id, false)), Backlog::Recorded(p)) = (done, &mut *backlog) {
+                    p.aux.send_failed(id);
+                }
+            }
             m = ctl_rx.recv() => match m {
                 Ok(Message::Stored(stored)) => {
                     let passed = backlog.stored(stored);
                     if let (true, Some(ack)) = (shared.ack_through, passed) {
                         shared.hub.acks().send(camera, ack);
+                    }
+                    if matches!(stored, Stored::Aux { .. }) && reads_index {
+                        // Save the watermark; after a full batch, read the
+                        // next one at once (catching up after an outage).
+                        scan(shared, camera, backlog, true).await;
                     }
                 }
                 Ok(other) => tracing::debug!(%camera, %upstream, "ignoring {other:?}"),
@@ -985,9 +1107,17 @@ fn hand_over(
             return;
         }
         let keyframe_us = *c.keyframe_us.get_or_insert(frame.capture_us);
-        media.send(frame);
+        let queued = media.send(frame) == SendOutcome::Queued;
         c.next += 1;
-        backlog.live_sent(keyframe_us, c.next, now);
+        c.whole &= queued;
+        if c.whole {
+            backlog.live_sent(keyframe_us, c.next, now);
+        } else {
+            backlog.live_incomplete(keyframe_us);
+        }
+        for capture_us in media.take_incomplete() {
+            backlog.live_incomplete(capture_us);
+        }
     }
 }
 

@@ -101,6 +101,14 @@ impl Pending {
         }
     }
 
+    /// The GOP captured at `capture_us` did not leave whole live.
+    pub fn live_incomplete(&mut self, capture_us: u64) {
+        if let Some(e) = self.gops.get_mut(&capture_us) {
+            e.live_frames = 0;
+        }
+        self.live.retain(|(c, _)| *c != capture_us);
+    }
+
     /// The live sender handed `frames` frames of the GOP whose keyframe was
     /// captured at `capture_us` to the connection.
     pub fn live_sent(&mut self, capture_us: u64, frames: usize) {

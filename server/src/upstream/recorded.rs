@@ -218,6 +218,12 @@ impl Progress {
         }
     }
 
+    /// The GOP captured at `capture_us` did not leave whole live: not
+    /// remembered as sent, so its fragment is backfilled.
+    pub fn live_incomplete(&mut self, capture_us: u64) {
+        self.live.retain(|(c, _, _)| *c != capture_us);
+    }
+
     /// The live sender handed `frames` frames of the GOP whose keyframe
     /// was captured at `capture_us` to the connection.
     pub fn live_sent(&mut self, capture_us: u64, frames: usize, now: Instant) {

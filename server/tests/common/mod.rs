@@ -328,6 +328,27 @@ pub async fn start_camera_with_backlog(
     .await
 }
 
+/// A camera with a backlog (as [`start_camera_with_backlog`]) and a
+/// (synthetic, speech-like) microphone.
+pub async fn start_camera_with_backlog_and_audio(
+    name: &str,
+    server: EndpointAddr,
+    key: SecretKey,
+    backlog_dir: &std::path::Path,
+) -> TestCamera {
+    start_camera_full(
+        name,
+        server,
+        key,
+        settings(),
+        0,
+        Some(backlog_dir),
+        true,
+        None,
+    )
+    .await
+}
+
 /// A camera with a (synthetic, speech-like) microphone: Opus on the audio channel.
 pub async fn start_camera_with_audio(
     name: &str,

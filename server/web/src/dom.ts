@@ -63,3 +63,30 @@ export function ago(d: Date): string {
   if (s < 129600) return `${Math.round(s / 3600)} h ago`;
   return `${Math.round(s / 86400)} days ago`;
 }
+
+/** Whether a playing <video> has sound, where the browser can tell. */
+export function hasAudio(v: HTMLVideoElement): boolean {
+  const x = v as HTMLVideoElement & { audioTracks?: { length: number }; mozHasAudio?: boolean; webkitAudioDecodedByteCount?: number };
+  return (x.audioTracks?.length ?? 0) > 0 || x.mozHasAudio === true || (x.webkitAudioDecodedByteCount ?? 0) > 0;
+}
+
+/** A sound toggle for `v`; videos start muted (autoplay allows only that). */
+export function soundButton(v: HTMLVideoElement): HTMLButtonElement {
+  const b = h('button.sound', { type: 'button', hidden: true });
+  const show = () => {
+    b.textContent = v.muted ? 'Sound off' : 'Sound on';
+    b.setAttribute('aria-pressed', String(!v.muted));
+    b.setAttribute('aria-label', v.muted ? 'Unmute' : 'Mute');
+  };
+  b.addEventListener('click', (e) => {
+    // Inside a tile that is a link: toggle, don't navigate.
+    e.preventDefault();
+    e.stopPropagation();
+    v.muted = !v.muted;
+    if (!v.muted && v.paused) v.play().catch(() => { /* the click allows it */ });
+    show();
+  });
+  v.addEventListener('volumechange', show);
+  show();
+  return b;
+}

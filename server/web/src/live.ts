@@ -1,15 +1,20 @@
 // Live video: WebSocket → fragmented MP4 → Media Source Extensions
 // (ManagedMediaSource where MediaSource is missing, as on iOS Safari).
 //
-// The server sends a JSON "init" (codec, base_capture_us) and the init
+// The server sends a JSON "init" (codec, base_capture_us, audio) and the init
 // segment, then one fragment per frame whose media time is its capture time
-// minus base_capture_us. The player keeps its buffer short: whenever it is
+// minus base_capture_us; for a camera with a microphone, audio-only
+// fragments on the same clock between them (the page starts muted). The player keeps its buffer short: whenever it is
 // more than MAX_LAG_S behind the newest frame it jumps to the live edge, and
 // it trims what it has played. Latency = presentation time (from
 // requestVideoFrameCallback) - capture time.
 
 const MAX_LAG_S = 0.5;
 const EDGE_S = 0.04;
+// With sound the playhead stays further from the edge: the audio renderer
+// needs data ahead of it, and audio and video arrive in different rhythms
+// (20 ms packets, 33 ms frames), so a tight edge would stall on underruns.
+const EDGE_AUDIO_S = 0.2;
 const KEEP_S = 8;
 const MAX_QUEUE = 90;
 
@@ -37,7 +42,7 @@ export interface LiveStats {
   bytes: number;
 }
 
-interface InitMsg { type: 'init'; codec: string; width: number; height: number; name: string; base_capture_us: number }
+interface InitMsg { type: 'init'; codec: string; audio?: boolean; width: number; height: number; name: string; base_capture_us: number }
 type ServerMsg = InitMsg | { type: 'drop'; frames: number } | { type: 'offline' } | { type: 'online' };
 
 declare global {
@@ -60,7 +65,11 @@ export class LivePlayer {
   private objectUrl = '';
   private lastLatency = 0;
 
-  constructor(readonly cameraId: string, readonly video: HTMLVideoElement, private readonly onState: (state: string) => void = () => {}) {
+  /** Whether the camera's stream has sound (from its init). */
+  audio = false;
+
+  constructor(readonly cameraId: string, readonly video: HTMLVideoElement, private readonly onState: (state: string) => void = () => {},
+    private readonly onAudio: (audio: boolean) => void = () => {}) {
     video.muted = true;
     video.playsInline = true;
     video.autoplay = true;
@@ -136,6 +145,7 @@ export class LivePlayer {
     switch (m.type) {
       case 'init':
         this.baseCaptureUs = m.base_capture_us;
+        if (this.audio !== (m.audio === true)) { this.audio = m.audio === true; this.onAudio(this.audio); }
         if (this.codec !== m.codec) this.openSource(m.codec);
         this.onState('live');
         break;
@@ -217,7 +227,7 @@ export class LivePlayer {
     const end = b.end(b.length - 1);
     const lag = end - v.currentTime;
     if (lag > MAX_LAG_S || v.currentTime < b.start(b.length - 1)) {
-      v.currentTime = Math.max(b.start(b.length - 1), end - EDGE_S);
+      v.currentTime = Math.max(b.start(b.length - 1), end - (this.audio ? EDGE_AUDIO_S : EDGE_S));
       this.stats.jumps++;
     }
     if (v.paused) v.play().catch(() => { /* autoplay of muted video is allowed; retried */ });

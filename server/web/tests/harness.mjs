@@ -49,7 +49,7 @@ export class Rig {
     return [bin('kodama-server'), '--data-dir', this.data, '--listen', `127.0.0.1:${this.quicPort}`, '--offline'];
   }
 
-  async start({ cameras = 1, fps = 30, width = 640, height = 480, motion = null, secondary = null } = {}) {
+  async start({ cameras = 1, fps = 30, width = 640, height = 480, motion = null, secondary = null, audio = false } = {}) {
     const first = { fps, width, height };
     for (const b of ['kodama-server', 'kodama-camera', 'kodama-sim']) {
       if (!existsSync(bin(b))) throw new Error(`${bin(b)} is missing: ${BUILD}`);
@@ -86,6 +86,7 @@ fps = ${fps}
 bitrate_kbps = 800
 keyframe_interval = ${fps}
 ${motion ? `synthetic_motion = { every_s = ${motion.every_s}, for_s = ${motion.for_s} }` : ''}
+${audio && i === 1 ? '[audio]\nenabled = true\nsource = "synthetic"' : ''}
 [modem]
 enabled = true
 port = "${at}"

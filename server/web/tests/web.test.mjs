@@ -20,8 +20,9 @@ const shots = process.env.KODAMA_SCREENSHOTS;
 before(async () => {
   // Two cameras (synced playback); the synthetic picture shows motion for
   // 3 s of every 12, so there are motion events to list. The second camera
-  // is small: it only has to be recorded.
-  await rig.start({ cameras: 2, motion: { every_s: 12, for_s: 3 }, secondary: { width: 320, height: 240, fps: 15 } });
+  // is small: it only has to be recorded. The first has a (synthetic)
+  // microphone.
+  await rig.start({ cameras: 2, motion: { every_s: 12, for_s: 3 }, secondary: { width: 320, height: 240, fps: 15 }, audio: true });
   // Record a little, then take the server down for a few seconds: the
   // timeline must show that gap.
   await sleep(6000);
@@ -174,10 +175,18 @@ test('the live tile plays and stays within 1 s of live for a minute', { timeout:
   }
   const lat = prev.lat.slice(-prev.frames + start.frames);
   const p50 = percentile(lat, 50), p99 = percentile(lat, 99);
-  console.log(`live: first frame ${firstFrameMs} ms after load, ${prev.frames - start.frames} frames in 60 s, latency p50 ${p50.toFixed(0)} ms p99 ${p99.toFixed(0)} ms, drops ${prev.drops} jumps ${prev.jumps}`);
+  const tile = page.locator(`[data-camera="${cam()}"]`);
+  const audio = await tile.evaluate((el) => ({ bytes: el.querySelector('video').webkitAudioDecodedByteCount, muted: el.querySelector('video').muted }));
+  console.log(`live: first frame ${firstFrameMs} ms after load, ${prev.frames - start.frames} frames in 60 s, latency p50 ${p50.toFixed(0)} ms p99 ${p99.toFixed(0)} ms, drops ${prev.drops} jumps ${prev.jumps}, audio ${audio.bytes} bytes decoded`);
   assert.ok(prev.frames - start.frames > 60 * 20, 'at least 20 decoded frames per second');
-  assert.ok(perSecond.every((s) => s.frames > 0 && s.advanced > 0), 'frames every second and currentTime advances');
+  assert.ok(perSecond.every((s) => s.frames > 0 && s.advanced > 0), `frames every second and currentTime advances: ${JSON.stringify(perSecond.filter((s) => !(s.frames > 0 && s.advanced > 0)))}`);
   assert.ok(p99 < 1000, `p99 latency ${p99} ms must stay under 1 s`);
+  // The camera's microphone: the tile decodes its audio (muted), and the
+  // sound control unmutes it.
+  assert.ok(audio.bytes > 0 && audio.muted, `live audio decoded while muted: ${JSON.stringify(audio)}`);
+  await tile.locator('button.sound').click();
+  assert.equal(await tile.evaluate((el) => el.querySelector('video').muted), false, 'the sound control unmutes');
+  await tile.locator('button.sound').click();
   if (shots) { mkdirSync(shots, { recursive: true }); await page.screenshot({ path: join(shots, 'live-grid.png') }); }
 });
 
@@ -241,7 +250,7 @@ test('a recorded minute plays', { timeout: 60000 }, async () => {
     v.requestVideoFrameCallback(count);
     const from = v.currentTime;
     await new Promise((res) => { v.addEventListener('ended', res, { once: true }); setTimeout(res, 20000); });
-    return { frames, from, to: v.currentTime, duration: v.duration, error: v.error?.code ?? null };
+    return { frames, from, to: v.currentTime, duration: v.duration, error: v.error?.code ?? null, audioBytes: v.webkitAudioDecodedByteCount };
   });
   console.log(`playback: ${JSON.stringify(result)}`);
   assert.equal(result.error, null);
@@ -249,6 +258,8 @@ test('a recorded minute plays', { timeout: 60000 }, async () => {
   assert.ok(result.duration >= Math.min(50, (Date.parse(seg.end) - t) / 1000 - 1), `segment duration ${result.duration}`);
   assert.ok(result.to >= result.duration - 0.5, `played to the end: ${JSON.stringify(result)}`);
   assert.ok(result.frames > 20, 'frames were presented');
+  assert.ok(result.audioBytes > 0, 'the recording\'s audio was decoded');
+  assert.ok(await page.locator(`.play-tile[data-camera="${cam()}"] button.sound`).isVisible(), 'the sound control is offered');
 });
 
 test('an export downloads and ffprobe accepts it with the expected duration', async () => {

@@ -2,6 +2,13 @@
 //! completed requests into [`Picture`]s and requeues the requests it gets
 //! back.
 //!
+//! Each request carries two buffers: the full picture for the encoder
+//! (a dmabuf it reads directly) and a small YUV420 picture from the ISP's
+//! second output (about 160 pixels wide, [`motion_stream_size`]) whose luma
+//! plane, mapped and copied (a few kB), feeds the motion detector. A
+//! pipeline that cannot give a second stream runs without it, and motion
+//! detection then has no input (logged).
+//!
 //! libcamera's `CameraManager` and `ActiveCamera` are not `Send`, so they
 //! live on one thread for their whole life. Channels:
 //! * `pictures` (bounded, `buffers` deep): completed pictures to the source.
@@ -23,6 +30,7 @@ use libcamera::control::ControlList;
 use libcamera::controls::{FrameDurationLimits, SensorTimestamp};
 use libcamera::framebuffer::AsFrameBuffer;
 use libcamera::framebuffer_allocator::{FrameBuffer, FrameBufferAllocator};
+use libcamera::framebuffer_map::MemoryMappedFrameBuffer;
 use libcamera::geometry::Size;
 use libcamera::pixel_format::PixelFormat;
 use libcamera::request::{Request, RequestStatus, ReuseFlag};
@@ -30,7 +38,8 @@ use libcamera::stream::StreamRole;
 
 use super::assemble::{device_error, libc_errno, Op};
 use super::format::{
-    accept_camera_stream, contiguous_extent, frame_duration_us, CameraStream, Yuv420Layout,
+    accept_camera_stream, contiguous_extent, frame_duration_us, motion_stream_size, tight_luma,
+    CameraStream, Yuv420Layout,
 };
 use super::tiers::sensor_mode_for;
 use crate::video::VideoError;
@@ -62,7 +71,30 @@ pub(super) struct Picture {
     pub sensor_ns: u64,
     /// Sensor frame counter (gaps are drops in the camera pipeline).
     pub sequence: u32,
+    /// The motion stream's luma plane, tight (`width * height` bytes).
+    pub luma: Option<LumaPlane>,
 }
+
+/// The low-resolution luma plane of one picture.
+pub(super) struct LumaPlane {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Row-major 8-bit luma.
+    pub data: Vec<u8>,
+}
+
+/// The motion stream as configured: its stream and geometry.
+struct MotionStream {
+    stream: libcamera::stream::Stream,
+    width: u32,
+    height: u32,
+    stride: u32,
+}
+
+/// Motion stream buffers are mapped once, for reading the luma plane.
+type MappedBuffer = MemoryMappedFrameBuffer<FrameBuffer>;
 
 impl std::fmt::Debug for Picture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -222,38 +254,59 @@ fn run(
         .acquire()
         .map_err(|e| fail(cam_err(Op::OpenCamera, "acquire camera", &e)))?;
 
-    let mut cfgs = active
-        .generate_configuration(&[StreamRole::VideoRecording])
-        .ok_or_else(|| {
-            fail(VideoError::Device(
-                "camera has no video-recording configuration".into(),
-            ))
-        })?;
-    {
-        let mut s = cfgs
-            .get_mut(0)
-            .ok_or_else(|| fail(VideoError::Device("empty camera configuration".into())))?;
-        s.set_pixel_format(YUV420);
-        s.set_size(Size {
-            width: config.width,
-            height: config.height,
-        });
-        s.set_buffer_count(config.buffers);
-    }
     // Pin the sensor mode: libcamera would otherwise pick by size alone and
     // may choose a mode that cannot reach the frame rate.
     let mode =
         sensor_mode_for(config.width, config.height, config.fps).map_err(|e| fail(e.into()))?;
-    let mut sensor = SensorConfiguration::new();
-    sensor.set_bit_depth(10);
-    sensor.set_output_size(mode.width, mode.height);
-    cfgs.set_sensor_configuration(sensor);
-    if let CameraConfigurationStatus::Invalid = cfgs.validate() {
+    let (motion_w, motion_h) = motion_stream_size(config.width, config.height);
+    // The video stream plus the motion stream; without the latter if the
+    // pipeline refuses two outputs.
+    let mut configured = None;
+    for roles in [
+        &[StreamRole::VideoRecording, StreamRole::ViewFinder][..],
+        &[StreamRole::VideoRecording][..],
+    ] {
+        let Some(mut cfgs) = active.generate_configuration(roles) else {
+            continue;
+        };
+        if cfgs.len() != roles.len() {
+            continue;
+        }
+        for (i, (w, h)) in [(config.width, config.height), (motion_w, motion_h)]
+            .into_iter()
+            .take(roles.len())
+            .enumerate()
+        {
+            if let Some(mut s) = cfgs.get_mut(i) {
+                s.set_pixel_format(YUV420);
+                s.set_size(Size {
+                    width: w,
+                    height: h,
+                });
+                s.set_buffer_count(config.buffers);
+            }
+        }
+        let mut sensor = SensorConfiguration::new();
+        sensor.set_bit_depth(10);
+        sensor.set_output_size(mode.width, mode.height);
+        cfgs.set_sensor_configuration(sensor);
+        if let CameraConfigurationStatus::Invalid = cfgs.validate() {
+            continue;
+        }
+        if roles.len() == 1 {
+            tracing::warn!(
+                "the camera gives no second (motion) stream: motion detection has no input"
+            );
+        }
+        configured = Some(cfgs);
+        break;
+    }
+    let Some(mut cfgs) = configured else {
         return Err(fail(VideoError::Device(format!(
             "camera rejects {}x{} YUV420 with sensor mode {}x{}",
             config.width, config.height, mode.width, mode.height
         ))));
-    }
+    };
     let stream_info = {
         let s = cfgs
             .get(0)
@@ -276,11 +329,36 @@ fn run(
         .get(0)
         .and_then(|s| s.stream())
         .ok_or_else(|| fail(VideoError::Device("configured stream missing".into())))?;
+    let motion = cfgs.get(1).and_then(|s| {
+        let size = s.get_size();
+        Some(MotionStream {
+            stream: s.stream()?,
+            width: size.width,
+            height: size.height,
+            stride: s.get_stride(),
+        })
+    });
 
     let mut alloc = FrameBufferAllocator::new(&active);
     let frame_buffers = alloc
         .alloc(&stream)
         .map_err(|e| fail(cam_err(Op::ConfigureCamera, "allocate camera buffers", &e)))?;
+    let mut motion_buffers = match &motion {
+        Some(m) => alloc
+            .alloc(&m.stream)
+            .map_err(|e| fail(cam_err(Op::ConfigureCamera, "allocate motion buffers", &e)))?
+            .into_iter()
+            .map(|fb| {
+                MappedBuffer::new(fb).map_err(|e| {
+                    fail(VideoError::Device(format!(
+                        "cannot map a motion buffer: {e}"
+                    )))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    }
+    .into_iter();
     let mut requests = Vec::with_capacity(frame_buffers.len());
     for (i, fb) in frame_buffers.into_iter().enumerate() {
         let mut req = active
@@ -288,6 +366,15 @@ fn run(
             .ok_or_else(|| fail(VideoError::Device("cannot create a camera request".into())))?;
         req.add_buffer(&stream, fb)
             .map_err(|e| fail(cam_err(Op::ConfigureCamera, "attach buffer to request", &e)))?;
+        if let (Some(m), Some(mb)) = (&motion, motion_buffers.next()) {
+            req.add_buffer(&m.stream, mb).map_err(|e| {
+                fail(cam_err(
+                    Op::ConfigureCamera,
+                    "attach motion buffer to request",
+                    &e,
+                ))
+            })?;
+        }
         requests.push(req);
     }
 
@@ -343,7 +430,7 @@ fn run(
                 if req.status() != RequestStatus::Complete {
                     continue;
                 }
-                match picture(req, &stream) {
+                match picture(req, &stream, motion.as_ref()) {
                     Ok(pic) => match pictures_tx.try_send(pic) {
                         Ok(()) => {}
                         Err(TrySendError::Full(pic)) => {
@@ -378,10 +465,24 @@ fn run(
     result
 }
 
+/// The motion stream's luma plane of a completed request, if it has one.
+fn motion_luma(req: &Request, motion: &MotionStream) -> Option<LumaPlane> {
+    let mapped: &MappedBuffer = req.buffer(&motion.stream)?;
+    let planes = mapped.data();
+    let data = tight_luma(planes.first()?, motion.width, motion.height, motion.stride)?;
+    Some(LumaPlane {
+        width: motion.width,
+        height: motion.height,
+        data,
+    })
+}
+
 fn picture(
     req: Request,
     stream: &libcamera::stream::Stream,
+    motion: Option<&MotionStream>,
 ) -> Result<Picture, (Request, VideoError)> {
+    let luma = motion.and_then(|m| motion_luma(&req, m));
     let info = (|| {
         let fb: &FrameBuffer = req
             .buffer(stream)
@@ -413,6 +514,7 @@ fn picture(
                 length,
                 sensor_ns,
                 sequence,
+                luma,
             })
         }
         Err(e) => Err((req, e)),

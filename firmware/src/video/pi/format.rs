@@ -286,8 +286,58 @@ pub fn time_per_frame(fps: u32) -> (u32, u32) {
     (1, fps.max(1))
 }
 
+/// Width of the motion stream: libcamera's second, low-resolution output
+/// (the ISP scales it in hardware, so the CPU never touches the full
+/// picture). 160 pixels is what the block detector needs; the height keeps
+/// the main stream's aspect ratio.
+pub const MOTION_STREAM_WIDTH: u32 = 160;
+
+/// The motion stream's size for a main stream of `width`×`height`: at most
+/// [`MOTION_STREAM_WIDTH`] wide, the same aspect, even sizes (YUV420).
+pub fn motion_stream_size(width: u32, height: u32) -> (u32, u32) {
+    let w = MOTION_STREAM_WIDTH.min(width.max(2)) & !1;
+    let h = ((u64::from(height) * u64::from(w) / u64::from(width.max(1))) as u32).max(2) & !1;
+    (w, h)
+}
+
+/// Copies the luma plane of a `width`×`height` picture whose lines are
+/// `stride` bytes apart into a tight `width * height` buffer (the motion
+/// detector's [`LumaFrame`](crate::video::LumaFrame) layout). `None` when
+/// the buffer is too short for that geometry.
+pub fn tight_luma(plane: &[u8], width: u32, height: u32, stride: u32) -> Option<Vec<u8>> {
+    let (w, h, stride) = (width as usize, height as usize, stride as usize);
+    if stride < w || h == 0 || plane.len() < stride * (h - 1) + w {
+        return None;
+    }
+    let mut out = Vec::with_capacity(w * h);
+    for row in plane.chunks(stride).take(h) {
+        out.extend_from_slice(&row[..w]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_motion_stream_keeps_the_aspect_and_even_sizes() {
+        assert_eq!(motion_stream_size(1920, 1080), (160, 90));
+        assert_eq!(motion_stream_size(1280, 720), (160, 90));
+        assert_eq!(motion_stream_size(640, 480), (160, 120));
+        assert_eq!(motion_stream_size(1640, 1232), (160, 120));
+        // Smaller than the motion stream: the same size.
+        assert_eq!(motion_stream_size(96, 64), (96, 64));
+    }
+
+    #[test]
+    fn a_strided_luma_plane_is_copied_tight_and_short_buffers_refused() {
+        // 3x2 picture, 4-byte lines (one byte of padding each).
+        let plane = [1, 2, 3, 0, 4, 5, 6];
+        assert_eq!(tight_luma(&plane, 3, 2, 4), Some(vec![1, 2, 3, 4, 5, 6]));
+        assert_eq!(tight_luma(&plane[..6], 3, 2, 4), None);
+        assert_eq!(tight_luma(&plane, 3, 2, 2), None);
+        assert_eq!(tight_luma(&plane, 3, 0, 4), None);
+    }
+
     use super::*;
 
     fn stream(w: u32, h: u32, stride: u32) -> CameraStream {

@@ -20,7 +20,7 @@ use super::encoder::{Encoder, EncoderSetup};
 use super::format::{check_request, negotiated};
 use super::ledger::Ledger;
 use super::tiers::{decide_bitrate, BitrateDecision, TierId, TIERS};
-use crate::video::{EncodedFrame, VideoError, VideoFormat, VideoSettings, VideoSource};
+use crate::video::{EncodedFrame, LumaFrame, VideoError, VideoFormat, VideoSettings, VideoSource};
 
 /// Upper bound on camera buffers (request cookies) the ledger tracks.
 const MAX_CAMERA_BUFFERS: usize = 32;
@@ -83,6 +83,8 @@ pub struct PiCameraSource {
     assembler: AccessUnitAssembler,
     clock: ClockMap,
     frames_since_clock: u32,
+    /// The newest motion-stream luma plane (latest wins).
+    luma: Option<LumaFrame>,
 }
 
 impl std::fmt::Debug for PiCameraSource {
@@ -148,6 +150,7 @@ impl PiCameraSource {
             assembler: AccessUnitAssembler::new(),
             clock: sample_clocks()?,
             frames_since_clock: 0,
+            luma: None,
             config,
         };
         source.start(s.width, s.height, s.fps)?;
@@ -225,6 +228,14 @@ impl PiCameraSource {
         let ledger_err =
             |e: super::ledger::LedgerError| VideoError::Device(format!("buffer bookkeeping: {e}"));
         self.ledger.completed(pic.cookie).map_err(ledger_err)?;
+        if let Some(l) = pic.luma {
+            self.luma = Some(LumaFrame {
+                width: l.width,
+                height: l.height,
+                data: l.data,
+                capture_us: self.clock.to_unix_us(pic.sensor_ns),
+            });
+        }
         let slot = self.ledger.submit(pic.cookie).map_err(ledger_err)?;
         p.encoder.queue_picture(
             slot,
@@ -321,6 +332,10 @@ impl PiCameraSource {
 impl VideoSource for PiCameraSource {
     fn format(&self) -> VideoFormat {
         self.format
+    }
+
+    fn take_luma(&mut self) -> Option<LumaFrame> {
+        self.luma.take()
     }
 
     fn next_frame(&mut self) -> Result<EncodedFrame, VideoError> {

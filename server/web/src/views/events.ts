@@ -7,6 +7,24 @@ import { go } from '../types';
 import type { Ctx, View } from '../types';
 
 const LEAD_MS = 5000;
+// A fresh event's GOP is recorded only once it closes (up to a keyframe
+// interval later), and the server answers 404 until then.
+const THUMB_RETRIES = 5;
+const THUMB_RETRY_MS = 2000;
+// New events appear without a reload.
+const REFRESH_MS = 30_000;
+
+/** An event's thumbnail that asks again, a bounded number of times, while
+ * its moment is not recorded yet. */
+function thumbnail(url: string): HTMLImageElement {
+  const img = h('img', { src: url, alt: '', loading: 'lazy', width: 192, height: 144 });
+  let tries = 0;
+  img.addEventListener('error', () => {
+    if (++tries > THUMB_RETRIES) return;
+    window.setTimeout(() => { img.src = `${url}&retry=${tries}`; }, THUMB_RETRY_MS);
+  });
+  return img;
+}
 
 export function eventsView(ctx: Ctx): View {
   const list = h('ol.events', { 'aria-label': 'Motion events' });
@@ -25,10 +43,11 @@ export function eventsView(ctx: Ctx): View {
     list.replaceChildren(...events.map((e) => {
       const kind = String(e.data.event ?? 'motion').replace('_', ' ');
       return h('li', null, h('button.event', { onclick: () => go(`/recordings?cams=${encodeURIComponent(e.cam.id)}&t=${new Date(e.t - LEAD_MS).toISOString()}&span=600000`) },
-        h('img', { src: api.thumbnailUrl(e.cam.id, new Date(e.t)), alt: '', loading: 'lazy', width: 192, height: 144 }),
+        thumbnail(api.thumbnailUrl(e.cam.id, new Date(e.t))),
         h('span', null, h('strong', null, e.cam.name), h('br'), fmtDateTime(new Date(e.t)), h('br'), h('small.muted', null, kind))));
     }));
   }
   void load();
-  return { el: h('div', null, h('div.toolbar', null, h('h2', null, 'Events'), hours), status, list) };
+  const timer = window.setInterval(() => { if (!document.hidden) void load(); }, REFRESH_MS);
+  return { el: h('div', null, h('div.toolbar', null, h('h2', null, 'Events'), hours), status, list), dispose: () => window.clearInterval(timer) };
 }

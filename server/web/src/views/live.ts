@@ -2,7 +2,7 @@
 // latency, health from telemetry, GPS track, rename/remove for admins).
 
 import { api, Camera, Telemetry, AuxItem } from '../api';
-import { h, ago, fmtBytes } from '../dom';
+import { h, ago, fmtBytes, soundButton } from '../dom';
 import { LivePlayer, VisibilityPauser, liveSupported } from '../live';
 import { drawTrack } from '../map';
 import { go } from '../types';
@@ -12,12 +12,13 @@ function tile(cam: Camera, pauser: VisibilityPauser, big: boolean): { el: HTMLEl
   const video = h('video', { muted: true, playsInline: true, autoplay: true });
   const state = h('span.badge', null, cam.online ? 'connecting' : 'offline');
   const latency = h('span.latency');
+  const sound = soundButton(video);
   const player = new LivePlayer(cam.id, video, (s) => {
     state.textContent = s;
     state.dataset.state = s;
-  });
+  }, (audio) => { sound.hidden = !audio; });
   const el = h(big ? 'div.live-big' : 'a.tile', big ? null : { href: `#/camera/${encodeURIComponent(cam.id)}` },
-    video, h('div.tile-bar', null, h('strong', null, cam.name), state, latency));
+    video, h('div.tile-bar', null, h('strong', null, cam.name), state, latency, sound));
   el.dataset.camera = cam.id;
   const t = window.setInterval(() => {
     if (!el.isConnected) { window.clearInterval(t); return; }

@@ -2,7 +2,7 @@
 // from any point, jump to a date and time, and export of a range.
 
 import { api } from '../api';
-import { h, fmtDateTime } from '../dom';
+import { h, fmtDateTime, hasAudio, soundButton } from '../dom';
 import { Timeline } from '../timeline';
 import { SegmentPlayer, SyncClock } from '../playback';
 import type { Ctx, View } from '../types';
@@ -37,8 +37,12 @@ export function recordingsView(ctx: Ctx): View {
     players = chosen.map((c) => {
       const v = h('video', { muted: true, playsInline: true, controls: false });
       const state = h('span.badge');
+      const sound = soundButton(v);
+      // Shown once the browser has seen sound in the recording.
+      const reveal = () => { if (hasAudio(v)) { sound.hidden = false; v.removeEventListener('timeupdate', reveal); } };
+      v.addEventListener('timeupdate', reveal);
       const p = new SegmentPlayer(c.id, v, (s) => { state.textContent = s; state.dataset.state = s; });
-      videos.append(h('div.play-tile', { dataset: { camera: c.id } }, v, h('div.tile-bar', null, h('strong', null, c.name), state)));
+      videos.append(h('div.play-tile', { dataset: { camera: c.id } }, v, h('div.tile-bar', null, h('strong', null, c.name), state, sound)));
       return p;
     });
     clock = new SyncClock(players, timeline.playhead);

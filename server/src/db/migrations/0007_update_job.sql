@@ -1,4 +1,4 @@
--- Version 6: firmware update jobs (server::updates) survive a server
+-- Version 7: firmware update jobs (server::updates) survive a server
 -- restart: one row per camera, rewritten on every phase change the camera
 -- reports (not on byte progress; the camera says what it holds on reconnect).
 CREATE TABLE update_job (
