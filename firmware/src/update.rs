@@ -251,10 +251,16 @@ impl Files {
     fn held(&self, hash: &[u8; 32], size: u64) -> Option<u64> {
         let meta = std::fs::read_to_string(&self.meta).ok()?;
         if meta.trim() != format!("{} {size}", hex(hash)) {
+            tracing::info!(
+                held = meta.trim(),
+                "the bundle held is another one; dropped"
+            );
             return None;
         }
         if !self.part.exists() && self.installing().exists() {
+            tracing::info!("a complete bundle whose install was cut is installed again");
             std::fs::rename(self.installing(), &self.part).ok()?;
+            sync_dir(&self.part);
         }
         let len = std::fs::metadata(&self.part).ok()?.len();
         (len <= size).then_some(len)
@@ -498,8 +504,13 @@ impl Task {
             Some(have) => have,
             None => {
                 self.files.forget_bundle();
+                // Durable before any byte arrives: a power cut must not
+                // leave bytes of a bundle nobody can name.
                 let created = std::fs::write(&self.files.part, b"").and_then(|()| {
-                    std::fs::write(&self.files.meta, format!("{} {size}\n", hex(&hash)))
+                    write_synced(
+                        &self.files.meta,
+                        format!("{} {size}\n", hex(&hash)).as_bytes(),
+                    )
                 });
                 if let Err(e) = created {
                     self.publish(
@@ -697,6 +708,9 @@ impl Task {
             );
             return;
         }
+        // The installing name must be on disk before RAUC starts: a power
+        // cut during the install then finds the whole bundle (see `held`).
+        sync_dir(&bundle);
         let installed = self.install(r.hash, &bundle).await;
         let _ = std::fs::remove_file(&bundle);
         self.files.forget_bundle();
@@ -847,12 +861,17 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
+    sync_dir(path);
+    Ok(())
+}
+
+/// Makes a file's directory entry (a create or rename) durable; best effort.
+fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
     }
-    Ok(())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
