@@ -661,15 +661,19 @@ update_test() {
 	[ "$(slot_b_sum)" = "$b_sum" ] || die "slot B changed although the bundle was refused"
 	log "foreign-signed bundle refused, slot B untouched: $(grep -m 1 "failed" <<<"$out")"
 
-	local t_commit=skipped t_rollback=skipped t_install3=skipped t_switch=skipped t_recover=skipped t_after_switch=skipped
+	local t_commit t_rollback t_install3 t_switch t_recover t_after_switch
 	[ "$update_scope" = full ] && update_steps
 	revocation_step
 	touch stop-guest
 	kill "$guest_loop_pid" 2>/dev/null || true
 	wait "$guest_loop_pid" 2>/dev/null || true
 	guest_loop_pid=
-	log "pairing power-on-to-first-frame ${pair_first} s; bundle $(stat -c %s v2.raucb 2>/dev/null || echo "(not built)") bytes; update-to-commit ${t_commit} s (with 2 power cuts); rollback ${t_rollback} s"
-	log "phase times: update install ${t_install3} s; install + reboot into the new slot ${t_switch} s; rollback after a bad update ${t_rollback} s; power-cut recovery ${t_recover} s (mid-install), ${t_after_switch} s (after the switch, to commit)"
+	if [ "$update_scope" = full ]; then
+		log "pairing power-on-to-first-frame ${pair_first} s; bundle $(stat -c %s v2.raucb) bytes; update-to-commit ${t_commit} s (with 2 power cuts); rollback ${t_rollback} s"
+		log "phase times: update install ${t_install3} s; install + reboot into the new slot ${t_switch} s; rollback after a bad update ${t_rollback} s; power-cut recovery ${t_recover} s (mid-install), ${t_after_switch} s (after the switch, to commit)"
+	else
+		log "pairing power-on-to-first-frame ${pair_first} s; the update, power-cut and rollback steps were not run (--update-only runs them)"
+	fi
 	log "lifecycle ($update_scope) took $(since "$t_lifecycle") s"
 	log "PASS (update, $update_scope)"
 }
