@@ -8,8 +8,10 @@
 # Features: KODAMA_FIRMWARE_FEATURES (default "synthetic"). This build feeds
 # the emulated boot (ci/image-check.sh, scripts/boot-test.sh), and QEMU has no
 # camera, so it carries the test-pattern source. The SD-card image is built
-# by Buildroot/Yocto with `pi` only (no test equipment); for the size of a
-# firmware without the test pattern: KODAMA_FIRMWARE_FEATURES= scripts/cross-build.sh
+# by Buildroot/Yocto with `pi` only (no test equipment); for the size of the
+# shipping firmware: KODAMA_FIRMWARE_FEATURES=pi scripts/cross-build.sh
+# (libcamera and ALSA from Debian 13's arm64 packages, target dir
+# target/aarch64-cross-pi).
 #
 # Machines with Docker can use `cross` instead, which brings its own
 # toolchain image and needs none of the Debian packages:
@@ -25,6 +27,17 @@ cd "$(dirname "$0")/.."
 
 target=aarch64-unknown-linux-gnu
 features=${KODAMA_FIRMWARE_FEATURES-synthetic}
+case ",$features," in
+*,pi,*)
+	# The Pi drivers link the target's libcamera and ALSA: Debian 13's,
+	# from an arm64 sysroot (scripts/pi-sysroot.sh). Its link arguments
+	# are RUSTFLAGS, which rebuild every dependency: a target dir of its own.
+	eval "$(scripts/pi-sysroot.sh --arch arm64 --quiet)"
+	CARGO_TARGET_DIR="$CARGO_TARGET_DIR-pi"
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$KODAMA_PI_LINK_ARGS"
+	export CARGO_TARGET_DIR CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS
+	;;
+esac
 start=$(date +%s)
 cargo build --locked --release --target "$target" -p kodama-firmware --bin kodama-camera \
 	--features "$features" "$@"

@@ -41,7 +41,7 @@ REFRESH=0
 QUIET=0
 SUITE="${KODAMA_DEBIAN_SUITE:-trixie}"
 # Bump when the package selection or the unpack steps change: invalidates caches.
-LAYOUT_VERSION=3
+LAYOUT_VERSION=4
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -134,6 +134,14 @@ packages_wanted() {
     {
         echo "libcamera-dev:$ARCH"
         echo "linux-libc-dev"
+        # A cross build also needs the target's ALSA (the `alsa` crate of the
+        # pi feature); a native check uses the host's libasound2-dev.
+        if [ "$ARCH" = arm64 ]; then
+            echo "libasound2-dev:$ARCH"
+            apt-cache "${apt_opts[@]}" depends --recurse --no-recommends --no-suggests \
+                --no-conflicts --no-breaks --no-replaces --no-enhances \
+                "libasound2-dev:$ARCH" | grep -E '^[a-z0-9]'
+        fi
         # The runtime closure (Depends and Pre-Depends, recursively); virtual
         # packages are listed as <name> and dropped by the grep.
         apt-cache "${apt_opts[@]}" depends --recurse --no-recommends --no-suggests \

@@ -64,7 +64,8 @@ enum Section {
     /// One camera process (1080p30 replay): firmware uplink vs. raw iroh sender.
     Camera,
     /// Forwarding to an upstream server: the origin's CPU per forwarded GB
-    /// against raw iroh, and the delay it adds before an upstream viewer.
+    /// against raw iroh, the delay it adds before an upstream viewer, and
+    /// how fast it fills the upstream's copy after an outage.
     Relay,
     /// Wi-Fi ↔ cellular failover, standby cost, server crash recovery in
     /// the network test bed (root; not part of the default set).
@@ -137,6 +138,10 @@ struct Args {
     /// The camera section's bitrate, kbit/s.
     #[arg(long, default_value_t = 6000)]
     camera_kbps: u32,
+    /// The forwarding section's upstream outage, seconds (default 30, 5
+    /// with --quick; 0: none).
+    #[arg(long)]
+    outage_seconds: Option<f64>,
 }
 
 /// `AxB`: cameras × viewers, or width × height.
@@ -333,6 +338,7 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
                 warmup,
                 measure: window,
                 relay: false,
+                upstream_outage: None,
             };
             for round in 1..=args.repeat.max(1) {
                 if cancel.is_cancelled() {
@@ -395,6 +401,7 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
                 warmup,
                 measure: window,
                 relay: false,
+                upstream_outage: None,
             };
             let r = pipeline::run(&s, &stream, &mode, cancel.clone())
                 .await
@@ -473,6 +480,10 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
             "6. Forwarding to an upstream server ([[upstream]], relay ALPN), one {:.0} kbit/s camera; the upstream runs in this process",
             stream.bitrate_bps / 1000.0
         );
+        let outage = secs(
+            args.outage_seconds.unwrap_or(if q { 5.0 } else { 30.0 }),
+            "outage-seconds",
+        )?;
         let scenario = |name: &str, viewers, relay| Scenario {
             name: name.into(),
             cameras: 1,
@@ -480,14 +491,19 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
             warmup,
             measure: window,
             relay,
+            upstream_outage: None,
         };
         let mut plan = vec![
             scenario("recording only (no viewer, no upstream)", 0, false),
-            scenario(
-                "recording and forwarding, 1 viewer at the upstream",
-                1,
-                true,
-            ),
+            Scenario {
+                // After its window: the upstream's outage and the backfill.
+                upstream_outage: (!outage.is_zero()).then_some(outage),
+                ..scenario(
+                    "recording and forwarding, 1 viewer at the upstream",
+                    1,
+                    true,
+                )
+            },
         ];
         if direct_latency.is_none() {
             plan.push(scenario(
@@ -542,6 +558,19 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
                 d.p99_ms
             ),
             _ => println!("   delay added: no latency samples"),
+        }
+        match &forwarding.outage {
+            Some(Ok(o)) => println!(
+                "   backfill after a {:.0} s upstream outage ({} frames, {:.1} MB filmed meanwhile): the upstream's copy complete {:.1} s after it came back = {:.1} MB/s, {:.1} × real time (reconnect and the upstream's index commits included)",
+                o.outage.as_secs_f64(),
+                o.frames_missed,
+                o.bytes_missed as f64 / 1e6,
+                o.filled_in.as_secs_f64(),
+                o.bytes_missed as f64 / 1e6 / o.filled_in.as_secs_f64().max(1e-9),
+                o.outage.as_secs_f64() / o.filled_in.as_secs_f64().max(1e-9)
+            ),
+            Some(Err(e)) => println!("   backfill after an upstream outage: FAILED: {e}"),
+            None => {}
         }
     }
     if wants(Section::Failover) {

@@ -47,6 +47,10 @@ const MAX_SAMPLES: usize = 65_536;
 /// Bound on each teardown step, so a stuck peer cannot hang the bench.
 const TEARDOWN_LIMIT: Duration = Duration::from_secs(5);
 
+/// How long an upstream's copy may take to catch up after an outage, on
+/// top of the outage itself.
+pub const FILL_LIMIT: Duration = Duration::from_secs(120);
+
 /// One camera × viewer layout to measure.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -63,6 +67,25 @@ pub struct Scenario {
     /// Forward every camera to a second (upstream) server in this process
     /// and put the viewers there: camera → server → upstream → viewer.
     pub relay: bool,
+    /// With `relay`: after the window, stop the upstream for this long,
+    /// start it again on the same address and data, and time how long the
+    /// server takes to fill the gap in the upstream's recording.
+    pub upstream_outage: Option<Duration>,
+}
+
+/// How an upstream's copy caught up after an outage.
+#[derive(Debug, Clone, Copy)]
+pub struct OutageResult {
+    /// How long the upstream was down.
+    pub outage: Duration,
+    /// From the upstream starting again to its index holding every frame
+    /// filmed up to then (reconnecting included).
+    pub filled_in: Duration,
+    /// Video frames filmed while it was down.
+    pub frames_missed: u64,
+    /// Payload bytes filmed while it was down (the camera's bitrate ×
+    /// the outage).
+    pub bytes_missed: u64,
 }
 
 /// A camera's stream, encoded once and shared by every simulated camera
@@ -286,6 +309,9 @@ pub struct ScenarioResult {
     /// This process's CPU in the window (cameras, viewers, and the server
     /// too when it runs in process).
     pub bench_cpu: Duration,
+    /// The upstream outage, if the scenario had one; `None` too if the gap
+    /// was not filled within [`FILL_LIMIT`] (reported as such).
+    pub outage: Option<Result<OutageResult, String>>,
 }
 
 impl ScenarioResult {
@@ -506,67 +532,51 @@ pub async fn run(
     let scope = cancel.child_token();
     // Relay: an upstream server in this process that allows the server
     // under test as a relay carrying every camera, with the viewers there.
-    let upstream = if scenario.relay {
-        let up_dir = dir.path().join("upstream");
+    let mut upstream = if scenario.relay {
         let home = kodama_net::endpoint::load_or_create_key(&data_dir.join("server.key"))?.public();
-        let up_list = Allowlist::new(up_dir.join("allowlist.toml"));
-        let carried: Vec<String> = camera_keys.iter().map(|k| k.public().to_string()).collect();
-        up_list.add_relay(&home.to_string(), "bench home", &carried)?;
-        for (i, k) in viewer_keys.iter().enumerate() {
-            up_list.add(
-                &k.public().to_string(),
-                PeerRole::Viewer,
-                &format!("bench viewer {i}"),
-            )?;
-        }
-        let mut config = kodama_server::config::Config::default();
-        config.server.data_dir = up_dir;
-        config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        config.server.offline = true;
-        config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let up = kodama_server::app::Server::start(&config, scope.child_token()).await?;
-        let addr = up
-            .node
-            .endpoint()
-            .bound_sockets()
-            .first()
-            .copied()
-            .context("the upstream has no bound socket")?;
-        let dial = EndpointAddr::new(up.node.endpoint().id()).with_ip_addr(addr);
-        Some((up, dial))
+        Some(
+            Upstream::start(
+                dir.path().join("upstream"),
+                &home,
+                &camera_keys,
+                &viewer_keys,
+                scope.child_token(),
+            )
+            .await?,
+        )
     } else {
         None
     };
     let started = Running::start(
         mode,
         &data_dir,
-        upstream.as_ref().map(|(_, a)| a),
+        upstream.as_ref().map(|u| &u.dial),
         scope.child_token(),
     )
     .await;
     let (server, server_addr) = match started {
         Ok(s) => s,
         Err(e) => {
-            if let Some((up, _)) = upstream {
-                up.shutdown().await;
+            if let Some(up) = upstream {
+                up.stop().await;
             }
             return Err(e);
         }
     };
-    let viewers_at = upstream.as_ref().map_or(&server_addr, |(_, a)| a).clone();
+    let viewers_at = upstream.as_ref().map_or(&server_addr, |u| &u.dial).clone();
     let outcome = drive(
         scenario,
         stream,
         &server,
         (&server_addr, &viewers_at),
-        camera_keys,
-        viewer_keys,
+        (camera_keys, viewer_keys),
+        upstream.as_mut(),
         scope.clone(),
     )
     .await;
     scope.cancel();
-    if let Some((up, _)) = upstream {
-        up.shutdown().await;
+    if let Some(up) = upstream {
+        up.stop().await;
     }
     let log = server.log().map(ToOwned::to_owned);
     server.stop().await;
@@ -578,17 +588,151 @@ pub async fn run(
     )
 }
 
+/// The upstream server of a relay scenario, in this process; it can go
+/// away and come back on the same address and data.
+struct Upstream {
+    config: kodama_server::config::Config,
+    server: Option<kodama_server::app::Server>,
+    dial: EndpointAddr,
+    scope: CancellationToken,
+}
+
+impl Upstream {
+    /// An upstream in `dir` that allows `home` as a relay carrying every
+    /// camera, and the viewers.
+    async fn start(
+        dir: std::path::PathBuf,
+        home: &kodama_net::EndpointId,
+        cameras: &[SecretKey],
+        viewers: &[SecretKey],
+        scope: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let list = Allowlist::new(dir.join("allowlist.toml"));
+        let carried: Vec<String> = cameras.iter().map(|k| k.public().to_string()).collect();
+        list.add_relay(&home.to_string(), "bench home", &carried)?;
+        for (i, k) in viewers.iter().enumerate() {
+            list.add(
+                &k.public().to_string(),
+                PeerRole::Viewer,
+                &format!("bench viewer {i}"),
+            )?;
+        }
+        let mut config = kodama_server::config::Config::default();
+        config.server.data_dir = dir;
+        config.server.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        config.server.offline = true;
+        config.api.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = kodama_server::app::Server::start(&config, scope.child_token()).await?;
+        let addr = server
+            .node
+            .endpoint()
+            .bound_sockets()
+            .first()
+            .copied()
+            .context("the upstream has no bound socket")?;
+        // Back on the same address after an outage, as a real server would be.
+        config.server.listen = addr;
+        let dial = EndpointAddr::new(server.node.endpoint().id()).with_ip_addr(addr);
+        Ok(Self {
+            config,
+            server: Some(server),
+            dial,
+            scope,
+        })
+    }
+
+    async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+
+    /// Stops the upstream for `down`, starts it again and waits (bounded
+    /// by [`FILL_LIMIT`]) until its index holds every frame of `camera`
+    /// from its first recorded one to one filmed after the restart.
+    async fn outage(
+        &mut self,
+        camera: &str,
+        down: Duration,
+        bitrate_bps: f64,
+        fps: u32,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<OutageResult> {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        tokio::time::sleep(down).await;
+        let restarted = Instant::now();
+        let restarted_us = now_us() as i64;
+        self.server = Some(
+            kodama_server::app::Server::start(&self.config, self.scope.child_token())
+                .await
+                .context("the upstream starting again")?,
+        );
+        let index = self.config.server.data_dir.join("kodama.db");
+        let deadline = restarted + down + FILL_LIMIT;
+        loop {
+            if cancel.is_cancelled() {
+                anyhow::bail!("interrupted");
+            }
+            if covered_past(&index, camera, restarted_us)? {
+                return Ok(OutageResult {
+                    outage: down,
+                    filled_in: restarted.elapsed(),
+                    frames_missed: (down.as_secs_f64() * f64::from(fps)).round() as u64,
+                    bytes_missed: (down.as_secs_f64() * bitrate_bps / 8.0) as u64,
+                });
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "the upstream's copy still had a gap {:?} after it came back",
+                    restarted.elapsed()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Whether the index at `path` holds `camera`'s frames without a sequence
+/// gap from its first recorded frame to a fragment captured after `after_us`.
+fn covered_past(path: &std::path::Path, camera: &str, after_us: i64) -> anyhow::Result<bool> {
+    let db = kodama_server::db::Db::open(path)?;
+    let Some(row) = db.cameras()?.into_iter().find(|c| c.endpoint == camera) else {
+        return Ok(false);
+    };
+    let mut runs: Vec<(i64, i64, i64)> = db
+        .fragment_origins(row.id)?
+        .into_iter()
+        .map(|(capture_us, first_seq, frames, _)| (first_seq, frames, capture_us))
+        .collect();
+    runs.sort_unstable();
+    let mut next = None;
+    for (first_seq, frames, capture_us) in runs {
+        if next.is_some_and(|n| first_seq > n) {
+            return Ok(false);
+        }
+        if capture_us > after_us {
+            return Ok(true);
+        }
+        next = Some(next.map_or(first_seq + frames, |n: i64| n.max(first_seq + frames)));
+    }
+    Ok(false)
+}
+
 async fn drive(
     scenario: &Scenario,
     stream: &Stream,
     server: &Running,
     // Where cameras dial, and where viewers do (an upstream when relaying).
     (server_addr, viewers_at): (&EndpointAddr, &EndpointAddr),
-    camera_keys: Vec<SecretKey>,
-    viewer_keys: Vec<SecretKey>,
+    // The cameras' and the viewers' identities.
+    (camera_keys, viewer_keys): (Vec<SecretKey>, Vec<SecretKey>),
+    upstream: Option<&mut Upstream>,
     cancel: CancellationToken,
 ) -> anyhow::Result<ScenarioResult> {
     let fps = stream.format.fps.max(1);
+    let camera_ids: Vec<String> = camera_keys.iter().map(|k| k.public().to_string()).collect();
     // Stagger camera starts across one GOP so keyframes do not all coincide,
     // as they would not in a real deployment.
     let gop = Duration::from_secs_f64(f64::from(stream.gop_frames) / f64::from(fps));
@@ -656,6 +800,14 @@ async fn drive(
             closed_early.extend(t.closed);
         }
         let per_camera = stream.bitrate_bps;
+        let outage = match (scenario.upstream_outage, upstream, camera_ids.first()) {
+            (Some(down), Some(up), Some(camera)) => Some(
+                up.outage(camera, down, per_camera, fps, &cancel)
+                    .await
+                    .map_err(|e| format!("{e:#}")),
+            ),
+            _ => None,
+        };
         Ok(ScenarioResult {
             scenario: scenario.clone(),
             viewers: viewers_connected,
@@ -674,6 +826,7 @@ async fn drive(
             },
             server_memory: server_after.map(|s| s.memory),
             bench_cpu: procfs::ticks_to_duration(bench_after.total().saturating_sub(bench_before.total())),
+            outage,
         })
     }
     .await;

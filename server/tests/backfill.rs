@@ -18,7 +18,6 @@ use std::time::Duration;
 use common::*;
 use kodama_net::SecretKey;
 use kodama_server::allowlist::PeerRole;
-use kodama_server::db::{CameraRow, Db};
 
 /// Capture times of the frames a camera produced, in capture order: the
 /// frame at index `i` got sequence number `i` from the capture thread
@@ -57,19 +56,6 @@ async fn wait_backlog_holds(cam: &mut TestCamera, gops: u64, within: Duration) {
         "backlog never held {gops} GOPs: {:?}",
         *status.borrow()
     );
-}
-
-/// The server's index in `data_dir` and the camera with `key`'s row in it.
-fn open_index(data_dir: &Path, key: &SecretKey) -> (Db, CameraRow) {
-    let db = Db::open(&data_dir.join("kodama.db")).expect("index");
-    let endpoint = key.public().to_string();
-    let cam = db
-        .cameras()
-        .expect("cameras")
-        .into_iter()
-        .find(|c| c.endpoint == endpoint)
-        .expect("camera indexed");
-    (db, cam)
 }
 
 /// Every frame of every camera process is in the index, by sequence number.
@@ -148,38 +134,6 @@ fn assert_timeline_whole(data_dir: &Path, key: &SecretKey, from_us: i64, to_us: 
         segs.iter().any(|s| s.backfill),
         "some segments are backfilled"
     );
-}
-
-/// The audio in the camera's backfilled segments: the wall time of every
-/// Opus packet, and the largest distance between a fragment's video and
-/// audio start (seconds).
-fn backfilled_audio(data_dir: &Path, key: &SecretKey) -> (Vec<i64>, f64) {
-    let (db, cam) = open_index(data_dir, key);
-    let mut times = Vec::new();
-    let mut worst_offset_s = 0f64;
-    let segs = db.segments_between(cam.id, 0, i64::MAX).expect("segments");
-    for seg in segs.iter().filter(|s| s.backfill) {
-        let path = data_dir.join("recordings").join(&seg.path);
-        let bytes = std::fs::read(&path).expect("segment file");
-        let scan = kodama_media::fmp4::scan_segment(&bytes).expect("segment parses");
-        assert!(
-            scan.init.audio.is_some(),
-            "backfilled segment {} has an audio track",
-            seg.path
-        );
-        for f in &scan.fragments {
-            let Some(run) = &f.audio else { continue };
-            let video_s = f.header.base_decode_time as f64 / 90_000.0;
-            let audio_s = run.base_decode_time as f64 / 48_000.0;
-            worst_offset_s = worst_offset_s.max((audio_s - video_s).abs());
-            let mut t = run.base_decode_time;
-            for sample in &run.samples {
-                times.push(seg.start_us + (t as i64 * 1_000_000 / 48_000));
-                t += u64::from(sample.duration);
-            }
-        }
-    }
-    (times, worst_offset_s)
 }
 
 fn now_us() -> i64 {

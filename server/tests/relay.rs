@@ -4,6 +4,7 @@
 //! the gap of an outage (the offsite server unreachable, then back on the
 //! same address) from the home server's buffer afterwards, and keeps
 //! everything that left the house when the home server is lost for good.
+//! The camera has a microphone: the outage's audio reaches offsite too.
 //!
 //! The outage is the offsite server going away rather than a cut UDP cable:
 //! iroh learns the upstream's direct address on the first connection and
@@ -157,7 +158,7 @@ async fn offsite_copy_matches_home_survives_a_cut_link_and_the_loss_of_home() {
     let (mut home, offsite) = home_and_offsite(&key, &offsite_dir).await;
     let offsite_port = offsite.addr.port();
     let home_dir = home.config.server.data_dir.clone();
-    let mut cam = start_camera("porch", home.dial_addr(), key.clone()).await;
+    let mut cam = start_camera_with_audio("porch", home.dial_addr(), key.clone()).await;
     cam.wait_streaming(Duration::from_secs(10)).await;
 
     // Offsite sees the camera online under the home server's name for it.
@@ -190,8 +191,10 @@ async fn offsite_copy_matches_home_survives_a_cut_link_and_the_loss_of_home() {
     // Offsite goes away; the camera keeps recording at home.
     offsite.stop().await;
     let cut_at = sequences(&cam).len() as u64;
+    let cut_us = kodama_server::stats::now_us() as i64;
     tokio::time::sleep(outage).await;
     let restored_at = sequences(&cam).len() as u64;
+    let restored_us = kodama_server::stats::now_us() as i64;
     let offsite = TestServer::restart_in(offsite_dir.clone(), offsite_port).await;
     let back = Instant::now();
     let forwarded = recorded(&offsite_dir, &cam);
@@ -222,6 +225,27 @@ async fn offsite_copy_matches_home_survives_a_cut_link_and_the_loss_of_home() {
         "BENCH relay outage={outage:?} frames_outage={} filled_after_s={:.1}",
         restored_at - cut_at,
         filled_after.as_secs_f64()
+    );
+    // The outage's sound came with its pictures: home read each GOP's audio
+    // back from its own recording (20 ms Opus packets).
+    let (times, worst_offset_s) = backfilled_audio(&offsite_dir, &key);
+    let in_outage = times
+        .iter()
+        .filter(|&&t| t >= cut_us && t < restored_us)
+        .count();
+    let expected = (restored_us - cut_us) as f64 / 20_000.0;
+    eprintln!(
+        "offsite backfill audio: {in_outage} Opus packets of the outage (~{expected:.0} filmed); worst A/V start offset {:.1} ms",
+        worst_offset_s * 1000.0
+    );
+    assert!(
+        in_outage as f64 >= 0.8 * expected,
+        "only {in_outage} of ~{expected:.0} audio packets of the outage reached offsite"
+    );
+    assert!(
+        worst_offset_s <= 0.25,
+        "a backfilled fragment's audio starts {:.0} ms away from its video",
+        worst_offset_s * 1000.0
     );
 
     // Home and offsite hold the same frames over the forwarded window.

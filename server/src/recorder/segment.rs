@@ -119,6 +119,11 @@ pub fn us_to_audio_ticks(us: u64) -> u64 {
     (u128::from(us) * u128::from(AUDIO_TIMESCALE) / 1_000_000) as u64
 }
 
+/// Converts 48 kHz audio ticks to µs.
+pub fn audio_ticks_to_us(ticks: u64) -> i64 {
+    (u128::from(ticks) * 1_000_000 / u128::from(AUDIO_TIMESCALE)) as i64
+}
+
 pub use kodama_media::opus::packet_samples as opus_packet_samples;
 
 /// Adds the audio packets of a fragment's time span as its audio run.

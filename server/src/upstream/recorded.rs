@@ -44,7 +44,7 @@ use kodama_proto::{Channel, Frame, FrameFlags};
 use super::pending::{GRACE, RESEND};
 use crate::db::{ForwardFragment, RecordedLane};
 use crate::feed::Group;
-use crate::recorder::segment::ticks_to_us;
+use crate::recorder::segment::{audio_ticks_to_us, ticks_to_us};
 
 /// How often the index is read for fragments past the watermarks (and the
 /// watermarks saved): the origin commits its index every few seconds, so
@@ -403,6 +403,31 @@ pub fn load_group(root: &Path, f: &ForwardFragment) -> Result<Group, LoadError> 
             f.frames
         )));
     }
+    if let Some(run) = &info.audio {
+        // The audio of the GOP's span follows its video, as the camera's
+        // own backfill sends it. Its capture times come back through the
+        // decode times, which both tracks count from the segment's start.
+        let video_start_us = ticks_to_us(info.header.base_decode_time);
+        let mut at = (info.audio_data_offset - f.offset as u64) as usize;
+        let mut t = run.base_decode_time;
+        for (i, s) in run.samples.iter().enumerate() {
+            let packet = buf
+                .get(at..at + s.size as usize)
+                .ok_or_else(|| media("audio sample outside its fragment".into()))?;
+            let since_video_us = audio_ticks_to_us(t) - video_start_us;
+            frames.push(Arc::new(Frame {
+                channel: Channel::Audio,
+                flags: FrameFlags::empty(),
+                capture_us: (origin.capture_us + since_video_us).max(0) as u64,
+                // The fMP4 file keeps no audio sequence numbers; a backfill
+                // stream needs them only increasing.
+                sequence: i as u64,
+                payload: Bytes::copy_from_slice(packet),
+            }));
+            at += s.size as usize;
+            t += u64::from(s.duration);
+        }
+    }
     Ok(Group {
         id: wire_id(f),
         frames,
@@ -555,7 +580,7 @@ mod tests {
     /// A GOP of the firmware's synthetic picture written the way the
     /// recorder writes it, then read back.
     #[test]
-    fn a_recorded_gop_reads_back_as_the_cameras_frames() {
+    fn a_recorded_gop_reads_back_as_the_cameras_frames_then_its_audio() {
         use crate::recorder::segment::{build_fragment, SegmentFile};
         use crate::recorder::LocalStorage;
         use kodama_firmware::video::synthetic::{MotionSwitch, SyntheticSource};
@@ -594,11 +619,35 @@ mod tests {
         let track = fmp4::VideoTrack::new(sps, pps).expect("track");
         let dir = tempfile::tempdir().expect("tempdir");
         let rel = "cam/2026-11-30/00-00-00.mp4";
-        let mut file =
-            SegmentFile::create(&LocalStorage, &dir.path().join(rel), &track).expect("segment");
+        let microphone = fmp4::AudioTrack {
+            channels: 1,
+            pre_skip: 312,
+            input_sample_rate: 48_000,
+        };
+        let mut file = SegmentFile::create_av(
+            &LocalStorage,
+            &dir.path().join(rel),
+            &track,
+            Some(&microphone),
+        )
+        .expect("segment");
         let init_bytes = file.len() as i64;
         let refs: Vec<&Frame> = originals.iter().collect();
-        let built = build_fragment(&refs, 1, 1_000_000, 0, 33_333, 5).expect("fragment");
+        let mut built = build_fragment(&refs, 1, 1_000_000, 0, 33_333, 5).expect("fragment");
+        // Five 20 ms Opus packets (TOC 0xF8: CELT fullband, one frame), the
+        // first 10 ms after the keyframe.
+        let sounds: Vec<Frame> = (0..5u64)
+            .map(|i| Frame {
+                channel: Channel::Audio,
+                flags: FrameFlags::empty(),
+                capture_us: 1_010_000 + i * 20_000,
+                sequence: 40 + i,
+                payload: Bytes::from(vec![0xF8, i as u8, 7, 7]),
+            })
+            .collect();
+        let sound_refs: Vec<&Frame> = sounds.iter().collect();
+        crate::recorder::segment::attach_audio(&mut built, &sound_refs, 1_000_000, 0)
+            .expect("audio");
         let offset = file.append(&built).expect("append");
         file.sync().expect("sync");
         let f = ForwardFragment {
@@ -616,14 +665,25 @@ mod tests {
         };
         let g = load_group(dir.path(), &f).expect("reads back");
         assert_eq!(g.id, wire_id(&f));
-        assert_eq!(g.frames.len(), 3);
+        assert_eq!(
+            g.frames.len(),
+            3 + 5,
+            "the video, then the audio of its span"
+        );
+        let (video, audio) = g.frames.split_at(3);
+        for (i, (got, want)) in audio.iter().zip(&sounds).enumerate() {
+            assert_eq!(got.channel, Channel::Audio);
+            assert_eq!(got.payload, want.payload);
+            assert!(got.capture_us.abs_diff(want.capture_us) <= 21, "{got:?}");
+            assert_eq!(got.sequence, i as u64, "increasing within the GOP");
+        }
         assert!(g.frames[0].is_keyframe() && h264::is_idr(&g.frames[0].payload));
         assert_eq!(
             h264::parameter_sets(&g.frames[0].payload),
             (Some(sps), Some(pps)),
             "the keyframe is led by the parameter sets"
         );
-        for (got, want) in g.frames.iter().zip(&originals) {
+        for (got, want) in video.iter().zip(&originals) {
             assert_eq!(got.sequence, want.sequence);
             assert!(got.capture_us.abs_diff(want.capture_us) <= 11, "{got:?}");
             let (mut a, mut b) = (Vec::new(), Vec::new());

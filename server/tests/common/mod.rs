@@ -653,3 +653,51 @@ impl Drop for UdpCable {
 pub fn dial_via(server: &TestServer, cable: &UdpCable) -> EndpointAddr {
     EndpointAddr::new(server.server.node.endpoint().id()).with_ip_addr(cable.addr)
 }
+
+/// The server's index in `data_dir` and the camera with `key`'s row in it.
+pub fn open_index(
+    data_dir: &std::path::Path,
+    key: &SecretKey,
+) -> (kodama_server::db::Db, kodama_server::db::CameraRow) {
+    let db = kodama_server::db::Db::open(&data_dir.join("kodama.db")).expect("index");
+    let endpoint = key.public().to_string();
+    let cam = db
+        .cameras()
+        .expect("cameras")
+        .into_iter()
+        .find(|c| c.endpoint == endpoint)
+        .expect("camera indexed");
+    (db, cam)
+}
+
+/// The audio in the camera's backfilled segments: the wall time of every
+/// Opus packet, and the largest distance between a fragment's video and
+/// audio start (seconds).
+pub fn backfilled_audio(data_dir: &std::path::Path, key: &SecretKey) -> (Vec<i64>, f64) {
+    let (db, cam) = open_index(data_dir, key);
+    let mut times = Vec::new();
+    let mut worst_offset_s = 0f64;
+    let segs = db.segments_between(cam.id, 0, i64::MAX).expect("segments");
+    for seg in segs.iter().filter(|s| s.backfill) {
+        let path = data_dir.join("recordings").join(&seg.path);
+        let bytes = std::fs::read(&path).expect("segment file");
+        let scan = kodama_media::fmp4::scan_segment(&bytes).expect("segment parses");
+        assert!(
+            scan.init.audio.is_some(),
+            "backfilled segment {} has an audio track",
+            seg.path
+        );
+        for f in &scan.fragments {
+            let Some(run) = &f.audio else { continue };
+            let video_s = f.header.base_decode_time as f64 / 90_000.0;
+            let audio_s = run.base_decode_time as f64 / 48_000.0;
+            worst_offset_s = worst_offset_s.max((audio_s - video_s).abs());
+            let mut t = run.base_decode_time;
+            for sample in &run.samples {
+                times.push(seg.start_us + (t as i64 * 1_000_000 / 48_000));
+                t += u64::from(sample.duration);
+            }
+        }
+    }
+    (times, worst_offset_s)
+}
