@@ -8,7 +8,13 @@
 #      writes the status and node id files
 #   4. emulated boot (qemu-system-aarch64) to the self test
 #   5. emulated boot that streams N seconds of decodable video to a
-#      kodama-server on this host (loopback only)
+#      kodama-server on this host (loopback only); then, on a fresh card of
+#      the same root image, the lifecycle's cheap steps: pairing by code, a
+#      foreign-signed bundle refused by RAUC with the other slot untouched,
+#      revocation (scripts/boot-test.sh --update-quick; every boot goes
+#      through U-Boot). The signed A/B update with power cuts and the
+#      rollback (scripts/boot-test.sh --update-only) take minutes more of
+#      emulated CPU and are run by hand (docs/design/updates.md, Measured).
 #   6. flash.sh writes an image file and a kodama.toml into its boot partition
 #   7. the Yocto crate list matches Cargo.lock (reported, not fatal)
 #
@@ -102,13 +108,13 @@ flash_image_file() {
 	return $rc
 }
 
-step "install packages" scripts/install-cross-deps.sh kmod shellcheck
+step "install packages" scripts/install-cross-deps.sh kmod shellcheck u-boot-qemu u-boot-tools rauc
 step "shellcheck" check_scripts
 if step "cross build (aarch64)" env "${cross_env[@]}" scripts/cross-build.sh; then
 	step "qemu-user smoke test" qemu_user_smoke
 	step "emulated boot (self test)" env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --boot-only
-	step "emulated boot streams ${seconds} s to kodama-server" \
-		env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --seconds "$seconds"
+	step "emulated boot streams ${seconds} s to kodama-server, then pairing, foreign bundle refused, revocation" \
+		env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --seconds "$seconds" --update-quick
 	step "flash.sh to an image file" flash_image_file
 fi
 yocto/update-crates.sh --check || echo "image-check: warning: run yocto/update-crates.sh"

@@ -19,9 +19,18 @@
 # networking: the guest reaches this host as 10.0.2.2, which slirp maps to
 # 127.0.0.1 — nothing leaves the machine).
 #
-# Usage: scripts/boot-test.sh [--seconds N] [--boot-only] [--keep]
+# Usage: scripts/boot-test.sh [--seconds N] [--boot-only] [--update|--update-only|--update-quick] [--keep]
 #   --seconds N   seconds of video the server must receive (default 10)
 #   --boot-only   boot, run `kodama-camera --version` in the guest, stop
+#   --update      then the fleet lifecycle on a fresh card of the same root
+#                 image (see update_test below): pairing by code, signed A/B
+#                 updates through U-Boot and RAUC, power cuts, rollback,
+#                 revocation
+#   --update-only the lifecycle test without the streaming test before it
+#   --update-quick the streaming test, then the lifecycle's cheap steps only
+#                 (1, 2 and 5 below: pairing by code, a foreign-signed bundle
+#                 refused with the other slot untouched, revocation); what CI
+#                 runs, as the whole lifecycle takes minutes of emulated CPU
 #   --keep        keep qemu's console log and the received video
 # Environment: KODAMA_CAMERA_BIN (skip the cross build), KODAMA_SERVER_BIN and
 # KODAMA_SIM_BIN (skip the native builds), BOOT_TEST_TIMEOUT (seconds,
@@ -30,13 +39,18 @@ set -euo pipefail
 
 seconds=10
 boot_only=0
+update=0
+update_scope=full
 keep=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--seconds) seconds=$2; shift 2 ;;
 	--boot-only) boot_only=1; shift ;;
+	--update) update=1; shift ;;
+	--update-only) update=2; shift ;;
+	--update-quick) update=1; update_scope=quick; shift ;;
 	--keep) keep=1; shift ;;
-	*) echo "usage: $0 [--seconds N] [--boot-only] [--keep]" >&2; exit 2 ;;
+	*) echo "usage: $0 [--seconds N] [--boot-only] [--update|--update-only|--update-quick] [--keep]" >&2; exit 2 ;;
 	esac
 done
 
@@ -46,12 +60,13 @@ overlay=$repo/buildroot-overlay/board/kodama/rootfs-overlay
 timeout_s=${BOOT_TEST_TIMEOUT:-300}
 mkdir -p "$work"
 cd "$work"
+rm -f qemu.pid
 
 log() { echo "boot-test: $*"; }
 die() { echo "boot-test: FAIL: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- inputs
-"$repo/scripts/install-cross-deps.sh" kmod
+"$repo/scripts/install-cross-deps.sh" kmod u-boot-qemu u-boot-tools
 
 if [ -z "${KODAMA_CAMERA_BIN:-}" ]; then
 	"$repo/scripts/cross-build.sh"
@@ -64,9 +79,16 @@ fi
 debs="busybox-static e2fsprogs libext2fs2 libcom-err2 libss2 libblkid1 libuuid1
 	util-linux fdisk libfdisk1 libsmartcols1 libmount1 libselinux1 libpcre2-8-0
 	libudev1 libcap-ng0 libtinfo6 libreadline8 libc6 libgcc-s1 libstdc++6 libsystemd0 liblzma5 libzstd1 liblz4-1
-	libgcrypt20 libgpg-error0 libaudit1 libcap2 libcrypt1"
+	libgcrypt20 libgpg-error0 libaudit1 libcap2 libcrypt1
+	rauc libubootenv-tool libubootenv0.1 dbus-daemon libdbus-1-3 libexpat1 libapparmor1
+	libcurl3-gnutls libglib2.0-0 libjson-glib-1.0-0 libssl3 libffi8 libgnutls30 libnettle8
+	libhogweed6 libgmp10 libidn2-0 libunistring2 libp11-kit0 libtasn1-6 libbrotli1
+	libnghttp2-14 libpsl5 librtmp1 libssh2-1 libgssapi-krb5-2 libkrb5-3 libk5crypto3
+	libkrb5support0 libkeyutils1 libldap-2.5-0 libsasl2-2 zlib1g"
+# A new package list means a new download.
+debs_stamp=debs/.done-$(echo "$debs" | md5sum | cut -c1-12)
 mkdir -p debs stage
-if [ ! -f debs/.done ]; then
+if [ ! -f "$debs_stamp" ]; then
 	download() {
 		local kernel_pkg pkgs d
 		kernel_pkg=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-arm64-unsigned$' |
@@ -81,8 +103,9 @@ if [ ! -f debs/.done ]; then
 	# Stale package lists name versions the mirror no longer has: refresh once.
 	download || { apt-get update -q >/dev/null && download; } ||
 		die "apt-get download of the arm64 kernel and tools failed"
+	rm -rf stage && mkdir stage
 	for f in debs/*.deb; do dpkg-deb -x "$f" stage; done
-	touch debs/.done
+	touch "$debs_stamp"
 fi
 kver=$(ls stage/lib/modules)
 kernel=stage/boot/vmlinuz-$kver
@@ -138,6 +161,18 @@ busybox_links rootfs
 ln -s ../bin/busybox rootfs/sbin/init
 cp -a "$overlay/." rootfs/
 install_elf rootfs "$KODAMA_CAMERA_BIN" /usr/bin/kodama-camera
+# RAUC and what it runs: its D-Bus system bus, U-Boot's fw_printenv/fw_setenv.
+install_elf rootfs stage/usr/bin/rauc /usr/bin/rauc
+install_elf rootfs stage/usr/bin/dbus-daemon /usr/bin/dbus-daemon
+install_elf rootfs stage/usr/bin/fw_printenv /usr/bin/fw_printenv
+install_elf rootfs stage/usr/bin/fw_setenv /usr/bin/fw_setenv
+# The emulator's disk is virtio: the same slots are /dev/vda2 and /dev/vda3.
+sed -i 's|/dev/mmcblk0p|/dev/vda|' rootfs/etc/rauc/system.conf
+# The owner's update keys for the test (scripts/update-keys.sh): the image
+# carries the CA certificate as RAUC's keyring.
+[ -f keys/owner/ca.cert.pem ] || "$repo/scripts/update-keys.sh" keys/owner --name "Boot test owner" >/dev/null
+cp keys/owner/ca.cert.pem rootfs/etc/rauc/keyring.pem
+echo "1.0.0-boottest" > rootfs/etc/kodama-version
 # What Buildroot's skeleton provides on the real image.
 printf 'root:x:0:0:root:/root:/bin/sh\n' > rootfs/etc/passwd
 printf 'root:x:0:\n' > rootfs/etc/group
@@ -153,7 +188,7 @@ cp stage/bin/busybox initramfs/bin/busybox
 for a in sh mount umount insmod switch_root mkdir sleep cat echo; do ln -s busybox "initramfs/bin/$a"; done
 # Modules in dependency order (modules.dep lists a module's dependencies).
 want="virtio_pci virtio_blk virtio_net virtio-rng squashfs fat vfat nls_cp437 nls_iso8859-1 nls_ascii
-	nls_utf8 crc32c_generic ext4 i6300esb virtio_console"
+	nls_utf8 crc32c_generic ext4 i6300esb virtio_console loop dm-mod dm-verity"
 : > initramfs/modules.order
 add_mod() {
 	local rel dep
@@ -190,13 +225,30 @@ chmod +x initramfs/init
 (cd initramfs && find . | cpio -o -H newc --quiet | gzip -1) > initramfs.cpio.gz
 
 # ------------------------------------------------------------ card
+# U-Boot (Debian's u-boot-qemu, the qemu_arm64 board) is QEMU's firmware: it
+# finds boot.scr on the bootable FAT partition and runs the same A/B
+# boot-counting script as the Pi's U-Boot (buildroot-overlay/board/kodama/
+# boot.cmd), which picks the root slot and passes rauc.slot= to the kernel.
+uboot_bin=/usr/lib/u-boot/qemu_arm64/u-boot.bin
+[ -f "$uboot_bin" ] || die "no $uboot_bin (apt-get install u-boot-qemu)"
+command -v mkimage >/dev/null || die "no mkimage (apt-get install u-boot-tools)"
+mkimage -A arm64 -T script -C none -d "$repo/buildroot-overlay/board/kodama/boot.cmd" boot.scr >/dev/null
+# The boot counters' first state, in the binary format U-Boot's `env import
+# -c` and fw_setenv (/etc/fw_env.config) read; the Buildroot image is made
+# from the same file.
+mkenvimage -s 0x4000 -o uboot.env "$repo/buildroot-overlay/board/kodama/uboot-env.txt"
+
 make_card() { # kodama.toml
 	rm -rf bootpart
 	mkdir -p bootpart
 	cp "$1" bootpart/kodama.toml
-	# The real card's config.txt/cmdline.txt, for the layout; qemu ignores them.
-	cp "$repo/buildroot-overlay/board/kodama/config.txt" "$repo/buildroot-overlay/board/kodama/cmdline.txt" bootpart/
-	"$repo/scripts/assemble-image.sh" bootpart rootfs.squashfs sdcard.img 64 >/dev/null
+	# The real card's config.txt, for the layout; QEMU has no Pi firmware to
+	# read it. boot() writes the emulator's kodama-boot.env.
+	cp "$repo/buildroot-overlay/board/kodama/config.txt" bootpart/
+	cp boot.scr uboot.env bootpart/
+	cp "$kernel" bootpart/Image
+	cp initramfs.cpio.gz bootpart/
+	"$repo/scripts/assemble-image.sh" bootpart rootfs.squashfs sdcard.img 80 >/dev/null
 	# Room for the data partition that the first boot creates.
 	truncate -s +256M sdcard.img
 }
@@ -205,6 +257,9 @@ qemu_pid=
 server_pid=
 sim_pid=
 cleanup() {
+	touch "$work/stop-guest"
+	if [ -n "${guest_loop_pid:-}" ]; then kill "$guest_loop_pid" 2>/dev/null || true; fi
+	if [ -f "$work/qemu.pid" ]; then kill "$(cat "$work/qemu.pid")" 2>/dev/null || true; fi
 	if [ -n "$qemu_pid" ]; then kill "$qemu_pid" 2>/dev/null || true; fi
 	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
 	if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; fi
@@ -215,15 +270,20 @@ trap cleanup EXIT
 # Extra devices for the next boot (the stream test's serial ports).
 qemu_extra=()
 boot() { # extra kernel args
-	rm -f console.log
+	# The update test's guest loop keeps one console log across its boots.
+	[ "${console_append:-0}" = 1 ] || rm -f console.log
+	# The board's kernel arguments, read by boot.scr (root= and rauc.slot=
+	# come from the slot it picks).
+	printf 'kodama_bootargs=console=ttyAMA0 panic=5 kodama.boot=/dev/vda1 kodama.data=/dev/vda4 %s\n' "$1" > kodama-boot.env
+	mcopy -o -i sdcard.img@@4M kodama-boot.env ::kodama-boot.env
 	boot_start=$(date +%s.%N)
+	# -no-reboot: a guest reboot ends QEMU; the caller boots again.
 	qemu-system-aarch64 -M virt -cpu cortex-a53 -m 512 -smp 2 -nographic -no-reboot \
-		-kernel "$kernel" -initrd initramfs.cpio.gz \
-		-append "console=ttyAMA0 root=/dev/vda2 ro panic=5 kodama.boot=/dev/vda1 kodama.data=/dev/vda4 $1" \
+		-bios "$uboot_bin" \
 		-drive file=sdcard.img,format=raw,if=none,id=sd -device virtio-blk-pci,drive=sd,romfile= \
 		-netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= \
 		-device virtio-rng-pci,romfile= -device i6300esb "${qemu_extra[@]}" \
-		</dev/null >console.log 2>&1 &
+		</dev/null >>console.log 2>&1 &
 	qemu_pid=$!
 }
 
@@ -302,19 +362,24 @@ hardware_telemetry() { # camera_id api_port sim_lat
 	die "no modem signal and GNSS fix in the camera's telemetry (last: ${body:0:400})"
 }
 
-stream_test() {
-	local fps=10 width=320 height=240
-	local server_bin=${KODAMA_SERVER_BIN:-} sim_bin=${KODAMA_SIM_BIN:-}
-	if [ -z "$server_bin" ] || [ -z "$sim_bin" ]; then
-		# Both in one build, as scripts/web-test.sh builds them: the same
-		# feature set, so CI reuses its artifacts instead of rebuilding.
+# kodama-server and kodama-sim for this host, unless given: both in one
+# build, as scripts/web-test.sh builds them (the same feature set, so CI
+# reuses its artifacts instead of rebuilding).
+native_bins() {
+	if [ -z "${KODAMA_SERVER_BIN:-}" ] || [ -z "${KODAMA_SIM_BIN:-}" ]; then
 		log "building kodama-server and kodama-sim (native)"
 		(cd "$repo" && cargo build --locked -q -p kodama-server -p kodama-sim --bins)
-		server_bin=${server_bin:-$repo/target/debug/kodama-server}
-		sim_bin=${sim_bin:-$repo/target/debug/kodama-sim}
+		KODAMA_SERVER_BIN=${KODAMA_SERVER_BIN:-$repo/target/debug/kodama-server}
+		KODAMA_SIM_BIN=${KODAMA_SIM_BIN:-$repo/target/debug/kodama-sim}
 	fi
-	[ -x "$server_bin" ] || die "no server binary at $server_bin"
-	[ -x "$sim_bin" ] || die "no kodama-sim binary at $sim_bin"
+	[ -x "$KODAMA_SERVER_BIN" ] || die "no server binary at $KODAMA_SERVER_BIN"
+	[ -x "$KODAMA_SIM_BIN" ] || die "no kodama-sim binary at $KODAMA_SIM_BIN"
+}
+
+stream_test() {
+	local fps=10 width=320 height=240
+	native_bins
+	local server_bin=$KODAMA_SERVER_BIN sim_bin=$KODAMA_SIM_BIN
 	# The modem and GNSS receiver: ptys on this host, handed to QEMU as the
 	# guest's first two virtual consoles (hvc0: AT port, hvc1: NMEA port).
 	local sim_lat=48.8584 sim_lon=2.2945
@@ -435,4 +500,279 @@ stream_test() {
 	log "PASS"
 }
 
-stream_test
+# --------------------------------------------------------- updates
+# The fleet lifecycle on one card, through U-Boot and RAUC, in as few boots
+# as possible (each numbered step below is checked):
+#  1. Pairing by code: `kodama-server camera add` makes a one-time code; the
+#     card's kodama.toml carries only the pairing string. Power-on to first
+#     frame is measured.
+#  2. A bundle signed by another key is refused by RAUC on the camera, and
+#     the other root slot is byte for byte what it was.
+#  3. The owner's bundle (version 2) over iroh; QEMU is killed while `rauc
+#     install` writes the other slot: the camera boots its old slot, the
+#     server offers the bundle again, it installs; QEMU is killed again right
+#     after U-Boot switched to the new slot; the next boot of that slot
+#     reaches the server and commits. `camera status` shows version 2 on B.
+#  4. A version 3 that cannot reach the server (its image drops the route to
+#     it): installed, on trial, reboots after its trial timeout until U-Boot's
+#     counter runs out, and the camera is back on version 2 by itself,
+#     reporting the rollback.
+#  5. Revocation: `kodama-server camera remove` closes the streaming camera's
+#     connection within a second.
+# QEMU runs with -no-reboot, so each guest reboot ends it; a loop boots the
+# card again, as a power supply would.
+guest_loop_pid=
+update_test() {
+	# Bound for each step that moves a bundle through the emulated CPU
+	# (QUIC, BLAKE3, dm-verity under TCG): generous, a loaded host is slow.
+	local slow_s=$((timeout_s * 3))
+	native_bins
+	local server_bin=$KODAMA_SERVER_BIN
+	command -v rauc >/dev/null || die "no rauc on this host (apt-get install rauc)"
+
+	# Bundles: the card's root with another version file (2), the same
+	# with its route to the server dropped at boot (3), and version 2
+	# signed by someone else's key.
+	log "building bundles"
+	local t_lifecycle
+	t_lifecycle=$(now)
+	[ -f keys/foreign/ca.cert.pem ] || "$repo/scripts/update-keys.sh" keys/foreign --name "Someone else" >/dev/null
+	rm -rf rootfs-v2 rootfs-v3 v2.raucb v3.raucb
+	if [ "$update_scope" = full ]; then
+	cp -a rootfs rootfs-v2
+	echo "2.0.0-boottest" > rootfs-v2/etc/kodama-version
+	cp -a rootfs-v2 rootfs-v3
+	echo "3.0.0-unreachable" > rootfs-v3/etc/kodama-version
+	cat > rootfs-v3/etc/init.d/S11unreachable <<-'S11'
+		#!/bin/sh
+		# Test bundle only: this version cannot reach the server.
+		[ "$1" = start ] && ip route add blackhole 10.0.2.2/32
+		exit 0
+	S11
+	chmod +x rootfs-v3/etc/init.d/S11unreachable
+	local v
+	for v in 2 3; do
+		mksquashfs "rootfs-v$v" "rootfs-v$v.squashfs" -comp xz -all-root -noappend -quiet >/dev/null
+	done
+	fi
+	# The foreign bundle is refused on its signature whatever it carries: a
+	# small one keeps the emulated transfer short.
+	rm -rf rootfs-foreign
+	mkdir -p rootfs-foreign/etc
+	echo "2.0.0-foreign" > rootfs-foreign/etc/kodama-version
+	head -c 65536 /dev/urandom > rootfs-foreign/etc/filler
+	mksquashfs rootfs-foreign rootfs-foreign.squashfs -all-root -noappend -quiet >/dev/null
+	local keys root version name
+	while read -r keys root version name; do
+		[ -e "$root" ] || continue
+		"$repo/scripts/build-bundle.sh" --keys "keys/$keys" --rootfs "$root.squashfs" --version "$version" \
+			"$name.raucb" >/dev/null 2>&1 || die "build-bundle.sh failed for $name.raucb"
+	done <<-LIST
+		owner rootfs-v2 2.0.0-boottest v2
+		owner rootfs-v3 3.0.0-unreachable v3
+		foreign rootfs-foreign 2.0.0-foreign foreign
+	LIST
+	[ ! -e v2.raucb ] ||
+		log "bundle size $(stat -c %s v2.raucb) bytes (root file system $(stat -c %s rootfs-v2.squashfs) bytes)"
+
+	local sdata=$work/server-data port api_port
+	rm -rf "$sdata"
+	mkdir -p "$sdata"
+	port=$((40000 + $$ % 20000))
+	api_port=$((port + 1))
+	srv=("$server_bin" --data-dir "$sdata" --listen "127.0.0.1:$port" --offline)
+	RUST_LOG=info NO_COLOR=1 "${srv[@]}" --api-listen "127.0.0.1:$api_port" run > server.log 2>&1 &
+	server_pid=$!
+	srv+=(--api-listen "127.0.0.1:$api_port")
+
+	# 1. Pairing by code. The guest reaches this host as 10.0.2.2.
+	local pairing i=0
+	while [ ! -s "$sdata/ticket" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	pairing=$("${srv[@]}" camera add boot-test --addr "10.0.2.2:$port" --no-qr | grep -o 'kodama:pair?[^ ]*' | head -n 1)
+	[ -n "$pairing" ] || die "camera add printed no pairing string"
+	cat > kodama.toml <<-EOF2
+		# Written by scripts/boot-test.sh --update.
+		[camera]
+		name = "boot-test"
+
+		[server]
+		pair = "$pairing"
+
+		[network]
+		offline = true
+		reconnect_initial_ms = 200
+		reconnect_max_ms = 1000
+
+		[video]
+		source = "synthetic"
+		width = 320
+		height = 240
+		fps = 10
+
+		[system]
+		reboot_command = ["reboot"]
+
+		[update]
+		# Short for the test; the defaults are 60 s and 600 s.
+		commit_after_s = 5
+		trial_timeout_s = 20
+	EOF2
+	make_card kodama.toml
+	rm -f console.log stop-guest qemu.pid
+	console_append=1
+	(
+		trap 'kill "$(cat qemu.pid 2>/dev/null)" 2>/dev/null; exit 0' TERM
+		n=0
+		while [ ! -e stop-guest ] && [ $n -lt 20 ]; do
+			n=$((n + 1))
+			boot "kodama.console=1"
+			echo "$qemu_pid" > qemu.pid
+			# Killed (a power cut) or rebooted: either way it boots again.
+			wait "$qemu_pid" || true
+			echo "boot-test: guest power-off $n" >> console.log
+		done
+	) &
+	guest_loop_pid=$!
+	local t0
+	t0=$(now)
+	until grep -q "camera online" server.log; do
+		[ "$(awk -v a="$t0" -v b="$(now)" 'BEGIN{print (b-a > 240)}')" = 0 ] || { tail -n 30 console.log; tail -n 20 server.log; die "the camera never paired and came online"; }
+		sleep 0.2
+	done
+	NO_COLOR=1 timeout 60 "${srv[@]}" view --camera boot-test --output first.h264 --frames 1 > view.log 2>&1 ||
+		{ tail -n 5 view.log; die "no first frame after pairing"; }
+	local pair_first
+	pair_first=$(since "$t0")
+	log "paired by code: power-on to first frame ${pair_first} s"
+
+	# 2. A foreign-signed bundle: refused, slot B untouched.
+	local b_start b_size b_sum
+	read -r b_start b_size < <(sfdisk -d sdcard.img | sed -n 's/.*img3 : start= *\([0-9]*\), size= *\([0-9]*\).*/\1 \2/p')
+	[ -n "$b_size" ] || die "cannot find slot B (p3) on the card"
+	slot_b_sum() { dd if=sdcard.img bs=512 skip="$b_start" count="$b_size" status=none | sha256sum | cut -c1-16; }
+	b_sum=$(slot_b_sum)
+	local out
+	if out=$("${srv[@]}" camera update boot-test foreign.raucb --timeout "${slow_s}s" 2>&1); then
+		die "a foreign-signed bundle was installed: $out"
+	fi
+	grep -q "update:  failed\|the update failed" <<<"$out" || { echo "$out"; die "the foreign bundle did not fail"; }
+	# RAUC's reason, as the firmware logged it from `rauc install`.
+	grep -aq "signature verification failed" console.log || { tail -n 20 console.log; die "foreign bundle refused without a signature reason"; }
+	[ "$(slot_b_sum)" = "$b_sum" ] || die "slot B changed although the bundle was refused"
+	log "foreign-signed bundle refused, slot B untouched: $(grep -m 1 "failed" <<<"$out")"
+
+	local t_commit t_rollback t_install3 t_switch t_recover t_after_switch
+	[ "$update_scope" = full ] && update_steps
+	revocation_step
+	touch stop-guest
+	kill "$guest_loop_pid" 2>/dev/null || true
+	wait "$guest_loop_pid" 2>/dev/null || true
+	guest_loop_pid=
+	if [ "$update_scope" = full ]; then
+		log "pairing power-on-to-first-frame ${pair_first} s; bundle $(stat -c %s v2.raucb) bytes; update-to-commit ${t_commit} s (with 2 power cuts); rollback ${t_rollback} s"
+		log "phase times: update install ${t_install3} s; install + reboot into the new slot ${t_switch} s; rollback after a bad update ${t_rollback} s; power-cut recovery ${t_recover} s (mid-install), ${t_after_switch} s (after the switch, to commit)"
+	else
+		log "pairing power-on-to-first-frame ${pair_first} s; the update, power-cut and rollback steps were not run (--update-only runs them)"
+	fi
+	log "lifecycle ($update_scope) took $(since "$t_lifecycle") s"
+	log "PASS (update, $update_scope)"
+}
+
+# Steps 3 and 4 (update_test's locals are visible here: bash scopes
+# dynamically).
+update_steps() {
+	# 3. Version 2, with power cuts mid-install and right after the switch.
+	local installs receivings boots_b t_update t_cut
+	# grep -c exits 1 when it counts 0 (set -e).
+	installs=$(grep -ac 'phase="installing"\|phase=installing' console.log || true)
+	t_update=$(now)
+	"${srv[@]}" camera update boot-test v2.raucb --no-wait
+	wait_count() { # pattern count timeout
+		local end=$(($(date +%s) + $3))
+		while [ "$(grep -ac -- "$1" console.log)" -lt "$2" ]; do
+			[ "$(date +%s)" -lt "$end" ] || return 1
+			sleep 0.2
+		done
+	}
+	wait_count 'phase="installing"\|phase=installing' $((installs + 1)) "$slow_s" ||
+		{ tail -n 30 console.log; die "the camera never started installing"; }
+	log "version 2 delivered, verified, installing $(since "$t_update") s after \`camera update\`"
+	sleep 1
+	log "power cut during rauc install"
+	kill -9 "$(cat qemu.pid)"
+	t_cut=$(now)
+	receivings=$(grep -ac 'phase="receiving"' console.log || true)
+	wait_count 'phase="installing"\|phase=installing' $((installs + 2)) "$slow_s" ||
+		{ tail -n 30 console.log; tail -n 20 server.log; die "no second install after the power cut"; }
+	t_recover=$(since "$t_cut")
+	local again="without a second transfer"
+	[ "$(grep -ac 'phase="receiving"' console.log || true)" = "$receivings" ] || again="after a second transfer"
+	log "power-cut recovery: the old slot booted, reconnected and installs again ($again) ${t_recover} s after the cut"
+	t_cut=$(now)
+	boots_b=$(grep -ac "kodama: booting slot B" console.log || true)
+	wait_count "kodama: booting slot B" $((boots_b + 1)) "$slow_s" ||
+		{ tail -n 30 console.log; die "U-Boot never switched to slot B"; }
+	t_switch=$(since "$t_cut")
+	log "install and reboot into slot B: U-Boot booted it ${t_switch} s after \`rauc install\` began"
+	log "power cut right after the switch to slot B"
+	kill -9 "$(cat qemu.pid)"
+	t_cut=$(now)
+	local status
+	t0=$(date +%s)
+	until status=$("${srv[@]}" camera status boot-test 2>&1) && grep -q "update:  committed" <<<"$status"; do
+		[ $(($(date +%s) - t0)) -lt "$slow_s" ] || { echo "$status"; tail -n 30 console.log; die "version 2 never committed"; }
+		sleep 1
+	done
+	t_commit=$(since "$t_update")
+	t_after_switch=$(since "$t_cut")
+	log "power cut right after the switch: slot B booted again, reconnected, streamed and committed ${t_after_switch} s after the cut"
+	grep -q "^running: .*version 2.0.0-boottest on slot B" <<<"$status" || { echo "$status"; die "not running version 2 on slot B"; }
+	log "version 2 committed on slot B, $t_commit s after \`camera update\` (two power cuts included)"
+
+	# 4. Version 3 cannot reach the server: rolls back by itself.
+	local t_install t_v3
+	t_v3=$(now)
+	"${srv[@]}" camera update boot-test v3.raucb --no-wait
+	t0=$(date +%s)
+	until status=$("${srv[@]}" camera status boot-test 2>&1) && grep -q "update:  rebooting\|update:  installed" <<<"$status"; do
+		[ $(($(date +%s) - t0)) -lt "$slow_s" ] || { echo "$status"; die "version 3 never installed"; }
+		sleep 0.5
+	done
+	t_install=$(now)
+	t_install3=$(since "$t_v3")
+	log "version 3 transferred, verified and installed ${t_install3} s after \`camera update\`"
+	until status=$("${srv[@]}" camera status boot-test 2>&1) && grep -q "update:  rolled-back" <<<"$status"; do
+		[ $(($(date +%s) - t0)) -lt $((2 * slow_s)) ] || { echo "$status"; tail -n 30 console.log; die "version 3 never rolled back"; }
+		sleep 1
+	done
+	t_rollback=$(since "$t_install")
+	grep -q "^running: .*version 2.0.0-boottest on slot B" <<<"$status" || { echo "$status"; die "not back on version 2 on slot B"; }
+	log "version 3 (no route to the server) rolled back to version 2 on slot B by itself, ${t_rollback} s after it installed"
+}
+
+# Step 5.
+revocation_step() {
+	# 5. Revocation drops the streaming camera within a second.
+	NO_COLOR=1 timeout 60 "${srv[@]}" view --camera boot-test --output /dev/null --frames 100000 > view.log 2>&1 &
+	local view_pid=$! removed t_drop
+	sleep 3
+	"${srv[@]}" camera remove boot-test > /dev/null
+	removed=$(now)
+	until grep -q "was removed from the allowlist; connection closed" server.log; do
+		[ "$(awk -v a="$removed" -v b="$(now)" 'BEGIN{print (b-a > 5)}')" = 0 ] || die "the revoked camera's connection stayed open"
+		sleep 0.02
+	done
+	t_drop=$(since "$removed")
+	kill "$view_pid" 2>/dev/null || true
+	[ "$(awk -v d="$t_drop" 'BEGIN{print (d <= 1.0)}')" = 1 ] || die "revocation took $t_drop s (more than 1 s)"
+	log "revoked: connection closed ${t_drop} s after \`camera remove\`"
+}
+
+[ "$update" = 2 ] || stream_test
+if [ "$update" != 0 ]; then
+	# Same root image and binaries; its own server.
+	kill "$server_pid" 2>/dev/null || true
+	wait "$server_pid" 2>/dev/null || true
+	server_pid=
+	update_test
+fi

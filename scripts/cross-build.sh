@@ -32,7 +32,7 @@ case ",$features," in
 	# The Pi drivers link the target's libcamera and ALSA: Debian 13's,
 	# from an arm64 sysroot (scripts/pi-sysroot.sh). Its link arguments
 	# are RUSTFLAGS, which rebuild every dependency: a target dir of its own.
-	eval "$(scripts/pi-sysroot.sh --arch arm64 --quiet)"
+	eval "$(CARGO_TARGET_DIR="$(pwd)/target" scripts/pi-sysroot.sh --arch arm64 --quiet)"
 	CARGO_TARGET_DIR="$CARGO_TARGET_DIR-pi"
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$KODAMA_PI_LINK_ARGS"
 	export CARGO_TARGET_DIR CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS

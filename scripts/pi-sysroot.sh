@@ -41,7 +41,7 @@ REFRESH=0
 QUIET=0
 SUITE="${KODAMA_DEBIAN_SUITE:-trixie}"
 # Bump when the package selection or the unpack steps change: invalidates caches.
-LAYOUT_VERSION=4
+LAYOUT_VERSION=5
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'
@@ -118,6 +118,8 @@ env_lines() {
     echo "export KODAMA_PI_RUST_TARGET='$RUST_TARGET'"
     if [ "$ARCH" = arm64 ]; then
         echo "export PKG_CONFIG_ALLOW_CROSS=1"
+        # Only the target's .pc files: a host library must never be linked.
+        echo "export PKG_CONFIG_LIBDIR='$pc'"
     fi
 }
 
@@ -134,13 +136,15 @@ packages_wanted() {
     {
         echo "libcamera-dev:$ARCH"
         echo "linux-libc-dev"
-        # A cross build also needs the target's ALSA (the `alsa` crate of the
-        # pi feature); a native check uses the host's libasound2-dev.
+        # A cross build also needs the target's ALSA and Opus (the `alsa`
+        # and `opus` crates); a native check uses the host's.
         if [ "$ARCH" = arm64 ]; then
-            echo "libasound2-dev:$ARCH"
-            apt-cache "${apt_opts[@]}" depends --recurse --no-recommends --no-suggests \
-                --no-conflicts --no-breaks --no-replaces --no-enhances \
-                "libasound2-dev:$ARCH" | grep -E '^[a-z0-9]'
+            for dev in libasound2-dev libopus-dev; do
+                echo "$dev:$ARCH"
+                apt-cache "${apt_opts[@]}" depends --recurse --no-recommends --no-suggests \
+                    --no-conflicts --no-breaks --no-replaces --no-enhances \
+                    "$dev:$ARCH" | grep -E '^[a-z0-9]'
+            done
         fi
         # The runtime closure (Depends and Pre-Depends, recursively); virtual
         # packages are listed as <name> and dropped by the grep.

@@ -232,17 +232,35 @@ impl Files {
         }
     }
 
+    /// The name the complete bundle has while RAUC installs it.
+    fn installing(&self) -> PathBuf {
+        self.part.with_extension("raucb")
+    }
+
     fn forget_bundle(&self) {
         let _ = std::fs::remove_file(&self.part);
+        let _ = std::fs::remove_file(self.installing());
         let _ = std::fs::remove_file(&self.meta);
     }
 
     /// Bytes already held of the bundle `hash`/`size`, or `None` if what
-    /// the directory holds is another bundle (or nothing).
+    /// the directory holds is another bundle (or nothing). A bundle left
+    /// under its installing name lost its install to a power cut: it is
+    /// complete, so it goes back to `bundle.part` and is verified and
+    /// installed again without being sent again.
     fn held(&self, hash: &[u8; 32], size: u64) -> Option<u64> {
         let meta = std::fs::read_to_string(&self.meta).ok()?;
         if meta.trim() != format!("{} {size}", hex(hash)) {
+            tracing::info!(
+                held = meta.trim(),
+                "the bundle held is another one; dropped"
+            );
             return None;
+        }
+        if !self.part.exists() && self.installing().exists() {
+            tracing::info!("a complete bundle whose install was cut is installed again");
+            std::fs::rename(self.installing(), &self.part).ok()?;
+            sync_dir(&self.part);
         }
         let len = std::fs::metadata(&self.part).ok()?.len();
         (len <= size).then_some(len)
@@ -486,8 +504,13 @@ impl Task {
             Some(have) => have,
             None => {
                 self.files.forget_bundle();
+                // Durable before any byte arrives: a power cut must not
+                // leave bytes of a bundle nobody can name.
                 let created = std::fs::write(&self.files.part, b"").and_then(|()| {
-                    std::fs::write(&self.files.meta, format!("{} {size}\n", hex(&hash)))
+                    write_synced(
+                        &self.files.meta,
+                        format!("{} {size}\n", hex(&hash)).as_bytes(),
+                    )
                 });
                 if let Err(e) = created {
                     self.publish(
@@ -685,6 +708,9 @@ impl Task {
             );
             return;
         }
+        // The installing name must be on disk before RAUC starts: a power
+        // cut during the install then finds the whole bundle (see `held`).
+        sync_dir(&bundle);
         let installed = self.install(r.hash, &bundle).await;
         let _ = std::fs::remove_file(&bundle);
         self.files.forget_bundle();
@@ -835,12 +861,17 @@ fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
+    sync_dir(path);
+    Ok(())
+}
+
+/// Makes a file's directory entry (a create or rename) durable; best effort.
+fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
     }
-    Ok(())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -884,6 +915,24 @@ fn wall_us() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bundle_whose_install_was_cut_is_held_whole_and_another_is_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = Files::new(dir.path().to_owned());
+        let hash = [7u8; 32];
+        std::fs::write(&files.meta, format!("{} 5\n", hex(&hash))).expect("meta");
+        // Power cut during `rauc install`: the bundle has its installing name.
+        std::fs::write(files.installing(), b"12345").expect("bundle");
+        assert_eq!(files.held(&hash, 5), Some(5));
+        assert!(files.part.exists() && !files.installing().exists());
+        // Another bundle offered: nothing of this one is held, and forgetting
+        // it removes it under either name.
+        assert_eq!(files.held(&[8u8; 32], 5), None);
+        std::fs::rename(&files.part, files.installing()).expect("rename");
+        files.forget_bundle();
+        assert!(!files.installing().exists() && !files.meta.exists());
+    }
 
     #[test]
     fn percent_is_read_from_rauc_progress_lines() {

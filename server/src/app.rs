@@ -72,9 +72,14 @@ impl Server {
         recorder.set_acks(hub.acks().clone());
         know_cameras(&hub, &recorder, &allowlist);
 
-        let sessions = Sessions::new(crate::updates::Updates::new(
-            config.server.data_dir.join("updates"),
-        ));
+        // Update jobs are kept in the index beside the recordings, so they
+        // carry on after a restart.
+        let update_jobs = crate::db::Db::open(&crate::recorder::db_path(&config.server.data_dir))
+            .context("opening the index for update jobs")?;
+        let sessions = Sessions::new(
+            crate::updates::Updates::open(config.server.data_dir.join("updates"), update_jobs)
+                .context("loading update jobs")?,
+        );
         let pairing = Arc::new(PairingService::new(
             PairingStore::new(config.pairing_path()),
             allowlist.clone(),

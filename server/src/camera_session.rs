@@ -33,6 +33,9 @@ use crate::hello;
 use crate::hub::{Hub, MAX_GROUP_BYTES, MAX_GROUP_FRAMES};
 use crate::sessions::{CommandOutcome, Sessions};
 
+/// Pause before offering a bundle again after a delivery stopped short.
+const REOFFER_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What camera and viewer sessions share besides the hub.
 #[derive(Debug, Clone)]
 pub struct SessionContext {
@@ -304,11 +307,23 @@ pub async fn run(
                         let token = session.child_token();
                         let conn = conn.clone();
                         let stop = token.clone();
+                        let jobs = updates.clone();
                         let task = tokio::spawn(async move {
                             let header = kodama_proto::BundleHeader { hash: d.bundle.hash, offset: d.from };
                             match kodama_net::update::send_bundle(&conn, &d.bundle.path, header, d.bundle.size, &d.sent, &stop).await {
                                 Ok(()) => tracing::info!(%camera, "firmware bundle delivered"),
-                                Err(e) => tracing::info!(%camera, "firmware bundle delivery stopped: {e}"),
+                                Err(e) => {
+                                    tracing::info!(%camera, "firmware bundle delivery stopped: {e}");
+                                    // The camera refused this stream (it holds a different
+                                    // length than its last report said, e.g. after a
+                                    // reconnect raced the old stream's tail): offer again,
+                                    // at most once a second, so it says what it holds and
+                                    // the next stream starts there.
+                                    tokio::select! {
+                                        _ = stop.cancelled() => {}
+                                        _ = tokio::time::sleep(REOFFER_AFTER) => jobs.reoffer(),
+                                    }
+                                }
                             }
                         });
                         delivery = Some((task, token));

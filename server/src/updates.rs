@@ -6,9 +6,11 @@
 //! control stream whenever the camera is connected and has not got it yet,
 //! streams it from the offset the camera reports (so a cut resumes), and
 //! records every phase the camera reports — through the reboot, the health
-//! gate, to the commit or the rollback. Jobs live in memory: after a server
-//! restart the admin starts the update again and the camera resumes from
-//! the bytes it already holds.
+//! gate, to the commit or the rollback. Each job is also written to the
+//! server's SQLite index (`update_job`) on every phase change, so after a
+//! server restart the job carries on: the camera's next connection is
+//! offered the bundle again (it resumes from the bytes it holds) or reports
+//! how the install ended.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use kodama_net::EndpointId;
 use kodama_proto::{UpdatePhase, MAX_BUNDLE_SIZE};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{Db, DbError, UpdateJobRow};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
@@ -127,16 +131,117 @@ pub struct Updates {
     dir: PathBuf,
     entries: Mutex<HashMap<EndpointId, Entry>>,
     changed: watch::Sender<u64>,
+    /// Where jobs are kept across restarts (`None`: memory only).
+    db: Option<Mutex<Db>>,
 }
 
+/// A history entry as stored (JSON).
+#[derive(Debug, Deserialize)]
+struct StoredEntry {
+    at_ms: u64,
+    phase: String,
+    detail: String,
+}
+
+/// `'static` names for stored phases (`interrupted` is the server's own).
+fn phase_name(name: &str) -> &'static str {
+    (0..=9)
+        .filter_map(UpdatePhase::from_u8)
+        .map(UpdatePhase::name)
+        .find(|n| *n == name)
+        .unwrap_or(INTERRUPTED)
+}
+
+/// The history entry the server adds when a camera lost power mid-install.
+const INTERRUPTED: &str = "interrupted";
+
 impl Updates {
-    /// Jobs whose bundles are kept in `dir`.
+    /// Jobs whose bundles are kept in `dir`, in memory only (relay mode,
+    /// tests).
     pub fn new(dir: PathBuf) -> Arc<Self> {
         Arc::new(Self {
             dir,
             entries: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
+            db: None,
         })
+    }
+
+    /// Jobs whose bundles are kept in `dir`, recorded in the index `db`;
+    /// loads the jobs a previous run left (those whose bundle file is gone
+    /// are dropped, with a warning).
+    pub fn open(dir: PathBuf, db: Db) -> Result<Arc<Self>, DbError> {
+        let now_unix = unix_now();
+        let mut entries = HashMap::new();
+        for row in db.update_jobs()? {
+            let Ok(camera) = EndpointId::from_bytes(&row.camera) else {
+                continue;
+            };
+            let path = dir.join(format!("{}.raucb", hex::encode(row.bundle)));
+            if !path.is_file() {
+                tracing::warn!(%camera, path = %path.display(), "update job dropped: its bundle is gone");
+                continue;
+            }
+            let history = serde_json::from_str::<Vec<StoredEntry>>(&row.history)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| HistoryEntry {
+                    at_ms: e.at_ms,
+                    phase: phase_name(&e.phase),
+                    detail: e.detail,
+                })
+                .collect();
+            let age = std::time::Duration::from_secs(now_unix.saturating_sub(row.started_unix));
+            let job = Job {
+                bundle: StoredBundle {
+                    path,
+                    hash: row.bundle,
+                    size: row.size,
+                },
+                phase: row.phase.and_then(UpdatePhase::from_u8),
+                progress: 0,
+                detail: row.detail,
+                started: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                started_unix: row.started_unix,
+                sent: Arc::new(AtomicU64::new(0)),
+                history,
+            };
+            tracing::info!(%camera, phase = job.phase.map_or("offered", UpdatePhase::name), "update job restored");
+            entries.insert(
+                camera,
+                Entry {
+                    job: Some(job),
+                    running: None,
+                },
+            );
+        }
+        Ok(Arc::new(Self {
+            dir,
+            entries: Mutex::new(entries),
+            changed: watch::channel(0).0,
+            db: Some(Mutex::new(db)),
+        }))
+    }
+
+    /// Writes `camera`'s job to the index (logged, not fatal: the job goes
+    /// on in memory).
+    fn persist(&self, camera: &EndpointId, job: &Job) {
+        let Some(db) = &self.db else {
+            return;
+        };
+        let row = UpdateJobRow {
+            camera: *camera.as_bytes(),
+            bundle: job.bundle.hash,
+            size: job.bundle.size,
+            phase: job.phase.map(|p| p as u8),
+            detail: job.detail.clone(),
+            started_unix: job.started_unix,
+            history: serde_json::to_string(&job.history).unwrap_or_else(|_| "[]".into()),
+        };
+        let db = db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = db.save_update_job(&row) {
+            tracing::warn!(%camera, "cannot record the update job: {e}");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<EndpointId, Entry>> {
@@ -199,18 +304,17 @@ impl Updates {
         tracing::info!(%camera, size = bundle.size, bundle = %hex::encode(bundle.hash), "update started");
         let mut entries = self.lock();
         let entry = entries.entry(camera).or_default();
-        entry.job = Some(Job {
+        let job = entry.job.insert(Job {
             bundle,
             phase: None,
             progress: 0,
             detail: "waiting for the camera".into(),
             started: Instant::now(),
-            started_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            started_unix: unix_now(),
             sent: Arc::new(AtomicU64::new(0)),
             history: Vec::new(),
         });
+        self.persist(&camera, job);
         drop(entries);
         self.changed.send_modify(|g| *g += 1);
     }
@@ -236,9 +340,35 @@ impl Updates {
         let entry = entries.entry(*camera).or_default();
         if phase == UpdatePhase::Idle {
             entry.running = Some(detail.to_owned());
+            // Idle after the bundle was verified but before it was installed:
+            // the camera restarted mid-install (a power cut). The old slot is
+            // still the one it boots, so the bundle goes out again.
+            let interrupted = entry.job.as_mut().filter(|j| {
+                matches!(
+                    j.phase,
+                    Some(UpdatePhase::Verified | UpdatePhase::Installing)
+                )
+            });
+            if let Some(job) = interrupted {
+                tracing::info!(%camera, "update interrupted before the install finished; offering again");
+                job.history.push(HistoryEntry {
+                    at_ms: job.started.elapsed().as_millis() as u64,
+                    phase: INTERRUPTED,
+                    detail: format!(
+                        "the camera restarted during the install; {detail}; offering again"
+                    ),
+                });
+                job.phase = None;
+                job.detail = "interrupted during the install; offering again".into();
+                self.persist(camera, job);
+                drop(entries);
+                self.changed.send_modify(|g| *g += 1);
+                return None;
+            }
         }
         let job = entry.job.as_mut().filter(|j| j.bundle.hash == hash)?;
-        if job.phase != Some(phase) {
+        let changed = job.phase != Some(phase);
+        if changed {
             tracing::info!(%camera, phase = phase.name(), %detail, "camera update");
             job.history.push(HistoryEntry {
                 at_ms: job.started.elapsed().as_millis() as u64,
@@ -249,6 +379,9 @@ impl Updates {
         job.phase = Some(phase);
         job.progress = progress;
         job.detail = detail.to_owned();
+        if changed {
+            self.persist(camera, job);
+        }
         if matches!(phase, UpdatePhase::Committed | UpdatePhase::RolledBack) {
             entry.running = Some(detail.to_owned());
         }
@@ -257,6 +390,12 @@ impl Updates {
             from: progress,
             sent: job.sent.clone(),
         })
+    }
+
+    /// Makes every session offer its camera's pending bundle again (a
+    /// delivery stopped short; the camera's answer says where to resume).
+    pub fn reoffer(&self) {
+        self.changed.send_modify(|g| *g += 1);
     }
 
     /// `camera`'s update, for people.
@@ -291,6 +430,12 @@ impl Updates {
             },
         })
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -359,5 +504,29 @@ mod tests {
         assert_eq!(v.running.as_deref(), Some("version 2 on slot B"));
         let phases: Vec<_> = v.history.iter().map(|h| h.phase).collect();
         assert_eq!(phases, ["receiving", "installing", "committed"]);
+    }
+
+    #[test]
+    fn a_camera_idle_after_a_cut_mid_install_is_offered_the_bundle_again() {
+        let updates = Updates::new(PathBuf::from("/nonexistent"));
+        let cam = camera();
+        let bundle = StoredBundle {
+            path: PathBuf::from("/b.raucb"),
+            hash: [1; 32],
+            size: 100,
+        };
+        updates.start(cam, bundle.clone());
+        updates.report(&cam, [1; 32], UpdatePhase::Installing, 30, "rauc");
+        assert!(updates.offer_for(&cam).is_none());
+        // Power cut: the camera comes back on its old slot with nothing pending.
+        updates.report(&cam, [0; 32], UpdatePhase::Idle, 0, "version 1 on slot A");
+        assert_eq!(updates.offer_for(&cam), Some(bundle));
+        let v = updates.view(&cam).expect("view");
+        assert_eq!(v.phase, "offered");
+        assert_eq!(v.history.last().map(|h| h.phase), Some("interrupted"));
+        // Idle after the reboot into the new slot is not an interruption.
+        updates.report(&cam, [1; 32], UpdatePhase::Installed, 0, "");
+        updates.report(&cam, [0; 32], UpdatePhase::Idle, 0, "version 1 on slot A");
+        assert!(updates.offer_for(&cam).is_none());
     }
 }

@@ -463,3 +463,93 @@ async fn a_new_slot_that_never_reaches_the_server_reboots_and_the_old_slot_repor
     cam.stop();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_job_survives_server_restarts_and_ends_in_the_status() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_in(data.path().to_owned(), None).await;
+    let port = server.addr.port();
+    let machine = Machine::new(&work.path().join("camera"));
+    let key = SecretKey::generate();
+    server.allow_camera(&key, "porch");
+    let bundle = work.path().join("v2.raucb");
+    std::fs::write(&bundle, bundle_bytes(256 * 1024)).expect("bundle");
+    // The camera is away while the admin starts the update.
+    let out = server_cli(
+        &server,
+        &[
+            "camera",
+            "update",
+            "porch",
+            &bundle.display().to_string(),
+            "--no-wait",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+
+    // Restarted: the job is still there and goes out when the camera comes.
+    let server = TestServer::restart_in(data.path().to_owned(), port).await;
+    let (cam, updater) = start_camera_updating(
+        "porch",
+        server.dial_addr(),
+        key.clone(),
+        machine.config(),
+        machine.reboot_command(),
+    )
+    .await;
+    wait_phase(&updater, UpdatePhase::Rebooting, Duration::from_secs(30)).await;
+    // Wait (bounded) until the server has recorded the last phase, then
+    // the camera "reboots".
+    let mut recorded = String::new();
+    for _ in 0..50 {
+        recorded =
+            String::from_utf8_lossy(&server_cli(&server, &["camera", "status", "porch"]).stdout)
+                .into_owned();
+        if recorded.contains("update:  rebooting") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recorded.contains("update:  rebooting"), "{recorded}");
+    cam.stop();
+    let _ = tokio::time::timeout(Duration::from_secs(10), cam.uplink).await;
+    cam.endpoint.close().await;
+    server.stop().await;
+
+    // Restarted again while the camera reboots into the new slot: the
+    // server still knows the job, so the commit lands in its status.
+    let server = TestServer::restart_in(data.path().to_owned(), port).await;
+    machine.boot_other_slot();
+    let (mut cam, updater) = start_camera_updating(
+        "porch",
+        server.dial_addr(),
+        key,
+        machine.config(),
+        machine.reboot_command(),
+    )
+    .await;
+    cam.wait_streaming(Duration::from_secs(10)).await;
+    wait_phase(&updater, UpdatePhase::Committed, Duration::from_secs(15)).await;
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = String::from_utf8_lossy(&server_cli(&server, &["camera", "status", "porch"]).stdout)
+            .into_owned();
+        if text.contains("update:  committed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains("update:  committed"), "{text}");
+    assert!(text.contains("running: version 2.0.0 on slot B"), "{text}");
+    for phase in ["receiving", "rebooting", "booted", "committed"] {
+        assert!(text.contains(phase), "history lacks {phase}: {text}");
+    }
+    cam.stop();
+    server.stop().await;
+}

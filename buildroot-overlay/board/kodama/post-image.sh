@@ -12,8 +12,12 @@ files=()
 for f in "$BINARIES_DIR"/*.dtb "$BINARIES_DIR"/rpi-firmware/*; do
 	files+=("${f#"$BINARIES_DIR"/}")
 done
-kernel=$(sed -n 's/^kernel=//p' "$BINARIES_DIR/rpi-firmware/config.txt")
-files+=("$kernel")
+# config.txt's kernel= is U-Boot; the Linux kernel (Image) is what boot.scr
+# loads. uboot.env holds the A/B boot counters (host-uboot-tools makes
+# uboot-env.bin from board/kodama/uboot-env.txt).
+cp "$BINARIES_DIR/uboot-env.bin" "$BINARIES_DIR/uboot.env"
+cp "$BOARD_DIR/kodama-boot.env" "$BINARIES_DIR/kodama-boot.env"
+files+=(u-boot.bin Image boot.scr uboot.env kodama-boot.env)
 
 boot_files=$(printf '\\t\\t\\t"%s",\\n' "${files[@]}")
 sed "s|#BOOT_FILES#|$boot_files|" "$BOARD_DIR/genimage.cfg.in" > "$GENIMAGE_CFG"

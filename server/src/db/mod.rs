@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_checks_and_garbage.sql"),
     include_str!("migrations/0005_upstream_watermark.sql"),
     include_str!("migrations/0006_aux_origin.sql"),
+    include_str!("migrations/0007_update_job.sql"),
 ];
 
 /// The schema version this code writes.
@@ -364,7 +365,82 @@ fn segment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SegmentRow> {
 const SEGMENT_COLUMNS: &str =
     "id, camera_id, path, start_us, end_us, bytes, init_bytes, frames, fragments, codec, width, height, open, backfill";
 
+/// A camera's firmware update job as stored (`update_job`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateJobRow {
+    /// The camera's node id.
+    pub camera: [u8; 32],
+    /// BLAKE3 of the bundle.
+    pub bundle: [u8; 32],
+    /// The bundle's size in bytes.
+    pub size: u64,
+    /// The camera's last phase (`UpdatePhase` code), `None` before it answered.
+    pub phase: Option<u8>,
+    /// The camera's last word.
+    pub detail: String,
+    /// When the job started (Unix seconds).
+    pub started_unix: u64,
+    /// The phase history, JSON.
+    pub history: String,
+}
+
 impl Db {
+    /// Records `job`, replacing the camera's previous one.
+    pub fn save_update_job(&self, job: &UpdateJobRow) -> Result<(), DbError> {
+        self.conn.execute(
+            "INSERT INTO update_job (camera, bundle, size, phase, detail, started_unix, history)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (camera) DO UPDATE SET bundle = excluded.bundle, size = excluded.size,
+               phase = excluded.phase, detail = excluded.detail,
+               started_unix = excluded.started_unix, history = excluded.history",
+            rusqlite::params![
+                &job.camera[..],
+                &job.bundle[..],
+                i64::try_from(job.size).unwrap_or(i64::MAX),
+                job.phase,
+                job.detail,
+                i64::try_from(job.started_unix).unwrap_or(i64::MAX),
+                job.history,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Every stored update job (rows that do not decode are skipped).
+    pub fn update_jobs(&self) -> Result<Vec<UpdateJobRow>, DbError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT camera, bundle, size, phase, detail, started_unix, history FROM update_job",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<u8>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let (camera, bundle, size, phase, detail, started_unix, history) = row?;
+            let (Ok(camera), Ok(bundle)) = (camera.try_into(), bundle.try_into()) else {
+                continue;
+            };
+            jobs.push(UpdateJobRow {
+                camera,
+                bundle,
+                size: u64::try_from(size).unwrap_or(0),
+                phase,
+                detail,
+                started_unix: u64::try_from(started_unix).unwrap_or(0),
+                history,
+            });
+        }
+        Ok(jobs)
+    }
+
     /// Opens (creating if needed) and migrates the index at `path`.
     pub fn open(path: &Path) -> Result<Db, DbError> {
         let conn = Connection::open(path)?;
@@ -1373,7 +1449,7 @@ mod tests {
             )
             .expect("data");
         }
-        let mut db = Db::open(&path).expect("migrates to v6");
+        let mut db = Db::open(&path).expect("migrates through v6");
         let old = db.aux_after(AuxKind::Event, "ep", 0, 10).expect("rows");
         assert_eq!(old.len(), 1);
         assert_eq!(
