@@ -146,11 +146,13 @@ async fn wait_recorded(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offsite_copy_matches_home_survives_a_cut_link_and_the_loss_of_home() {
+    // The outage: 30 s of the home → offsite link (override with
+    // KODAMA_RELAY_OUTAGE_S).
     let outage = Duration::from_secs(
         std::env::var("KODAMA_RELAY_OUTAGE_S")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(10),
+            .unwrap_or(30),
     );
     let key = SecretKey::generate();
     let offsite_data = tempfile::tempdir().expect("offsite dir");
