@@ -116,6 +116,14 @@ impl Sessions {
         gone
     }
 
+    /// Closes every live session's connection with `code` and `reason`
+    /// (a server shutting down says why before its endpoint goes).
+    pub fn close_all(&self, code: kodama_net::VarInt, reason: &[u8]) {
+        for live in self.lock().values() {
+            live.conn.close(code, reason);
+        }
+    }
+
     /// Hands `command` to the newest session of `camera`.
     pub fn send_command(
         &self,

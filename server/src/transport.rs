@@ -155,6 +155,7 @@ impl NodeOptions {
 #[derive(Debug)]
 pub struct ServerNode {
     router: Router,
+    sessions: Arc<Sessions>,
     cancel: CancellationToken,
 }
 
@@ -197,7 +198,11 @@ impl ServerNode {
             opts.sessions.clone(),
             cancel.clone(),
         ));
-        Ok(Self { router, cancel })
+        Ok(Self {
+            router,
+            sessions: opts.sessions.clone(),
+            cancel,
+        })
     }
 
     /// The endpoint.
@@ -212,6 +217,11 @@ impl ServerNode {
 
     /// Stops sessions (they close their connections with a reason) and the endpoint.
     pub async fn shutdown(self) {
+        // Every peer learns why at once: the endpoint's own close below
+        // would otherwise reach a session the runtime has not yet run since
+        // the cancellation with a bare code 0.
+        self.sessions
+            .close_all(codes::SHUTDOWN, b"server shutting down");
         self.cancel.cancel();
         if let Err(e) = self.router.shutdown().await {
             tracing::warn!("router shutdown: {e}");
