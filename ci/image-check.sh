@@ -3,7 +3,7 @@
 # x86_64 machine (run as root; installs what it needs with apt-get):
 #
 #   1. shellcheck of the image's scripts (rootfs overlay, board, scripts/)
-#   2. aarch64 cross build of kodama-camera (release, stripped), size printed
+#   2. aarch64 cross build of kodama-camera (camera profile, stripped), size printed
 #   3. qemu-user smoke test: --version, and a first boot without kodama.toml
 #      writes the status and node id files
 #   4. emulated boot (qemu-system-aarch64) to the self test
@@ -53,14 +53,14 @@ step() { # name command...
 # CI builds with thin LTO and 16 codegen units in its own target dir: the
 # image behaves the same, and the build fits CI's time on 2 cores (fat LTO's
 # single-threaded link alone takes minutes). IMAGE_CHECK_FULL_LTO=1 builds
-# the shipping profile (root Cargo.toml) instead, e.g. to measure its size.
+# the shipping `camera` profile (root Cargo.toml) instead, e.g. to measure its size.
 if [ "${IMAGE_CHECK_FULL_LTO:-0}" = 1 ]; then
 	cross_env=(CARGO_TARGET_DIR="$repo/target/aarch64-cross")
 else
 	cross_env=(CARGO_TARGET_DIR="$repo/target/aarch64-cross-ci"
-		CARGO_PROFILE_RELEASE_LTO=thin CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16)
+		CARGO_PROFILE_CAMERA_LTO=thin CARGO_PROFILE_CAMERA_CODEGEN_UNITS=16)
 fi
-bin=${cross_env[0]#CARGO_TARGET_DIR=}/aarch64-unknown-linux-gnu/release/kodama-camera
+bin=${cross_env[0]#CARGO_TARGET_DIR=}/aarch64-unknown-linux-gnu/camera/kodama-camera
 
 check_scripts() {
 	command -v shellcheck >/dev/null || apt-get install -y -q shellcheck >/dev/null

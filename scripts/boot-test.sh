@@ -70,7 +70,7 @@ die() { echo "boot-test: FAIL: $*" >&2; exit 1; }
 
 if [ -z "${KODAMA_CAMERA_BIN:-}" ]; then
 	"$repo/scripts/cross-build.sh"
-	KODAMA_CAMERA_BIN=$repo/target/aarch64-cross/aarch64-unknown-linux-gnu/release/kodama-camera
+	KODAMA_CAMERA_BIN=$repo/target/aarch64-cross/aarch64-unknown-linux-gnu/camera/kodama-camera
 fi
 [ -x "$KODAMA_CAMERA_BIN" ] || die "no camera binary at $KODAMA_CAMERA_BIN"
 

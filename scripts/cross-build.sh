@@ -1,9 +1,10 @@
 #!/bin/sh
-# Builds a release, stripped aarch64 `kodama-camera` with Debian 12's
-# rustc-web (see scripts/cross-env.sh) and prints its size and build time.
+# Builds the stripped aarch64 `kodama-camera` the image ships (the `camera`
+# profile: release, optimised for size) with Debian 12's rustc-web (see
+# scripts/cross-env.sh) and prints its size and build time.
 #
 #   scripts/cross-build.sh [extra cargo args]
-#   -> target/aarch64-cross/aarch64-unknown-linux-gnu/release/kodama-camera
+#   -> target/aarch64-cross/aarch64-unknown-linux-gnu/camera/kodama-camera
 #
 # Features: KODAMA_FIRMWARE_FEATURES (default "synthetic"). This build feeds
 # the emulated boot (ci/image-check.sh, scripts/boot-test.sh), and QEMU has no
@@ -16,10 +17,14 @@
 # Machines with Docker can use `cross` instead, which brings its own
 # toolchain image and needs none of the Debian packages:
 #   cargo install cross
-#   cross build --release --target aarch64-unknown-linux-gnu -p kodama-firmware
+#   cross build --profile camera --target aarch64-unknown-linux-gnu -p kodama-firmware
 #
-# The release profile (root Cargo.toml) already has fat LTO, one codegen
-# unit, panic=abort and strip; iroh is built with only tls-ring+portmapper.
+# The camera profile (root Cargo.toml) has fat LTO, one codegen unit,
+# panic=abort, strip and opt-level "s"; the firmware's iroh has tls-ring only
+# (no port mapper). Unwind tables are left out (`-C force-unwind-tables=no`,
+# as in the Buildroot package and the Yocto recipe): with panic=abort
+# nothing unwinds, a panic still prints its message and location, and they
+# were 0.9 MB of the binary (docs/bench.md, "Firmware size").
 set -eu
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/cross-env.sh
@@ -27,6 +32,7 @@ cd "$(dirname "$0")/.."
 
 target=aarch64-unknown-linux-gnu
 features=${KODAMA_FIRMWARE_FEATURES-synthetic}
+rustflags="-C force-unwind-tables=no"
 case ",$features," in
 *,pi,*)
 	# The Pi drivers link the target's libcamera and ALSA: Debian 13's,
@@ -34,16 +40,18 @@ case ",$features," in
 	# are RUSTFLAGS, which rebuild every dependency: a target dir of its own.
 	eval "$(CARGO_TARGET_DIR="$(pwd)/target" scripts/pi-sysroot.sh --arch arm64 --quiet)"
 	CARGO_TARGET_DIR="$CARGO_TARGET_DIR-pi"
-	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="$KODAMA_PI_LINK_ARGS"
-	export CARGO_TARGET_DIR CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS
+	rustflags="$rustflags $KODAMA_PI_LINK_ARGS"
+	export CARGO_TARGET_DIR
 	;;
 esac
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS=$rustflags
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS
 start=$(date +%s)
-cargo build --locked --release --target "$target" -p kodama-firmware --bin kodama-camera \
+cargo build --locked --profile camera --target "$target" -p kodama-firmware --bin kodama-camera \
 	--features "$features" "$@"
 end=$(date +%s)
 
-bin="$CARGO_TARGET_DIR/$target/release/kodama-camera"
+bin="$CARGO_TARGET_DIR/$target/camera/kodama-camera"
 # The profile strips already; strip again with the target's binutils in case
 # a caller overrode the profile (cheap, and the size we report is the real one).
 aarch64-linux-gnu-strip "$bin"

@@ -6,6 +6,11 @@
 //! pace; the ratio of their CPU per GB sent is what the firmware's uplink
 //! (framing, send policy, control stream, telemetry plumbing) costs over
 //! iroh itself.
+//!
+//! With `--camera-compare OTHER`, each of the two also runs from OTHER (the
+//! same bench built differently, e.g. at the camera profile's opt-level)
+//! right after this build's, against the same server or relay: the CPU cost
+//! of a build setting, measured in one run.
 
 use std::time::Duration;
 
@@ -57,14 +62,28 @@ impl CameraCost {
     }
 }
 
-/// Firmware camera → server, then raw camera → relay.
+/// What one run of the camera section measured.
+#[derive(Debug, Clone, Copy)]
+pub struct CameraRun {
+    /// The firmware's capture thread and uplink → `kodama-server`.
+    pub firmware: CameraCost,
+    /// The same capture thread and a plain iroh sender → the raw relay.
+    pub raw: CameraCost,
+    /// Both again from the `--camera-compare` build, if one was given.
+    pub compared: Option<(CameraCost, CameraCost)>,
+}
+
+/// Firmware camera → server, then raw camera → relay; each once from this
+/// executable and, with `compare`, once from that one.
 pub async fn run(
     stream: &Stream,
     mode: &Mode,
     warmup: Duration,
     window: Duration,
+    compare: Option<&std::path::Path>,
     cancel: CancellationToken,
-) -> anyhow::Result<(CameraCost, CameraCost)> {
+) -> anyhow::Result<CameraRun> {
+    let this = std::env::current_exe().context("locating kodama-bench")?;
     let dir = tempfile::tempdir().context("temporary dir")?;
     let frames = dir.path().join("loop.bin");
     write_frames(&frames, &stream.frames)?;
@@ -80,36 +99,54 @@ pub async fn run(
     )?;
     let scope = cancel.child_token();
     let (server, server_addr) = Running::start(mode, &data_dir, None, scope.child_token()).await?;
-    let firmware = one(
-        CameraKind::Firmware,
-        &server_addr,
-        &key,
-        &frames,
-        stream,
-        warmup,
-        window,
-    )
+    let measure = |kind, peer, exe| one(exe, kind, peer, &key, &frames, stream, warmup, window);
+    let firmware = async {
+        let here = measure(CameraKind::Firmware, &server_addr, this.as_path())
+            .await
+            .context("firmware camera")?;
+        let there = match compare {
+            Some(exe) => Some(
+                measure(CameraKind::Firmware, &server_addr, exe)
+                    .await
+                    .with_context(|| format!("firmware camera from {}", exe.display()))?,
+            ),
+            None => None,
+        };
+        anyhow::Ok((here, there))
+    }
     .await;
     scope.cancel();
     server.stop().await;
-    let firmware = firmware.context("firmware camera")?;
+    let (firmware, firmware_compared) = firmware?;
 
     let (relay, relay_addr) = ChildNode::relay().await?;
-    let raw = one(
-        CameraKind::Raw,
-        &relay_addr,
-        &key,
-        &frames,
-        stream,
-        warmup,
-        window,
-    )
+    let raw = async {
+        let here = measure(CameraKind::Raw, &relay_addr, this.as_path())
+            .await
+            .context("raw camera")?;
+        let there = match compare {
+            Some(exe) => Some(
+                measure(CameraKind::Raw, &relay_addr, exe)
+                    .await
+                    .with_context(|| format!("raw camera from {}", exe.display()))?,
+            ),
+            None => None,
+        };
+        anyhow::Ok((here, there))
+    }
     .await;
     relay.stop().await;
-    Ok((firmware, raw.context("raw camera")?))
+    let (raw, raw_compared) = raw?;
+    Ok(CameraRun {
+        firmware,
+        raw,
+        compared: firmware_compared.zip(raw_compared),
+    })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn one(
+    exe: &std::path::Path,
     kind: CameraKind,
     peer: &EndpointAddr,
     key: &std::path::Path,
@@ -145,7 +182,7 @@ async fn one(
         args.push(k.into());
         args.push(v);
     }
-    let mut child = ChildNode::start(&args)?;
+    let mut child = ChildNode::start_exe(exe, &args)?;
     let result = async {
         child.line("camera-ready", Duration::from_secs(30)).await?;
         let line = child

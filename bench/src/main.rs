@@ -138,6 +138,11 @@ struct Args {
     /// The camera section's bitrate, kbit/s.
     #[arg(long, default_value_t = 6000)]
     camera_kbps: u32,
+    /// Another kodama-bench build whose camera children the camera section
+    /// also runs, in the same run, printing their CPU against this build's
+    /// (e.g. one built at the camera profile's opt-level, docs/bench.md).
+    #[arg(long)]
+    camera_compare: Option<PathBuf>,
     /// The forwarding section's upstream outage, seconds (default 30, 5
     /// with --quick; 0: none).
     #[arg(long)]
@@ -450,24 +455,49 @@ async fn run(args: Args, cancel: CancellationToken) -> anyhow::Result<()> {
         );
         let stream = prerender(&args, q, Some((size.0, size.1, args.camera_kbps))).await?;
         for round in 1..=args.repeat.max(1) {
-            let (fw, raw) =
-                camera_side::run(&stream, &mode, warmup, window, cancel.clone()).await?;
-            let ratio = fw
-                .cpu_secs_per_gb()
-                .zip(raw.cpu_secs_per_gb())
-                .map(|(a, b)| a / b);
-            for (name, c) in [("firmware", fw), ("raw", raw)] {
+            let run = camera_side::run(
+                &stream,
+                &mode,
+                warmup,
+                window,
+                args.camera_compare.as_deref(),
+                cancel.clone(),
+            )
+            .await?;
+            let per_gb_ratio = |a: camera_side::CameraCost, b: camera_side::CameraCost| {
+                a.cpu_secs_per_gb()
+                    .zip(b.cpu_secs_per_gb())
+                    .map(|(a, b)| a / b)
+            };
+            let fps = f64::from(stream.format.fps.max(1));
+            let mut lines = vec![("firmware", run.firmware), ("raw", run.raw)];
+            if let Some((fw, raw)) = run.compared {
+                lines.extend([("firmware'", fw), ("raw'", raw)]);
+            }
+            for (name, c) in lines {
                 println!(
-                    "   #{round} {name:<9} {:.2} CPU s for {:.1} MB in {:.1} s = {} CPU s per GB sent; RSS {:.1} MiB (peak {:.1} MiB)",
+                    "   #{round} {name:<9} {:.2} CPU s for {:.1} MB in {:.1} s = {} CPU s per GB sent, {:.2} CPU ms per frame; RSS {:.1} MiB (peak {:.1} MiB)",
                     c.cpu.as_secs_f64(),
                     c.bytes as f64 / 1e6,
                     c.window.as_secs_f64(),
                     opt(c.cpu_secs_per_gb(), 2),
+                    c.cpu.as_secs_f64() * 1e3 / (c.window.as_secs_f64() * fps).max(1.0),
                     c.memory.rss_kib as f64 / 1024.0,
                     c.memory.hwm_kib as f64 / 1024.0
                 );
             }
-            println!("   #{round} ratio     firmware ÷ raw = {}", opt(ratio, 2));
+            println!(
+                "   #{round} ratio     firmware ÷ raw = {}",
+                opt(per_gb_ratio(run.firmware, run.raw), 2)
+            );
+            if let (Some((fw, raw)), Some(other)) = (run.compared, &args.camera_compare) {
+                println!(
+                    "   #{round} ratio     ' = {}: firmware' ÷ firmware = {}, raw' ÷ raw = {} (CPU per GB sent = per frame)",
+                    other.display(),
+                    opt(per_gb_ratio(fw, run.firmware), 3),
+                    opt(per_gb_ratio(raw, run.raw), 3)
+                );
+            }
         }
     }
     if wants(Section::Relay) {

@@ -285,6 +285,12 @@ impl ChildNode {
     /// Starts `kodama-bench __node <args>`.
     pub fn start(args: &[String]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating kodama-bench")?;
+        Self::start_exe(&exe, args)
+    }
+
+    /// Starts `<exe> __node <args>`: `exe` is this kodama-bench or another
+    /// build of it (`--camera-compare`).
+    pub fn start_exe(exe: &std::path::Path, args: &[String]) -> anyhow::Result<Self> {
         let mut child = Command::new(exe)
             .arg(NODE_ARG)
             .args(args)

@@ -19,13 +19,29 @@ KODAMA_FIRMWARE_CARGO_BUILD_OPTS = --bin kodama-camera
 KODAMA_FIRMWARE_CARGO_INSTALL_OPTS = --bin kodama-camera
 KODAMA_FIRMWARE_SUBDIR = firmware
 
-# Size matters on an SD-card camera: keep the workspace's release profile
-# (fat LTO, one codegen unit) instead of the infrastructure's defaults.
+# The workspace's `camera` profile (root Cargo.toml: release with fat LTO,
+# one codegen unit, panic=abort, strip, opt-level "s"), the build
+# scripts/cross-build.sh measures (docs/bench.md, "Firmware size"); no unwind
+# tables (nothing unwinds with panic=abort). The infrastructure's build step
+# passes --release, which cargo refuses next to --profile: the build step
+# below is the infrastructure's with the camera profile instead.
+KODAMA_FIRMWARE_CARGO_INSTALL_OPTS += --profile camera
 KODAMA_FIRMWARE_CARGO_ENV = \
-	CARGO_PROFILE_RELEASE_LTO=fat \
-	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
-	CARGO_PROFILE_RELEASE_PANIC=abort \
-	CARGO_PROFILE_RELEASE_STRIP=true
+	CARGO_TARGET_$(call UPPERCASE,$(RUSTC_TARGET_NAME))_RUSTFLAGS="-C force-unwind-tables=no"
+
+define KODAMA_FIRMWARE_BUILD_CMDS
+	cd $(KODAMA_FIRMWARE_SRCDIR) && \
+	$(TARGET_MAKE_ENV) \
+		$(TARGET_CONFIGURE_OPTS) \
+		$(PKG_CARGO_ENV) \
+		$(KODAMA_FIRMWARE_CARGO_ENV) \
+		cargo build \
+			--offline \
+			--profile camera \
+			--manifest-path Cargo.toml \
+			--locked \
+			$(KODAMA_FIRMWARE_CARGO_BUILD_OPTS)
+endef
 
 # Audio: libopus (the `opus` crate finds it with pkg-config in staging).
 KODAMA_FIRMWARE_DEPENDENCIES += opus host-pkgconf

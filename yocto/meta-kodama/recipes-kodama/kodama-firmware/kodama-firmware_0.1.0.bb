@@ -26,6 +26,14 @@ require kodama-firmware-crates.inc
 CARGO_SRC_DIR = "firmware"
 CARGO_BUILD_FLAGS += "--bin kodama-camera"
 
+# The workspace's `camera` profile (root Cargo.toml: release optimised for
+# size, fat LTO, panic=abort), the build scripts/cross-build.sh measures
+# (docs/bench.md, "Firmware size"), without unwind tables (nothing unwinds
+# with panic=abort). cargo.bbclass installs from target/<triple>/BUILD_DIR.
+BUILD_MODE = "--profile camera"
+BUILD_DIR = "camera"
+RUSTFLAGS += "-C force-unwind-tables=no"
+
 # The Pi camera and GPIO drivers (libcamera, V4L2 H.264 encoder, rppal);
 # bindgen needs libclang for libcamera's and V4L2's bindings.
 PACKAGECONFIG ??= "pi"
