@@ -356,6 +356,12 @@ hardware_telemetry() { # camera_id api_port sim_lat
 		body=$(http_get "$2" "/api/v1/cameras/$1/telemetry?start=$from&end=$(date -u -d '+10 min' +%Y-%m-%dT%H:%M:%SZ)" "$token" || true)
 		if grep -q '"signal_dbm":-[0-9]' <<<"$body" && grep -q "\"lat\":${3%%.*}\." <<<"$body"; then
 			log "telemetry: modem $(grep -o '"signal_dbm":-[0-9]*' <<<"$body" | tail -n 1), GNSS $(grep -o '"lat":[0-9.-]*,"lon":[0-9.-]*' <<<"$body" | tail -n 1) (production serial drivers, host simulators)"
+			# The firmware's own footprint on aarch64 while it streams
+			# (emulated CPU: the CPU share is TCG's, not a Pi's).
+			local process
+			process=$(grep -o '"process":{[^}]*}' <<<"$body" | tail -n 1)
+			[ -n "$process" ] || die "no process figures in the camera's telemetry"
+			log "camera process while streaming (aarch64): $process"
 			return 0
 		fi
 		sleep 2
