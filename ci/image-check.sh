@@ -17,7 +17,10 @@
 #      rollback (scripts/boot-test.sh --update-only) take minutes more of
 #      emulated CPU and are run by hand (docs/design/updates.md, Measured).
 #   6. flash.sh writes an image file and a kodama.toml into its boot partition
-#   7. the Yocto crate list matches Cargo.lock (reported, not fatal)
+#   7. the A/B boot script's two environment copies under U-Boot in QEMU,
+#      written between boots by fw_setenv, torn by power cuts
+#      (scripts/uboot-env-check.sh)
+#   8. the Yocto crate list matches Cargo.lock (reported, not fatal)
 #
 # Buildroot's check-package and savedefconfig need a Buildroot checkout and
 # are run by hand (see scripts/build-image.sh); CI has no Buildroot.
@@ -70,7 +73,7 @@ check_scripts() {
 		"$ov"/rootfs-overlay/usr/share/udhcpc/default.script "$ov"/post-build.sh &&
 		shellcheck -x "$ov"/post-image.sh scripts/cross-build.sh scripts/cross-env.sh \
 			scripts/install-cross-deps.sh scripts/assemble-image.sh scripts/boot-test.sh \
-			scripts/flash.sh scripts/build-image.sh yocto/update-crates.sh ci/image-check.sh
+			scripts/flash.sh scripts/build-image.sh scripts/uboot-env-check.sh yocto/update-crates.sh ci/image-check.sh
 }
 
 qemu_user_smoke() {
@@ -118,6 +121,7 @@ if step "cross build (aarch64)" env "${cross_env[@]}" scripts/cross-build.sh; th
 		env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --seconds "$seconds" --update-quick
 	step "flash.sh to an image file" flash_image_file
 fi
+step "U-Boot A/B environment, two copies, torn writes" scripts/uboot-env-check.sh
 yocto/update-crates.sh --check || echo "image-check: warning: run yocto/update-crates.sh"
 
 echo "image-check: total $(($(date +%s) - started)) s"

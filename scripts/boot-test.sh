@@ -236,9 +236,11 @@ uboot_bin=/usr/lib/u-boot/qemu_arm64/u-boot.bin
 command -v mkimage >/dev/null || die "no mkimage (apt-get install u-boot-tools)"
 mkimage -A arm64 -T script -C none -d "$repo/buildroot-overlay/board/kodama/boot.cmd" boot.scr >/dev/null
 # The boot counters' first state, in the binary format U-Boot's `env import
-# -c` and fw_setenv (/etc/fw_env.config) read; the Buildroot image is made
-# from the same file.
-mkenvimage -s 0x4000 -o uboot.env "$repo/buildroot-overlay/board/kodama/uboot-env.txt"
+# -c` and fw_setenv (/etc/fw_env.config) read, twice (boot.cmd and fw_setenv
+# alternate between the copies); the Buildroot image is made from the same
+# file.
+mkenvimage -r -s 0x4000 -o uboot.env "$repo/buildroot-overlay/board/kodama/uboot-env.txt"
+cp uboot.env uboot-redund.env
 
 make_card() { # kodama.toml
 	rm -rf bootpart
@@ -247,7 +249,7 @@ make_card() { # kodama.toml
 	# The real card's config.txt, for the layout; QEMU has no Pi firmware to
 	# read it. boot() writes the emulator's kodama-boot.env.
 	cp "$repo/buildroot-overlay/board/kodama/config.txt" bootpart/
-	cp boot.scr uboot.env bootpart/
+	cp boot.scr uboot.env uboot-redund.env bootpart/
 	cp "$kernel" bootpart/Image
 	cp initramfs.cpio.gz bootpart/
 	"$repo/scripts/assemble-image.sh" bootpart rootfs.squashfs sdcard.img 80 >/dev/null
