@@ -518,6 +518,41 @@ async fn a_camera_refused_its_configured_code_pairs_from_a_qr_code_in_front_of_i
         .expect("pairing string")
         .to_owned();
     assert!(stdout.contains("QR code picture"), "{stdout}");
+    // Bad options are clear errors.
+    let nowhere = dir.path().join("no/such/dir/qr.pgm");
+    let out = server_cli(
+        &server,
+        &[
+            "camera",
+            "add",
+            "gate",
+            "--no-qr",
+            "--qr-image",
+            nowhere.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("writing the QR code picture"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server_cli(&server, &["camera", "add", "gate", "--expires", "2x"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unit must be s, m, h or d"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server_cli(
+        &server,
+        &["camera", "add", "gate", "--no-qr", "--expires", "2s"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("valid for 2 s, once"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let picture = kodama_media::pgm::GreyImage::from_pgm(&std::fs::read(&scene).expect("written"))
         .expect("a PGM picture");
     let decoded = kodama_firmware::onboarding::decode_qr(&kodama_firmware::video::LumaFrame {
