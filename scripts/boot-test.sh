@@ -861,7 +861,11 @@ pairing_step() {
 
 [ "$update" = 2 ] || stream_test
 if [ "$update" != 0 ]; then
-	# Same root image and binaries; its own server.
+	# Same root image and binaries; its own server. The streaming test's
+	# guest goes first: the next card is written over its disk image.
+	kill "$qemu_pid" 2>/dev/null || true
+	wait "$qemu_pid" 2>/dev/null || true
+	qemu_pid=
 	kill "$server_pid" 2>/dev/null || true
 	wait "$server_pid" 2>/dev/null || true
 	server_pid=
