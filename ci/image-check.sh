@@ -11,8 +11,9 @@
 #      kodama-server on this host (loopback only); then, on a fresh card of
 #      the same root image, the lifecycle's cheap steps: pairing by code, a
 #      foreign-signed bundle refused by RAUC with the other slot untouched,
-#      revocation (scripts/boot-test.sh --update-quick; every boot goes
-#      through U-Boot). The signed A/B update with power cuts and the
+#      revocation; then, on a never-paired card, a reused and an expired
+#      code refused and pairing by a QR code the synthetic source films
+#      (scripts/boot-test.sh --update-quick; every boot goes through U-Boot). The signed A/B update with power cuts and the
 #      rollback (scripts/boot-test.sh --update-only) take minutes more of
 #      emulated CPU and are run by hand (docs/design/updates.md, Measured).
 #   6. flash.sh writes an image file and a kodama.toml into its boot partition
@@ -116,7 +117,7 @@ step "shellcheck" check_scripts
 if step "cross build (aarch64)" env "${cross_env[@]}" scripts/cross-build.sh; then
 	step "qemu-user smoke test" qemu_user_smoke
 	step "emulated boot (self test)" env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --boot-only
-	step "emulated boot streams ${seconds} s to kodama-server, then pairing, foreign bundle refused, revocation" \
+	step "emulated boot streams ${seconds} s to kodama-server, then pairing, foreign bundle refused, revocation, refused codes, pairing by QR" \
 		env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --seconds "$seconds" --update-quick
 	step "flash.sh to an image file" flash_image_file
 fi
