@@ -11,12 +11,16 @@
 #      kodama-server on this host (loopback only); then, on a fresh card of
 #      the same root image, the lifecycle's cheap steps: pairing by code, a
 #      foreign-signed bundle refused by RAUC with the other slot untouched,
-#      revocation (scripts/boot-test.sh --update-quick; every boot goes
-#      through U-Boot). The signed A/B update with power cuts and the
+#      revocation; then, on a never-paired card, a reused and an expired
+#      code refused and pairing by a QR code the synthetic source films
+#      (scripts/boot-test.sh --update-quick; every boot goes through U-Boot). The signed A/B update with power cuts and the
 #      rollback (scripts/boot-test.sh --update-only) take minutes more of
 #      emulated CPU and are run by hand (docs/design/updates.md, Measured).
 #   6. flash.sh writes an image file and a kodama.toml into its boot partition
-#   7. the Yocto crate list matches Cargo.lock (reported, not fatal)
+#   7. the A/B boot script's two environment copies under U-Boot in QEMU,
+#      written between boots by fw_setenv, torn by power cuts
+#      (scripts/uboot-env-check.sh)
+#   8. the Yocto crate list matches Cargo.lock (reported, not fatal)
 #
 # Buildroot's check-package and savedefconfig need a Buildroot checkout and
 # are run by hand (see scripts/build-image.sh); CI has no Buildroot.
@@ -69,7 +73,7 @@ check_scripts() {
 		"$ov"/rootfs-overlay/usr/share/udhcpc/default.script "$ov"/post-build.sh &&
 		shellcheck -x "$ov"/post-image.sh scripts/cross-build.sh scripts/cross-env.sh \
 			scripts/install-cross-deps.sh scripts/assemble-image.sh scripts/boot-test.sh \
-			scripts/flash.sh scripts/build-image.sh yocto/update-crates.sh ci/image-check.sh
+			scripts/flash.sh scripts/build-image.sh scripts/uboot-env-check.sh yocto/update-crates.sh ci/image-check.sh
 }
 
 qemu_user_smoke() {
@@ -113,10 +117,11 @@ step "shellcheck" check_scripts
 if step "cross build (aarch64)" env "${cross_env[@]}" scripts/cross-build.sh; then
 	step "qemu-user smoke test" qemu_user_smoke
 	step "emulated boot (self test)" env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --boot-only
-	step "emulated boot streams ${seconds} s to kodama-server, then pairing, foreign bundle refused, revocation" \
+	step "emulated boot streams ${seconds} s to kodama-server, then pairing, foreign bundle refused, revocation, refused codes, pairing by QR" \
 		env KODAMA_CAMERA_BIN="$bin" scripts/boot-test.sh --seconds "$seconds" --update-quick
 	step "flash.sh to an image file" flash_image_file
 fi
+step "U-Boot A/B environment, two copies, torn writes" scripts/uboot-env-check.sh
 yocto/update-crates.sh --check || echo "image-check: warning: run yocto/update-crates.sh"
 
 echo "image-check: total $(($(date +%s) - started)) s"

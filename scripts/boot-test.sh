@@ -28,9 +28,11 @@
 #                 revocation
 #   --update-only the lifecycle test without the streaming test before it
 #   --update-quick the streaming test, then the lifecycle's cheap steps only
-#                 (1, 2 and 5 below: pairing by code, a foreign-signed bundle
-#                 refused with the other slot untouched, revocation); what CI
-#                 runs, as the whole lifecycle takes minutes of emulated CPU
+#                 (1, 2, 5 and 6 below: pairing by code, a foreign-signed
+#                 bundle refused with the other slot untouched, revocation,
+#                 a reused and an expired code refused, pairing by QR code);
+#                 what CI runs, as the whole lifecycle takes minutes of
+#                 emulated CPU
 #   --keep        keep qemu's console log and the received video
 # Environment: KODAMA_CAMERA_BIN (skip the cross build), KODAMA_SERVER_BIN and
 # KODAMA_SIM_BIN (skip the native builds), BOOT_TEST_TIMEOUT (seconds,
@@ -234,9 +236,11 @@ uboot_bin=/usr/lib/u-boot/qemu_arm64/u-boot.bin
 command -v mkimage >/dev/null || die "no mkimage (apt-get install u-boot-tools)"
 mkimage -A arm64 -T script -C none -d "$repo/buildroot-overlay/board/kodama/boot.cmd" boot.scr >/dev/null
 # The boot counters' first state, in the binary format U-Boot's `env import
-# -c` and fw_setenv (/etc/fw_env.config) read; the Buildroot image is made
-# from the same file.
-mkenvimage -s 0x4000 -o uboot.env "$repo/buildroot-overlay/board/kodama/uboot-env.txt"
+# -c` and fw_setenv (/etc/fw_env.config) read, twice (boot.cmd and fw_setenv
+# alternate between the copies); the Buildroot image is made from the same
+# file.
+mkenvimage -r -s 0x4000 -o uboot.env "$repo/buildroot-overlay/board/kodama/uboot-env.txt"
+cp uboot.env uboot-redund.env
 
 make_card() { # kodama.toml
 	rm -rf bootpart
@@ -245,7 +249,7 @@ make_card() { # kodama.toml
 	# The real card's config.txt, for the layout; QEMU has no Pi firmware to
 	# read it. boot() writes the emulator's kodama-boot.env.
 	cp "$repo/buildroot-overlay/board/kodama/config.txt" bootpart/
-	cp boot.scr uboot.env bootpart/
+	cp boot.scr uboot.env uboot-redund.env bootpart/
 	cp "$kernel" bootpart/Image
 	cp initramfs.cpio.gz bootpart/
 	"$repo/scripts/assemble-image.sh" bootpart rootfs.squashfs sdcard.img 80 >/dev/null
@@ -354,6 +358,12 @@ hardware_telemetry() { # camera_id api_port sim_lat
 		body=$(http_get "$2" "/api/v1/cameras/$1/telemetry?start=$from&end=$(date -u -d '+10 min' +%Y-%m-%dT%H:%M:%SZ)" "$token" || true)
 		if grep -q '"signal_dbm":-[0-9]' <<<"$body" && grep -q "\"lat\":${3%%.*}\." <<<"$body"; then
 			log "telemetry: modem $(grep -o '"signal_dbm":-[0-9]*' <<<"$body" | tail -n 1), GNSS $(grep -o '"lat":[0-9.-]*,"lon":[0-9.-]*' <<<"$body" | tail -n 1) (production serial drivers, host simulators)"
+			# The firmware's own footprint on aarch64 while it streams
+			# (emulated CPU: the CPU share is TCG's, not a Pi's).
+			local process
+			process=$(grep -o '"process":{[^}]*}' <<<"$body" | tail -n 1)
+			[ -n "$process" ] || die "no process figures in the camera's telemetry"
+			log "camera process while streaming (aarch64): $process"
 			return 0
 		fi
 		sleep 2
@@ -519,8 +529,47 @@ stream_test() {
 #     reporting the rollback.
 #  5. Revocation: `kodama-server camera remove` closes the streaming camera's
 #     connection within a second.
+#  6. On a second, never-paired card (pairing_step): step 1's code, already
+#     redeemed, is refused; an expired code is refused — on both sides, the
+#     camera staying up unpaired and scanning for a QR code; then the pairing
+#     QR code, filmed by the synthetic source, pairs it. Power-on to first
+#     frame is measured.
 # QEMU runs with -no-reboot, so each guest reboot ends it; a loop boots the
 # card again, as a power supply would.
+# The lifecycle cards' kodama.toml: camera NAME, the [server] line(s)
+# (e.g. pair = "..."; empty: none, the camera onboards by QR code) and extra
+# [video] lines (e.g. synthetic_scene).
+lifecycle_toml() { # name server-lines video-lines
+	cat <<-EOF2
+		# Written by scripts/boot-test.sh --update.
+		[camera]
+		name = "$1"
+
+		[server]
+		$2
+
+		[network]
+		offline = true
+		reconnect_initial_ms = 200
+		reconnect_max_ms = 1000
+
+		[video]
+		source = "synthetic"
+		width = 320
+		height = 240
+		fps = 10
+		$3
+
+		[system]
+		reboot_command = ["reboot"]
+
+		[update]
+		# Short for the test; the defaults are 60 s and 600 s.
+		commit_after_s = 5
+		trial_timeout_s = 20
+	EOF2
+}
+
 guest_loop_pid=
 update_test() {
 	# Bound for each step that moves a bundle through the emulated CPU
@@ -590,33 +639,7 @@ update_test() {
 	while [ ! -s "$sdata/ticket" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 	pairing=$("${srv[@]}" camera add boot-test --addr "10.0.2.2:$port" --no-qr | grep -o 'kodama:pair?[^ ]*' | head -n 1)
 	[ -n "$pairing" ] || die "camera add printed no pairing string"
-	cat > kodama.toml <<-EOF2
-		# Written by scripts/boot-test.sh --update.
-		[camera]
-		name = "boot-test"
-
-		[server]
-		pair = "$pairing"
-
-		[network]
-		offline = true
-		reconnect_initial_ms = 200
-		reconnect_max_ms = 1000
-
-		[video]
-		source = "synthetic"
-		width = 320
-		height = 240
-		fps = 10
-
-		[system]
-		reboot_command = ["reboot"]
-
-		[update]
-		# Short for the test; the defaults are 60 s and 600 s.
-		commit_after_s = 5
-		trial_timeout_s = 20
-	EOF2
+	lifecycle_toml boot-test "pair = \"$pairing\"" "" > kodama.toml
 	make_card kodama.toml
 	rm -f console.log stop-guest qemu.pid
 	console_append=1
@@ -668,11 +691,13 @@ update_test() {
 	kill "$guest_loop_pid" 2>/dev/null || true
 	wait "$guest_loop_pid" 2>/dev/null || true
 	guest_loop_pid=
+	local qr_first t_pairing
+	pairing_step
 	if [ "$update_scope" = full ]; then
-		log "pairing power-on-to-first-frame ${pair_first} s; bundle $(stat -c %s v2.raucb) bytes; update-to-commit ${t_commit} s (with 2 power cuts); rollback ${t_rollback} s"
+		log "pairing power-on-to-first-frame ${pair_first} s (code), ${qr_first} s (QR); bundle $(stat -c %s v2.raucb) bytes; update-to-commit ${t_commit} s (with 2 power cuts); rollback ${t_rollback} s"
 		log "phase times: update install ${t_install3} s; install + reboot into the new slot ${t_switch} s; rollback after a bad update ${t_rollback} s; power-cut recovery ${t_recover} s (mid-install), ${t_after_switch} s (after the switch, to commit)"
 	else
-		log "pairing power-on-to-first-frame ${pair_first} s; the update, power-cut and rollback steps were not run (--update-only runs them)"
+		log "pairing power-on-to-first-frame ${pair_first} s (code), ${qr_first} s (QR); the update, power-cut and rollback steps were not run (--update-only runs them)"
 	fi
 	log "lifecycle ($update_scope) took $(since "$t_lifecycle") s"
 	log "PASS (update, $update_scope)"
@@ -768,9 +793,85 @@ revocation_step() {
 	log "revoked: connection closed ${t_drop} s after \`camera remove\`"
 }
 
+# Step 6, on a second card that never paired. Three boots, kodama.toml
+# rewritten on the FAT partition while QEMU is off (as an owner would with
+# the card in a laptop):
+#  a. server.pair = step 1's code (redeemed): refused as used; the camera
+#     says why on its console and in kodama-status.txt, stays up unpaired
+#     and scans for a QR code; the server logs the attempt.
+#  b. server.pair = a code made with `--expires 1s`: refused as expired.
+#  c. no server.pair; video.synthetic_scene = the PGM that `camera add
+#     --qr-image` wrote, copied onto the card: the synthetic source films the
+#     QR code, the camera pairs and streams. Power-on to first frame.
+pairing_step() {
+	local t_step expired t0
+	t_step=$(now)
+	expired=$("${srv[@]}" camera add boot-late --addr "10.0.2.2:$port" --expires 1s --no-qr |
+		grep -o 'kodama:pair?[^ ]*' | head -n 1)
+	[ -n "$expired" ] || die "camera add --expires 1s printed no pairing string"
+	"${srv[@]}" camera add boot-qr --addr "10.0.2.2:$port" --no-qr --qr-image scene.pgm > /dev/null
+	[ "$(head -c 2 scene.pgm)" = P5 ] || die "camera add --qr-image wrote no PGM picture"
+	console_append=0
+	qemu_extra=()
+	lifecycle_toml boot-qr "pair = \"$pairing\"" "" > kodama.toml
+	make_card kodama.toml
+
+	# A refused boot: the camera's reason on the console, its status file,
+	# the server's log line; then the power goes off once the camera shows
+	# `then` (its status file is written by then).
+	refused_boot() { # label reason then
+		local t_on t_refused
+		boot "kodama.console=1"
+		t_on=$(now)
+		wait_console "refused the pairing code in kodama.toml" 180 ||
+			{ tail -n 30 console.log; die "$1: the camera did not report a refused code"; }
+		t_refused=$(since "$t_on")
+		grep -a "refused the pairing code in kodama.toml" console.log | grep -q -- "$2" ||
+			{ grep -a "refused" console.log; die "$1: the camera's reason is not \"$2\""; }
+		grep -q "pairing attempt refused: .*$2" server.log ||
+			{ tail -n 10 server.log; die "$1: the server did not log the refused attempt"; }
+		wait_console "$3" 60 || { tail -n 20 console.log; die "$1: the camera did not go on to $3"; }
+		kill "$qemu_pid" 2>/dev/null || true
+		wait "$qemu_pid" 2>/dev/null || true
+		mtype -i sdcard.img@@4M ::kodama-status.txt | grep -q "NOT PAIRED" ||
+			die "$1: kodama-status.txt does not say the camera is not paired"
+		log "$1: refused on both sides $t_refused s after power-on ($(grep -a -o "refused pairing ([A-Za-z]*)" console.log | head -n 1)); the camera stays up, unpaired (kodama-status.txt: NOT PAIRED; console: $3)"
+	}
+	# Up, unpaired, and scanning for a QR code after the REFUSED blinks.
+	refused_boot "reused code" "used already" "state=Scanning"
+	lifecycle_toml boot-qr "pair = \"$expired\"" "" > kodama.toml
+	mcopy -o -i sdcard.img@@4M kodama.toml ::kodama.toml
+	refused_boot "expired code" "expired" "state=Refused"
+
+	lifecycle_toml boot-qr "" 'synthetic_scene = "/boot/scene.pgm"' > kodama.toml
+	mcopy -o -i sdcard.img@@4M kodama.toml ::kodama.toml
+	mcopy -o -i sdcard.img@@4M scene.pgm ::scene.pgm
+	boot "kodama.console=1"
+	t0=$(now)
+	until grep -q "camera online.*name=boot-qr" server.log; do
+		[ "$(awk -v a="$t0" -v b="$(now)" 'BEGIN{print (b-a > 240)}')" = 0 ] ||
+			{ tail -n 30 console.log; tail -n 20 server.log; die "the camera never paired by QR code and came online"; }
+		kill -0 "$qemu_pid" 2>/dev/null || { tail -n 30 console.log; die "qemu exited"; }
+		sleep 0.2
+	done
+	NO_COLOR=1 timeout 60 "${srv[@]}" view --camera boot-qr --output first.h264 --frames 1 > view.log 2>&1 ||
+		{ tail -n 5 view.log; die "no first frame after pairing by QR code"; }
+	qr_first=$(since "$t0")
+	grep -aq "read a pairing QR code" console.log || die "the camera came online without reading the QR code"
+	kill "$qemu_pid" 2>/dev/null || true
+	wait "$qemu_pid" 2>/dev/null || true
+	log "paired by QR code (the synthetic source filming camera add --qr-image's picture): power-on to first frame ${qr_first} s"
+	t_pairing=$(since "$t_step")
+	log "reused code, expired code and QR pairing (one card, three boots) took ${t_pairing} s"
+}
+
 [ "$update" = 2 ] || stream_test
 if [ "$update" != 0 ]; then
-	# Same root image and binaries; its own server.
+	# Same root image and binaries; its own server. The streaming test's
+	# guest goes first: the next card is written over its disk image.
+	kill "$qemu_pid" 2>/dev/null || true
+	wait "$qemu_pid" 2>/dev/null || true
+	qemu_pid=
 	kill "$server_pid" 2>/dev/null || true
 	wait "$server_pid" 2>/dev/null || true
 	server_pid=

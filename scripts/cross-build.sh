@@ -21,10 +21,10 @@
 #
 # The camera profile (root Cargo.toml) has fat LTO, one codegen unit,
 # panic=abort, strip and opt-level "s"; the firmware's iroh has tls-ring only
-# (no port mapper). Unwind tables are left out (`-C force-unwind-tables=no`,
-# as in the Buildroot package and the Yocto recipe): with panic=abort
-# nothing unwinds, a panic still prints its message and location, and they
-# were 0.9 MB of the binary (docs/bench.md, "Firmware size").
+# (no port mapper). Unwind tables are left out where rustc may
+# (`-C force-unwind-tables=no`, as in the Buildroot package and the Yocto
+# recipe): with panic=abort nothing unwinds, and a panic still prints its
+# message and location (docs/bench.md, "Firmware size").
 set -eu
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/cross-env.sh

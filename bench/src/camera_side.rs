@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::{write_frames, CameraKind, ChildNode};
 use crate::pipeline::Stream;
-use crate::procfs::Memory;
 use crate::server::{Mode, Running};
+use kodama_firmware::telemetry::procfs::Memory;
 
 /// What one camera child measured.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +51,7 @@ impl CameraCost {
                 .with_context(|| format!("camera result lacks {key}: {line}"))
         };
         Ok(Self {
-            cpu: crate::procfs::ticks_to_duration(field("cpu_ticks")?),
+            cpu: kodama_firmware::telemetry::procfs::ticks_to_duration(field("cpu_ticks")?),
             bytes: field("bytes")?,
             window: Duration::from_micros(field("window_us")?),
             memory: Memory {

@@ -25,14 +25,14 @@
 //! * [`raw`]: one uni stream between two iroh endpoints.
 //! * [`pipeline`]: simulated cameras, the server, viewers; the figures.
 //! * [`server`]: the server under test, as a child process or in process.
-//! * [`procfs`]: CPU time and RSS from `/proc/<pid>/stat` and `status`.
+//! * `kodama_firmware::telemetry::procfs`: CPU time and RSS from `/proc/<pid>/stat` and
+//!   `status` (the camera reports its own with the same parsers).
 
 mod camera_side;
 mod codec;
 mod failover;
 mod node;
 mod pipeline;
-mod procfs;
 mod raw;
 mod rawnet;
 mod server;
@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
+use kodama_firmware::telemetry::procfs;
 use kodama_firmware::video::VideoSettings;
 use tokio_util::sync::CancellationToken;
 

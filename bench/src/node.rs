@@ -28,7 +28,7 @@ use tokio::process::{Child, ChildStdout, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::{self, Paced, Stream};
-use crate::procfs;
+use kodama_firmware::telemetry::procfs;
 
 /// The first argument that makes this executable a child node.
 pub const NODE_ARG: &str = "__node";

@@ -37,16 +37,27 @@ pub fn make_source(config: &Config, handles: &AppHandles) -> anyhow::Result<Box<
     let _ = handles;
     match kind {
         #[cfg(feature = "synthetic")]
-        crate::config::VideoSourceKind::Synthetic => Ok(Box::new(
-            video::synthetic::SyntheticSource::new(
-                config.video.settings(),
-                true,
-                handles.motion.clone(),
-            )
-            .context("starting the synthetic video source")?
-            .with_overlay(handles.overlay.clone())
-            .with_busy_scene(config.video.busy_scene),
-        )),
+        crate::config::VideoSourceKind::Synthetic => {
+            let scene = match &config.video.synthetic_scene {
+                Some(path) => Some(video::synthetic::load_scene(
+                    path,
+                    config.video.width,
+                    config.video.height,
+                )?),
+                None => None,
+            };
+            Ok(Box::new(
+                video::synthetic::SyntheticSource::new(
+                    config.video.settings(),
+                    true,
+                    handles.motion.clone(),
+                )
+                .context("starting the synthetic video source")?
+                .with_overlay(handles.overlay.clone())
+                .with_busy_scene(config.video.busy_scene)
+                .with_scene(scene),
+            ))
+        }
         #[cfg(feature = "pi")]
         crate::config::VideoSourceKind::Pi => {
             let mut pi = video::pi::PiCameraConfig::new(config.video.settings());
@@ -61,37 +72,62 @@ pub fn make_source(config: &Config, handles: &AppHandles) -> anyhow::Result<Box<
     }
 }
 
+/// Where [`resolve_server`] leaves the camera.
+enum Resolved {
+    /// Stream to this server.
+    Server(kodama_net::EndpointAddr),
+    /// No server: onboard by QR code. `refused` is the server's reason when
+    /// it refused the code in `server.pair` (wrong, expired, used).
+    Onboard { refused: Option<String> },
+}
+
 /// The server to stream to: the configured ticket or node id, else the one
-/// this camera paired with (`None`: neither — onboard by QR code). Pairs
-/// first when `server.pair` is set and the camera has not paired yet.
+/// this camera paired with (neither: onboard by QR code). Pairs first when
+/// `server.pair` is set and the camera has not paired yet; a code the
+/// server refuses leaves the camera unpaired, saying why (log, status file,
+/// LED), and waiting for a pairing QR code — retrying a refused code cannot
+/// help, and exiting would only have init restart it into the same refusal.
 async fn resolve_server(
     config: &Config,
     ep: &kodama_net::Endpoint,
     cancel: &CancellationToken,
-) -> anyhow::Result<Option<kodama_net::EndpointAddr>> {
+) -> anyhow::Result<Resolved> {
     let record_path = config.paired_record_path();
     let mut record = PairedRecord::load(&record_path)?;
+    let mut refused = None;
     if record.is_none() {
         if let Some(text) = &config.server.pair {
             let pairing =
                 kodama_proto::pairing::PairingString::parse(text).context("server.pair")?;
-            record = Some(
-                pairing::pair_camera(ep, &pairing, &config.camera.name, &record_path, cancel)
-                    .await
-                    .context("pairing with the server")?,
-            );
+            match pairing::pair_camera(ep, &pairing, &config.camera.name, &record_path, cancel)
+                .await
+            {
+                Ok(r) => record = Some(r),
+                Err(pairing::PairingError::Refused(e)) => {
+                    tracing::error!(
+                        "the server refused the pairing code in kodama.toml (server.pair): {e}; \
+                         the camera stays unpaired: put a new code in kodama.toml, or hold a pairing QR code in front of the lens"
+                    );
+                    crate::firstboot::report_pairing(Some(&e.to_string()));
+                    refused = Some(e.to_string());
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("pairing with the server")),
+            }
         }
     } else if config.server.pair.is_some() {
         tracing::info!(record = %record_path.display(), "already paired; server.pair is not used again");
     }
     if config.server.ticket.is_some() || config.server.node_id.is_some() {
-        return Ok(Some(endpoint::dial_addr(
+        return Ok(Resolved::Server(endpoint::dial_addr(
             config.server.ticket.as_deref(),
             config.server.node_id.as_deref(),
             &config.server.addrs,
         )?));
     }
-    Ok(record.map(|r| r.server_addr()).transpose()?)
+    Ok(match record {
+        Some(r) => Resolved::Server(r.server_addr()?),
+        None => Resolved::Onboard { refused },
+    })
 }
 
 /// How many pairing QR codes a camera tries before giving up (each refused
@@ -104,14 +140,25 @@ async fn onboard(
     config: &Config,
     ep: &kodama_net::Endpoint,
     mut source: Box<dyn VideoSource>,
+    refused: Option<String>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Option<(kodama_net::EndpointAddr, Box<dyn VideoSource>)>> {
     tracing::info!("not paired and no server set: hold the pairing QR code from `kodama-server camera add NAME` in front of the lens");
-    let (state_tx, state_rx) = watch::channel(OnboardingState::Scanning);
+    let first = match refused {
+        Some(reason) => OnboardingState::Refused(reason),
+        None => OnboardingState::Scanning,
+    };
+    let (state_tx, state_rx) = watch::channel(first.clone());
     let feedback_cancel = cancel.child_token();
     let feedback = onboarding::spawn_feedback(state_rx, feedback_cancel.clone());
     let state = std::sync::Arc::new(state_tx);
     let result = async {
+        if let OnboardingState::Refused(reason) = &first {
+            tracing::info!(state = ?first, blink = ?onboarding::blink_for(&first), "onboarding: {reason}");
+            if !refused_pause(cancel).await {
+                return Ok(None);
+            }
+        }
         for _ in 0..QR_ATTEMPTS {
             let (st, c) = (state.clone(), cancel.clone());
             let (src, found) =
@@ -136,16 +183,15 @@ async fn onboard(
             {
                 Ok(record) => {
                     state.send_replace(OnboardingState::Paired);
+                    crate::firstboot::report_pairing(None);
                     return Ok(Some((record.server_addr()?, source)));
                 }
                 Err(pairing::PairingError::Cancelled) => return Ok(None),
                 Err(e) => {
                     tracing::error!("{e}; show a new pairing QR code");
                     state.send_replace(OnboardingState::Refused(e.to_string()));
-                    // Give the owner a moment to see the LED before scanning again.
-                    tokio::select! {
-                        _ = cancel.cancelled() => return Ok(None),
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    if !refused_pause(cancel).await {
+                        return Ok(None);
                     }
                 }
             }
@@ -156,6 +202,15 @@ async fn onboard(
     feedback_cancel.cancel();
     let _ = feedback.await;
     result
+}
+
+/// Gives the owner a moment to see the REFUSED blink code before scanning
+/// again; `false` when cancelled.
+async fn refused_pause(cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(Duration::from_secs(5)) => true,
+    }
 }
 
 /// Stores Wi-Fi credentials from a pairing QR code beside the key (0600, on
@@ -302,21 +357,23 @@ async fn run_on(
     let ep = ep.clone();
     let mut source = make_source(&config, &handles)?;
     let server = match resolve_server(&config, &ep, &cancel).await {
-        Ok(Some(s)) => s,
-        Ok(None) => match onboard(&config, &ep, source, &cancel).await {
-            Ok(Some((s, src))) => {
-                source = src;
-                s
+        Ok(Resolved::Server(s)) => s,
+        Ok(Resolved::Onboard { refused }) => {
+            match onboard(&config, &ep, source, refused, &cancel).await {
+                Ok(Some((s, src))) => {
+                    source = src;
+                    s
+                }
+                Ok(None) => {
+                    ep.close().await;
+                    return Ok(());
+                }
+                Err(e) => {
+                    ep.close().await;
+                    return Err(e);
+                }
             }
-            Ok(None) => {
-                ep.close().await;
-                return Ok(());
-            }
-            Err(e) => {
-                ep.close().await;
-                return Err(e);
-            }
-        },
+        }
         Err(e) => {
             ep.close().await;
             return Err(e);

@@ -208,6 +208,11 @@ pub struct VideoSection {
     /// in front of the lens on a schedule, so the demo and the browser tests
     /// have motion events to show. `{ every_s = 30, for_s = 4 }`.
     pub synthetic_motion: Option<SyntheticMotion>,
+    /// Test equipment for the `synthetic` source only: a picture (binary
+    /// PGM, e.g. the pairing QR code from `kodama-server camera add
+    /// --qr-image`) held in front of the lens, centred and shrunk to fit.
+    /// The emulated boot shows the camera its pairing QR code this way.
+    pub synthetic_scene: Option<std::path::PathBuf>,
 }
 
 /// When the synthetic source shows motion: for `for_s` seconds out of every
@@ -231,6 +236,7 @@ impl Default for VideoSection {
             bitrate_kbps: 1500,
             keyframe_interval: 30,
             synthetic_motion: None,
+            synthetic_scene: None,
             abr: true,
             busy_scene: false,
         }
@@ -460,6 +466,20 @@ impl Config {
                 ));
             }
         }
+        if self.video.synthetic_scene.is_some() {
+            if !cfg!(feature = "synthetic") {
+                return Err(invalid(
+                    "video.synthetic_scene",
+                    "is test equipment for the synthetic source, which this firmware does not contain".into(),
+                ));
+            }
+            if self.video.source != VideoSourceKind::Synthetic {
+                return Err(invalid(
+                    "video.synthetic_scene",
+                    "is test equipment for video.source = \"synthetic\" only; a real camera films what is in front of it".into(),
+                ));
+            }
+        }
         if self.motion.pir_gpio.is_some() && !cfg!(feature = "pi") {
             return Err(invalid(
                 "motion.pir_gpio",
@@ -617,6 +637,36 @@ mod tests {
             ))
             .expect_err("always on");
             assert!(err.to_string().contains("for_s < every_s"), "{err}");
+        }
+    }
+
+    #[test]
+    fn synthetic_scene_only_with_the_synthetic_source() {
+        let base = format!("[server]\nnode_id = \"{}\"\n", id());
+        // The shipping build's source: the setting is refused by name.
+        let err = parse(&format!(
+            "{base}[video]\nsource = \"pi\"\nsynthetic_scene = \"/boot/scene.pgm\"\n"
+        ))
+        .expect_err("a real camera");
+        assert!(
+            err.to_string().starts_with("video.synthetic_scene"),
+            "{err}"
+        );
+        let r = parse(&format!(
+            "{base}[video]\nsource = \"synthetic\"\nsynthetic_scene = \"/boot/scene.pgm\"\n"
+        ));
+        if cfg!(feature = "synthetic") {
+            let ok = r.expect("valid");
+            assert_eq!(
+                ok.video.synthetic_scene.as_deref(),
+                Some(Path::new("/boot/scene.pgm"))
+            );
+        } else {
+            let err = r.expect_err("not built in");
+            assert!(
+                err.to_string().starts_with("video.synthetic_scene"),
+                "{err}"
+            );
         }
     }
 

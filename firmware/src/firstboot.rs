@@ -345,6 +345,47 @@ pub fn status_ok(node_id: &str) -> String {
     )
 }
 
+/// The status file's text when the server refused the pairing code in
+/// `kodama.toml`: the camera runs, unpaired, and waits for a pairing QR code.
+pub fn status_not_paired(reason: &str, node_id: Option<&str>) -> String {
+    let mut s = format!(
+        "Kodama camera: NOT PAIRED\n\
+         \n\
+         The server refused the pairing code in kodama.toml ([server] pair): {reason}\n\
+         \n\
+         Make a new code with `kodama-server camera add NAME`, then either put its pairing \
+         string in kodama.toml and restart the camera, or hold its QR code in front of the lens.\n\
+         The status LED blinks {} times, pauses, and repeats, then once a cycle while it looks for a QR code.\n",
+        crate::onboarding::blink::REFUSED
+    );
+    if let Some(id) = node_id {
+        s.push_str(&format!("Node id: {id}\n"));
+    }
+    s.push_str(&format!(
+        "Firmware: kodama-camera {}\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    s
+}
+
+/// On the SD-card image (see [`BootDirs::from_env`]), replaces the status
+/// file: [`status_ok`] when `refused` is `None`, else
+/// [`status_not_paired`]. Best effort, like [`prepare`]'s.
+pub fn report_pairing(refused: Option<&str>) {
+    let Some(dirs) = BootDirs::from_env() else {
+        return;
+    };
+    let node_id = read_node_id(&dirs.boot);
+    let status = match (refused, &node_id) {
+        (Some(reason), id) => status_not_paired(reason, id.as_deref()),
+        (None, Some(id)) => status_ok(id),
+        (None, None) => return,
+    };
+    if let Err(e) = write_if_changed(&dirs.boot.join(STATUS_FILE), status.as_bytes()) {
+        tracing::warn!(error = %e, "cannot write {STATUS_FILE} on the boot partition");
+    }
+}
+
 /// The status file's text for an error.
 pub fn status_error(err: &FirstBootError, node_id: Option<&str>) -> String {
     let code = err.blink_code().flashes();

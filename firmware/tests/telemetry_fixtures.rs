@@ -153,3 +153,44 @@ async fn sampler_sends_json_with_every_input() {
     );
     assert_eq!(json["link"]["kind"], "cellular");
 }
+
+/// The firmware reports its own memory and CPU (`/proc/self`), CPU against
+/// the uptime between two samples.
+#[test]
+fn the_firmware_reports_its_own_memory_and_cpu() {
+    let s = reader(&fixture("pi-zero-2w-wifi")).sample();
+    let p = s.process.expect("proc/self");
+    assert_eq!((p.rss_kib, p.peak_rss_kib), (12_288, 14_336));
+    assert_eq!(p.cpu_percent, None, "no previous sample yet");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let own = dir.path().join("proc/self");
+    std::fs::create_dir_all(&own).expect("mkdir");
+    let from = fixture("pi-zero-2w-wifi/proc");
+    for f in ["self/status", "self/stat", "uptime"] {
+        std::fs::copy(from.join(f), dir.path().join("proc").join(f)).expect("copy");
+    }
+    let mut r = reader(dir.path());
+    assert_eq!(r.sample().process.and_then(|p| p.cpu_percent), None);
+    // 10 s later with 150 more ticks (user 4520 -> 4620, system 1210 ->
+    // 1260): 1.5 s of CPU in 10 s = 15 % of one core (USER_HZ is 100).
+    let stat = std::fs::read_to_string(own.join("stat")).expect("stat");
+    std::fs::write(
+        own.join("stat"),
+        stat.replacen(" 4520 1210 ", " 4620 1260 ", 1),
+    )
+    .expect("write");
+    let up = std::fs::read_to_string(dir.path().join("proc/uptime")).expect("uptime");
+    let secs: f64 = up
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("uptime");
+    std::fs::write(
+        dir.path().join("proc/uptime"),
+        format!("{:.2} 0.00\n", secs + 10.0),
+    )
+    .expect("write");
+    let cpu = r.sample().process.and_then(|p| p.cpu_percent).expect("cpu");
+    assert!((cpu - 15.0).abs() < 0.01, "{cpu}");
+}

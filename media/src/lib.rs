@@ -7,7 +7,10 @@
 //!   H.264 track: the server's recordings, and later the camera's offline ones.
 //! * [`opus`]: Opus packet durations (RFC 6716) and the Ogg Opus writer
 //!   (RFC 7845) of the terminal viewer's audio output.
+//! * [`pgm`]: greyscale pictures as binary PGM (the pairing QR code's image
+//!   file, the synthetic camera's scene).
 
 pub mod fmp4;
 pub mod h264;
 pub mod opus;
+pub mod pgm;

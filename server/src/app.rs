@@ -521,6 +521,7 @@ fn add_with_code(
     name: &str,
     args: &PairCodeArgs,
     wifi: Option<kodama_proto::pairing::WifiCredentials>,
+    qr_image: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let list = Allowlist::new(config.allowlist_path());
     let store = PairingStore::new(config.pairing_path());
@@ -539,16 +540,31 @@ fn add_with_code(
         "pairing code for {role} {name:?}: {}",
         kodama_proto::pairing::format_code(&made.code)
     );
-    println!(
-        "valid for {} min, once; pairing string:\n\n{text}\n",
-        args.expires.as_secs() / 60
-    );
+    let secs = args.expires.as_secs();
+    let valid_for = if secs < 120 {
+        format!("{secs} s")
+    } else {
+        format!("{} min", secs / 60)
+    };
+    println!("valid for {valid_for}, once; pairing string:\n\n{text}\n");
     match role {
         PeerRole::Camera => println!(
             "put it in the camera's kodama.toml as  [server] pair = \"…\"  or hold the QR code in front of its lens at first boot"
         ),
         PeerRole::Viewer => println!("on the viewer's machine run:  kodama-server view --pair '{text}'"),
         PeerRole::Relay => {}
+    }
+    if let Some(path) = qr_image {
+        let image = crate::pairing::qr_image(&text, crate::pairing::QR_MODULE_PX)
+            .map_err(|e| anyhow::anyhow!("cannot make a QR code: {e}"))?;
+        std::fs::write(path, image.to_pgm())
+            .with_context(|| format!("writing the QR code picture {}", path.display()))?;
+        println!(
+            "QR code picture ({}x{} PGM) written to {}",
+            image.width,
+            image.height,
+            path.display()
+        );
     }
     if !args.no_qr {
         let qr = qrcode::QrCode::new(text.as_bytes())
@@ -606,13 +622,14 @@ pub async fn camera(config: &Config, action: CameraAction) -> anyhow::Result<()>
             wifi_ssid,
             wifi_psk,
             wifi_country,
+            qr_image,
         } => {
             let wifi = wifi_ssid.map(|ssid| kodama_proto::pairing::WifiCredentials {
                 ssid,
                 psk: wifi_psk.unwrap_or_default(),
                 country: wifi_country.unwrap_or_default(),
             });
-            return add_with_code(config, role, &name, &code, wifi);
+            return add_with_code(config, role, &name, &code, wifi, qr_image.as_deref());
         }
         CameraAction::List => return list_role(config, role),
         CameraAction::Rename { name, new_name } => {
@@ -758,7 +775,7 @@ async fn camera_status(config: &Config, name: &str) -> anyhow::Result<()> {
 pub fn viewer_cmd(config: &Config, action: ViewerAction) -> anyhow::Result<()> {
     let role = PeerRole::Viewer;
     match action {
-        ViewerAction::Add { name, code } => add_with_code(config, role, &name, &code, None),
+        ViewerAction::Add { name, code } => add_with_code(config, role, &name, &code, None, None),
         ViewerAction::List => list_role(config, role),
         ViewerAction::Remove { name } => remove_role(config, role, &name),
     }

@@ -185,6 +185,10 @@ pub enum CameraAction {
         /// Wi-Fi regulatory country, e.g. GB (with --wifi-ssid).
         #[arg(long, requires = "wifi_ssid")]
         wifi_country: Option<String>,
+        /// Also write the pairing QR code to this file as a picture (binary
+        /// PGM), to print or show on a phone in front of the camera.
+        #[arg(long, value_name = "FILE")]
+        qr_image: Option<std::path::PathBuf>,
     },
     /// List paired cameras and codes waiting to be used.
     List,

@@ -136,6 +136,40 @@ pub struct PairingStore {
     lock: Mutex<()>,
 }
 
+/// Pixels per QR module in [`qr_image`]: sharp when printed at 300 dpi
+/// (about 2 cm for a typical pairing string) and on a phone's screen.
+pub const QR_MODULE_PX: u32 = 8;
+
+/// The pairing string as a QR code picture, `module_px` pixels per module
+/// with the standard 4-module white quiet zone around it (what
+/// `camera add --qr-image` writes, for the owner to print or show on a
+/// phone in front of the camera).
+pub fn qr_image(
+    text: &str,
+    module_px: u32,
+) -> Result<kodama_media::pgm::GreyImage, qrcode::types::QrError> {
+    let code = qrcode::QrCode::new(text.as_bytes())?;
+    let modules = code.width();
+    let colors = code.to_colors();
+    let px = module_px.max(1) as usize;
+    let side = (modules + 8) * px;
+    let mut pixels = vec![255u8; side * side];
+    for (i, c) in colors.iter().enumerate() {
+        if *c != qrcode::Color::Dark {
+            continue;
+        }
+        let (mx, my) = (i % modules + 4, i / modules + 4);
+        for y in my * px..(my + 1) * px {
+            pixels[y * side + mx * px..y * side + (mx + 1) * px].fill(0);
+        }
+    }
+    Ok(kodama_media::pgm::GreyImage {
+        width: side as u32,
+        height: side as u32,
+        pixels,
+    })
+}
+
 fn hash(salt: &[u8; 32], code: &str) -> blake3::Hash {
     blake3::keyed_hash(salt, code.as_bytes())
 }

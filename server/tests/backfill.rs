@@ -245,28 +245,23 @@ async fn outage_with(outage: Duration, reboot: bool, audio: bool) {
     if audio {
         // Nothing filmed while the server was down reached it live: every
         // packet of that window came through the backlog.
-        let (times, worst_offset_s) = backfilled_audio(data.path(), &key);
-        let in_outage = times
-            .iter()
-            .filter(|&&t| t >= stopped_us && t < restarted_us)
-            .count();
-        let expected = (restarted_us - stopped_us) as f64 / 20_000.0;
+        let audio = assert_outage_audio(
+            data.path(),
+            &key,
+            (stopped_us, restarted_us),
+            0.8,
+            Duration::ZERO,
+        )
+        .await;
         let audio_dropped = cam.backlog.as_ref().map_or(0, |b| b.borrow().audio_dropped);
         eprintln!(
-            "BENCH backfill audio: {in_outage} Opus packets of the {:.1} s outage recorded ({:.0} % of {expected:.0}); {} backfilled in all; worst fragment A/V start offset {:.1} ms; camera dropped {audio_dropped}",
+            "BENCH backfill audio: {} Opus packets of the {:.1} s outage recorded ({:.0} % of {:.0}); {} backfilled in all; worst fragment A/V start offset {:.1} ms; camera dropped {audio_dropped}",
+            audio.in_outage,
             (restarted_us - stopped_us) as f64 / 1e6,
-            100.0 * in_outage as f64 / expected,
-            times.len(),
-            worst_offset_s * 1000.0
-        );
-        assert!(
-            in_outage as f64 >= 0.8 * expected,
-            "only {in_outage} of ~{expected:.0} audio packets of the outage were recorded"
-        );
-        assert!(
-            worst_offset_s <= 0.25,
-            "a backfilled fragment's audio starts {:.0} ms away from its video",
-            worst_offset_s * 1000.0
+            100.0 * audio.in_outage as f64 / audio.expected,
+            audio.expected,
+            audio.backfilled,
+            audio.worst_offset_s * 1000.0
         );
     }
     // From shortly after the (last) camera process began filming: a camera

@@ -467,34 +467,32 @@ async fn viewers_pair_with_view_pair_and_commands_are_acknowledged_with_what_hap
     server.stop().await;
 }
 
-/// A QR code as the luma picture a card held in front of the lens makes:
-/// dark modules 0, light 255, `scale` pixels a module, 4-module quiet zone.
-fn qr_picture(text: &str, scale: usize) -> kodama_firmware::video::LumaFrame {
-    let code = qrcode::QrCode::new(text.as_bytes()).expect("fits in a QR code");
-    let modules = code.width();
-    let colors = code.to_colors();
-    let side = (modules + 8) * scale;
-    let mut data = vec![255u8; side * side];
-    for (i, c) in colors.iter().enumerate() {
-        if *c != qrcode::Color::Dark {
-            continue;
-        }
-        let (mx, my) = (i % modules + 4, i / modules + 4);
-        for y in my * scale..(my + 1) * scale {
-            data[y * side + mx * scale..y * side + (mx + 1) * scale].fill(0);
-        }
-    }
+/// A QR code as the luma picture a card held in front of the lens makes
+/// (the server's own QR picture, `scale` pixels a module).
+fn qr_picture(text: &str, scale: u32) -> kodama_firmware::video::LumaFrame {
+    let image = kodama_server::pairing::qr_image(text, scale).expect("fits in a QR code");
     kodama_firmware::video::LumaFrame {
-        width: side as u32,
-        height: side as u32,
-        data,
+        width: image.width,
+        height: image.height,
+        data: image.pixels,
         capture_us: 0,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unconfigured_camera_pairs_from_a_qr_code_in_front_of_its_lens() {
+async fn a_camera_refused_its_configured_code_pairs_from_a_qr_code_in_front_of_its_lens() {
     let server = TestServer::start().await;
+    // A code someone else redeemed already: the camera's kodama.toml has it.
+    let spent = add_with_code(&server, "camera", "spent");
+    let p = kodama_proto::pairing::PairingString::parse(&spent).expect("parses");
+    let other = offline_endpoint(SecretKey::generate()).await;
+    pair::pair(&other, server.dial_addr(), Role::Camera, &p.code, "x")
+        .await
+        .expect("the first use pairs");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The owner's QR code as a picture file, which the synthetic camera films.
+    let scene = dir.path().join("yard-qr.pgm");
+    let scene_arg = scene.to_str().expect("utf-8 path");
     let out = server_cli(
         &server,
         &[
@@ -502,6 +500,8 @@ async fn an_unconfigured_camera_pairs_from_a_qr_code_in_front_of_its_lens() {
             "add",
             "yard",
             "--no-qr",
+            "--qr-image",
+            scene_arg,
             "--wifi-ssid",
             "Garden Net",
             "--wifi-psk",
@@ -517,14 +517,64 @@ async fn an_unconfigured_camera_pairs_from_a_qr_code_in_front_of_its_lens() {
         .find(|l| l.starts_with("kodama:pair?"))
         .expect("pairing string")
         .to_owned();
+    assert!(stdout.contains("QR code picture"), "{stdout}");
+    // Bad options are clear errors.
+    let nowhere = dir.path().join("no/such/dir/qr.pgm");
+    let out = server_cli(
+        &server,
+        &[
+            "camera",
+            "add",
+            "gate",
+            "--no-qr",
+            "--qr-image",
+            nowhere.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("writing the QR code picture"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server_cli(&server, &["camera", "add", "gate", "--expires", "2x"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unit must be s, m, h or d"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server_cli(
+        &server,
+        &["camera", "add", "gate", "--no-qr", "--expires", "2s"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("valid for 2 s, once"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let picture = kodama_media::pgm::GreyImage::from_pgm(&std::fs::read(&scene).expect("written"))
+        .expect("a PGM picture");
+    let decoded = kodama_firmware::onboarding::decode_qr(&kodama_firmware::video::LumaFrame {
+        width: picture.width,
+        height: picture.height,
+        data: picture.pixels,
+        capture_us: 0,
+    });
+    assert_eq!(
+        decoded,
+        vec![pairing.clone()],
+        "the picture holds the pairing string"
+    );
 
-    let dir = tempfile::tempdir().expect("tempdir");
     let joined = dir.path().join("wifi-joined");
     let toml = format!(
         r#"
 [camera]
 name = "camera"
 key_path = "{key}"
+[server]
+pair = "{spent}"
 [network]
 offline = true
 reconnect_initial_ms = 100
@@ -535,24 +585,36 @@ height = 240
 fps = 15
 bitrate_kbps = 300
 keyframe_interval = 15
+synthetic_scene = "{scene}"
 [system]
 wifi_command = ["sh", "-c", "echo joined > '{joined}'"]
 "#,
         key = dir.path().join("data/camera.key").display(),
         joined = joined.display(),
+        scene = scene.display(),
     );
     let config =
         CameraConfig::from_toml(&toml, std::path::Path::new("kodama.toml")).expect("parses");
-    config
-        .validate()
-        .expect("no server is valid: the camera onboards by QR");
+    config.validate().expect("valid");
     let handles = AppHandles::default();
-    // First someone shows it a QR code that is not a Kodama one.
+    // Someone holds a QR code that is not a Kodama one over the owner's.
     handles
         .overlay
-        .show(qr_picture("https://example.com/menu", 4));
+        .show(qr_picture("https://example.com/menu", 7));
     let cancel = CancellationToken::new();
     let camera = tokio::spawn(app::run(config.clone(), handles.clone(), cancel.clone()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The used code is refused; the camera stays up, unpaired, and scans.
+    while !logged("the server refused the pairing code in kodama.toml") {
+        assert!(Instant::now() < deadline, "the used code was refused");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logged("used already"));
+    assert!(!config.paired_record_path().exists());
+    assert!(
+        !camera.is_finished(),
+        "a refused code does not end the camera"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !logged("it is not a Kodama pairing code") {
         assert!(
@@ -562,11 +624,10 @@ wifi_command = ["sh", "-c", "echo joined > '{joined}'"]
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let shown = Instant::now();
-    handles.overlay.show(qr_picture(&pairing, 3));
+    handles.overlay.clear();
     let (mut client, _ep) = viewer(&server, "yard").await;
     capture_times(&mut client, 1, Duration::from_secs(20)).await;
     eprintln!("QR shown to first frame: {:?}", shown.elapsed());
-    handles.overlay.clear();
     assert!(config.paired_record_path().exists());
     let wifi = std::fs::read_to_string(config.qr_wifi_path()).expect("wifi saved");
     assert!(

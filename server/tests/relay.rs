@@ -240,24 +240,19 @@ async fn offsite_copy_matches_home_survives_a_cut_link_and_the_loss_of_home() {
     );
     // The outage's sound came with its pictures: home read each GOP's audio
     // back from its own recording (20 ms Opus packets).
-    let (times, worst_offset_s) = backfilled_audio(&offsite_dir, &key);
-    let in_outage = times
-        .iter()
-        .filter(|&&t| t >= cut_us && t < restored_us)
-        .count();
-    let expected = (restored_us - cut_us) as f64 / 20_000.0;
+    let audio = assert_outage_audio(
+        &offsite_dir,
+        &key,
+        (cut_us, restored_us),
+        0.8,
+        Duration::ZERO,
+    )
+    .await;
     eprintln!(
-        "offsite backfill audio: {in_outage} Opus packets of the outage (~{expected:.0} filmed); worst A/V start offset {:.1} ms",
-        worst_offset_s * 1000.0
-    );
-    assert!(
-        in_outage as f64 >= 0.8 * expected,
-        "only {in_outage} of ~{expected:.0} audio packets of the outage reached offsite"
-    );
-    assert!(
-        worst_offset_s <= 0.25,
-        "a backfilled fragment's audio starts {:.0} ms away from its video",
-        worst_offset_s * 1000.0
+        "offsite backfill audio: {} Opus packets of the outage (~{:.0} filmed); worst A/V start offset {:.1} ms",
+        audio.in_outage,
+        audio.expected,
+        audio.worst_offset_s * 1000.0
     );
 
     // Home and offsite hold the same frames over the forwarded window.
@@ -1119,34 +1114,22 @@ async fn a_relay_only_node_keeps_events_telemetry_and_audio_of_an_upstream_outag
     // Nothing filmed while the server was away reached it live: every
     // packet of that window came with the relay's backfilled GOPs. The
     // index commits every few seconds.
-    let expected = (restarted_us - stopped_us) as f64 / 20_000.0;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let (in_outage, worst_offset_s) = loop {
-        let (times, worst) = backfilled_audio(&server_dir, &key);
-        let n = times
-            .iter()
-            .filter(|&&t| t >= stopped_us && t < restarted_us)
-            .count();
-        if n as f64 >= 0.9 * expected || Instant::now() >= deadline {
-            break (n, worst);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let audio = assert_outage_audio(
+        &server_dir,
+        &key,
+        (stopped_us, restarted_us),
+        0.9,
+        Duration::from_secs(15),
+    )
+    .await;
     eprintln!(
-        "BENCH relay-only outage={outage:?}: {} events and samples each once {:.1} s after the server came back; {in_outage} Opus packets of the outage recorded ({:.0} % of {expected:.0}); worst fragment A/V start offset {:.1} ms",
+        "BENCH relay-only outage={outage:?}: {} events and samples each once {:.1} s after the server came back; {} Opus packets of the outage recorded ({:.0} % of {:.0}); worst fragment A/V start offset {:.1} ms",
         docs.len(),
         aux_after.as_secs_f64(),
-        100.0 * in_outage as f64 / expected,
-        worst_offset_s * 1000.0
-    );
-    assert!(
-        in_outage as f64 >= 0.9 * expected,
-        "only {in_outage} of ~{expected:.0} audio packets of the outage were recorded"
-    );
-    assert!(
-        worst_offset_s <= 0.25,
-        "a backfilled fragment's audio starts {:.0} ms away from its video",
-        worst_offset_s * 1000.0
+        audio.in_outage,
+        100.0 * audio.in_outage as f64 / audio.expected,
+        audio.expected,
+        audio.worst_offset_s * 1000.0
     );
     // Nor across the reconnection: every fragment from the cut until well
     // after the forwarder is back (its backoff is at most 5 s), backfilled

@@ -11,11 +11,17 @@
 # the next slot in BOOT_ORDER boots instead — the fallback needs nothing
 # from the failed system.
 #
-# The counters live in uboot.env on the FAT partition (CRC-checked binary
-# environment, the format of `env export -c` and of libubootenv's
-# fw_setenv, which RAUC runs through /etc/fw_env.config). The script loads
-# and saves that file itself, so the same logic runs whatever the board's
-# compiled-in environment store is: the Pi's (FAT) and QEMU's (flash).
+# The counters live in two copies on the FAT partition, uboot.env and
+# uboot-redund.env, in libubootenv's redundant format: CRC32, a flags byte,
+# then the variables. RAUC's fw_setenv (/etc/fw_env.config names both) and
+# this script each read the newest copy whose CRC holds (flags one higher,
+# modulo 256) and write the *other* copy with flags + 1, so a power cut in
+# the middle of any write leaves the previous state intact in the copy not
+# being written. The script reads and writes the files itself, so the same
+# logic runs whatever the board's compiled-in environment store is (the
+# Pi's FAT, QEMU's flash); the board's U-Boot must be built without
+# CONFIG_SYS_REDUNDAND_ENVIRONMENT (neither rpi_arm64 nor qemu_arm64 sets
+# it), which would change what `env import/export -c` expect.
 #
 # Runs from distro_bootcmd, which sets devtype/devnum/distro_bootpart to the
 # bootable FAT partition it found this script on.
@@ -23,11 +29,70 @@
 # Build: mkimage -A arm64 -T script -C none -d boot.cmd boot.scr
 
 setenv kodama_env_size 0x4000
+# The same variables behind a plain 4-byte CRC header (no flags byte), the
+# layout `env import/export -c` use: one byte shorter.
+setenv kodama_env_plain 0x3fff
+setenv kodama_env_data 0x3ffb
+setexpr kodama_env1 ${kernel_addr_r} + 0
+setexpr kodama_env2 ${kernel_addr_r} + 0x10000
+setexpr kodama_plain ${kernel_addr_r} + 0x20000
+# kodama_unwrap: the copy at kodama_at, in the plain layout at kodama_plain.
+setenv kodama_unwrap 'cp.b ${kodama_at} ${kodama_plain} 4; setexpr kodama_from ${kodama_at} + 5; setexpr kodama_to ${kodama_plain} + 4; cp.b ${kodama_from} ${kodama_to} ${kodama_env_data}'
+# kodama_check: loads kodama_file to kodama_at; kodama_ok=1 if its CRC holds
+# (importing no variable checks the CRC and changes nothing).
+setenv kodama_check 'setenv kodama_ok 0; if load ${devtype} ${devnum}:${distro_bootpart} ${kodama_at} ${kodama_file}; then run kodama_unwrap; if env import -c ${kodama_plain} ${kodama_env_plain} kodama_nothing; then setenv kodama_ok 1; fi; fi'
+# kodama_save: the counters into the copy not read this boot, flags + 1.
+setenv kodama_save 'env export -c -s ${kodama_env_plain} ${kodama_plain} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; setexpr kodama_flags ${kodama_flags} + 1; if test ${kodama_flags} = 100; then setenv kodama_flags 0; fi; cp.b ${kodama_plain} ${kodama_env1} 4; setexpr kodama_to ${kodama_env1} + 4; mw.b ${kodama_to} ${kodama_flags}; setexpr kodama_from ${kodama_plain} + 4; setexpr kodama_to ${kodama_env1} + 5; cp.b ${kodama_from} ${kodama_to} ${kodama_env_data}; fatwrite ${devtype} ${devnum}:${distro_bootpart} ${kodama_env1} ${kodama_write} ${kodama_env_size}'
+
 setenv BOOT_ORDER
 setenv BOOT_A_LEFT
 setenv BOOT_B_LEFT
-if load ${devtype} ${devnum}:${distro_bootpart} ${kernel_addr_r} uboot.env; then
-	env import -c ${kernel_addr_r} ${kodama_env_size} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
+setenv kodama_file uboot.env
+setenv kodama_at ${kodama_env1}
+run kodama_check
+setenv kodama_ok1 ${kodama_ok}
+setexpr kodama_from ${kodama_env1} + 4
+setexpr.b kodama_flags1 *${kodama_from}
+setenv kodama_file uboot-redund.env
+setenv kodama_at ${kodama_env2}
+run kodama_check
+setenv kodama_ok2 ${kodama_ok}
+setexpr kodama_from ${kodama_env2} + 4
+setexpr.b kodama_flags2 *${kodama_from}
+# Both valid: copy 2 is the newer one when its flags are copy 1's plus one.
+# (setexpr prints hex: 100 is 256, which wraps to 0.)
+setexpr kodama_next ${kodama_flags1} + 1
+if test ${kodama_next} = 100; then
+	setenv kodama_next 0
+fi
+setenv kodama_use
+if test ${kodama_ok1} = 1 && test ${kodama_ok2} = 1; then
+	if test "${kodama_next}" = "${kodama_flags2}"; then
+		setenv kodama_use 2
+	else
+		setenv kodama_use 1
+	fi
+elif test ${kodama_ok1} = 1; then
+	setenv kodama_use 1
+elif test ${kodama_ok2} = 1; then
+	setenv kodama_use 2
+fi
+if test "${kodama_use}" = 1; then
+	setenv kodama_at ${kodama_env1}
+	setenv kodama_flags ${kodama_flags1}
+	setenv kodama_write uboot-redund.env
+elif test "${kodama_use}" = 2; then
+	setenv kodama_at ${kodama_env2}
+	setenv kodama_flags ${kodama_flags2}
+	setenv kodama_write uboot.env
+else
+	echo "kodama: no boot environment copy is valid; starting from the defaults"
+	setenv kodama_flags 0
+	setenv kodama_write uboot.env
+fi
+if test -n "${kodama_use}"; then
+	run kodama_unwrap
+	env import -c ${kodama_plain} ${kodama_env_plain} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
 fi
 test -n "${BOOT_ORDER}" || setenv BOOT_ORDER "A B"
 test -n "${BOOT_A_LEFT}" || setenv BOOT_A_LEFT 3
@@ -62,14 +127,12 @@ if test -z "${kodama_slot}"; then
 	echo "kodama: no slot has tries left; resetting the counters"
 	setenv BOOT_A_LEFT 3
 	setenv BOOT_B_LEFT 3
-	env export -c -s ${kodama_env_size} ${kernel_addr_r} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
-	fatwrite ${devtype} ${devnum}:${distro_bootpart} ${kernel_addr_r} uboot.env ${kodama_env_size}
+	run kodama_save
 	reset
 fi
 
-echo "kodama: booting slot ${kodama_slot} (order ${BOOT_ORDER}, tries left A=${BOOT_A_LEFT} B=${BOOT_B_LEFT})"
-env export -c -s ${kodama_env_size} ${kernel_addr_r} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
-fatwrite ${devtype} ${devnum}:${distro_bootpart} ${kernel_addr_r} uboot.env ${kodama_env_size}
+run kodama_save
+echo "kodama: booting slot ${kodama_slot} (order ${BOOT_ORDER}, tries left A=${BOOT_A_LEFT} B=${BOOT_B_LEFT}; environment copy ${kodama_use} read, ${kodama_write} written)"
 
 # Board arguments (console, extra kernel options) come from kodama-boot.env
 # on the FAT partition: `kodama_bootargs=...` lines (`env import -t`).

@@ -11,6 +11,7 @@
 //!   dropped (and counted) when the uplink is full: the next one a second
 //!   later supersedes it, and the camera's own work must never wait on telemetry.
 
+pub mod procfs;
 pub mod system;
 
 use std::path::PathBuf;

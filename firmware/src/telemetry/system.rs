@@ -235,6 +235,30 @@ pub struct SystemSample {
     pub storage: Option<Storage>,
     /// The link in use.
     pub link: Link,
+    /// The firmware's own process: its memory and CPU.
+    pub process: Option<ProcessSample>,
+}
+
+/// The firmware process's own footprint, from `/proc/self/status` and
+/// `/proc/self/stat` ([`super::procfs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct ProcessSample {
+    /// Resident memory now, KiB (`VmRSS`).
+    pub rss_kib: u64,
+    /// The most it has been resident since it started, KiB (`VmHWM`).
+    pub peak_rss_kib: u64,
+    /// CPU it used since the previous sample, percent of one core (`None`
+    /// on the first sample).
+    pub cpu_percent: Option<f32>,
+}
+
+/// The process's CPU share between two samples: `ticks` of CPU (USER_HZ)
+/// over `seconds` of uptime, percent of one core.
+pub fn process_cpu_percent(ticks: u64, ticks_per_second: u64, seconds: f64) -> Option<f32> {
+    if seconds <= 0.0 || ticks_per_second == 0 {
+        return None;
+    }
+    Some((ticks as f64 / ticks_per_second as f64 / seconds * 100.0) as f32)
 }
 
 /// Where the Pi firmware driver publishes the throttling word
@@ -249,6 +273,8 @@ pub struct SystemReader {
     storage_path: PathBuf,
     thermal_zone: String,
     prev_cpu: Option<CpuTimes>,
+    /// The process's CPU ticks and the uptime at the previous sample.
+    prev_process: Option<(u64, f64)>,
 }
 
 impl SystemReader {
@@ -260,11 +286,38 @@ impl SystemReader {
             storage_path: storage_path.to_path_buf(),
             thermal_zone: thermal_zone.to_string(),
             prev_cpu: None,
+            prev_process: None,
         }
     }
 
     fn read(&self, rel: &str) -> Option<String> {
         std::fs::read_to_string(self.root.join(rel)).ok()
+    }
+
+    /// This process's memory, and its CPU since the previous sample
+    /// measured against `uptime_s` (the same clock in fixture trees).
+    fn process(&mut self, uptime_s: Option<f64>) -> Option<ProcessSample> {
+        let memory = super::procfs::parse_status(&self.read("proc/self/status")?).ok()?;
+        let ticks = self
+            .read("proc/self/stat")
+            .and_then(|text| super::procfs::parse_stat(&text).ok())
+            .map(super::procfs::CpuTicks::total);
+        let cpu_percent = match (self.prev_process, ticks, uptime_s) {
+            (Some((ticks0, up0)), Some(ticks1), Some(up1)) => process_cpu_percent(
+                ticks1.saturating_sub(ticks0),
+                super::procfs::ticks_per_second(),
+                up1 - up0,
+            ),
+            _ => None,
+        };
+        if let (Some(ticks), Some(up)) = (ticks, uptime_s) {
+            self.prev_process = Some((ticks, up));
+        }
+        Some(ProcessSample {
+            rss_kib: memory.rss_kib,
+            peak_rss_kib: memory.hwm_kib,
+            cpu_percent,
+        })
     }
 
     /// Takes a sample. CPU usage is measured since the previous call.
@@ -282,12 +335,15 @@ impl SystemReader {
             .as_deref()
             .and_then(parse_throttled)
             .or_else(|| self.hwmon_under_voltage());
+        let uptime_s = self.read("proc/uptime").as_deref().and_then(parse_uptime);
+        let process = self.process(uptime_s);
         let rel_storage = self
             .storage_path
             .strip_prefix("/")
             .unwrap_or(&self.storage_path);
         SystemSample {
-            uptime_s: self.read("proc/uptime").as_deref().and_then(parse_uptime),
+            uptime_s,
+            process,
             cpu_percent,
             memory: self.read("proc/meminfo").as_deref().and_then(parse_meminfo),
             soc_temp_c: self

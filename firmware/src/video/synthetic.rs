@@ -49,6 +49,29 @@ fn blit_centred(y_plane: &mut [u8], w: usize, h: usize, image: &LumaFrame) {
     }
 }
 
+/// Reads the scene picture at `path` (binary PGM) for a `width`×`height`
+/// source, shrunk to fit the frame.
+pub fn load_scene(
+    path: &std::path::Path,
+    width: u32,
+    height: u32,
+) -> Result<LumaFrame, VideoError> {
+    let bad = |message: String| VideoError::InvalidSettings {
+        field: "synthetic_scene",
+        message: format!("{}: {message}", path.display()),
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let image = kodama_media::pgm::GreyImage::from_pgm(&bytes)
+        .map_err(|e| bad(e.to_string()))?
+        .fit_within(width, height);
+    Ok(LumaFrame {
+        width: image.width,
+        height: image.height,
+        data: image.pixels,
+        capture_us: 0,
+    })
+}
+
 /// Microseconds since the Unix epoch on this machine's clock.
 pub fn now_us() -> u64 {
     SystemTime::now()
@@ -78,6 +101,9 @@ pub struct SyntheticSource {
     force_keyframe: bool,
     luma: Option<LumaFrame>,
     overlay: Overlay,
+    /// A still picture in front of the lens (`video.synthetic_scene`),
+    /// drawn under the overlay.
+    scene: Option<LumaFrame>,
     /// Grain generator state; `None`: the plain pattern.
     grain: Option<u64>,
 }
@@ -127,6 +153,7 @@ impl SyntheticSource {
             force_keyframe: false,
             luma: None,
             overlay: Overlay::default(),
+            scene: None,
             grain: None,
         })
     }
@@ -141,6 +168,13 @@ impl SyntheticSource {
     /// Draws whatever `overlay` shows over the pattern.
     pub fn with_overlay(mut self, overlay: Overlay) -> Self {
         self.overlay = overlay;
+        self
+    }
+
+    /// Films `scene` (e.g. from [`load_scene`]) from the next frame on,
+    /// centred; whatever the overlay shows is drawn over it.
+    pub fn with_scene(mut self, scene: Option<LumaFrame>) -> Self {
+        self.scene = scene;
         self
     }
 
@@ -189,6 +223,9 @@ impl SyntheticSource {
             (capture_us / 1000) % 1000
         );
         burn_text(y_plane, w, h, &text);
+        if let Some(scene) = &self.scene {
+            blit_centred(y_plane, w, h, scene);
+        }
         if let Some(image) = self.overlay.current() {
             blit_centred(y_plane, w, h, &image);
         }
@@ -468,6 +505,48 @@ mod tests {
         let info = SpsInfo::parse(sps.expect("keyframe carries SPS")).expect("valid SPS");
         assert_eq!((info.width, info.height), (320, 240));
         assert!(pps.is_some());
+    }
+
+    #[test]
+    fn films_the_scene_picture_shrunk_to_fit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("scene.pgm");
+        // 480x480, black left half, white right half: shrunk to 240x240.
+        let image = kodama_media::pgm::GreyImage {
+            width: 480,
+            height: 480,
+            pixels: (0..480 * 480)
+                .map(|i| if i % 480 < 240 { 0 } else { 255 })
+                .collect(),
+        };
+        std::fs::write(&path, image.to_pgm()).expect("write");
+        let scene = load_scene(&path, 320, 240).expect("loads");
+        assert_eq!((scene.width, scene.height), (240, 240));
+        let mut src = SyntheticSource::new(settings(), false, MotionSwitch::default())
+            .expect("source")
+            .with_scene(Some(scene));
+        src.next_frame().expect("frame");
+        let luma = src.full_luma().expect("luma");
+        let at = |x: usize, y: usize| luma.data[y * 320 + x];
+        // Centred: columns 40..160 black, 160..280 white, every row.
+        assert_eq!((at(60, 120), at(150, 200)), (0, 0));
+        assert_eq!((at(170, 120), at(270, 200)), (255, 255));
+    }
+
+    #[test]
+    fn a_missing_or_bad_scene_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope.pgm");
+        let err = load_scene(&missing, 320, 240).expect_err("missing");
+        assert!(
+            err.to_string().starts_with("video.synthetic_scene: ")
+                && err.to_string().contains("nope.pgm"),
+            "{err}"
+        );
+        let png = dir.path().join("scene.png");
+        std::fs::write(&png, b"\x89PNG\r\n\x1a\n").expect("write");
+        let err = load_scene(&png, 320, 240).expect_err("not a PGM");
+        assert!(err.to_string().contains("not a binary PGM"), "{err}");
     }
 
     #[test]

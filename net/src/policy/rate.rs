@@ -413,12 +413,25 @@ impl RateController {
         if congested {
             self.good_since = None;
             let since = *self.bad_since.get_or_insert(now);
+            // What a measured rate says fits: the estimate, or what the
+            // wire took while the backlog stood.
+            let by_estimate = s.bandwidth_bps.map(|bps| self.fits(bps));
+            let by_wire = wire_bps
+                .filter(|_| backlogged)
+                .map(|bps| self.fits(bps as u64));
             if let Some(p) = self.probe.take() {
-                // The probe did not hold: undo it now and back off.
+                // The probe did not hold: undo it now and back off — below
+                // the rung it came from when the link itself fell away
+                // meanwhile (a cap that lands during a probe would otherwise
+                // cost a second step and a settle period).
                 if now.saturating_sub(p.started) < self.cfg.probe_hold {
                     self.next_probe = now + self.backoff;
                     self.backoff = (self.backoff * 2).min(self.cfg.backoff_max);
-                    return self.change(p.from, Reason::ProbeFailed, now);
+                    let target = [by_estimate, by_wire]
+                        .into_iter()
+                        .flatten()
+                        .fold(p.from, usize::min);
+                    return self.change(target, Reason::ProbeFailed, now);
                 }
             }
             let hold_until = if backlogged {
@@ -430,13 +443,8 @@ impl RateController {
             if now < hold_until || now.saturating_sub(since) < self.cfg.down_after {
                 return None;
             }
-            // At least one rung; further when a measured rate says so: the
-            // estimate, or what the wire took while the backlog stood.
+            // At least one rung; further when a measured rate says so.
             let one_down = self.current.saturating_sub(1);
-            let by_estimate = s.bandwidth_bps.map(|bps| self.fits(bps));
-            let by_wire = wire_bps
-                .filter(|_| backlogged)
-                .map(|bps| self.fits(bps as u64));
             let target = [by_estimate, by_wire]
                 .into_iter()
                 .flatten()
@@ -667,6 +675,33 @@ mod tests {
         let gaps: Vec<u64> = ups.windows(2).map(|w| w[1] - w[0]).collect();
         assert!(gaps.windows(2).all(|g| g[1] > g[0]), "{gaps:?}");
         assert!(gaps[0] >= 8_000);
+    }
+
+    #[test]
+    fn a_cap_during_a_probe_goes_straight_to_the_rung_the_estimate_fits() {
+        // Seen in the bench: the camera had just probed up to 4 Mbit/s when
+        // the link was capped to 1 Mbit/s. Undoing only the probe (back to
+        // 2 Mbit/s) then waiting out a settle period before 500 kbit/s
+        // doubled the viewer's pause.
+        let mut c = controller(2);
+        let d = replay(&mut c, &clean(0, 5_000));
+        assert_eq!(
+            d.last().map(|(_, d)| (d.tier, d.reason)),
+            Some((3, Reason::Probe))
+        );
+        let probed_at = d.last().map_or(0, |(t, _)| *t);
+        let capped = [Row {
+            est_kbps: Some(900),
+            ..row(probed_at + 400, 0, 40)
+        }];
+        let d = replay(&mut c, &capped);
+        assert_eq!(
+            d.iter()
+                .map(|(_, d)| (d.tier, d.reason))
+                .collect::<Vec<_>>(),
+            vec![(0, Reason::ProbeFailed)],
+            "one decision, to the rung 900 kbit/s carries"
+        );
     }
 
     #[test]

@@ -701,3 +701,55 @@ pub fn backfilled_audio(data_dir: &std::path::Path, key: &SecretKey) -> (Vec<i64
     }
     (times, worst_offset_s)
 }
+
+/// How much of an outage's sound a recording holds ([`assert_outage_audio`]).
+pub struct OutageAudio {
+    /// Opus packets recorded with a capture time inside the outage.
+    pub in_outage: usize,
+    /// Packets the camera filmed in that time (one per 20 ms).
+    pub expected: f64,
+    /// Backfilled Opus packets of any time.
+    pub backfilled: usize,
+    /// The largest gap between a backfilled fragment's video and audio start.
+    pub worst_offset_s: f64,
+}
+
+/// Checks that the backfilled segments in `data_dir` carry the sound of the
+/// outage `[from_us, to_us)`: at least `share` of its 20 ms Opus packets
+/// (polled for up to `within`, as the index commits every few seconds), and
+/// no fragment whose audio starts more than 250 ms from its video.
+pub async fn assert_outage_audio(
+    data_dir: &std::path::Path,
+    key: &SecretKey,
+    (from_us, to_us): (i64, i64),
+    share: f64,
+    within: Duration,
+) -> OutageAudio {
+    let expected = (to_us - from_us) as f64 / 20_000.0;
+    let deadline = tokio::time::Instant::now() + within;
+    let found = loop {
+        let (times, worst_offset_s) = backfilled_audio(data_dir, key);
+        let in_outage = times.iter().filter(|&&t| t >= from_us && t < to_us).count();
+        let found = OutageAudio {
+            in_outage,
+            expected,
+            backfilled: times.len(),
+            worst_offset_s,
+        };
+        if in_outage as f64 >= share * expected || tokio::time::Instant::now() >= deadline {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        found.in_outage as f64 >= share * expected,
+        "only {} of ~{expected:.0} audio packets of the outage were recorded",
+        found.in_outage
+    );
+    assert!(
+        found.worst_offset_s <= 0.25,
+        "a backfilled fragment's audio starts {:.0} ms away from its video",
+        found.worst_offset_s * 1000.0
+    );
+    found
+}

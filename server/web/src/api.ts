@@ -83,6 +83,8 @@ export const api = {
 export interface Telemetry {
   cpu_percent?: number | null;
   soc_temp_c?: number | null;
+  /** The camera firmware's own process (resident memory, CPU of one core). */
+  process?: { rss_kib: number; peak_rss_kib: number; cpu_percent?: number | null } | null;
   storage?: { free_bytes: number; total_bytes: number } | null;
   link?: { kind: string; iface?: string | null } | null;
   modem?: { signal_dbm?: number | null; technology?: string | null; operator?: string | null; state?: string } | null;

@@ -86,6 +86,7 @@ export function cameraView(ctx: Ctx, id: string): View {
       row('Uplink', last?.stream?.uplink ?? '—'),
       row('CPU', fmt(last?.cpu_percent, '%')),
       row('Temperature', fmt(last?.soc_temp_c, '°C', 1)),
+      row('Camera process', last?.process ? `${(last.process.rss_kib / 1024).toFixed(1)} MiB${typeof last.process.cpu_percent === 'number' ? ` · CPU ${last.process.cpu_percent.toFixed(0)} %` : ''}` : '—'),
       row('Storage', storage ? `${fmtBytes(storage.free_bytes)} free of ${fmtBytes(storage.total_bytes)}` : '—'),
       row('Firmware', status?.firmware || '—'),
       row('Video', status ? `${status.width}×${status.height} @ ${status.fps} fps` : '—'),

@@ -2,7 +2,9 @@
 //! documents `/proc/<pid>/stat` and `/proc/<pid>/status`.
 //!
 //! The parsers are pure functions over the file text (tested with golden
-//! samples and arbitrary input); [`sample`] does the reading.
+//! samples and arbitrary input); [`sample`] does the reading. The camera
+//! reports its own process this way in telemetry ([`super::system`]), and
+//! `kodama-bench` measures the processes it runs with the same functions.
 
 use std::path::PathBuf;
 use std::time::Duration;
