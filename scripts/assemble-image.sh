@@ -3,7 +3,7 @@
 #
 # Writes a Kodama SD-card image without root or loop devices:
 #   p1  FAT32 boot   (BOOT_DIR's files: config.txt, U-Boot, boot.scr, uboot.env + uboot-redund.env, kernel, dtbs, kodama.toml)
-#   p2  rootfs A     (ROOTFS_IMG, read-only squashfs)
+#   p2  rootfs A     (ROOTFS_IMG, read-only ext4 with the slot's kernel in /kernel)
 #   p3  rootfs B     (same size, empty: the slot the next update writes)
 #   --  free         (p4, the data partition, is made on first boot to fill the card)
 # This is the layout genimage.cfg gives the Buildroot image; the emulator

@@ -5,14 +5,16 @@
 # What it builds (in target/boot-test/, from Debian's arm64 packages and the
 # cross-built firmware — the real card is built by Buildroot, see
 # scripts/build-image.sh):
-#   * rootfs.squashfs: BusyBox, the same rootfs overlay as the Buildroot image
+#   * rootfs.img: BusyBox, the same rootfs overlay as the Buildroot image
 #     (buildroot-overlay/board/kodama/rootfs-overlay: inittab, init scripts,
 #     supervision, watchdog feeder), aarch64 e2fsprogs/util-linux for the
 #     first-boot data partition, and the cross-built kodama-camera;
 #   * sdcard.img: the card layout (FAT boot, rootfs A, rootfs B, data made on
 #     first boot) written by scripts/assemble-image.sh, with kodama.toml on
 #     the FAT partition;
-#   * initramfs.cpio.gz: BusyBox plus the virtio/squashfs modules (Debian's
+#   * the slot's kernel files in /kernel of that root (ext4, which U-Boot
+#     reads): Debian's arm64 kernel and
+#     initramfs.cpio.gz: BusyBox plus the virtio/ext4 modules (Debian's
 #     kernel has them as modules; the Pi kernel has them built in, so the
 #     real card needs no initramfs). It loads them and switch_roots.
 # Then it boots qemu-system-aarch64 (virt, cortex-a53, 512 MiB, user-mode
@@ -179,8 +181,6 @@ echo "1.0.0-boottest" > rootfs/etc/kodama-version
 printf 'root:x:0:0:root:/root:/bin/sh\n' > rootfs/etc/passwd
 printf 'root:x:0:\n' > rootfs/etc/group
 mkdir -p rootfs/root
-rm -f rootfs.squashfs
-mksquashfs rootfs rootfs.squashfs -comp xz -all-root -noappend -quiet >/dev/null
 
 # -------------------------------------------------------- initramfs
 log "building initramfs"
@@ -218,13 +218,33 @@ root=/dev/vda2
 for w in $(cat /proc/cmdline); do case "$w" in root=*) root=${w#root=} ;; esac; done
 i=0
 while [ ! -b "$root" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-mount -t squashfs -o ro "$root" /newroot || { echo "initramfs: cannot mount $root"; exec sh; }
+echo "initramfs: kernel files of root $(cat /etc/kodama-kernel-files)"
+mount -t ext4 -o ro "$root" /newroot || { echo "initramfs: cannot mount $root"; exec sh; }
 mount --move /dev /newroot/dev
 umount /proc /sys
 exec switch_root /newroot /sbin/init
 INIT
 chmod +x initramfs/init
-(cd initramfs && find . | cpio -o -H newc --quiet | gzip -1) > initramfs.cpio.gz
+mkdir -p initramfs/etc
+# The kernel files (kernel and initramfs) live in each root slot's /kernel:
+# an update replaces them with the root. The initramfs says which root's
+# files booted.
+slot_kernel() { # root-dir version
+	mkdir -p "$1/kernel"
+	cp "$kernel" "$1/kernel/Image"
+	echo "$2" > initramfs/etc/kodama-kernel-files
+	(cd initramfs && find . | cpio -o -H newc --quiet | gzip -1) > "$1/kernel/initramfs.cpio.gz"
+}
+# A root slot's image: ext4 without a journal, mounted read-only (U-Boot
+# reads the kernel from it; it cannot read squashfs).
+root_image() { # dir out
+	local kib
+	kib=$(du -sk "$1" | cut -f1)
+	rm -f "$2"
+	mke2fs -q -t ext4 -O ^has_journal -L kodama-root -d "$1" "$2" "$((kib * 5 / 4 + 4096))k" >/dev/null
+}
+slot_kernel rootfs 1.0.0-boottest
+root_image rootfs rootfs.img
 
 # ------------------------------------------------------------ card
 # U-Boot (Debian's u-boot-qemu, the qemu_arm64 board) is QEMU's firmware: it
@@ -250,9 +270,8 @@ make_card() { # kodama.toml
 	# read it. boot() writes the emulator's kodama-boot.env.
 	cp "$repo/buildroot-overlay/board/kodama/config.txt" bootpart/
 	cp boot.scr uboot.env uboot-redund.env bootpart/
-	cp "$kernel" bootpart/Image
-	cp initramfs.cpio.gz bootpart/
-	"$repo/scripts/assemble-image.sh" bootpart rootfs.squashfs sdcard.img 80 >/dev/null
+	# No kernel on the FAT partition: U-Boot loads the booted slot's.
+	"$repo/scripts/assemble-image.sh" bootpart rootfs.img sdcard.img 80 >/dev/null
 	# Room for the data partition that the first boot creates.
 	truncate -s +256M sdcard.img
 }
@@ -313,6 +332,10 @@ if [ "$boot_only" = 1 ]; then
 	grep -q "kodama-selftest: data ok" console.log || die "data partition not created/mounted"
 	grep -q "kodama-selftest: network ok" console.log || die "no network (DHCP) in the guest"
 	grep -q "kodama-selftest: readonly-root ok" console.log || die "root file system is writable"
+	if ! grep -aq "kodama: kernel from slot A" console.log ||
+		! grep -aq "initramfs: kernel files of root 1.0.0-boottest" console.log; then
+		die "the kernel did not come from root slot A"
+	fi
 	log "PASS (boot-only, $(awk -v a="$boot_start" -v b="$(date +%s.%N)" "BEGIN{printf \"%.1f\", b-a}") s)"
 	exit 0
 fi
@@ -590,6 +613,9 @@ update_test() {
 	if [ "$update_scope" = full ]; then
 	cp -a rootfs rootfs-v2
 	echo "2.0.0-boottest" > rootfs-v2/etc/kodama-version
+	# Version 2 carries its own kernel files: the console shows which
+	# root's booted after the switch.
+	slot_kernel rootfs-v2 2.0.0-boottest
 	cp -a rootfs-v2 rootfs-v3
 	echo "3.0.0-unreachable" > rootfs-v3/etc/kodama-version
 	cat > rootfs-v3/etc/init.d/S11unreachable <<-'S11'
@@ -601,7 +627,7 @@ update_test() {
 	chmod +x rootfs-v3/etc/init.d/S11unreachable
 	local v
 	for v in 2 3; do
-		mksquashfs "rootfs-v$v" "rootfs-v$v.squashfs" -comp xz -all-root -noappend -quiet >/dev/null
+		root_image "rootfs-v$v" "rootfs-v$v.img"
 	done
 	fi
 	# The foreign bundle is refused on its signature whatever it carries: a
@@ -610,19 +636,19 @@ update_test() {
 	mkdir -p rootfs-foreign/etc
 	echo "2.0.0-foreign" > rootfs-foreign/etc/kodama-version
 	head -c 65536 /dev/urandom > rootfs-foreign/etc/filler
-	mksquashfs rootfs-foreign rootfs-foreign.squashfs -all-root -noappend -quiet >/dev/null
+	root_image rootfs-foreign rootfs-foreign.img
 	local keys root version name
 	while read -r keys root version name; do
 		[ -e "$root" ] || continue
-		"$repo/scripts/build-bundle.sh" --keys "keys/$keys" --rootfs "$root.squashfs" --version "$version" \
-			"$name.raucb" >/dev/null 2>&1 || die "build-bundle.sh failed for $name.raucb"
+		"$repo/scripts/build-bundle.sh" --keys "keys/$keys" --rootfs "$root.img" --version "$version" \
+			"$name.raucb" > "$name.bundle.log" 2>&1 || { tail -n 5 "$name.bundle.log"; die "build-bundle.sh failed for $name.raucb"; }
 	done <<-LIST
 		owner rootfs-v2 2.0.0-boottest v2
 		owner rootfs-v3 3.0.0-unreachable v3
 		foreign rootfs-foreign 2.0.0-foreign foreign
 	LIST
 	[ ! -e v2.raucb ] ||
-		log "bundle size $(stat -c %s v2.raucb) bytes (root file system $(stat -c %s rootfs-v2.squashfs) bytes)"
+		log "bundle size $(stat -c %s v2.raucb) bytes (root file system with its kernel $(stat -c %s rootfs-v2.img) bytes)"
 
 	local sdata=$work/server-data port api_port
 	rm -rf "$sdata"
@@ -752,6 +778,10 @@ update_steps() {
 	t_after_switch=$(since "$t_cut")
 	log "power cut right after the switch: slot B booted again, reconnected, streamed and committed ${t_after_switch} s after the cut"
 	grep -q "^running: .*version 2.0.0-boottest on slot B" <<<"$status" || { echo "$status"; die "not running version 2 on slot B"; }
+	# The update brought its kernel files with it.
+	grep -aq "initramfs: kernel files of root 2.0.0-boottest" console.log ||
+		{ tail -n 30 console.log; die "slot B did not boot version 2's own kernel files"; }
+	log "slot B booted version 2's own kernel and initramfs (from the slot, not the FAT partition)"
 	log "version 2 committed on slot B, $t_commit s after \`camera update\` (two power cuts included)"
 
 	# 4. Version 3 cannot reach the server: rolls back by itself.

@@ -4,7 +4,7 @@
 #
 # Usage: scripts/build-bundle.sh --keys DIR --rootfs ROOTFS.img --version V OUT.raucb
 #   --keys DIR   made by scripts/update-keys.sh (signing.key.pem, signing.cert.pem, ca.cert.pem)
-#   --rootfs     the root filesystem image for a slot (the image's squashfs)
+#   --rootfs     the root filesystem image for a slot (the image's ext4, kernel in /kernel)
 #   --version    the firmware version the bundle carries
 # The bundle is checked against the CA keyring after signing.
 set -euo pipefail

@@ -142,11 +142,31 @@ if load ${devtype} ${devnum}:${distro_bootpart} ${kernel_addr_r} kodama-boot.env
 fi
 setenv bootargs "root=${kodama_root} ro rootwait rauc.slot=${kodama_slot} ${kodama_bootargs}"
 
-# The emulator's Debian kernel needs an initramfs for its virtio and
-# squashfs modules; the Pi kernel has them built in and boots without one.
-load ${devtype} ${devnum}:${distro_bootpart} ${kernel_addr_r} Image
-if load ${devtype} ${devnum}:${distro_bootpart} ${ramdisk_addr_r} initramfs.cpio.gz; then
-	booti ${kernel_addr_r} ${ramdisk_addr_r}:${filesize} ${fdtcontroladdr}
+# The kernel files live in the booted slot's root (/kernel, ext4), so an
+# update brings its kernel with its root and a rollback takes both back.
+# A card whose slot has none (made before) boots the FAT partition's.
+# The emulator's Debian kernel needs an initramfs for its virtio and ext4
+# modules; the Pi kernel has them built in and boots without one.
+if test "${kodama_slot}" = "A"; then
+	setenv kodama_part 2
+else
+	setenv kodama_part 3
+fi
+setenv kodama_initrd
+if load ${devtype} ${devnum}:${kodama_part} ${kernel_addr_r} /kernel/Image; then
+	echo "kodama: kernel from slot ${kodama_slot}"
+	if load ${devtype} ${devnum}:${kodama_part} ${ramdisk_addr_r} /kernel/initramfs.cpio.gz; then
+		setenv kodama_initrd ${ramdisk_addr_r}:${filesize}
+	fi
+else
+	echo "kodama: slot ${kodama_slot} has no /kernel/Image; booting the kernel on the boot partition"
+	load ${devtype} ${devnum}:${distro_bootpart} ${kernel_addr_r} Image
+	if load ${devtype} ${devnum}:${distro_bootpart} ${ramdisk_addr_r} initramfs.cpio.gz; then
+		setenv kodama_initrd ${ramdisk_addr_r}:${filesize}
+	fi
+fi
+if test -n "${kodama_initrd}"; then
+	booti ${kernel_addr_r} ${kodama_initrd} ${fdtcontroladdr}
 else
 	booti ${kernel_addr_r} - ${fdtcontroladdr}
 fi

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Buildroot post-build: last touches to the target tree before the
-# read-only squashfs is made.
+# read-only root image (ext4) is made.
 set -eu
 
 TARGET_DIR=$1
@@ -10,6 +10,10 @@ ln -sf ../run/resolv.conf "$TARGET_DIR/etc/resolv.conf"
 
 # Mount points the init scripts use.
 mkdir -p "$TARGET_DIR/boot" "$TARGET_DIR/data"
+
+# The slot's own kernel: U-Boot's boot.scr loads /kernel/Image from the
+# root slot it boots, so an update replaces kernel and root together.
+install -D -m 0644 "$BINARIES_DIR/Image" "$TARGET_DIR/kernel/Image"
 
 # /var is a tmpfs (see /etc/fstab); the skeleton's /var symlinks would be
 # hidden under it, so drop them to keep the tree honest.

@@ -12,14 +12,15 @@ files=()
 for f in "$BINARIES_DIR"/*.dtb "$BINARIES_DIR"/rpi-firmware/*; do
 	files+=("${f#"$BINARIES_DIR"/}")
 done
-# config.txt's kernel= is U-Boot; the Linux kernel (Image) is what boot.scr
-# loads. uboot.env and uboot-redund.env are the two copies of the A/B boot
+# config.txt's kernel= is U-Boot; the Linux kernel is in each root slot
+# (/kernel/Image, put there by post-build.sh), where boot.scr loads it.
+# uboot.env and uboot-redund.env are the two copies of the A/B boot
 # counters (host-uboot-tools makes uboot-env.bin, redundant format, from
 # board/kodama/uboot-env.txt; boot.cmd and fw_setenv alternate between them).
 cp "$BINARIES_DIR/uboot-env.bin" "$BINARIES_DIR/uboot.env"
 cp "$BINARIES_DIR/uboot-env.bin" "$BINARIES_DIR/uboot-redund.env"
 cp "$BOARD_DIR/kodama-boot.env" "$BINARIES_DIR/kodama-boot.env"
-files+=(u-boot.bin Image boot.scr uboot.env uboot-redund.env kodama-boot.env)
+files+=(u-boot.bin boot.scr uboot.env uboot-redund.env kodama-boot.env)
 
 boot_files=$(printf '\\t\\t\\t"%s",\\n' "${files[@]}")
 sed "s|#BOOT_FILES#|$boot_files|" "$BOARD_DIR/genimage.cfg.in" > "$GENIMAGE_CFG"
