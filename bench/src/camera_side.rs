@@ -99,42 +99,31 @@ pub async fn run(
     )?;
     let scope = cancel.child_token();
     let (server, server_addr) = Running::start(mode, &data_dir, None, scope.child_token()).await?;
-    let measure = |kind, peer, exe| one(exe, kind, peer, &key, &frames, stream, warmup, window);
-    let firmware = async {
-        let here = measure(CameraKind::Firmware, &server_addr, this.as_path())
+    let measure = &|kind, peer, exe| one(exe, kind, peer, &key, &frames, stream, warmup, window);
+    // This build's camera, then (with --camera-compare) the other build's,
+    // against the same peer.
+    let this = this.as_path();
+    let here_and_there = |kind, peer, what: &'static str| async move {
+        let here = measure(kind, peer, this)
             .await
-            .context("firmware camera")?;
+            .with_context(|| format!("{what} camera"))?;
         let there = match compare {
             Some(exe) => Some(
-                measure(CameraKind::Firmware, &server_addr, exe)
+                measure(kind, peer, exe)
                     .await
-                    .with_context(|| format!("firmware camera from {}", exe.display()))?,
+                    .with_context(|| format!("{what} camera from {}", exe.display()))?,
             ),
             None => None,
         };
         anyhow::Ok((here, there))
-    }
-    .await;
+    };
+    let firmware = here_and_there(CameraKind::Firmware, &server_addr, "firmware").await;
     scope.cancel();
     server.stop().await;
     let (firmware, firmware_compared) = firmware?;
 
     let (relay, relay_addr) = ChildNode::relay().await?;
-    let raw = async {
-        let here = measure(CameraKind::Raw, &relay_addr, this.as_path())
-            .await
-            .context("raw camera")?;
-        let there = match compare {
-            Some(exe) => Some(
-                measure(CameraKind::Raw, &relay_addr, exe)
-                    .await
-                    .with_context(|| format!("raw camera from {}", exe.display()))?,
-            ),
-            None => None,
-        };
-        anyhow::Ok((here, there))
-    }
-    .await;
+    let raw = here_and_there(CameraKind::Raw, &relay_addr, "raw").await;
     relay.stop().await;
     let (raw, raw_compared) = raw?;
     Ok(CameraRun {
