@@ -345,6 +345,18 @@ pub fn status_ok(node_id: &str) -> String {
     )
 }
 
+/// Ends a status text with the node id (when known) and the firmware
+/// version, as every problem report on the card does.
+fn push_identity(s: &mut String, node_id: Option<&str>) {
+    if let Some(id) = node_id {
+        s.push_str(&format!("Node id: {id}\n"));
+    }
+    s.push_str(&format!(
+        "Firmware: kodama-camera {}\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+}
+
 /// The status file's text when the server refused the pairing code in
 /// `kodama.toml`: the camera runs, unpaired, and waits for a pairing QR code.
 pub fn status_not_paired(reason: &str, node_id: Option<&str>) -> String {
@@ -358,13 +370,7 @@ pub fn status_not_paired(reason: &str, node_id: Option<&str>) -> String {
          The status LED blinks {} times, pauses, and repeats, then once a cycle while it looks for a QR code.\n",
         crate::onboarding::blink::REFUSED
     );
-    if let Some(id) = node_id {
-        s.push_str(&format!("Node id: {id}\n"));
-    }
-    s.push_str(&format!(
-        "Firmware: kodama-camera {}\n",
-        env!("CARGO_PKG_VERSION")
-    ));
+    push_identity(&mut s, node_id);
     s
 }
 
@@ -398,13 +404,7 @@ pub fn status_error(err: &FirstBootError, node_id: Option<&str>) -> String {
          The status LED blinks {code} times, pauses, and repeats.\n",
         err.advice()
     );
-    if let Some(id) = node_id {
-        s.push_str(&format!("Node id: {id}\n"));
-    }
-    s.push_str(&format!(
-        "Firmware: kodama-camera {}\n",
-        env!("CARGO_PKG_VERSION")
-    ));
+    push_identity(&mut s, node_id);
     s
 }
 
